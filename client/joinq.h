@@ -1,0 +1,142 @@
+/*
+ * joinq.h - libjoinq, a client of joinqd (protocol 1, PROTOCOL.md).
+ *
+ * One jq_client is one TCP connection or one UDP socket, used by one thread.
+ * Calls block; every wait is bounded by the op's own timeout plus the
+ * client's io_timeout.  Items travel as JSON text: pass the compact (or any
+ * valid) JSON of the value, e.g. "\"hello\"" or "{\"n\":1}"; jq_put_string()
+ * encodes a plain string for you.  Every call returns JQ_OK (0) or an error
+ * code and, when err is not NULL, fills it with the code and a sentence.
+ *
+ * Codes below JQ_NERR are the daemon's (errcode.h: JQ_FULL, JQ_EMPTY, ...);
+ * the ones from JQ_ERR_SYSTEM up are the library's own.
+ *
+ *     struct jq_options o = JQ_OPTIONS_INIT;
+ *     struct jq_error err;
+ *     jq_client *c = jq_connect(&o, &err);
+ *     uint64_t task;
+ *     if (!c || jq_put_string(c, "jobs", "hello", NULL, &task, &err))
+ *         fprintf(stderr, "%s\n", err.message);
+ */
+#ifndef JOINQ_H
+#define JOINQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errcode.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define JQ_DEFAULT_HOST "127.0.0.1"
+#define JQ_DEFAULT_PORT "7477"
+
+/* Library errors, above the daemon's codes. */
+enum {
+	JQ_ERR_SYSTEM = 100,   /* a system call failed; message names it */
+	JQ_ERR_CONNECT,        /* cannot reach the daemon; message names the address */
+	JQ_ERR_CLOSED,         /* the daemon closed the connection */
+	JQ_ERR_IO_TIMEOUT,     /* no reply within the op's wait plus io_timeout */
+	JQ_ERR_PROTOCOL,       /* the reply is not what protocol 1 says */
+	JQ_ERR_ARGUMENT,       /* a bad argument (say, item is not JSON) */
+};
+
+enum jq_transport { JQ_TCP, JQ_UDP };
+
+struct jq_options {
+	const char *host;           /* name or address; default 127.0.0.1 */
+	const char *port;           /* default "7477" */
+	enum jq_transport transport;
+	double connect_timeout;     /* seconds; default 5 */
+	double io_timeout;          /* seconds a reply may take beyond the op's
+	                               own wait; 0: no limit (TCP), default 5 */
+	const char *token;          /* NULL: none.  TCP sends auth once;
+	                               UDP adds it to every request */
+};
+
+#define JQ_OPTIONS_INIT { NULL, NULL, JQ_TCP, 5.0, 5.0, NULL }
+
+struct jq_error {
+	int code;                   /* JQ_OK, a daemon code or a JQ_ERR_* */
+	char message[256];
+};
+
+/* How a blocking op waits: block false is the Python *_nowait; timeout < 0
+ * waits forever.  NULL means block forever. */
+struct jq_wait {
+	bool block;
+	double timeout;
+};
+
+/* A delivered task.  item is malloc'd compact JSON; jq_task_free() frees
+ * it. */
+struct jq_task {
+	uint64_t task;
+	uint32_t deliveries;
+	char *item;
+	size_t item_len;
+};
+
+struct jq_qsize {
+	uint64_t qsize, maxsize, unfinished, inflight, delayed;
+	bool empty, full;
+};
+
+typedef struct jq_client jq_client;
+
+/* Connects (TCP) or sets up a socket (UDP), and authenticates when a token
+ * is given.  NULL on failure, with err filled. */
+jq_client *jq_connect(const struct jq_options *o, struct jq_error *err);
+void jq_close(jq_client *c);
+
+/* queue NULL means "default". */
+int jq_put(jq_client *c, const char *queue, const char *item_json,
+           size_t len, const struct jq_wait *w, uint64_t *task,
+           struct jq_error *err);
+int jq_put_string(jq_client *c, const char *queue, const char *s,
+                  const struct jq_wait *w, uint64_t *task,
+                  struct jq_error *err);
+/* lease in seconds; 0: none (over UDP the daemon's udp_lease applies). */
+int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
+           double lease, struct jq_task *out, struct jq_error *err);
+void jq_task_free(struct jq_task *t);
+int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
+                 struct jq_error *err);
+/* delay in seconds; 0: back to the head at once. */
+int jq_release(jq_client *c, uint64_t task, double delay,
+               struct jq_error *err);
+int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
+            struct jq_error *err);
+int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
+             struct jq_error *err);
+/* version: the daemon's version string, at most len bytes with the NUL. */
+int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err);
+/* *json: the whole stats reply as malloc'd JSON text; free() it. */
+int jq_stats(jq_client *c, char **json, struct jq_error *err);
+
+/*
+ * Raw requests, for pipelining: jq_send() queues one request object (JSON
+ * text, no newline), jq_flush() writes what is queued, and jq_recv() reads
+ * the next reply line (malloc'd, no newline; free() it) and returns JQ_OK
+ * for {"ok":true...}, the daemon's code for an error reply, or a library
+ * code.  Replies come in request order (TCP).  wait bounds jq_recv like an
+ * op's wait (NULL: forever).
+ */
+int jq_send(jq_client *c, const char *request_json, size_t len,
+            struct jq_error *err);
+int jq_flush(jq_client *c, struct jq_error *err);
+int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
+            struct jq_error *err);
+
+/* The wire name of a code ("full", "unknown_task"), or of a library code
+ * ("system", "connect", "closed", "io_timeout", "protocol", "argument"). */
+const char *jq_strcode(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,439 @@
+/*
+ * config.c - defaults, the config file and the flags (see config.h).
+ *
+ * The file is read first and the flags applied over it, so a flag always
+ * wins.  Every value is checked here, with the file and line or the flag
+ * named in the message, so the rest of the daemon can trust its settings.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "request.h"
+#include "xalloc.h"
+
+#define SECTION_QUEUE "queue "
+
+static const char usage[] =
+"usage: joinqd [OPTION]...\n"
+"Serve named, bounded, joinable queues over TCP and UDP (JSON lines).\n"
+"\n"
+"  -c, --config FILE          read settings from FILE (INI; see joinqd.conf(5))\n"
+"  -p, --port PORT            TCP and UDP port (default 7477; 0: any free port)\n"
+"  -b, --bind ADDR            listen on ADDR; repeat for more (default:\n"
+"                             127.0.0.1 and ::1)\n"
+"      --queue NAME:MAXSIZE   bound queue NAME to MAXSIZE items (repeatable)\n"
+"      --default-maxsize N    bound every other queue to N items (default 0:\n"
+"                             unbounded)\n"
+"      --max-queues N         most queues that may exist (default 10000)\n"
+"      --max-frame BYTES      longest request line (default 1M)\n"
+"      --max-depth N          deepest JSON nesting of a request (default 64)\n"
+"      --udp-max-reply BYTES  largest reply datagram (default 65000)\n"
+"      --udp-lease SECONDS    lease of a UDP get that names none (default 30)\n"
+"      --max-connections N    most TCP clients at once (default 10000)\n"
+"      --auth-token-file FILE require the token in FILE from every client\n"
+"      --log-level LEVEL      error, warning, info or debug (default info)\n"
+"  -h, --help                 show this help and exit\n"
+"  -V, --version              show the version and exit\n"
+"\n"
+"Flags win over the config file.  SIGTERM or SIGINT stops the daemon.\n";
+
+static void defaults(struct config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->port = JOINQ_DEFAULT_PORT;
+	c->max_queues = 10000;
+	c->max_frame = 1024 * 1024;
+	c->max_depth = 64;
+	c->udp_max_reply = 65000;
+	c->udp_lease = 30;
+	c->max_connections = 10000;
+	c->log_level = LOG_INFO;
+}
+
+static void free_binds(struct config *c)
+{
+	for (size_t i = 0; i < c->nbinds; i++)
+		free(c->binds[i]);
+	free(c->binds);
+	c->binds = NULL;
+	c->nbinds = 0;
+}
+
+static void add_bind(struct config *c, const char *addr, size_t len)
+{
+	c->binds = xrealloc(c->binds, (c->nbinds + 1) * sizeof *c->binds);
+	c->binds[c->nbinds++] = xstrndup(addr, len);
+}
+
+/* A list of addresses separated by spaces or commas replaces the binds. */
+static int set_binds(struct config *c, const char *list)
+{
+	free_binds(c);
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, " \t,");
+		if (n)
+			add_bind(c, p, n);
+		p += n;
+		p += strspn(p, " \t,");
+	}
+	return c->nbinds ? 0 : -1;
+}
+
+struct queue_conf *config_queue(struct config *c, const char *name, size_t len)
+{
+	for (size_t i = 0; i < c->nqueues; i++)
+		if (strlen(c->queues[i].name) == len &&
+		    memcmp(c->queues[i].name, name, len) == 0)
+			return &c->queues[i];
+	c->queues = xrealloc(c->queues, (c->nqueues + 1) * sizeof *c->queues);
+	struct queue_conf *q = &c->queues[c->nqueues++];
+	memset(q, 0, sizeof *q);
+	q->name = xstrndup(name, len);
+	return q;
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+/* A whole number up to max, with an optional k, M or G (binary) suffix
+ * when sized. */
+static int parse_u64(const char *s, uint64_t max, bool sized, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*s == '-' || *s == '+' || *s == '\0')
+		return -1;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	unsigned shift = 0;
+	if (sized && *end) {
+		switch (*end++) {
+		case 'k': case 'K': shift = 10; break;
+		case 'm': case 'M': shift = 20; break;
+		case 'g': case 'G': shift = 30; break;
+		default: return -1;
+		}
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B')
+			end++;
+	}
+	if (*end || v > (max >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v <= 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Settings shared by the file and the flags: one function checks a named
+ * value for both.  Returns NULL or what is wrong with the value.
+ */
+static const char *set_main(struct config *c, const char *key, const char *val)
+{
+	uint64_t v;
+
+	if (!strcmp(key, "bind")) {
+		return set_binds(c, val) ? "expected one or more addresses" : NULL;
+	} else if (!strcmp(key, "port")) {
+		if (parse_u64(val, 65535, false, &v))
+			return "expected a port number from 0 to 65535";
+		c->port = (unsigned)v;
+	} else if (!strcmp(key, "default_maxsize")) {
+		if (parse_u64(val, UINT64_MAX, false, &v))
+			return "expected a whole number of items (0: unbounded)";
+		c->default_maxsize = v;
+	} else if (!strcmp(key, "max_queues")) {
+		if (parse_u64(val, 100000000, false, &v) || v == 0)
+			return "expected a whole number from 1 to 100000000";
+		c->max_queues = (unsigned)v;
+	} else if (!strcmp(key, "max_frame")) {
+		if (parse_u64(val, 1u << 30, true, &v) || v < 64)
+			return "expected a size from 64 bytes to 1G";
+		c->max_frame = (size_t)v;
+	} else if (!strcmp(key, "max_depth")) {
+		if (parse_u64(val, 1024, false, &v) || v == 0)
+			return "expected a whole number from 1 to 1024";
+		c->max_depth = (unsigned)v;
+	} else if (!strcmp(key, "udp_max_reply")) {
+		if (parse_u64(val, 65507, true, &v) || v < 512)
+			return "expected a size from 512 to 65507 bytes";
+		c->udp_max_reply = (size_t)v;
+	} else if (!strcmp(key, "udp_lease")) {
+		if (parse_seconds(val, &c->udp_lease))
+			return "expected a number of seconds > 0";
+	} else if (!strcmp(key, "max_connections")) {
+		if (parse_u64(val, 10000000, false, &v) || v == 0)
+			return "expected a whole number from 1 to 10000000";
+		c->max_connections = (unsigned)v;
+	} else if (!strcmp(key, "log_level")) {
+		int level = log_level_parse(val);
+		if (level < 0)
+			return "expected error, warning, info or debug";
+		c->log_level = level;
+	} else if (!strcmp(key, "auth_token_file")) {
+		free(c->auth_token_file);
+		c->auth_token_file = *val ? xstrdup(val) : NULL;
+	} else {
+		return "unknown setting";
+	}
+	return NULL;
+}
+
+static const char *set_queue(struct config *c, const char *name,
+                             const char *key, const char *val)
+{
+	struct queue_conf *q = config_queue(c, name, strlen(name));
+	uint64_t v;
+
+	if (!strcmp(key, "maxsize")) {
+		if (parse_u64(val, UINT64_MAX, false, &v))
+			return "expected a whole number of items (0: unbounded)";
+		q->maxsize = v;
+		q->has_maxsize = true;
+	} else if (!strcmp(key, "max_deliveries")) {
+		if (parse_u64(val, UINT32_MAX, false, &v))
+			return "expected a whole number (0: unlimited)";
+		q->max_deliveries = (unsigned)v;
+	} else if (!strcmp(key, "dead_letter")) {
+		if (strcmp(val, "off") != 0 && !queue_name_valid(val, strlen(val)))
+			return "expected a queue name or off";
+		if (!strcmp(val, name))
+			return "a queue cannot be its own dead-letter queue";
+		free(q->dead_letter);
+		q->dead_letter = xstrdup(val);
+	} else {
+		return "unknown queue setting (maxsize, max_deliveries, dead_letter)";
+	}
+	return NULL;
+}
+
+/* ---- the file ----------------------------------------------------------- */
+
+struct file_ctx {
+	struct config *c;
+	char error[256];        /* the first error, without its line */
+};
+
+static int on_entry(void *user, const char *section, const char *key,
+                    const char *val)
+{
+	struct file_ctx *ctx = user;
+	const char *err;
+
+	if (!*section) {
+		err = set_main(ctx->c, key, val);
+	} else if (!strncmp(section, SECTION_QUEUE, strlen(SECTION_QUEUE))) {
+		const char *name = section + strlen(SECTION_QUEUE);
+		name += strspn(name, " ");
+		if (!queue_name_valid(name, strlen(name)))
+			err = "the section names an invalid queue";
+		else
+			err = set_queue(ctx->c, name, key, val);
+	} else {
+		err = "settings belong at the top or in a [queue NAME] section";
+	}
+	if (err && !ctx->error[0])
+		snprintf(ctx->error, sizeof ctx->error, "%s = %s: %s", key, val, err);
+	return err == NULL;
+}
+
+static int load_file(struct config *c, const char *path)
+{
+	struct file_ctx ctx = { .c = c };
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "joinqd: cannot read config file %s: %s\n", path,
+		        strerror(errno));
+		return -1;
+	}
+	int line = ini_parse_file(f, on_entry, &ctx);
+	fclose(f);
+	if (line == 0)
+		return 0;
+	if (ctx.error[0])
+		fprintf(stderr, "joinqd: %s:%d: %s\n", path, line, ctx.error);
+	else
+		fprintf(stderr, "joinqd: %s:%d: not a setting (expected key = value "
+		        "or [queue NAME])\n", path, line);
+	return -1;
+}
+
+/* ---- the flags ---------------------------------------------------------- */
+
+enum {
+	OPT_QUEUE = 256, OPT_DEFAULT_MAXSIZE, OPT_MAX_QUEUES, OPT_MAX_FRAME,
+	OPT_MAX_DEPTH, OPT_UDP_MAX_REPLY, OPT_UDP_LEASE, OPT_MAX_CONNECTIONS,
+	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL,
+};
+
+static const struct option options[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "port", required_argument, NULL, 'p' },
+	{ "bind", required_argument, NULL, 'b' },
+	{ "queue", required_argument, NULL, OPT_QUEUE },
+	{ "default-maxsize", required_argument, NULL, OPT_DEFAULT_MAXSIZE },
+	{ "max-queues", required_argument, NULL, OPT_MAX_QUEUES },
+	{ "max-frame", required_argument, NULL, OPT_MAX_FRAME },
+	{ "max-depth", required_argument, NULL, OPT_MAX_DEPTH },
+	{ "udp-max-reply", required_argument, NULL, OPT_UDP_MAX_REPLY },
+	{ "udp-lease", required_argument, NULL, OPT_UDP_LEASE },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+	{ "auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The config-file key a flag stands for. */
+static const char *flag_key(int opt)
+{
+	switch (opt) {
+	case 'p': return "port";
+	case OPT_DEFAULT_MAXSIZE: return "default_maxsize";
+	case OPT_MAX_QUEUES: return "max_queues";
+	case OPT_MAX_FRAME: return "max_frame";
+	case OPT_MAX_DEPTH: return "max_depth";
+	case OPT_UDP_MAX_REPLY: return "udp_max_reply";
+	case OPT_UDP_LEASE: return "udp_lease";
+	case OPT_MAX_CONNECTIONS: return "max_connections";
+	case OPT_AUTH_TOKEN_FILE: return "auth_token_file";
+	case OPT_LOG_LEVEL: return "log_level";
+	default: return NULL;
+	}
+}
+
+/* --queue NAME:MAXSIZE; the name may hold colons, so split at the last. */
+static const char *queue_flag(struct config *c, const char *arg)
+{
+	const char *colon = strrchr(arg, ':');
+	if (!colon || !queue_name_valid(arg, (size_t)(colon - arg)))
+		return "expected NAME:MAXSIZE with a valid queue name";
+	char *name = xstrndup(arg, (size_t)(colon - arg));
+	const char *err = set_queue(c, name, "maxsize", colon + 1);
+	free(name);
+	return err;
+}
+
+static int apply_flags(struct config *c, int argc, char **argv)
+{
+	bool binds_from_flags = false;
+	int opt;
+
+	optind = 0;   /* glibc: a full rescan */
+	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options, NULL)) != -1) {
+		const char *err = NULL;
+		if (opt == 'c' || opt == 'h' || opt == 'V')
+			continue;          /* handled by config_init */
+		if (opt == '?')
+			return -1;
+		if (opt == 'b') {
+			if (!binds_from_flags)
+				free_binds(c);
+			binds_from_flags = true;
+			size_t n = strlen(optarg);
+			if (n)
+				add_bind(c, optarg, n);
+			else
+				err = "expected an address";
+		} else if (opt == OPT_QUEUE) {
+			err = queue_flag(c, optarg);
+		} else {
+			err = set_main(c, flag_key(opt), optarg);
+		}
+		if (err) {
+			fprintf(stderr, "joinqd: %s: %s: %s\n", argv[optind - 1] ?
+			        argv[optind - 1] : "flag", optarg, err);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "joinqd: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+/* Checks what no single value shows: dead-letter names that cannot be. */
+static int check(const struct config *c)
+{
+	for (size_t i = 0; i < c->nqueues; i++) {
+		const struct queue_conf *q = &c->queues[i];
+		size_t len = strlen(q->name);
+		if (q->max_deliveries && !q->dead_letter &&
+		    len + strlen(QUEUE_DEAD_SUFFIX) > QUEUE_NAME_LIMIT) {
+			fprintf(stderr, "joinqd: queue %s: its dead-letter queue %s%s "
+			        "would be too long a name; set dead_letter\n",
+			        q->name, q->name, QUEUE_DEAD_SUFFIX);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int config_init(struct config *c, int argc, char **argv)
+{
+	int opt;
+
+	defaults(c);
+	add_bind(c, "127.0.0.1", 9);
+	add_bind(c, "::1", 3);
+
+	opterr = 1;
+	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			free(c->file);
+			c->file = xstrdup(optarg);
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		case 'V':
+			printf("joinqd %s (protocol 1)\n", PACKAGE_VERSION);
+			return 0;
+		case '?':
+			fputs("Try 'joinqd --help'.\n", stderr);
+			return 2;
+		}
+	}
+	if (c->file && load_file(c, c->file))
+		return 2;
+	if (apply_flags(c, argc, argv) || check(c)) {
+		fputs("Try 'joinqd --help'.\n", stderr);
+		return 2;
+	}
+	return -1;
+}
+
+void config_free(struct config *c)
+{
+	free_binds(c);
+	for (size_t i = 0; i < c->nqueues; i++) {
+		free(c->queues[i].name);
+		free(c->queues[i].dead_letter);
+	}
+	free(c->queues);
+	free(c->auth_token_file);
+	free(c->file);
+	memset(c, 0, sizeof *c);
+}

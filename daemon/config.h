@@ -1,0 +1,47 @@
+/*
+ * config.h - joinqd's settings: built-in defaults, then the config file
+ * (-c FILE, INI syntax read with inih), then command-line flags, which win.
+ * conf/joinqd.conf documents every setting with its default.
+ */
+#ifndef JQ_CONFIG_H
+#define JQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+#define JOINQ_DEFAULT_PORT 7477
+
+struct config {
+	char *file;                 /* -c, or NULL: defaults and flags only */
+	char **binds;               /* addresses to listen on */
+	size_t nbinds;
+	unsigned port;
+	uint64_t default_maxsize;   /* 0: unbounded */
+	unsigned max_queues;
+	size_t max_frame;           /* bytes before the LF */
+	unsigned max_depth;         /* JSON nesting, the request object is 1 */
+	size_t udp_max_reply;       /* bytes in one reply datagram */
+	double udp_lease;           /* seconds */
+	unsigned max_connections;
+	int log_level;              /* enum log_level */
+	char *auth_token_file;      /* NULL: no authentication */
+	struct queue_conf *queues;  /* [queue NAME] sections and --queue */
+	size_t nqueues;
+};
+
+/*
+ * Fills c from defaults, the file named by -c and the flags.  Returns -1 to
+ * go on, or an exit status: 0 after --help or --version, 2 for a usage or
+ * configuration error (already reported on stderr).
+ */
+int config_init(struct config *c, int argc, char **argv);
+
+void config_free(struct config *c);
+
+/* The settings of the named queue, adding an entry if there is none. */
+struct queue_conf *config_queue(struct config *c, const char *name, size_t len);
+
+#endif

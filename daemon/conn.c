@@ -1,0 +1,313 @@
+/*
+ * conn.c - one TCP client (see conn.h).
+ *
+ * A connection is in one of three states:
+ *
+ *   READY    frames are executed as they arrive, replies queued in order;
+ *   BLOCKED  a request waits in the engine; the frames behind it wait in
+ *            the input buffer, neither executed nor answered (as in Redis);
+ *   CLOSING  nothing more is executed; the replies owed are written, then
+ *            the connection is closed.
+ *
+ * READY -> BLOCKED when a request parks; BLOCKED -> READY when it completes
+ * (conn_finish), and the connection is then run again from conn_resume, not
+ * from inside the engine call that woke it.  READY -> CLOSING on a
+ * frame_too_large, when the peer has closed its side and every complete
+ * frame is answered, or at shutdown.  When the peer closes its side while
+ * BLOCKED, the waiting request is answered at once as if non-blocking.
+ *
+ * Reading stops by itself (a bufferevent high watermark) while input piles
+ * up behind a blocked request, and executing pauses while too much output
+ * is unsent, so a client that does not read cannot grow our memory.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "ops.h"
+#include "reply.h"
+#include "server.h"
+#include "xalloc.h"
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+#define OUTPUT_HIGH (4u << 20)   /* executing pauses above this unsent */
+#define READ_SLACK 65536         /* input held beyond one max_frame */
+
+enum conn_state { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
+
+struct conn {
+	struct bufferevent *bev;
+	enum conn_state state;
+	bool eof;                  /* the peer closed its sending side */
+	bool authorized;
+	bool resume_queued;
+	struct holder holder;      /* tasks delivered here without a lease */
+	struct pending pending;    /* the request it is blocked on */
+	struct client client;
+	struct conn *prev, *next;  /* server.conns */
+	struct conn *resume_next;  /* server.resume */
+	char peer[64];
+};
+
+static void conn_free(struct conn *c)
+{
+	if (c->state == CONN_BLOCKED)
+		ops_cancel(&c->pending);
+	engine_drop_holder(server.engine, &c->holder);
+
+	if (c->resume_queued)
+		for (struct conn **pp = &server.resume; *pp; pp = &(*pp)->resume_next)
+			if (*pp == c) {
+				*pp = c->resume_next;
+				break;
+			}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		server.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	server.nconns--;
+
+	log_debug("%s: closed", c->peer);
+	bufferevent_free(c->bev);
+	free(c);
+	server_maybe_done();
+}
+
+static void queue_resume(struct conn *c)
+{
+	if (c->resume_queued)
+		return;
+	c->resume_queued = true;
+	c->resume_next = server.resume;
+	server.resume = c;
+	event_active(server.resume_ev, EV_TIMEOUT, 0);
+}
+
+/* CLOSING: closes once everything owed is written. */
+static void close_when_flushed(struct conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_free(c);
+}
+
+static void start_closing(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	c->state = CONN_CLOSING;
+	bufferevent_disable(c->bev, EV_READ);
+	evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+/* READY: executes the complete frames in the input, in order. */
+static void run(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct buf *b = &server.scratch;
+	size_t max = server.cfg.max_frame;
+
+	buf_reset(b);
+	while (c->state == CONN_READY) {
+		size_t avail = evbuffer_get_length(in);
+		if (!avail || b->len + evbuffer_get_length(out) >= OUTPUT_HIGH)
+			break;   /* on_write runs us again once the output drains */
+		size_t want = avail <= max ? avail : max + 1;
+		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+		struct frame f;
+		enum frame_status st = frame_next(p, want, max, &f);
+		if (st == FRAME_NEED_MORE)
+			break;
+		if (st == FRAME_TOO_LARGE) {
+			char msg[96];
+			snprintf(msg, sizeof msg, "the frame passes max_frame (%zu "
+			         "bytes before the LF); closing", max);
+			ops_error(b, JQ_FRAME_TOO_LARGE, msg);
+			log_debug("%s: frame_too_large", c->peer);
+			start_closing(c);
+			break;
+		}
+		if (st == FRAME_OK &&
+		    ops_execute(f.start, f.len, &c->client, &c->pending, b) ==
+		    EXEC_PARKED)
+			c->state = CONN_BLOCKED;
+		evbuffer_drain(in, f.consumed);
+	}
+	if (b->len)
+		evbuffer_add(out, b->p, b->len);
+	if (c->state == CONN_READY && c->eof)
+		start_closing(c);   /* a partial frame at close is dropped */
+	if (c->state == CONN_CLOSING)
+		close_when_flushed(c);
+}
+
+/* pending->finish: the blocked request completed; its reply goes out in
+ * order and the frames behind it run from conn_resume. */
+static void conn_finish(struct pending *p, const struct buf *reply)
+{
+	struct conn *c = container_of(p, struct conn, pending);
+	if (reply)
+		evbuffer_add(bufferevent_get_output(c->bev), reply->p, reply->len);
+	if (server.shutting_down)
+		start_closing(c);
+	else
+		c->state = CONN_READY;
+	queue_resume(c);
+}
+
+void conn_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((c = server.resume)) {
+		server.resume = c->resume_next;
+		c->resume_queued = false;
+		if (c->state == CONN_CLOSING)
+			close_when_flushed(c);
+		else
+			run(c);
+	}
+	server_rearm();
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (c->state == CONN_READY) {
+		run(c);
+		server_rearm();
+	}
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (c->state == CONN_CLOSING)
+		close_when_flushed(c);
+	else if (c->state == CONN_READY)
+		run(c);   /* executing may have paused for output */
+	server_rearm();
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (what & BEV_EVENT_ERROR) {
+		log_debug("%s: %s", c->peer, strerror(EVUTIL_SOCKET_ERROR()));
+		conn_free(c);
+	} else if (what & BEV_EVENT_EOF) {
+		/* The peer closed its side: what it sent is still answered, and
+		 * nothing may wait any more. */
+		c->eof = true;
+		c->client.nonblocking = true;
+		if (c->state == CONN_BLOCKED)
+			ops_expire(&c->pending);   /* conn_finish queues a resume */
+		else if (c->state == CONN_READY)
+			run(c);
+	}
+	server_rearm();
+}
+
+/* Past max_connections: one error line, then close. */
+static void turn_away(evutil_socket_t fd, const char *peer)
+{
+	struct buf b = { 0 };
+	ops_error(&b, JQ_TOO_MANY_CONNECTIONS,
+	          "the daemon holds max_connections clients already");
+	if (send(fd, b.p, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("%s: %s", peer, strerror(errno));
+	buf_free(&b);
+	close(fd);
+	log_debug("%s: turned away: max_connections (%u) reached", peer,
+	          server.cfg.max_connections);
+}
+
+void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
+                 struct sockaddr *sa, int salen, void *arg)
+{
+	char host[NI_MAXHOST], port[NI_MAXSERV], peer[64];
+	int one = 1;
+
+	(void)lev;
+	(void)arg;
+	if (getnameinfo(sa, (socklen_t)salen, host, sizeof host, port, sizeof port,
+	                NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(peer, sizeof peer, "tcp client");
+	else
+		snprintf(peer, sizeof peer, sa->sa_family == AF_INET6 ?
+		         "[%s]:%s" : "%s:%s", host, port);
+
+	if (server.shutting_down) {
+		close(fd);
+		return;
+	}
+	if (server.nconns >= server.cfg.max_connections) {
+		turn_away(fd, peer);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+	struct conn *c = xcalloc(1, sizeof *c);
+	c->bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		log_warning("%s: cannot set up the connection", peer);
+		close(fd);
+		free(c);
+		return;
+	}
+	memcpy(c->peer, peer, sizeof peer);
+	c->state = CONN_READY;
+	c->client.peer = c->peer;
+	c->client.authorized = &c->authorized;
+	c->client.holder = &c->holder;
+	c->pending.finish = conn_finish;
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+	                         server.cfg.max_frame + READ_SLACK);
+	bufferevent_enable(c->bev, EV_READ);
+
+	c->next = server.conns;
+	if (server.conns)
+		server.conns->prev = c;
+	server.conns = c;
+	server.nconns++;
+	log_debug("%s: connected", c->peer);
+}
+
+void conn_shutdown_all(void)
+{
+	struct conn *c = server.conns, *next;
+	for (; c; c = next) {
+		next = c->next;
+		if (c->state == CONN_READY) {
+			start_closing(c);
+			close_when_flushed(c);
+		}
+	}
+}
+
+void conn_free_all(void)
+{
+	while (server.conns)
+		conn_free(server.conns);
+}

@@ -1,0 +1,26 @@
+/*
+ * conn.h - TCP clients: one struct conn per connection, with its
+ * bufferevent, the replies it is owed in order, the request it waits on,
+ * and the tasks it holds.
+ */
+#ifndef JQ_CONN_H
+#define JQ_CONN_H
+
+#include <event2/listener.h>
+
+/* evconnlistener callback: takes a new client, or turns it away with
+ * too_many_connections. */
+void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
+                 struct sockaddr *sa, int salen, void *arg);
+
+/* Event callback of server.resume_ev: runs the connections whose blocked
+ * request completed, outside the call that completed it. */
+void conn_resume(evutil_socket_t fd, short what, void *arg);
+
+/* Shutdown: every connection stops executing, writes what it owes, closes. */
+void conn_shutdown_all(void);
+
+/* Frees every connection at once (exit). */
+void conn_free_all(void);
+
+#endif

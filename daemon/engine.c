@@ -1,0 +1,681 @@
+/*
+ * engine.c - the queue engine (see engine.h).
+ *
+ * A task is one allocation holding its item's JSON text.  It is in exactly
+ * one place: its queue's FIFO (queued), the in-flight table (delivered and
+ * undone; also on its holder's list or, with a lease, in the deadline heap),
+ * or the deadline heap alone (released with a delay).  The per-queue counts
+ * follow every move, so unfinished = qsize + inflight + delayed by
+ * construction.
+ *
+ * After any change to a queue, service() lets its waiters act, oldest
+ * first: getters take items, blocked puts fill free room, and joiners return
+ * once nothing is unfinished.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "heap.h"
+#include "idmap.h"
+#include "xalloc.h"
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+enum task_state { TASK_QUEUED, TASK_INFLIGHT, TASK_DELAYED };
+enum deadline_kind { DL_TASK, DL_WAITER };
+
+struct task {
+	uint64_t id;
+	struct task *next;            /* queue FIFO, or holder list */
+	struct queue *queue;
+	union {
+		struct {                  /* in flight without a lease */
+			struct task *prev;
+			struct holder *holder;
+		} held;
+		struct deadline timer;    /* in flight with a lease, or delayed */
+	} u;
+	uint32_t deliveries;
+	uint32_t len;
+	uint8_t state;
+	bool leased;
+	char item[];
+};
+
+struct waitlist {
+	struct waiter *head, *tail;
+};
+
+struct queue {
+	struct queue *hnext;          /* hash chain */
+	struct queue *next;           /* creation order */
+	struct task *head, *tail;
+	uint64_t qsize, inflight, delayed, maxsize;
+	unsigned max_deliveries;
+	char *dead_letter;            /* NULL: tasks past max_deliveries dropped */
+	struct waitlist puts, gets, joins;
+	uint64_t n_puts, n_gets, n_task_dones, n_releases, n_redeliveries,
+	         n_dead_lettered;
+	size_t len;
+	char name[];
+};
+
+struct engine {
+	const struct engine_conf *conf;
+	struct queue **buckets;
+	size_t nbuckets, nqueues;
+	struct queue *first, *last;
+	struct idmap inflight;
+	struct heap deadlines;
+	uint64_t next_id;
+};
+
+static void service(struct engine *e, struct queue *q);
+
+static uint64_t unfinished(const struct queue *q)
+{
+	return q->qsize + q->inflight + q->delayed;
+}
+
+static bool full(const struct queue *q)
+{
+	return q->maxsize && q->qsize >= q->maxsize;
+}
+
+static msec_t deadline_after(struct engine *e, msec_t ms)
+{
+	msec_t now = e->conf->clock();
+	return ms >= NEVER - now ? NEVER : now + ms;
+}
+
+/* ---- configuration and queues ------------------------------------------ */
+
+static const struct queue_conf *find_conf(const struct engine *e,
+                                          const char *name, size_t len)
+{
+	for (size_t i = 0; i < e->conf->nqueues; i++) {
+		const struct queue_conf *c = &e->conf->queues[i];
+		if (strlen(c->name) == len && memcmp(c->name, name, len) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+static uint64_t conf_maxsize(const struct engine *e, const struct queue_conf *c)
+{
+	return c && c->has_maxsize ? c->maxsize : e->conf->default_maxsize;
+}
+
+static size_t name_hash(const char *name, size_t len)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);   /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)name[i]) * UINT64_C(0x100000001b3);
+	return (size_t)h;
+}
+
+static struct queue *find_queue(const struct engine *e, const char *name,
+                                size_t len)
+{
+	if (!e->nbuckets)
+		return NULL;
+	struct queue *q = e->buckets[name_hash(name, len) & (e->nbuckets - 1)];
+	for (; q; q = q->hnext)
+		if (q->len == len && memcmp(q->name, name, len) == 0)
+			return q;
+	return NULL;
+}
+
+static void rehash(struct engine *e, size_t nbuckets)
+{
+	free(e->buckets);
+	e->buckets = xcalloc(nbuckets, sizeof *e->buckets);
+	e->nbuckets = nbuckets;
+	for (struct queue *q = e->first; q; q = q->next) {
+		size_t b = name_hash(q->name, q->len) & (nbuckets - 1);
+		q->hnext = e->buckets[b];
+		e->buckets[b] = q;
+	}
+}
+
+static struct queue *new_queue(struct engine *e, const char *name, size_t len)
+{
+	struct queue *q = xcalloc(1, sizeof *q + len + 1);
+	memcpy(q->name, name, len);
+	q->len = len;
+
+	const struct queue_conf *c = find_conf(e, name, len);
+	q->maxsize = conf_maxsize(e, c);
+	if (c && c->max_deliveries) {
+		q->max_deliveries = c->max_deliveries;
+		if (!c->dead_letter) {
+			q->dead_letter = xmalloc(len + sizeof ".dead");
+			memcpy(q->dead_letter, name, len);
+			memcpy(q->dead_letter + len, ".dead", sizeof ".dead");
+		} else if (*c->dead_letter && strcmp(c->dead_letter, "off") != 0) {
+			q->dead_letter = xstrdup(c->dead_letter);
+		}
+	}
+
+	if (e->last)
+		e->last->next = q;
+	else
+		e->first = q;
+	e->last = q;
+	e->nqueues++;
+	if (e->nqueues > e->nbuckets)
+		rehash(e, e->nbuckets ? e->nbuckets * 2 : 64);
+	else {
+		size_t b = name_hash(name, len) & (e->nbuckets - 1);
+		q->hnext = e->buckets[b];
+		e->buckets[b] = q;
+	}
+	return q;
+}
+
+int engine_queue(struct engine *e, const char *name, size_t len, bool create,
+                 struct queue **out)
+{
+	*out = find_queue(e, name, len);
+	if (*out || !create)
+		return JQ_OK;
+	if (e->nqueues >= e->conf->max_queues)
+		return JQ_TOO_MANY_QUEUES;
+	*out = new_queue(e, name, len);
+	return JQ_OK;
+}
+
+struct queue *engine_next_queue(const struct engine *e, const struct queue *q)
+{
+	return q ? q->next : e->first;
+}
+
+const char *queue_name(const struct queue *q)
+{
+	return q->name;
+}
+
+size_t engine_queue_count(const struct engine *e)
+{
+	return e->nqueues;
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
+static struct task *task_new(const char *item, size_t len)
+{
+	struct task *t = xmalloc(sizeof *t + len);
+	memset(t, 0, sizeof *t);
+	t->len = (uint32_t)len;
+	memcpy(t->item, item, len);
+	return t;
+}
+
+static void push_tail(struct queue *q, struct task *t)
+{
+	t->state = TASK_QUEUED;
+	t->queue = q;
+	t->next = NULL;
+	if (q->tail)
+		q->tail->next = t;
+	else
+		q->head = t;
+	q->tail = t;
+	q->qsize++;
+}
+
+static void push_head(struct queue *q, struct task *t)
+{
+	t->state = TASK_QUEUED;
+	t->next = q->head;
+	q->head = t;
+	if (!q->tail)
+		q->tail = t;
+	q->qsize++;
+}
+
+static struct task *pop_head(struct queue *q)
+{
+	struct task *t = q->head;
+	q->head = t->next;
+	if (!q->head)
+		q->tail = NULL;
+	q->qsize--;
+	return t;
+}
+
+/* A new task (a put, or a dead letter) takes the next id and the tail. */
+static void enqueue_new(struct engine *e, struct queue *q, struct task *t)
+{
+	t->id = e->next_id++;
+	t->deliveries = 0;
+	push_tail(q, t);
+	q->n_puts++;
+}
+
+static void hold(struct holder *h, struct task *t)
+{
+	t->u.held.holder = h;
+	t->u.held.prev = NULL;
+	t->next = h->tasks;
+	if (h->tasks)
+		h->tasks->u.held.prev = t;
+	h->tasks = t;
+}
+
+/* Takes an in-flight task off its holder list or out of the heap. */
+static void detach(struct engine *e, struct task *t)
+{
+	if (t->leased) {
+		heap_remove(&e->deadlines, &t->u.timer);
+		t->leased = false;
+		return;
+	}
+	struct holder *h = t->u.held.holder;
+	if (!h)
+		return;
+	if (t->u.held.prev)
+		t->u.held.prev->next = t->next;
+	else
+		h->tasks = t->next;
+	if (t->next)
+		t->next->u.held.prev = t->u.held.prev;
+}
+
+static void deliver(struct engine *e, struct queue *q, const struct take *tk,
+                    struct delivery *d)
+{
+	struct task *t = pop_head(q);
+	t->state = TASK_INFLIGHT;
+	t->deliveries++;
+	q->inflight++;
+	q->n_gets++;
+	if (t->deliveries > 1)
+		q->n_redeliveries++;
+	idmap_put(&e->inflight, t->id, t);
+	if (tk->lease) {
+		t->leased = true;
+		t->u.timer.kind = DL_TASK;
+		t->u.timer.at = deadline_after(e, tk->lease);
+		heap_push(&e->deadlines, &t->u.timer);
+	} else {
+		t->leased = false;
+		t->next = NULL;
+		t->u.held.prev = NULL;
+		t->u.held.holder = NULL;
+		if (tk->holder)
+			hold(tk->holder, t);
+	}
+	*d = (struct delivery){ t->id, t->deliveries, t->item, t->len };
+}
+
+/* The head task as a get would deliver it, for take.fits. */
+static struct delivery preview(const struct queue *q)
+{
+	const struct task *t = q->head;
+	return (struct delivery){ t->id, t->deliveries + 1, t->item, t->len };
+}
+
+/* A task past its queue's max_deliveries leaves it: finished there, and put
+ * as a new task on the dead-letter queue, which takes it even when full or
+ * past max_queues. */
+static void dead_letter(struct engine *e, struct task *t)
+{
+	struct queue *q = t->queue;
+	q->n_dead_lettered++;
+	if (!q->dead_letter) {
+		free(t);
+	} else {
+		size_t len = strlen(q->dead_letter);
+		struct queue *dq = find_queue(e, q->dead_letter, len);
+		if (!dq)
+			dq = new_queue(e, q->dead_letter, len);
+		enqueue_new(e, dq, t);
+		service(e, dq);
+	}
+	service(e, q);
+}
+
+/* An in-flight task comes back undone (release, lease expiry, holder
+ * dropped): to the head of its queue, after a delay, or to dead letters. */
+static void come_back(struct engine *e, struct task *t, msec_t delay)
+{
+	struct queue *q = t->queue;
+	q->inflight--;
+	if (q->max_deliveries && t->deliveries >= q->max_deliveries) {
+		dead_letter(e, t);
+	} else if (delay) {
+		t->state = TASK_DELAYED;
+		t->u.timer.kind = DL_TASK;
+		t->u.timer.at = deadline_after(e, delay);
+		heap_push(&e->deadlines, &t->u.timer);
+		q->delayed++;
+	} else {
+		push_head(q, t);
+		service(e, q);
+	}
+}
+
+/* ---- waiters ------------------------------------------------------------ */
+
+static void park(struct engine *e, struct queue *q, struct waitlist *l,
+                 struct waiter *w)
+{
+	w->queue = q;
+	w->next = NULL;
+	w->prev = l->tail;
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+	w->timer.kind = DL_WAITER;
+	w->timer.at = deadline_after(e, w->timeout);
+	if (w->timer.at != NEVER)
+		heap_push(&e->deadlines, &w->timer);
+}
+
+static struct waitlist *list_of(struct waiter *w)
+{
+	switch (w->kind) {
+	case WAIT_PUT: return &w->queue->puts;
+	case WAIT_GET: return &w->queue->gets;
+	default: return &w->queue->joins;
+	}
+}
+
+static void unpark(struct engine *e, struct waiter *w)
+{
+	struct waitlist *l = list_of(w);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		l->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		l->tail = w->prev;
+	w->prev = w->next = NULL;
+	if (w->timer.at != NEVER)
+		heap_remove(&e->deadlines, &w->timer);
+}
+
+static void service(struct engine *e, struct queue *q)
+{
+	bool admitted;
+	do {
+		while (q->gets.head && q->qsize) {
+			struct waiter *w = q->gets.head;
+			struct delivery d = preview(q);
+			unpark(e, w);
+			if (w->take.fits && !w->take.fits(w->take.ctx, &d)) {
+				w->done(w, JQ_TOO_LARGE, NULL, 0);
+				continue;
+			}
+			deliver(e, q, &w->take, &d);
+			w->done(w, JQ_OK, &d, d.task);
+		}
+		admitted = false;
+		while (q->puts.head && !full(q)) {
+			struct waiter *w = q->puts.head;
+			struct task *t = w->put_task;
+			unpark(e, w);
+			w->put_task = NULL;
+			enqueue_new(e, q, t);
+			w->done(w, JQ_OK, NULL, t->id);
+			admitted = true;
+		}
+	} while (admitted);   /* admitted items may be for waiting getters */
+
+	while (q->joins.head && unfinished(q) == 0) {
+		struct waiter *w = q->joins.head;
+		unpark(e, w);
+		w->done(w, JQ_OK, NULL, 0);
+	}
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+int engine_put(struct engine *e, struct queue *q, const char *item,
+               size_t len, struct waiter *w, uint64_t *task)
+{
+	if (e->next_id > TASK_ID_MAX)
+		return JQ_UNAVAILABLE;
+	if (full(q) || q->puts.head) {   /* waiting puts go first */
+		if (!w)
+			return JQ_FULL;
+		w->kind = WAIT_PUT;
+		w->put_task = task_new(item, len);
+		park(e, q, &q->puts, w);
+		return JQ_PARKED;
+	}
+	struct task *t = task_new(item, len);
+	enqueue_new(e, q, t);
+	*task = t->id;
+	service(e, q);
+	return JQ_OK;
+}
+
+int engine_get(struct engine *e, struct queue *q, const struct take *tk,
+               struct waiter *w, struct delivery *d)
+{
+	if (!q->qsize || q->gets.head) {   /* waiting getters go first */
+		if (!w)
+			return JQ_EMPTY;
+		w->kind = WAIT_GET;
+		w->put_task = NULL;
+		w->take = *tk;
+		park(e, q, &q->gets, w);
+		return JQ_PARKED;
+	}
+	if (tk->fits) {
+		struct delivery p = preview(q);
+		if (!tk->fits(tk->ctx, &p))
+			return JQ_TOO_LARGE;
+	}
+	deliver(e, q, tk, d);
+	service(e, q);
+	return JQ_OK;
+}
+
+int engine_join(struct engine *e, struct queue *q, struct waiter *w)
+{
+	if (!q || unfinished(q) == 0)
+		return JQ_OK;
+	if (!w)
+		return JQ_TIMEOUT;
+	w->kind = WAIT_JOIN;
+	w->put_task = NULL;
+	park(e, q, &q->joins, w);
+	return JQ_PARKED;
+}
+
+int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
+{
+	struct task *t = idmap_del(&e->inflight, id);
+	if (!t)
+		return JQ_UNKNOWN_TASK;
+	struct queue *q = t->queue;
+	detach(e, t);
+	free(t);
+	q->inflight--;
+	q->n_task_dones++;
+	*left = unfinished(q);
+	service(e, q);
+	return JQ_OK;
+}
+
+int engine_release(struct engine *e, uint64_t id, msec_t delay)
+{
+	struct task *t = idmap_del(&e->inflight, id);
+	if (!t)
+		return JQ_UNKNOWN_TASK;
+	detach(e, t);
+	t->queue->n_releases++;
+	come_back(e, t, delay);
+	return JQ_OK;
+}
+
+void engine_drop_holder(struct engine *e, struct holder *h)
+{
+	/* The holder list runs newest first; each return goes to the head,
+	 * so the oldest delivery ends up first in line. */
+	struct task *t;
+	while ((t = h->tasks)) {
+		detach(e, t);
+		idmap_del(&e->inflight, t->id);
+		come_back(e, t, 0);
+	}
+}
+
+void engine_cancel(struct engine *e, struct waiter *w)
+{
+	unpark(e, w);
+	free(w->put_task);
+	w->put_task = NULL;
+}
+
+void engine_cancel_waiters(struct engine *e, int code)
+{
+	for (struct queue *q = e->first; q; q = q->next) {
+		struct waitlist *lists[] = { &q->puts, &q->gets, &q->joins };
+		for (size_t i = 0; i < 3; i++) {
+			struct waiter *w;
+			while ((w = lists[i]->head)) {
+				engine_cancel(e, w);
+				w->done(w, code, NULL, 0);
+			}
+		}
+	}
+}
+
+/* ---- deadlines ---------------------------------------------------------- */
+
+static void task_deadline(struct engine *e, struct task *t)
+{
+	if (t->state == TASK_DELAYED) {     /* the delay is over */
+		t->queue->delayed--;
+		push_head(t->queue, t);
+		service(e, t->queue);
+	} else {                            /* the lease ran out */
+		t->leased = false;
+		idmap_del(&e->inflight, t->id);
+		come_back(e, t, 0);
+	}
+}
+
+void engine_expire(struct engine *e, struct waiter *w)
+{
+	static const int timeout_code[] = {
+		[WAIT_PUT] = JQ_FULL, [WAIT_GET] = JQ_EMPTY, [WAIT_JOIN] = JQ_TIMEOUT,
+	};
+	engine_cancel(e, w);
+	w->done(w, timeout_code[w->kind], NULL, 0);
+}
+
+void engine_advance(struct engine *e)
+{
+	msec_t now = e->conf->clock();
+	struct deadline *d;
+
+	while ((d = heap_top(&e->deadlines)) && d->at <= now) {
+		heap_remove(&e->deadlines, d);
+		if (d->kind == DL_TASK) {
+			task_deadline(e, container_of(d, struct task, u.timer));
+		} else {
+			struct waiter *w = container_of(d, struct waiter, timer);
+			w->timer.at = NEVER;   /* out of the heap already */
+			engine_expire(e, w);
+		}
+	}
+}
+
+msec_t engine_next_deadline(const struct engine *e)
+{
+	struct deadline *d = heap_top(&e->deadlines);
+	return d ? d->at : NEVER;
+}
+
+/* ---- figures ------------------------------------------------------------ */
+
+static uint64_t list_len(const struct waitlist *l)
+{
+	uint64_t n = 0;
+	for (const struct waiter *w = l->head; w; w = w->next)
+		n++;
+	return n;
+}
+
+void engine_queue_stats(const struct engine *e, const struct queue *q,
+                        const char *name, size_t len, struct queue_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	if (!q) {
+		s->maxsize = conf_maxsize(e, find_conf(e, name, len));
+		return;
+	}
+	s->qsize = q->qsize;
+	s->inflight = q->inflight;
+	s->delayed = q->delayed;
+	s->unfinished = unfinished(q);
+	s->maxsize = q->maxsize;
+	s->puts = q->n_puts;
+	s->gets = q->n_gets;
+	s->task_dones = q->n_task_dones;
+	s->releases = q->n_releases;
+	s->redeliveries = q->n_redeliveries;
+	s->dead_lettered = q->n_dead_lettered;
+	s->waiting_puts = list_len(&q->puts);
+	s->waiting_gets = list_len(&q->gets);
+	s->waiting_joins = list_len(&q->joins);
+}
+
+/* ---- life --------------------------------------------------------------- */
+
+struct engine *engine_new(const struct engine_conf *conf)
+{
+	struct engine *e = xcalloc(1, sizeof *e);
+	e->conf = conf;
+	e->next_id = 1;
+	return e;
+}
+
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	/* Parked waiters belong to their owners; their put items to us. */
+	for (size_t i = 0; i < e->deadlines.len; i++) {
+		struct deadline *d = e->deadlines.v[i];
+		if (d->kind == DL_TASK) {
+			struct task *t = container_of(d, struct task, u.timer);
+			if (t->state == TASK_DELAYED)
+				free(t);   /* leased ones are freed with the in-flight */
+		}
+	}
+	for (size_t i = 0; e->inflight.slots && i <= e->inflight.mask; i++)
+		if (e->inflight.slots[i].key)
+			free(e->inflight.slots[i].val);
+	struct queue *q = e->first;
+	while (q) {
+		struct queue *next = q->next;
+		for (struct task *t = q->head, *tn; t; t = tn) {
+			tn = t->next;
+			free(t);
+		}
+		for (struct waiter *w = q->puts.head; w; w = w->next) {
+			free(w->put_task);
+			w->put_task = NULL;
+		}
+		free(q->dead_letter);
+		free(q);
+		q = next;
+	}
+	heap_free(&e->deadlines);
+	idmap_free(&e->inflight);
+	free(e->buckets);
+	free(e);
+}

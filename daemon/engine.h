@@ -1,0 +1,190 @@
+/*
+ * engine.h - the queue engine: named, bounded, joinable queues.
+ *
+ * Owns the queues, their tasks (queued, in flight, delayed), task ids, the
+ * in-flight table, leases, delays, dead letters, the per-queue counters, and
+ * the waiters of blocked put, get and join with their timeouts.  It knows
+ * nothing of sockets, JSON or the event loop: it reads the time from the
+ * clock it is given (monotonic milliseconds), the caller runs
+ * engine_advance() when engine_next_deadline() comes, and learns of
+ * completed waits through a waiter's callback.
+ *
+ * Invariant, per queue, at every return: unfinished = queued + inflight +
+ * delayed.  Task ids only grow and are never reused.
+ *
+ * Wake-ups are synchronous: a put that meets a waiting getter delivers to it
+ * before engine_put() returns, by calling the getter's done().  A done()
+ * callback may record the result and schedule work, but must not call back
+ * into the engine.
+ */
+#ifndef JQ_ENGINE_H
+#define JQ_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errcode.h"
+
+typedef uint64_t msec_t;
+#define NEVER UINT64_MAX
+#define JQ_PARKED (-1)   /* an op's result: the waiter was parked */
+/* Task ids are positive integers below 2^53 (PROTOCOL.md, put). */
+#define TASK_ID_MAX ((UINT64_C(1) << 53) - 1)
+
+struct engine;
+struct queue;
+struct task;
+
+/* Per-queue settings from the configuration. */
+struct queue_conf {
+	char *name;
+	bool has_maxsize;          /* else default_maxsize applies */
+	uint64_t maxsize;          /* 0: unbounded */
+	unsigned max_deliveries;   /* 0: unlimited, no dead letters */
+	char *dead_letter;         /* NULL: NAME.dead; "" or "off": none */
+};
+
+struct engine_conf {
+	msec_t (*clock)(void);             /* monotonic milliseconds */
+	uint64_t default_maxsize;
+	unsigned max_queues;
+	const struct queue_conf *queues;   /* per-queue settings, borrowed */
+	size_t nqueues;
+};
+
+/* One entry of the engine's deadline heap (heap.h). */
+struct deadline {
+	msec_t at;
+	uint32_t slot;             /* index in the heap, for removal */
+	uint32_t kind;             /* what holds it: a task or a waiter */
+};
+
+/* What a get hands out.  item points into the engine and is valid until
+ * the next engine call. */
+struct delivery {
+	uint64_t task;
+	uint32_t deliveries;
+	const char *item;          /* compact JSON text */
+	size_t item_len;
+};
+
+/* Holds the tasks delivered without a lease to one TCP connection: they
+ * return to their queues when the holder is dropped. */
+struct holder {
+	struct task *tasks;
+};
+
+/* How a get takes its task. */
+struct take {
+	struct holder *holder;     /* keeps an unleased task; may be NULL */
+	msec_t lease;              /* ms; 0: no lease */
+	/* Optional: may refuse the head item (JQ_TOO_LARGE, nothing changes). */
+	bool (*fits)(void *ctx, const struct delivery *d);
+	void *ctx;
+};
+
+enum wait_kind { WAIT_PUT, WAIT_GET, WAIT_JOIN };
+
+/*
+ * A blocked put, get or join, embedded in the caller's own state.  The
+ * caller sets timeout and done and passes it to engine_put/get/join; if the op
+ * cannot complete now the waiter is parked and, later, done() is called
+ * exactly once: with JQ_OK, with JQ_FULL/JQ_EMPTY/JQ_TIMEOUT when its
+ * timeout runs out, with JQ_TOO_LARGE when fits() refuses the head item,
+ * or with the code given to engine_cancel_waiters().
+ */
+struct waiter {
+	msec_t timeout;            /* in: ms to wait; NEVER: forever */
+	/* out: WAIT_PUT: task; WAIT_GET: delivery */
+	void (*done)(struct waiter *w, int code, const struct delivery *d,
+	             uint64_t task);
+
+	/* engine-private */
+	enum wait_kind kind;
+	struct queue *queue;
+	struct waiter *prev, *next;
+	struct deadline timer;
+	struct task *put_task;     /* WAIT_PUT: the item, ready to enqueue */
+	struct take take;          /* WAIT_GET */
+};
+
+/* Figures of one queue, for qsize and stats. */
+struct queue_stats {
+	uint64_t qsize, inflight, delayed, unfinished, maxsize;
+	uint64_t puts, gets, task_dones, releases, redeliveries, dead_lettered;
+	uint64_t waiting_puts, waiting_gets, waiting_joins;
+};
+
+/* The conf (and what it points to) must outlive the engine. */
+struct engine *engine_new(const struct engine_conf *conf);
+void engine_free(struct engine *e);
+
+/*
+ * Finds a queue by name.  With create, makes it on first use (JQ_OK) or
+ * answers JQ_TOO_MANY_QUEUES; without, *q is NULL for an unknown name and
+ * the caller answers as for an empty queue.
+ */
+int engine_queue(struct engine *e, const char *name, size_t len, bool create,
+                 struct queue **q);
+
+/*
+ * put: enqueues a copy of item (compact JSON) at the tail.  JQ_OK with
+ * *task set; JQ_FULL when the queue holds maxsize items and w is NULL;
+ * JQ_UNAVAILABLE when task ids have run out; with w, a full queue parks
+ * w and returns JQ_PARKED (w->done() reports).
+ */
+int engine_put(struct engine *e, struct queue *q, const char *item,
+               size_t len, struct waiter *w, uint64_t *task);
+
+/*
+ * get: delivers the head item into *d, taken as t says: a holder keeps an
+ * unleased task until it is finished, released or the holder dropped; a
+ * lease returns it when it runs out.  JQ_EMPTY when nothing is queued and
+ * w is NULL; with w, parks it and returns JQ_PARKED.  JQ_TOO_LARGE when
+ * t->fits refuses the head item.
+ */
+int engine_get(struct engine *e, struct queue *q, const struct take *t,
+               struct waiter *w, struct delivery *d);
+
+/* join: JQ_OK when the queue has no unfinished task; JQ_TIMEOUT when it
+ * has and w is NULL; with w, parks it and returns JQ_PARKED. */
+int engine_join(struct engine *e, struct queue *q, struct waiter *w);
+
+/* task_done: JQ_OK with *unfinished of the task's queue, or
+ * JQ_UNKNOWN_TASK when the task is not delivered and undone. */
+int engine_task_done(struct engine *e, uint64_t task, uint64_t *unfinished);
+
+/* release: the task goes back to the head of its queue, or, with a delay
+ * (ms), after the delay; or to the dead-letter queue when its deliveries
+ * are used up.  JQ_OK or JQ_UNKNOWN_TASK. */
+int engine_release(struct engine *e, uint64_t task, msec_t delay);
+
+/* Ends a parked wait now, as if its timeout had run out. */
+void engine_expire(struct engine *e, struct waiter *w);
+
+/* Removes a parked waiter without calling its done(). */
+void engine_cancel(struct engine *e, struct waiter *w);
+
+/* Calls done(code) for every parked waiter and removes it (shutdown). */
+void engine_cancel_waiters(struct engine *e, int code);
+
+/* Returns the holder's tasks to the heads of their queues, oldest
+ * delivery first in line (connection closed). */
+void engine_drop_holder(struct engine *e, struct holder *h);
+
+/* Fires every deadline that has come: leases, delays, wait timeouts. */
+void engine_advance(struct engine *e);
+msec_t engine_next_deadline(const struct engine *e);
+
+/* Figures of q; a NULL q (unknown name) reads as an empty queue of that
+ * name, whose maxsize is what the configuration would give it. */
+void engine_queue_stats(const struct engine *e, const struct queue *q,
+                        const char *name, size_t len, struct queue_stats *s);
+
+/* Queues in creation order: q = NULL gives the first, NULL at the end. */
+struct queue *engine_next_queue(const struct engine *e, const struct queue *q);
+const char *queue_name(const struct queue *q);
+size_t engine_queue_count(const struct engine *e);
+
+#endif

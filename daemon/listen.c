@@ -1,0 +1,257 @@
+/* listen.c - binding and serving the TCP and UDP sockets (see listen.h). */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "listen.h"
+#include "log.h"
+#include "server.h"
+#include "udp.h"
+#include "xalloc.h"
+
+#define BACKLOG 1024
+#define PORT_TRIES 32      /* with port 0: tries for a port free for all */
+
+static void set_port(struct sockaddr *sa, unsigned port)
+{
+	if (sa->sa_family == AF_INET)
+		((struct sockaddr_in *)(void *)sa)->sin_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in6 *)(void *)sa)->sin6_port = htons((uint16_t)port);
+}
+
+static unsigned bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static void name_of(const struct sockaddr *sa, socklen_t len, unsigned port,
+                    char *out, size_t outlen)
+{
+	char host[NI_MAXHOST];
+	if (getnameinfo(sa, len, host, sizeof host, NULL, 0, NI_NUMERICHOST))
+		snprintf(host, sizeof host, "?");
+	snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+	         host, port);
+}
+
+/* A socket of the given type bound to ai at port.  Returns the descriptor
+ * or -1 with errno set. */
+static int bind_socket(const struct addrinfo *ai, int type, unsigned port)
+{
+	int one = 1;
+	int fd = socket(ai->ai_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	set_port(ai->ai_addr, port);
+	if (type == SOCK_STREAM)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+static void add_listener(int fd, bool udp, const struct addrinfo *ai,
+                         unsigned port)
+{
+	server.listeners = xrealloc(server.listeners,
+	                            (server.nlisteners + 1) * sizeof *server.listeners);
+	struct listener *l = &server.listeners[server.nlisteners++];
+	memset(l, 0, sizeof *l);
+	l->fd = fd;
+	l->udp = udp;
+	name_of(ai->ai_addr, ai->ai_addrlen, port, l->name, sizeof l->name);
+}
+
+static void close_all(void)
+{
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		struct listener *l = &server.listeners[i];
+		if (l->tcp)
+			evconnlistener_free(l->tcp);   /* closes the socket */
+		else
+			close(l->fd);
+		if (l->ev)
+			event_free(l->ev);
+	}
+	free(server.listeners);
+	server.listeners = NULL;
+	server.nlisteners = 0;
+}
+
+/* An address the host lacks (no IPv6 at all, say) is skipped with a warning
+ * when others remain; anything else is an error. */
+static bool missing_family(int err)
+{
+	return err == EAFNOSUPPORT || err == EADDRNOTAVAIL || err == EPROTONOSUPPORT;
+}
+
+/*
+ * One pass over the bind addresses at *port.  With port 0 the first socket
+ * picks the port and the others follow it.  Returns 0, or -1 after logging,
+ * or 1 when port 0 should try again (the picked port was taken elsewhere).
+ */
+static int bind_all(unsigned *port)
+{
+	bool any_port = *port == 0;
+
+	for (size_t i = 0; i < server.cfg.nbinds; i++) {
+		const char *addr = server.cfg.binds[i];
+		struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+		                          .ai_family = AF_UNSPEC,
+		                          .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res;
+		const char *host = strcmp(addr, "*") == 0 ? NULL : addr;
+		int rc = getaddrinfo(host, "0", &hints, &res);
+		if (rc) {
+			log_error("cannot listen on %s: %s", addr, gai_strerror(rc));
+			return -1;
+		}
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			int tcp = bind_socket(ai, SOCK_STREAM, *port);
+			if (tcp >= 0 && *port == 0)
+				*port = bound_port(tcp);
+			int udp = tcp < 0 ? -1 : bind_socket(ai, SOCK_DGRAM, *port);
+			if (tcp >= 0 && udp >= 0) {
+				add_listener(tcp, false, ai, *port);
+				add_listener(udp, true, ai, *port);
+				continue;
+			}
+			int err = errno;
+			char name[64];
+			name_of(ai->ai_addr, ai->ai_addrlen, *port, name, sizeof name);
+			if (tcp >= 0)
+				close(tcp);
+			if (any_port && err == EADDRINUSE) {
+				freeaddrinfo(res);
+				return 1;
+			}
+			if (missing_family(err) && server.cfg.nbinds > 1) {
+				log_warning("skipping %s: %s", name, strerror(err));
+				continue;
+			}
+			log_error("cannot listen on %s (%s): %s", name,
+			          tcp < 0 ? "TCP" : "UDP", strerror(err));
+			freeaddrinfo(res);
+			return -1;
+		}
+		freeaddrinfo(res);
+	}
+	if (!server.nlisteners) {
+		log_error("no address to listen on");
+		return -1;
+	}
+	return 0;
+}
+
+int listen_open(void)
+{
+	for (int tries = 0; tries < PORT_TRIES; tries++) {
+		unsigned port = server.cfg.port;
+		int rc = bind_all(&port);
+		if (rc <= 0) {
+			if (rc < 0)
+				close_all();
+			return rc;
+		}
+		close_all();
+	}
+	log_error("found no port free for TCP and UDP on every address");
+	return -1;
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void retry_accept(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct listener *l = arg;
+	if (!server.shutting_down)
+		evconnlistener_enable(l->tcp);
+}
+
+/* Out of descriptors (EMFILE, ENFILE): a listener that stays enabled would
+ * wake the loop again at once, so it pauses for a second (as tmux does). */
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	static const struct timeval pause = { 1, 0 };
+
+	(void)lev;
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		log_warning("%s: cannot accept: %s; pausing for a second",
+		            l->name, strerror(err));
+		evconnlistener_disable(l->tcp);
+		evtimer_add(l->ev, &pause);
+	} else if (err != EINTR && err != ECONNABORTED && err != EAGAIN) {
+		log_warning("%s: accept: %s", l->name, strerror(err));
+	}
+}
+
+int listen_start(void)
+{
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		struct listener *l = &server.listeners[i];
+		if (l->udp) {
+			l->ev = event_new(server.base, l->fd, EV_READ | EV_PERSIST,
+			                  udp_read, l);
+			event_add(l->ev, NULL);
+			continue;
+		}
+		l->tcp = evconnlistener_new(server.base, conn_accept, l,
+		                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd);
+		if (!l->tcp) {
+			log_error("%s: cannot listen: %s", l->name, strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(l->tcp, accept_error);
+		l->ev = evtimer_new(server.base, retry_accept, l);
+	}
+	return 0;
+}
+
+void listen_stop_tcp(void)
+{
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		struct listener *l = &server.listeners[i];
+		if (l->tcp)
+			evconnlistener_disable(l->tcp);
+		if (!l->udp && l->ev)
+			evtimer_del(l->ev);
+	}
+}
+
+void listen_close(void)
+{
+	close_all();
+}
+
+void listen_describe(char *out, size_t len)
+{
+	size_t n = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < server.nlisteners && n < len; i++)
+		if (!server.listeners[i].udp)
+			n += (size_t)snprintf(out + n, len - n, "%s%s", n ? " " : "",
+			                      server.listeners[i].name);
+}

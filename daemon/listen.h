@@ -1,0 +1,36 @@
+/*
+ * listen.h - the sockets joinqd serves on: for every bind address, one TCP
+ * listener and one UDP socket on the same port.  It binds them, hands TCP
+ * clients to conn.c and datagrams to udp.c, and pauses accepting for a
+ * second when the process runs out of descriptors instead of spinning.
+ */
+#ifndef JQ_LISTEN_H
+#define JQ_LISTEN_H
+
+#include <event2/listener.h>
+#include <stdbool.h>
+
+struct listener {
+	int fd;
+	bool udp;
+	char name[64];                 /* "127.0.0.1:7477", "[::1]:7477" */
+	struct evconnlistener *tcp;    /* TCP: accepts into conn.c */
+	struct event *ev;              /* UDP: reads into udp.c; TCP: retry */
+};
+
+/* Binds every configured address; on failure logs why and returns -1. */
+int listen_open(void);
+
+/* Starts accepting and reading on the bound sockets; -1 after logging. */
+int listen_start(void);
+
+/* Stops accepting TCP clients (shutdown). */
+void listen_stop_tcp(void);
+
+/* Closes every socket and frees the listeners. */
+void listen_close(void);
+
+/* The bound addresses as one line, for the start-up log. */
+void listen_describe(char *out, size_t len);
+
+#endif

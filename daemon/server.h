@@ -1,0 +1,74 @@
+/*
+ * server.h - the daemon's one piece of global state.
+ *
+ * Everything joinqd holds while it runs hangs off `server`: the settings,
+ * the event loop, the engine, the listeners and the clients.  Nothing else
+ * in the daemon is global and mutable.
+ */
+#ifndef JQ_SERVER_H
+#define JQ_SERVER_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "buf.h"
+#include "config.h"
+#include "engine.h"
+
+struct conn;
+struct udp_pending;
+struct listener;
+
+struct server {
+	struct config cfg;
+	struct engine_conf engine_conf;
+	struct engine *engine;
+	struct event_base *base;
+
+	struct listener *listeners;     /* TCP and UDP sockets */
+	size_t nlisteners;
+
+	struct conn *conns;             /* open TCP connections */
+	unsigned nconns;
+	struct conn *resume;            /* unblocked, to run before sleeping */
+	struct event *resume_ev;
+	struct udp_pending *udp_waiting;/* parked UDP requests */
+	struct udp_pending *udp_spare;  /* ready for the next datagram */
+	char *udp_buf;                  /* one datagram */
+
+	struct event *tick;             /* the engine's next deadline */
+	msec_t tick_at;                 /* when tick is armed for; NEVER: not */
+	struct event *signals[2];       /* SIGTERM, SIGINT */
+	struct event *stop_timer;       /* bounds the shutdown */
+
+	char *token;                    /* from auth_token_file; NULL: none */
+	size_t token_len;
+
+	struct buf scratch;             /* replies are built here */
+	struct buf item_buf;            /* the item of a put, as compact JSON */
+	struct buf wake_buf;            /* replies of parked requests */
+	time_t started;
+	bool shutting_down;
+	bool log_to_journal;
+	uint64_t errors[JQ_NERR];       /* error replies by code */
+};
+
+extern struct server server;
+
+/* Monotonic milliseconds: the engine's clock. */
+msec_t server_clock(void);
+
+/* Points the tick timer at the engine's next deadline.  Every callback
+ * that may have changed the engine calls it before returning. */
+void server_rearm(void);
+
+/* Begins the orderly stop (SIGTERM, SIGINT). */
+void server_shutdown(void);
+
+/* Called when a client goes away during shutdown: ends the loop when the
+ * last one has. */
+void server_maybe_done(void);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * udp.c - requests in datagrams (see udp.h).
+ *
+ * A datagram is one frame; a request that blocks is parked in a struct
+ * udp_pending that remembers the sender, and its reply is sent when it
+ * completes.  One struct is kept ready so that the common, non-blocking
+ * request allocates nothing.  Each wake-up reads a bounded batch, so a
+ * datagram flood cannot keep the loop from its TCP clients.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "listen.h"
+#include "log.h"
+#include "ops.h"
+#include "frame.h"
+#include "reply.h"
+#include "server.h"
+#include "udp.h"
+#include "xalloc.h"
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+#define UDP_BATCH 64            /* datagrams per wake-up */
+#define DATAGRAM_MAX 65536      /* above any UDP payload */
+
+struct udp_pending {
+	struct pending p;
+	struct udp_pending *prev, *next;   /* server.udp_waiting */
+	int fd;
+	socklen_t peer_len;
+	struct sockaddr_storage peer;
+};
+
+/* Sends a reply; one that passes udp_max_reply (an error echoing a huge
+ * id) is replaced by too_large without the id. */
+static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
+                       const struct buf *b)
+{
+	struct buf small = { 0 };
+	if (b->len > server.cfg.udp_max_reply) {
+		ops_error(&small, JQ_TOO_LARGE, "the reply would not fit in one "
+		          "datagram (udp_max_reply); its id is left out");
+		b = &small;
+	}
+	if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0)
+		log_debug("udp: cannot send a reply: %s", strerror(errno));
+	buf_free(&small);
+}
+
+static void udp_finish(struct pending *p, const struct buf *reply)
+{
+	struct udp_pending *u = container_of(p, struct udp_pending, p);
+	if (reply)
+		send_reply(u->fd, (struct sockaddr *)&u->peer, u->peer_len, reply);
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		server.udp_waiting = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	free(u);
+}
+
+static void park(struct udp_pending *u)
+{
+	u->prev = NULL;
+	u->next = server.udp_waiting;
+	if (u->next)
+		u->next->prev = u;
+	server.udp_waiting = u;
+}
+
+static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
+{
+	struct buf *out = &server.scratch;
+	char peer[NI_MAXHOST + NI_MAXSERV + 8] = "udp client";
+
+	if (server.cfg.log_level >= LOG_DEBUG) {
+		char host[NI_MAXHOST], port[NI_MAXSERV];
+		if (!getnameinfo((struct sockaddr *)&u->peer, u->peer_len, host,
+		                 sizeof host, port, sizeof port,
+		                 NI_NUMERICHOST | NI_NUMERICSERV))
+			snprintf(peer, sizeof peer, "udp %s:%s", host, port);
+	}
+
+	/* One frame: a trailing LF (and a CR before it) may end it. */
+	if (n && data[n - 1] == '\n')
+		n--;
+	if (n && data[n - 1] == '\r')
+		n--;
+	buf_reset(out);
+	if (frame_blank(data, n))
+		return;
+	if (n > server.cfg.max_frame) {
+		ops_error(out, JQ_FRAME_TOO_LARGE, "the datagram passes max_frame");
+	} else {
+		struct client c = {
+			.peer = peer,
+			.default_lease = (msec_t)(server.cfg.udp_lease * 1000),
+			.max_reply = server.cfg.udp_max_reply,
+		};
+		u->fd = fd;
+		if (ops_execute(data, n, &c, &u->p, out) == EXEC_PARKED) {
+			park(u);
+			server.udp_spare = NULL;
+		}
+	}
+	if (out->len)
+		send_reply(fd, (struct sockaddr *)&u->peer, u->peer_len, out);
+}
+
+void udp_read(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (!server.udp_buf)
+		server.udp_buf = xmalloc(DATAGRAM_MAX);
+	for (int i = 0; i < UDP_BATCH; i++) {
+		if (!server.udp_spare) {
+			server.udp_spare = xcalloc(1, sizeof *server.udp_spare);
+			server.udp_spare->p.finish = udp_finish;
+		}
+		struct udp_pending *u = server.udp_spare;
+		u->peer_len = sizeof u->peer;
+		ssize_t n = recvfrom(fd, server.udp_buf, DATAGRAM_MAX, MSG_DONTWAIT,
+		                     (struct sockaddr *)&u->peer, &u->peer_len);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_debug("udp: recvfrom: %s", strerror(errno));
+			break;
+		}
+		handle(fd, server.udp_buf, (size_t)n, u);
+	}
+	server_rearm();
+}
+
+void udp_stop(void)
+{
+	for (size_t i = 0; i < server.nlisteners; i++)
+		if (server.listeners[i].udp && server.listeners[i].ev)
+			event_del(server.listeners[i].ev);
+}
+
+void udp_free_all(void)
+{
+	struct udp_pending *u;
+	while ((u = server.udp_waiting)) {
+		server.udp_waiting = u->next;
+		ops_cancel(&u->p);
+		free(u);
+	}
+	free(server.udp_spare);
+	server.udp_spare = NULL;
+	free(server.udp_buf);
+	server.udp_buf = NULL;
+}

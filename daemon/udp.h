@@ -1,0 +1,20 @@
+/*
+ * udp.h - the UDP transport: one request per datagram, one reply datagram
+ * to its sender (PROTOCOL.md, "Transports").  Every UDP delivery has a
+ * lease, since there is no connection whose close could return the task.
+ */
+#ifndef JQ_UDP_H
+#define JQ_UDP_H
+
+#include <event2/event.h>
+
+/* Read callback of a UDP socket (arg: its struct listener). */
+void udp_read(evutil_socket_t fd, short what, void *arg);
+
+/* Shutdown: stops reading datagrams. */
+void udp_stop(void);
+
+/* Forgets every parked UDP request (exit). */
+void udp_free_all(void);
+
+#endif

@@ -1,0 +1,109 @@
+/* reply.c - reply line builders (see reply.h). */
+#include <string.h>
+
+#include "errcode.h"
+#include "reply.h"
+#include "utf8.h"
+
+void json_append(struct buf *b, const json_t *v)
+{
+	size_t n = json_dumpb(v, NULL, 0, JQ_JSON_FLAGS);
+	buf_reserve(b, n);
+	b->len += json_dumpb(v, b->p + b->len, n, JQ_JSON_FLAGS);
+}
+
+/*
+ * Messages may quote jansson's error text, which can cut a multi-byte
+ * character in two: a byte that does not start valid UTF-8 becomes '?', so
+ * that a reply is always valid UTF-8.
+ */
+void json_append_string(struct buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t valid_to = 0;   /* s[i..valid_to) is known valid UTF-8 */
+
+	buf_reserve(b, len + 2);
+	buf_addc(b, '"');
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x80 && i >= valid_to) {
+			size_t bad;
+			if (utf8_valid(s + i, len - i, &bad)) {
+				valid_to = len;
+			} else if (bad > 0) {
+				valid_to = i + bad;
+			} else {
+				buf_addc(b, '?');
+				continue;
+			}
+		}
+		if (c == '"' || c == '\\') {
+			buf_addc(b, '\\');
+			buf_addc(b, (char)c);
+		} else if (c < 0x20) {
+			char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			buf_add(b, esc, sizeof esc);
+		} else {
+			buf_addc(b, (char)c);
+		}
+	}
+	buf_addc(b, '"');
+}
+
+static void key(struct buf *b, const char *k)
+{
+	buf_addc(b, ',');
+	buf_addc(b, '"');
+	buf_adds(b, k);
+	buf_add(b, "\":", 2);
+}
+
+void reply_ok(struct buf *b, const json_t *id)
+{
+	buf_adds(b, "{\"ok\":true");
+	if (id) {
+		key(b, "id");
+		json_append(b, id);
+	}
+}
+
+void reply_u64(struct buf *b, const char *k, uint64_t v)
+{
+	key(b, k);
+	buf_add_u64(b, v);
+}
+
+void reply_bool(struct buf *b, const char *k, bool v)
+{
+	key(b, k);
+	buf_adds(b, v ? "true" : "false");
+}
+
+void reply_str(struct buf *b, const char *k, const char *s)
+{
+	key(b, k);
+	json_append_string(b, s, strlen(s));
+}
+
+void reply_raw(struct buf *b, const char *k, const char *json, size_t len)
+{
+	key(b, k);
+	buf_add(b, json, len);
+}
+
+void reply_end(struct buf *b)
+{
+	buf_add(b, "}\n", 2);
+}
+
+void reply_error(struct buf *b, const json_t *id, int code, const char *message)
+{
+	buf_adds(b, "{\"ok\":false");
+	if (id) {
+		key(b, "id");
+		json_append(b, id);
+	}
+	reply_str(b, "error", jq_errname(code));
+	reply_str(b, "message", message);
+	reply_end(b);
+}

@@ -1,0 +1,39 @@
+/*
+ * reply.h - building reply lines (PROTOCOL.md, "Requests and replies").
+ *
+ * A reply is written field by field into a buf:
+ *     reply_ok(b, id); reply_u64(b, "task", 7); reply_end(b);
+ * gives {"ok":true,"id":...,"task":7} and a LF.  Items are kept as compact
+ * JSON text, so they are spliced in with reply_raw and never re-encoded.
+ */
+#ifndef JQ_REPLY_H
+#define JQ_REPLY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Flags for encoding items and ids: compact, any value, UTF-8 kept as is. */
+#define JQ_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
+
+/* {"ok":true, and the id when the request had one (NULL: none). */
+void reply_ok(struct buf *b, const json_t *id);
+void reply_u64(struct buf *b, const char *key, uint64_t v);
+void reply_bool(struct buf *b, const char *key, bool v);
+void reply_str(struct buf *b, const char *key, const char *s);
+/* ,"key": followed by len bytes of JSON text as they are. */
+void reply_raw(struct buf *b, const char *key, const char *json, size_t len);
+/* Closes the object and ends the line. */
+void reply_end(struct buf *b);
+
+/* A whole error line: {"ok":false,"id":...,"error":CODE,"message":TEXT}. */
+void reply_error(struct buf *b, const json_t *id, int code, const char *message);
+
+/* Appends the compact JSON encoding of v. */
+void json_append(struct buf *b, const json_t *v);
+/* Appends s as a JSON string literal, quotes included; s is UTF-8. */
+void json_append_string(struct buf *b, const char *s, size_t len);
+
+#endif

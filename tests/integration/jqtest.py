@@ -1,0 +1,362 @@
+"""jqtest - the harness of joinq's integration tests.
+
+Starts the real joinqd (from $JOINQD) on a free loopback port, gives tests
+raw TCP and UDP clients and the real CLI (from $JOINQ), and reports in TAP
+so that `make check` counts every case.  Every wait here is bounded.
+
+    import jqtest
+
+    class Ops(jqtest.TestCase):
+        def test_ping(self):
+            with jqtest.Daemon() as d:
+                self.assertTrue(d.tcp().request({"op": "ping"})["ok"])
+
+    if __name__ == "__main__":
+        jqtest.main()
+
+$JOINQD_WRAPPER (say "valgrind --error-exitcode=99 --leak-check=full")
+runs the daemon under a tool; the daemon must still exit 0 on SIGTERM.
+"""
+
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+JOINQD = os.environ.get("JOINQD", "daemon/joinqd")
+JOINQ = os.environ.get("JOINQ", "client/joinq")
+WRAPPER = shlex.split(os.environ.get("JOINQD_WRAPPER", ""))
+# Tools like valgrind slow everything down: scale the waits.
+SLOW = float(os.environ.get("JOINQ_TEST_SLOW", "10" if WRAPPER else "1"))
+TIMEOUT = 10 * SLOW          # seconds any single wait may take
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "==ERROR", "Invalid read", "Invalid write",
+                   "definitely lost")
+
+LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+
+
+def encode(obj):
+    """A request as one frame: dicts become compact JSON lines."""
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+class Conn:
+    """A raw TCP client speaking JSON lines."""
+
+    def __init__(self, host, port, timeout=TIMEOUT):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.buf = b""
+
+    def send(self, obj):
+        self.sock.sendall(encode(obj))
+
+    def recv_line(self, timeout=TIMEOUT):
+        """The next reply line (bytes, no LF); None if the daemon closed."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no reply within %.1f s" % timeout)
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def recv(self, timeout=TIMEOUT):
+        line = self.recv_line(timeout)
+        if line is None:
+            raise ConnectionError("the daemon closed the connection")
+        return json.loads(line)
+
+    def request(self, obj, timeout=TIMEOUT):
+        self.send(obj)
+        return self.recv(timeout)
+
+    def nothing_for(self, seconds):
+        """True if no reply arrives within seconds."""
+        if b"\n" in self.buf:
+            return False
+        r, _, _ = select.select([self.sock], [], [], seconds)
+        if not r:
+            return True
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return chunk != b"" and b"\n" not in self.buf
+
+    def closed_by_peer(self, timeout=TIMEOUT):
+        """True if the daemon closes the connection (after any replies)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except ConnectionResetError:
+                return True
+            if not chunk:
+                return True
+            self.buf += chunk
+        return False
+
+    def shutdown_write(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.sock.close()
+
+
+class UdpConn:
+    """A raw UDP client: one request per datagram."""
+
+    def __init__(self, host, port, timeout=TIMEOUT):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.settimeout(timeout)
+        self.addr = (host, port)
+
+    def send(self, obj):
+        self.sock.sendto(encode(obj), self.addr)
+
+    def recv(self, timeout=TIMEOUT):
+        self.sock.settimeout(timeout)
+        data, _ = self.sock.recvfrom(70000)
+        return json.loads(data)
+
+    def recv_raw(self, timeout=TIMEOUT):
+        self.sock.settimeout(timeout)
+        data, _ = self.sock.recvfrom(70000)
+        return data
+
+    def request(self, obj, timeout=TIMEOUT):
+        self.send(obj)
+        return self.recv(timeout)
+
+    def nothing_for(self, seconds):
+        r, _, _ = select.select([self.sock], [], [], seconds)
+        return not r
+
+    def close(self):
+        self.sock.close()
+
+
+class Daemon:
+    """A joinqd of its own for a test: `with Daemon("--default-maxsize", "2")
+    as d:`.  config is the text of a config file to pass with -c."""
+
+    def __init__(self, *args, config=None, env=None, host="127.0.0.1"):
+        self.args = list(args)
+        self.config = config
+        self.env = env
+        self.host = host
+        self.port = None
+        self.proc = None
+        self.stderr_lines = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="joinq-test-")
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def start(self):
+        argv = WRAPPER + [JOINQD, "-p", "0", "--log-level", "debug"]
+        if self.config is not None:
+            conf = self.path("joinqd.conf")
+            with open(conf, "w") as f:
+                f.write(self.config)
+            argv += ["-c", conf]
+        argv += self.args
+        if not any(a in ("-b", "--bind") for a in self.args):
+            argv += ["-b", self.host]
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.errfile = open(self.path("stderr"), "w+")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=self.errfile, env=env)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            m = LISTEN_RE.search(self.log())
+            if m:
+                self.port = int(m.group(2))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("joinqd exited with %d at start:\n%s"
+                                   % (self.proc.returncode, self.log()))
+            time.sleep(0.01)
+        self.proc.kill()
+        raise RuntimeError("joinqd did not start:\n" + self.log())
+
+    def log(self):
+        with open(self.path("stderr")) as f:
+            return f.read()
+
+    def tcp(self, host=None):
+        return Conn(host or self.host, self.port)
+
+    def udp(self, host=None):
+        return UdpConn(host or self.host, self.port)
+
+    def request(self, obj):
+        """One request on a fresh TCP connection."""
+        c = self.tcp()
+        try:
+            return c.request(obj)
+        finally:
+            c.close()
+
+    def qsize(self, queue="default"):
+        return self.request({"op": "qsize", "queue": queue})
+
+    def cli(self, *args, input=None, timeout=TIMEOUT, udp=False, env=None):
+        """Runs the joinq CLI against this daemon; returns CompletedProcess
+        with text stdout and stderr."""
+        argv = [JOINQ, "-H", self.host, "-p", str(self.port)]
+        if udp:
+            argv.append("-u")
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run(argv + list(args), input=input, env=e,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def cli_start(self, *args, udp=False, env=None, **kw):
+        """Starts the CLI without waiting: a Popen with text pipes."""
+        argv = [JOINQ, "-H", self.host, "-p", str(self.port)]
+        if udp:
+            argv.append("-u")
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.Popen(argv + list(args), env=e, text=True,
+                                stdin=kw.get("stdin", subprocess.DEVNULL),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops the daemon; returns its exit status.  Raises if a sanitizer
+        or valgrind reported anything."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("joinqd did not stop on %s:\n%s"
+                                     % (sig, self.log()))
+        log = self.log()
+        for mark in SANITIZER_MARKS:
+            if mark in log:
+                raise AssertionError("joinqd reported a memory error:\n" + log)
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            rc = self.stop()
+            if exc_type is None and rc != 0:
+                raise AssertionError("joinqd exited with %d:\n%s"
+                                     % (rc, self.log()))
+        finally:
+            self.errfile.close()
+            self.tmp.cleanup()
+        return False
+
+
+def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
+    """Polls predicate until it is true; False after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class TestCase(unittest.TestCase):
+    """unittest.TestCase with the checks joinq tests keep making."""
+
+    def assertOk(self, reply, msg=None):
+        self.assertTrue(reply.get("ok"), msg or reply)
+
+    def assertError(self, reply, code, msg=None):
+        self.assertIs(reply.get("ok"), False, msg or reply)
+        self.assertEqual(reply.get("error"), code, msg or reply)
+        self.assertIsInstance(reply.get("message"), str)
+        self.assertTrue(reply["message"], "an error needs a message")
+
+
+class TapResult(unittest.TestResult):
+    """Prints one TAP line per test as it ends."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+        self.n = 0
+
+    def _line(self, ok, test, note=""):
+        self.n += 1
+        self.stream.write("%s %d - %s%s\n" % ("ok" if ok else "not ok", self.n,
+                                              test.id(), note))
+        self.stream.flush()
+
+    def _diag(self, text):
+        for line in text.rstrip().splitlines():
+            self.stream.write("# " + line + "\n")
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._line(True, test)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._line(False, test)
+        self._diag(self.failures[-1][1])
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._line(False, test)
+        self._diag(self.errors[-1][1])
+
+    def addSkip(self, test, reason):
+        # A skipped test is a defect: it is reported as a failure.
+        super().addSkip(test, reason)
+        self._line(False, test, " # skipped: " + reason)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._line(False, test, " # expected failure is not allowed")
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._line(False, test, " # unexpected success")
+
+
+def main():
+    """Runs the calling module's tests (or those named in argv) as TAP."""
+    loader = unittest.TestLoader()
+    module = sys.modules["__main__"]
+    if len(sys.argv) > 1:
+        suite = loader.loadTestsFromNames(sys.argv[1:], module)
+    else:
+        suite = loader.loadTestsFromModule(module)
+    print("1..%d" % suite.countTestCases(), flush=True)
+    result = TapResult(sys.stdout)
+    suite.run(result)
+    sys.exit(0 if result.wasSuccessful() and not result.skipped else 1)
