@@ -131,6 +131,13 @@ int jq_flush(jq_client *c, struct jq_error *err);
 int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
             struct jq_error *err);
 
+/* Flushes, then closes the sending side (TCP): the daemon still answers
+ * every request sent, and one that would wait is answered at once as if
+ * non-blocking (PROTOCOL.md, "Transports").  This ends a pipeline
+ * promptly: only jq_recv and jq_close may follow.  Over UDP it only
+ * flushes. */
+int jq_shutdown(jq_client *c, struct jq_error *err);
+
 /* The wire name of a code ("full", "unknown_task"), or of a library code
  * ("system", "connect", "closed", "io_timeout", "protocol", "argument"). */
 const char *jq_strcode(int code);

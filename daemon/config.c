@@ -334,14 +334,25 @@ static const char *queue_flag(struct config *c, const char *arg)
 	return err;
 }
 
+/* The flag as the user knows it, for messages: "--max-queues", "-p". */
+static void flag_name(int opt, int longindex, char *out, size_t len)
+{
+	if (longindex >= 0)
+		snprintf(out, len, "--%s", options[longindex].name);
+	else
+		snprintf(out, len, "-%c", opt);
+}
+
 static int apply_flags(struct config *c, int argc, char **argv)
 {
 	bool binds_from_flags = false;
-	int opt;
+	int opt, longindex = -1;
 
 	optind = 0;   /* glibc: a full rescan */
-	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options,
+	                          &longindex)) != -1) {
 		const char *err = NULL;
+		char name[32];
 		if (opt == 'c' || opt == 'h' || opt == 'V')
 			continue;          /* handled by config_init */
 		if (opt == '?')
@@ -361,10 +372,11 @@ static int apply_flags(struct config *c, int argc, char **argv)
 			err = set_main(c, flag_key(opt), optarg);
 		}
 		if (err) {
-			fprintf(stderr, "joinqd: %s: %s: %s\n", argv[optind - 1] ?
-			        argv[optind - 1] : "flag", optarg, err);
+			flag_name(opt, longindex, name, sizeof name);
+			fprintf(stderr, "joinqd: %s: %s: %s\n", name, optarg, err);
 			return -1;
 		}
+		longindex = -1;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "joinqd: unexpected argument '%s'\n", argv[optind]);

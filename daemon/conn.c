@@ -14,7 +14,9 @@
  * from inside the engine call that woke it.  READY -> CLOSING on a
  * frame_too_large, when the peer has closed its side and every complete
  * frame is answered, or at shutdown.  When the peer closes its side while
- * BLOCKED, the waiting request is answered at once as if non-blocking.
+ * BLOCKED, the waiting request is answered at once as if non-blocking; an
+ * EV_CLOSED event notices the close even while reading is paused (below),
+ * where the EOF would wait unread behind the held input.
  *
  * Reading stops by itself (a bufferevent high watermark) while input piles
  * up behind a blocked request, and executing pauses while too much output
@@ -51,6 +53,7 @@ enum conn_state { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
 
 struct conn {
 	struct bufferevent *bev;
+	struct event *hup;         /* EV_CLOSED: the peer closed its side */
 	enum conn_state state;
 	bool eof;                  /* the peer closed its sending side */
 	bool authorized;
@@ -84,6 +87,8 @@ static void conn_free(struct conn *c)
 	server.nconns--;
 
 	log_debug("%s: closed", c->peer);
+	if (c->hup)
+		event_free(c->hup);
 	bufferevent_free(c->bev);
 	free(c);
 	server_maybe_done();
@@ -121,18 +126,25 @@ static void run(struct conn *c)
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct buf *b = &server.scratch;
 	size_t max = server.cfg.max_frame;
+	bool drained = false;   /* no complete frame is left in the input */
 
 	buf_reset(b);
 	while (c->state == CONN_READY) {
 		size_t avail = evbuffer_get_length(in);
-		if (!avail || b->len + evbuffer_get_length(out) >= OUTPUT_HIGH)
+		if (!avail) {
+			drained = true;
+			break;
+		}
+		if (b->len + evbuffer_get_length(out) >= OUTPUT_HIGH)
 			break;   /* on_write runs us again once the output drains */
 		size_t want = avail <= max ? avail : max + 1;
 		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
 		struct frame f;
 		enum frame_status st = frame_next(p, want, max, &f);
-		if (st == FRAME_NEED_MORE)
+		if (st == FRAME_NEED_MORE) {
+			drained = true;
 			break;
+		}
 		if (st == FRAME_TOO_LARGE) {
 			char msg[96];
 			snprintf(msg, sizeof msg, "the frame passes max_frame (%zu "
@@ -150,7 +162,7 @@ static void run(struct conn *c)
 	}
 	if (b->len)
 		evbuffer_add(out, b->p, b->len);
-	if (c->state == CONN_READY && c->eof)
+	if (c->state == CONN_READY && c->eof && drained)
 		start_closing(c);   /* a partial frame at close is dropped */
 	if (c->state == CONN_CLOSING)
 		close_when_flushed(c);
@@ -228,6 +240,20 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	server_rearm();
 }
 
+/* The peer closed its side, seen before its EOF is read (EV_CLOSED, where
+ * the backend has it): nothing may wait any more.  The frames before the
+ * EOF are still read and answered; on_event closes after them. */
+static void on_hup(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	c->client.nonblocking = true;
+	if (c->state == CONN_BLOCKED)
+		ops_expire(&c->pending);   /* conn_finish queues a resume */
+	server_rearm();
+}
+
 /* Past max_connections: one error line, then close. */
 static void turn_away(evutil_socket_t fd, const char *peer)
 {
@@ -285,6 +311,9 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	bufferevent_setwatermark(c->bev, EV_READ, 0,
 	                         server.cfg.max_frame + READ_SLACK);
 	bufferevent_enable(c->bev, EV_READ);
+	c->hup = event_new(server.base, fd, EV_CLOSED, on_hup, c);
+	if (c->hup)
+		event_add(c->hup, NULL);
 
 	c->next = server.conns;
 	if (server.conns)

@@ -59,6 +59,8 @@ struct queue {
 	struct waitlist puts, gets, joins;
 	uint64_t n_puts, n_gets, n_task_dones, n_releases, n_redeliveries,
 	         n_dead_lettered;
+	struct queue *dnext;          /* engine.deferred */
+	bool deferred;
 	size_t len;
 	char name[];
 };
@@ -71,6 +73,8 @@ struct engine {
 	struct idmap inflight;
 	struct heap deadlines;
 	uint64_t next_id;
+	bool defer;                   /* service() only notes the queue */
+	struct queue *deferred;       /* queues to serve when defer ends */
 };
 
 static void service(struct engine *e, struct queue *q);
@@ -406,6 +410,15 @@ static void unpark(struct engine *e, struct waiter *w)
 static void service(struct engine *e, struct queue *q)
 {
 	bool admitted;
+
+	if (e->defer) {
+		if (!q->deferred) {
+			q->deferred = true;
+			q->dnext = e->deferred;
+			e->deferred = q;
+		}
+		return;
+	}
 	do {
 		while (q->gets.head && q->qsize) {
 			struct waiter *w = q->gets.head;
@@ -522,12 +535,23 @@ int engine_release(struct engine *e, uint64_t id, msec_t delay)
 void engine_drop_holder(struct engine *e, struct holder *h)
 {
 	/* The holder list runs newest first; each return goes to the head,
-	 * so the oldest delivery ends up first in line. */
+	 * so the oldest delivery ends up first in line.  Waiters are served
+	 * once all are back: served in between, a getter would take the
+	 * newest. */
 	struct task *t;
+	struct queue *q;
+
+	e->defer = true;
 	while ((t = h->tasks)) {
 		detach(e, t);
 		idmap_del(&e->inflight, t->id);
 		come_back(e, t, 0);
+	}
+	e->defer = false;
+	while ((q = e->deferred)) {
+		e->deferred = q->dnext;
+		q->deferred = false;
+		service(e, q);
 	}
 }
 

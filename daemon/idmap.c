@@ -56,7 +56,8 @@ void idmap_put(struct idmap *m, uint64_t key, void *val)
 
 void *idmap_del(struct idmap *m, uint64_t key)
 {
-	if (!m->slots)
+	/* Key 0 would "match" the first empty slot and miscount len. */
+	if (!m->slots || key == 0)
 		return NULL;
 	size_t i = home(m, key);
 	while (m->slots[i].key != key) {

@@ -79,7 +79,6 @@ void server_shutdown(void)
 	server.shutting_down = true;
 	sd_notify(0, "STOPPING=1");
 	listen_stop_tcp();
-	udp_stop();
 	engine_cancel_waiters(server.engine, JQ_SHUTTING_DOWN);
 	conn_shutdown_all();
 	evtimer_add(server.stop_timer, &grace);
@@ -202,7 +201,6 @@ static void stop(void)
 	if (server.base)
 		event_base_free(server.base);
 	buf_free(&server.scratch);
-	buf_free(&server.item_buf);
 	buf_free(&server.wake_buf);
 	if (server.token)
 		explicit_bzero(server.token, server.token_len);

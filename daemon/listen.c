@@ -87,7 +87,7 @@ static void close_all(void)
 		struct listener *l = &server.listeners[i];
 		if (l->tcp)
 			evconnlistener_free(l->tcp);   /* closes the socket */
-		else
+		else if (l->fd >= 0)
 			close(l->fd);
 		if (l->ev)
 			event_free(l->ev);
@@ -230,13 +230,22 @@ int listen_start(void)
 	return 0;
 }
 
+/* Closes the TCP sockets, not just stops accepting: a client that connects
+ * now is refused at once instead of waiting in the backlog for nothing. */
 void listen_stop_tcp(void)
 {
 	for (size_t i = 0; i < server.nlisteners; i++) {
 		struct listener *l = &server.listeners[i];
-		if (l->tcp)
-			evconnlistener_disable(l->tcp);
-		if (!l->udp && l->ev)
+		if (l->udp)
+			continue;
+		if (l->tcp) {
+			evconnlistener_free(l->tcp);   /* closes the socket */
+			l->tcp = NULL;
+		} else if (l->fd >= 0) {
+			close(l->fd);
+		}
+		l->fd = -1;
+		if (l->ev)
 			evtimer_del(l->ev);
 	}
 }

@@ -24,7 +24,7 @@ int listen_open(void);
 /* Starts accepting and reading on the bound sockets; -1 after logging. */
 int listen_start(void);
 
-/* Stops accepting TCP clients (shutdown). */
+/* Stops accepting TCP clients and closes their sockets (shutdown). */
 void listen_stop_tcp(void);
 
 /* Closes every socket and frees the listeners. */

@@ -7,6 +7,7 @@
  * happens in the middle of another client's request.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
@@ -15,13 +16,10 @@
 #include "ops.h"
 #include "reply.h"
 #include "server.h"
+#include "xalloc.h"
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-/* The longest reply of any op but get and stats, the id not counted: a
- * qsize with every number at 20 digits comes to about 200 bytes. */
-#define REPLY_BOUND 256
 
 static msec_t to_ms(double seconds)
 {
@@ -117,10 +115,41 @@ static size_t get_reply_len(bool has_id, size_t id_len, const struct delivery *d
 static bool reply_fits(void *ctx, const struct delivery *d)
 {
 	const struct pending *p = ctx;
-	return get_reply_len(p->id != NULL, p->id_len, d) <= p->max_reply;
+	return get_reply_len(p->id.p != NULL, p->id.len, d) <= p->max_reply;
 }
 
-static void get_reply(struct buf *b, const json_t *id, const struct delivery *d)
+/*
+ * UDP: the longest reply of an op that changes the queues (put, task_done,
+ * release, join), judged before it runs so that a reply too large changes
+ * nothing.  Only its one number is unknown, and is counted at its longest.
+ */
+static size_t change_reply_len(const struct request *r)
+{
+	size_t n = strlen("{\"ok\":true}\n") +
+	           (r->id.p ? strlen(",\"id\":") + r->id.len : 0);
+	if (r->op == OP_PUT)
+		n += strlen(",\"task\":") + u64_digits(TASK_ID_MAX);
+	else if (r->op == OP_TASK_DONE)
+		n += strlen(",\"unfinished\":") + u64_digits(UINT64_MAX);
+	return n;
+}
+
+/* UDP: the reply of an op that changed nothing is judged as built, from
+ * start to the end of out; one too large is taken back. */
+static int fits_built(struct buf *out, size_t start, const struct client *c,
+                      struct errinfo *e)
+{
+	size_t n = out->len - start;
+	if (!c->max_reply || n <= c->max_reply)
+		return JQ_OK;
+	out->len = start;
+	return errinfo_set(e, JQ_TOO_LARGE, "the reply (%zu bytes) would not fit "
+	                   "in one datagram (udp_max_reply %zu); ask over TCP",
+	                   n, c->max_reply);
+}
+
+static void get_reply(struct buf *b, const struct jtext *id,
+                      const struct delivery *d)
 {
 	reply_ok(b, id);
 	reply_raw(b, "item", d->item, d->item_len);
@@ -149,7 +178,7 @@ static void queue_figures(struct buf *b, const struct queue_stats *s)
 	buf_addc(b, '}');
 }
 
-static void stats_reply(struct buf *b, const json_t *id)
+static void stats_reply(struct buf *b, const struct jtext *id)
 {
 	struct queue_stats s;
 
@@ -183,17 +212,17 @@ static void pending_done(struct waiter *w, int code, const struct delivery *d,
 	buf_reset(b);
 	if (code != JQ_OK) {
 		count_error(code);
-		reply_error(b, p->id, code, engine_message(code));
+		reply_error(b, &p->id, code, engine_message(code));
 	} else if (p->op == OP_GET) {
-		get_reply(b, p->id, d);
+		get_reply(b, &p->id, d);
 	} else {
-		reply_ok(b, p->id);
+		reply_ok(b, &p->id);
 		if (p->op == OP_PUT)
 			reply_u64(b, "task", task);
 		reply_end(b);
 	}
-	json_decref(p->id);
-	p->id = NULL;
+	free(p->id_copy);
+	p->id_copy = NULL;
 	p->finish(p, p->noreply ? NULL : b);
 }
 
@@ -203,21 +232,23 @@ static int run(struct request *r, struct client *c, struct pending *p,
 	struct engine *eng = server.engine;
 	struct queue *q = NULL;
 	struct queue_stats s;
+	size_t start = out->len;
 	uint64_t n;
 	int code;
 
 	p->op = r->op;
 	p->id = r->id;
 	p->noreply = r->noreply;
-	p->id_len = r->id ? json_dumpb(r->id, NULL, 0, JQ_JSON_FLAGS) : 0;
 	p->max_reply = c->max_reply;
 	p->w.timeout = to_ms(r->timeout);
 	p->w.done = pending_done;
 	struct waiter *w = r->block && r->timeout != 0 && !c->nonblocking &&
 	                   !server.shutting_down ? &p->w : NULL;
 
-	if (c->max_reply && r->op != OP_GET && r->op != OP_STATS &&
-	    p->id_len + REPLY_BOUND > c->max_reply)
+	bool changes = r->op == OP_PUT || r->op == OP_TASK_DONE ||
+	               r->op == OP_RELEASE || r->op == OP_JOIN;
+	if (c->max_reply && changes &&
+	    change_reply_len(r) > c->max_reply)
 		return errinfo_set(e, JQ_TOO_LARGE, "the reply would not fit in one "
 		                   "datagram: field 'id' is too long for "
 		                   "udp_max_reply (%zu)", c->max_reply);
@@ -226,12 +257,9 @@ static int run(struct request *r, struct client *c, struct pending *p,
 	case OP_PUT:
 		if ((code = engine_queue(eng, r->queue, r->queue_len, true, &q)))
 			break;
-		buf_reset(&server.item_buf);
-		json_append(&server.item_buf, r->item);
-		code = engine_put(eng, q, server.item_buf.p, server.item_buf.len, w,
-		                  &n);
+		code = engine_put(eng, q, r->item.p, r->item.len, w, &n);
 		if (code == JQ_OK) {
-			reply_ok(out, r->id);
+			reply_ok(out, &r->id);
 			reply_u64(out, "task", n);
 			reply_end(out);
 		}
@@ -248,13 +276,13 @@ static int run(struct request *r, struct client *c, struct pending *p,
 			break;
 		code = engine_get(eng, q, &tk, w, &d);
 		if (code == JQ_OK)
-			get_reply(out, r->id, &d);
+			get_reply(out, &r->id, &d);
 		break;
 	}
 	case OP_TASK_DONE:
 		code = engine_task_done(eng, r->task, &n);
 		if (code == JQ_OK) {
-			reply_ok(out, r->id);
+			reply_ok(out, &r->id);
 			reply_u64(out, "unfinished", n);
 			reply_end(out);
 		}
@@ -262,7 +290,7 @@ static int run(struct request *r, struct client *c, struct pending *p,
 	case OP_RELEASE:
 		code = engine_release(eng, r->task, to_ms(r->delay));
 		if (code == JQ_OK) {
-			reply_ok(out, r->id);
+			reply_ok(out, &r->id);
 			reply_end(out);
 		}
 		break;
@@ -270,7 +298,7 @@ static int run(struct request *r, struct client *c, struct pending *p,
 		engine_queue(eng, r->queue, r->queue_len, false, &q);
 		code = engine_join(eng, q, w);
 		if (code == JQ_OK) {
-			reply_ok(out, r->id);
+			reply_ok(out, &r->id);
 			reply_end(out);
 		}
 		break;
@@ -280,7 +308,7 @@ static int run(struct request *r, struct client *c, struct pending *p,
 		engine_queue(eng, r->queue, r->queue_len, false, &q);
 		engine_queue_stats(eng, q, r->queue, r->queue_len, &s);
 		bool empty = s.qsize == 0, full = s.maxsize && s.qsize >= s.maxsize;
-		reply_ok(out, r->id);
+		reply_ok(out, &r->id);
 		if (r->op == OP_QSIZE) {
 			reply_u64(out, "qsize", s.qsize);
 			reply_u64(out, "maxsize", s.maxsize);
@@ -293,33 +321,26 @@ static int run(struct request *r, struct client *c, struct pending *p,
 		if (r->op != OP_EMPTY)
 			reply_bool(out, "full", full);
 		reply_end(out);
-		return JQ_OK;
+		return fits_built(out, start, c, e);
 	case OP_PING:
-		reply_ok(out, r->id);
+		reply_ok(out, &r->id);
 		reply_str(out, "version", PACKAGE_VERSION);
 		reply_u64(out, "protocol", 1);
 		reply_end(out);
-		return JQ_OK;
-	case OP_STATS: {
-		size_t start = out->len;
-		stats_reply(out, r->id);
-		if (c->max_reply && out->len - start > c->max_reply) {
-			out->len = start;
-			return errinfo_set(e, JQ_TOO_LARGE, "the stats reply (%zu bytes) "
-			                   "would not fit in one datagram (udp_max_reply "
-			                   "%zu); ask over TCP", out->len - start,
-			                   c->max_reply);
-		}
-		return JQ_OK;
-	}
+		return fits_built(out, start, c, e);
+	case OP_STATS:
+		stats_reply(out, &r->id);
+		return fits_built(out, start, c, e);
 	case OP_AUTH:
 		if (server.token && !r->token)
 			return errinfo_set(e, JQ_UNAUTHORIZED,
 			                   "field 'token' is required for auth");
+		reply_ok(out, &r->id);
+		reply_end(out);
+		if ((code = fits_built(out, start, c, e)))
+			return code;
 		if (server.token && c->authorized)
 			*c->authorized = true;   /* the token was checked already */
-		reply_ok(out, r->id);
-		reply_end(out);
 		return JQ_OK;
 	default:
 		return errinfo_set(e, JQ_UNKNOWN_OP, "unknown op");
@@ -339,13 +360,22 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 
 	code = request_decode(frame, len, server.cfg.max_depth, &r, &e);
 	if (code == JQ_OK && (code = authorize(&r, c, &e)) == JQ_OK &&
-	    (code = request_check(&r, &e)) == JQ_OK)
-		code = run(&r, c, p, out, &e);
+	    (code = request_check(&r, &e)) == JQ_OK) {
+		if (server.shutting_down)   /* UDP datagrams of the last moments */
+			code = errinfo_set(&e, JQ_SHUTTING_DOWN, "%s",
+			                   engine_message(JQ_SHUTTING_DOWN));
+		else
+			code = run(&r, c, p, out, &e);
+	}
 	if (r.noreply)
 		out->len = start;
 
 	if (code == JQ_PARKED) {
-		json_incref(p->id);   /* r is freed; the reply echoes it later */
+		if (p->id.p) {   /* the frame goes; the reply echoes the id later */
+			p->id_copy = xmalloc(p->id.len);
+			memcpy(p->id_copy, p->id.p, p->id.len);
+			p->id.p = p->id_copy;
+		}
 		request_free(&r);
 		return EXEC_PARKED;
 	}
@@ -353,7 +383,7 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 		count_error(code);
 		log_debug("%s: %s: %s", c->peer, jq_errname(code), e.message);
 		if (!r.noreply)
-			reply_error(out, r.id, code, e.message);
+			reply_error(out, &r.id, code, e.message);
 	}
 	request_free(&r);
 	return EXEC_DONE;
@@ -367,6 +397,6 @@ void ops_expire(struct pending *p)
 void ops_cancel(struct pending *p)
 {
 	engine_cancel(server.engine, &p->w);
-	json_decref(p->id);
-	p->id = NULL;
+	free(p->id_copy);
+	p->id_copy = NULL;
 }

@@ -11,7 +11,6 @@
 #ifndef JQ_OPS_H
 #define JQ_OPS_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,9 +32,9 @@ struct client {
 struct pending {
 	struct waiter w;
 	enum jq_op op;
-	json_t *id;             /* a reference, or NULL: none to echo */
+	struct jtext id;        /* to echo; parked: text in id_copy */
+	char *id_copy;
 	bool noreply;
-	size_t id_len;          /* bytes of the encoded id, for fits() */
 	size_t max_reply;
 	/* The reply (NULL for noreply) is valid only during the call. */
 	void (*finish)(struct pending *p, const struct buf *reply);

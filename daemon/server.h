@@ -47,7 +47,6 @@ struct server {
 	size_t token_len;
 
 	struct buf scratch;             /* replies are built here */
-	struct buf item_buf;            /* the item of a put, as compact JSON */
 	struct buf wake_buf;            /* replies of parked requests */
 	time_t started;
 	bool shutting_down;

@@ -8,6 +8,7 @@
  * datagram flood cannot keep the loop from its TCP clients.
  */
 #include <errno.h>
+#include <math.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,20 +90,23 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 			snprintf(peer, sizeof peer, "udp %s:%s", host, port);
 	}
 
-	/* One frame: a trailing LF (and a CR before it) may end it. */
+	/* One frame: a trailing LF (and a CR before it) may end it.  As on
+	 * TCP, max_frame counts the bytes before the LF, a CR included. */
 	if (n && data[n - 1] == '\n')
 		n--;
+	bool too_large = n > server.cfg.max_frame;
 	if (n && data[n - 1] == '\r')
 		n--;
 	buf_reset(out);
 	if (frame_blank(data, n))
 		return;
-	if (n > server.cfg.max_frame) {
+	if (too_large) {
 		ops_error(out, JQ_FRAME_TOO_LARGE, "the datagram passes max_frame");
 	} else {
 		struct client c = {
 			.peer = peer,
-			.default_lease = (msec_t)(server.cfg.udp_lease * 1000),
+			/* at least 1 ms: a lease of 0 would be none at all */
+			.default_lease = (msec_t)ceil(server.cfg.udp_lease * 1000),
 			.max_reply = server.cfg.udp_max_reply,
 		};
 		u->fd = fd;
@@ -138,13 +142,6 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 		handle(fd, server.udp_buf, (size_t)n, u);
 	}
 	server_rearm();
-}
-
-void udp_stop(void)
-{
-	for (size_t i = 0; i < server.nlisteners; i++)
-		if (server.listeners[i].udp && server.listeners[i].ev)
-			event_del(server.listeners[i].ev);
 }
 
 void udp_free_all(void)

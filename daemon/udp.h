@@ -2,6 +2,8 @@
  * udp.h - the UDP transport: one request per datagram, one reply datagram
  * to its sender (PROTOCOL.md, "Transports").  Every UDP delivery has a
  * lease, since there is no connection whose close could return the task.
+ * While the daemon stops, datagrams are still read and answered
+ * shutting_down until the loop ends.
  */
 #ifndef JQ_UDP_H
 #define JQ_UDP_H
@@ -10,9 +12,6 @@
 
 /* Read callback of a UDP socket (arg: its struct listener). */
 void udp_read(evutil_socket_t fd, short what, void *arg);
-
-/* Shutdown: stops reading datagrams. */
-void udp_stop(void);
 
 /* Forgets every parked UDP request (exit). */
 void udp_free_all(void);

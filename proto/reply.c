@@ -58,13 +58,18 @@ static void key(struct buf *b, const char *k)
 	buf_add(b, "\":", 2);
 }
 
-void reply_ok(struct buf *b, const json_t *id)
+static void id_member(struct buf *b, const struct jtext *id)
+{
+	if (id && id->p) {
+		key(b, "id");
+		buf_add(b, id->p, id->len);
+	}
+}
+
+void reply_ok(struct buf *b, const struct jtext *id)
 {
 	buf_adds(b, "{\"ok\":true");
-	if (id) {
-		key(b, "id");
-		json_append(b, id);
-	}
+	id_member(b, id);
 }
 
 void reply_u64(struct buf *b, const char *k, uint64_t v)
@@ -96,13 +101,11 @@ void reply_end(struct buf *b)
 	buf_add(b, "}\n", 2);
 }
 
-void reply_error(struct buf *b, const json_t *id, int code, const char *message)
+void reply_error(struct buf *b, const struct jtext *id, int code,
+                 const char *message)
 {
 	buf_adds(b, "{\"ok\":false");
-	if (id) {
-		key(b, "id");
-		json_append(b, id);
-	}
+	id_member(b, id);
 	reply_str(b, "error", jq_errname(code));
 	reply_str(b, "message", message);
 	reply_end(b);

@@ -3,8 +3,9 @@
  *
  * A reply is written field by field into a buf:
  *     reply_ok(b, id); reply_u64(b, "task", 7); reply_end(b);
- * gives {"ok":true,"id":...,"task":7} and a LF.  Items are kept as compact
- * JSON text, so they are spliced in with reply_raw and never re-encoded.
+ * gives {"ok":true,"id":...,"task":7} and a LF.  Ids and items are kept as
+ * the JSON text the client sent (request.h), so they are spliced in as they
+ * are and never re-encoded.
  */
 #ifndef JQ_REPLY_H
 #define JQ_REPLY_H
@@ -15,11 +16,19 @@
 
 #include "buf.h"
 
-/* Flags for encoding items and ids: compact, any value, UTF-8 kept as is. */
+/* Flags for encoding JSON values: compact, any value, UTF-8 kept as is. */
 #define JQ_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 
-/* {"ok":true, and the id when the request had one (NULL: none). */
-void reply_ok(struct buf *b, const json_t *id);
+/* A piece of JSON text, such as an id or an item as its client sent it.
+ * p == NULL: absent. */
+struct jtext {
+	const char *p;
+	size_t len;
+};
+
+/* {"ok":true, and the id when the request had one (NULL or id->p NULL:
+ * none). */
+void reply_ok(struct buf *b, const struct jtext *id);
 void reply_u64(struct buf *b, const char *key, uint64_t v);
 void reply_bool(struct buf *b, const char *key, bool v);
 void reply_str(struct buf *b, const char *key, const char *s);
@@ -29,7 +38,8 @@ void reply_raw(struct buf *b, const char *key, const char *json, size_t len);
 void reply_end(struct buf *b);
 
 /* A whole error line: {"ok":false,"id":...,"error":CODE,"message":TEXT}. */
-void reply_error(struct buf *b, const json_t *id, int code, const char *message);
+void reply_error(struct buf *b, const struct jtext *id, int code,
+                 const char *message);
 
 /* Appends the compact JSON encoding of v. */
 void json_append(struct buf *b, const json_t *v);

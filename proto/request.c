@@ -5,10 +5,12 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "request.h"
 #include "utf8.h"
+#include "xalloc.h"
 
 static const char *const op_names[OP_NOPS] = {
 	[OP_PUT] = "put",
@@ -68,6 +70,182 @@ static bool too_deep(const char *p, size_t len, unsigned max)
 	return false;
 }
 
+/* ---- the JSON text of members ------------------------------------------ *
+ * These run on frames jansson has accepted, so they need not check syntax. */
+
+static size_t skip_ws(const char *p, size_t i, size_t n)
+{
+	while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' ||
+	                 p[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* p[i] is the opening quote: the index after the closing one. */
+static size_t skip_string(const char *p, size_t i, size_t n)
+{
+	for (i++; i < n && p[i] != '"'; i++)
+		if (p[i] == '\\')
+			i++;
+	return i + 1;
+}
+
+/* The index after the value that starts at p[i]. */
+static size_t skip_value(const char *p, size_t i, size_t n)
+{
+	if (p[i] == '"')
+		return skip_string(p, i, n);
+	if (p[i] != '{' && p[i] != '[') {
+		while (i < n && p[i] != ',' && p[i] != '}' && p[i] != ']' &&
+		       p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+			i++;
+		return i;
+	}
+	for (unsigned depth = 0; i < n;) {
+		if (p[i] == '"') {
+			i = skip_string(p, i, n);
+			continue;
+		}
+		if (p[i] == '{' || p[i] == '[')
+			depth++;
+		else if ((p[i] == '}' || p[i] == ']') && --depth == 0)
+			return i + 1;
+		i++;
+	}
+	return n;
+}
+
+static unsigned hex4(const char *p)
+{
+	unsigned v = 0;
+	for (int k = 0; k < 4; k++) {
+		char c = p[k];
+		v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/* True if the JSON string p[0..n), quotes included, decodes to the ASCII
+ * word: escapes count as the characters they stand for. */
+static bool string_is(const char *p, size_t n, const char *word)
+{
+	static const char unescape[128] = {
+		['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b',
+		['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
+	};
+	size_t k = 0;
+
+	for (size_t i = 1; i + 1 < n; i++) {
+		unsigned c = (unsigned char)p[i];
+		if (c == '\\') {
+			char e = p[++i];
+			if (e == 'u') {
+				c = hex4(p + i + 1);
+				i += 4;
+			} else {
+				c = (unsigned char)unescape[e & 127];
+			}
+		}
+		if (c >= 0x80 || word[k] == '\0' || word[k] != (char)c)
+			return false;
+		k++;
+	}
+	return word[k] == '\0';
+}
+
+/* The values of the object's members "id" and "item", as text; the last of
+ * duplicate keys wins, as in jansson. */
+static void find_members(const char *p, size_t n, struct jtext *id,
+                         struct jtext *item)
+{
+	size_t i = skip_ws(p, 0, n);
+	if (i >= n || p[i] != '{')
+		return;
+	for (i = skip_ws(p, i + 1, n); i < n && p[i] == '"';) {
+		size_t key = i;
+		i = skip_string(p, i, n);
+		size_t key_len = i - key;
+		size_t value = skip_ws(p, skip_ws(p, i, n) + 1, n);  /* past ':' */
+		i = skip_value(p, value, n);
+		struct jtext t = { p + value, i - value };
+		if (string_is(p + key, key_len, "id"))
+			*id = t;
+		else if (string_is(p + key, key_len, "item"))
+			*item = t;
+		i = skip_ws(p, i, n);
+		if (i >= n || p[i] != ',')
+			break;
+		i = skip_ws(p, i + 1, n);
+	}
+}
+
+/* t without whitespace outside strings; a copy in *owned only if needed. */
+static struct jtext compact(struct jtext t, char **owned)
+{
+	size_t i = 0;
+	while (i < t.len && t.p[i] != ' ' && t.p[i] != '\t' && t.p[i] != '\r' &&
+	       t.p[i] != '\n')
+		i = t.p[i] == '"' ? skip_string(t.p, i, t.len) : i + 1;
+	if (!t.p || i >= t.len)
+		return t;
+
+	char *out = *owned = xmalloc(t.len);
+	size_t n = 0;
+	for (i = 0; i < t.len;) {
+		if (t.p[i] == '"') {
+			size_t end = skip_string(t.p, i, t.len);
+			memcpy(out + n, t.p + i, end - i);
+			n += end - i;
+			i = end;
+		} else {
+			if (t.p[i] != ' ' && t.p[i] != '\t' && t.p[i] != '\r' &&
+			    t.p[i] != '\n')
+				out[n++] = t.p[i];
+			i++;
+		}
+	}
+	return (struct jtext){ out, n };
+}
+
+/*
+ * jansson cannot hold an object key with a NUL in it, but PROTOCOL.md makes
+ * "\u0000" data everywhere.  jansson only validates and reads the scalar
+ * fields, and no field joinqd knows has a control character in its name, so
+ * this copy of the frame, with every such escape in a key turned into
+ * "\u0001", parses to the same request; the id and item are then taken from
+ * the frame itself (find_members), keys and all.  Returns NULL if no key
+ * holds "\u0000".
+ */
+static char *neuter_nul_keys(const char *p, size_t n)
+{
+	char *copy = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '"')
+			continue;
+		size_t start = i;
+		i = skip_string(p, i, n);
+		if (skip_ws(p, i, n) >= n || p[skip_ws(p, i, n)] != ':') {
+			i--;
+			continue;          /* a value, not a key */
+		}
+		for (size_t k = start + 1; k + 5 < i; k++) {
+			if (p[k] != '\\')
+				continue;
+			if (memcmp(p + k + 1, "u0000", 5) == 0) {
+				if (!copy) {
+					copy = xmalloc(n);
+					memcpy(copy, p, n);
+				}
+				copy[k + 5] = '1';
+			}
+			k++;               /* the escaped character */
+		}
+		i--;
+	}
+	return copy;
+}
+
 int request_decode(const char *frame, size_t len, unsigned max_depth,
                    struct request *r, struct errinfo *e)
 {
@@ -83,6 +261,13 @@ int request_decode(const char *frame, size_t len, unsigned max_depth,
 		                   "the frame nests deeper than max_depth (%u)",
 		                   max_depth);
 	r->root = json_loadb(frame, len, JSON_ALLOW_NUL, &jerr);
+	if (!r->root && json_error_code(&jerr) == json_error_null_byte_in_key) {
+		char *copy = neuter_nul_keys(frame, len);
+		if (copy) {
+			r->root = json_loadb(copy, len, JSON_ALLOW_NUL, &jerr);
+			free(copy);
+		}
+	}
 	if (!r->root)
 		return errinfo_set(e, JQ_BAD_JSON,
 		                   "the frame is not valid JSON: %s at column %d",
@@ -92,7 +277,10 @@ int request_decode(const char *frame, size_t len, unsigned max_depth,
 		r->root = NULL;
 		return errinfo_set(e, JQ_BAD_JSON, "the frame is not a JSON object");
 	}
-	r->id = json_object_get(r->root, "id");
+	struct jtext id = { 0 }, item = { 0 };
+	find_members(frame, len, &id, &item);
+	r->id = compact(id, &r->owned[0]);
+	r->item = compact(item, &r->owned[1]);
 	r->token = json_object_get(r->root, "token");
 	if (json_is_null(r->token))
 		r->token = NULL;
@@ -103,7 +291,10 @@ int request_decode(const char *frame, size_t len, unsigned max_depth,
 void request_free(struct request *r)
 {
 	json_decref(r->root);
+	free(r->owned[0]);
+	free(r->owned[1]);
 	r->root = NULL;
+	r->owned[0] = r->owned[1] = NULL;
 }
 
 bool request_is_ping(const struct request *r)
@@ -236,8 +427,7 @@ int request_check(struct request *r, struct errinfo *e)
 
 	switch (r->op) {
 	case OP_PUT:
-		r->item = json_object_get(r->root, "item");
-		if (!r->item)
+		if (!r->item.p)
 			return errinfo_set(e, JQ_BAD_REQUEST,
 			                   "field 'item' is required for put");
 		break;

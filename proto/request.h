@@ -6,6 +6,11 @@
  * the order PROTOCOL.md gives: request_decode() judges the frame (bad_utf8,
  * bad_json, nesting depth) and request_check() judges op, queue and the
  * op's own fields (unknown_op, bad_queue, bad_request).
+ *
+ * jansson validates the frame and gives the scalar fields; the id and the
+ * item are kept as the client's own JSON text, whitespace removed, so they
+ * travel by value without being re-encoded: even what jansson cannot hold
+ * in a tree, such as an object key with a \u0000 in it.
  */
 #ifndef JQ_REQUEST_H
 #define JQ_REQUEST_H
@@ -16,6 +21,7 @@
 #include <stdint.h>
 
 #include "errcode.h"
+#include "reply.h"
 
 enum jq_op {
 	OP_PUT,
@@ -42,7 +48,7 @@ enum jq_op {
 struct request {
 	json_t *root;           /* the decoded frame; request_free() drops it */
 	enum jq_op op;
-	json_t *id;             /* NULL if absent, a JSON null if sent as null */
+	struct jtext id;        /* as sent (compacted); "null" if sent as null */
 	json_t *token;          /* the "token" field as sent, or NULL */
 	bool noreply;
 	const char *queue;      /* DEFAULT_QUEUE when absent */
@@ -52,7 +58,8 @@ struct request {
 	double lease;           /* seconds; 0 when absent: no lease */
 	double delay;           /* release: seconds, 0 when absent */
 	uint64_t task;          /* task_done, release */
-	json_t *item;           /* put */
+	struct jtext item;      /* put: the item as sent (compacted) */
+	char *owned[2];         /* compacted copies of id and item */
 };
 
 struct errinfo {
@@ -61,8 +68,9 @@ struct errinfo {
 };
 
 /* Parses one frame into r.  Returns JQ_OK, or JQ_BAD_UTF8 / JQ_BAD_JSON with
- * e filled; on success r->id, r->token and r->noreply are set and the caller
- * must request_free(r). */
+ * e filled; on success r->id, r->item, r->token and r->noreply are set.  The
+ * id and item may point into frame, which must outlive r.  The caller must
+ * request_free(r) either way. */
 int request_decode(const char *frame, size_t len, unsigned max_depth,
                    struct request *r, struct errinfo *e);
 

@@ -119,6 +119,29 @@ class Conn:
     def shutdown_write(self):
         self.sock.shutdown(socket.SHUT_WR)
 
+    def send_raw(self, data):
+        """Sends bytes as they are; False if the daemon reset or closed the
+        connection meanwhile (as it may after frame_too_large)."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def replies_until_close(self, timeout=TIMEOUT):
+        """Every reply (decoded) until the daemon closes the connection;
+        raises TimeoutError if it does not close within timeout."""
+        deadline = time.monotonic() + timeout
+        replies = []
+        while True:
+            try:
+                line = self.recv_line(max(0.01, deadline - time.monotonic()))
+            except ConnectionResetError:
+                return replies
+            if line is None:
+                return replies
+            replies.append(json.loads(line))
+
     def close(self):
         self.sock.close()
 
@@ -173,6 +196,14 @@ class Daemon:
 
     def path(self, name):
         return os.path.join(self.tmp.name, name)
+
+    def file(self, name, text):
+        """Writes text to name in the daemon's directory and returns the
+        path: d.args += ["--auth-token-file", d.file("token", "t\\n")]."""
+        path = self.path(name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
 
     def start(self):
         argv = WRAPPER + [JOINQD, "-p", "0", "--log-level", "debug"]
@@ -301,6 +332,30 @@ class TestCase(unittest.TestCase):
         self.assertIsInstance(reply.get("message"), str)
         self.assertTrue(reply["message"], "an error needs a message")
 
+    def assertQsize(self, reply, **expect):
+        """A qsize reply: ok, PROTOCOL.md's invariant U = Q + F + D, and
+        the fields given (assertQsize(r, qsize=1, delayed=0))."""
+        self.assertOk(reply)
+        self.assertEqual(reply["unfinished"], reply["qsize"] +
+                         reply["inflight"] + reply["delayed"],
+                         "U = Q + F + D broken: %r" % reply)
+        for key, value in expect.items():
+            self.assertEqual(reply[key], value, "%s in %r" % (key, reply))
+
+    def qsize_of(self, d, queue="default"):
+        """d.qsize(queue), its reply checked with assertQsize."""
+        reply = d.qsize(queue)
+        self.assertQsize(reply)
+        return reply
+
+    def assertElapsed(self, start, low, high, msg=None):
+        """time.monotonic() - start lies within [low, high] seconds (high
+        scaled by JOINQ_TEST_SLOW)."""
+        took = time.monotonic() - start
+        self.assertGreaterEqual(took, low, msg or "too early: %.3f s" % took)
+        self.assertLessEqual(took, high * SLOW,
+                             msg or "too late: %.3f s" % took)
+
 
 class TapResult(unittest.TestResult):
     """Prints one TAP line per test as it ends."""
@@ -309,12 +364,39 @@ class TapResult(unittest.TestResult):
         super().__init__()
         self.stream = stream
         self.n = 0
+        self.printed = False      # the current test has its line
+        self.sub_failures = []    # of its subTests, for its one line
 
     def _line(self, ok, test, note=""):
         self.n += 1
+        self.printed = True
         self.stream.write("%s %d - %s%s\n" % ("ok" if ok else "not ok", self.n,
                                               test.id(), note))
         self.stream.flush()
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.printed = False
+        self.sub_failures = []
+
+    def addSubTest(self, test, subtest, err):
+        # A failed subTest fails its test, which then gets no other call:
+        # stopTest prints its one "not ok" line with every subTest failure.
+        before = len(self.failures) + len(self.errors)
+        super().addSubTest(test, subtest, err)
+        if err is not None and len(self.failures) + len(self.errors) > before:
+            fails = self.failures if issubclass(err[0],
+                                                test.failureException) \
+                else self.errors
+            self.sub_failures.append("%s\n%s" % (subtest, fails[-1][1]))
+
+    def stopTest(self, test):
+        if self.sub_failures:
+            if not self.printed:
+                self._line(False, test)
+            for text in self.sub_failures:
+                self._diag(text)
+        super().stopTest(test)
 
     def _diag(self, text):
         for line in text.rstrip().splitlines():

@@ -1,0 +1,1171 @@
+/*
+ * libjoinq.c - the client library of joinqd (see joinq.h): connecting,
+ * writing requests, waiting for replies, and the ops built on those.
+ *
+ * Sockets are non-blocking and every wait is a poll() with a deadline, so
+ * connect, send and receive all keep to the timeouts.  No global state:
+ * everything lives in the jq_client.
+ *
+ * TCP.  Requests queue in an output buffer that is written in big chunks;
+ * replies are read in big chunks into an input buffer and split into lines
+ * there.  While the output is written, input is read too: the daemon stops
+ * reading a client whose replies pile up unread, and a pipelining client
+ * that only wrote would then wait on it for ever.  A reply that does not
+ * come in time leaves the stream out of step (it may still arrive and be
+ * taken for the next one), so after an I/O failure the connection is
+ * marked broken and every later call fails the same way.
+ *
+ * UDP.  One request per datagram, sent once and never retried: the ops are
+ * not idempotent (a put sent twice is two tasks), so a lost request or reply
+ * is a JQ_ERR_IO_TIMEOUT for the caller to judge.  Each request carries an
+ * "id" the library picks, and replies with another id (late answers to a
+ * request that timed out) are skipped.  io_timeout bounds each wait and
+ * defaults to 5 s; 0 is taken as that default, because a datagram can be
+ * lost and an unbounded wait would then never end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "frame.h"
+#include "joinq.h"
+#include "reply.h"
+#include "utf8.h"
+#include "xalloc.h"
+
+#define NEVER (-1)                /* a deadline that never comes */
+#define READ_CHUNK 65536          /* bytes asked of each read */
+#define FLUSH_AT 65536            /* jq_send writes once this much is queued */
+#define DATAGRAM_MAX 65536        /* above any UDP payload */
+#define UDP_REQUEST_MAX 65507     /* the largest IPv4 UDP payload */
+#define UDP_IO_TIMEOUT_MS 5000    /* UDP's io_timeout when none is given */
+
+struct jq_client {
+	int fd;
+	enum jq_transport transport;
+	int64_t io_ms;            /* a reply's allowance beyond the op's wait;
+	                             NEVER: none */
+	char *token;              /* UDP: sent in every request */
+	char peer[INET6_ADDRSTRLEN + 16];   /* "127.0.0.1:7477", for messages */
+
+	struct buf out;           /* TCP: request lines not yet written; UDP:
+	                             datagrams, one a line, not yet sent */
+	size_t out_off;           /* bytes of out written already */
+	struct buf in;            /* TCP: bytes read, not yet returned; UDP:
+	                             the datagram buffer */
+	size_t in_off;            /* bytes of in returned already */
+	struct buf req;           /* the request an op is building */
+	uint64_t next_id;         /* UDP: the id of the next request */
+	struct jq_error broken;   /* TCP: why the stream is unusable; code 0
+	                             while it is fine */
+	bool shut;                /* jq_shutdown closed the sending side */
+};
+
+/* ---- errors ------------------------------------------------------------- */
+
+static int fail(struct jq_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct jq_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+	err->code = code;
+	return code;
+}
+
+/* Records an I/O failure on a TCP stream: every later call reports it. */
+static int broke(jq_client *c, struct jq_error *err)
+{
+	if (c->transport == JQ_TCP)
+		c->broken = *err;
+	return err->code;
+}
+
+static int ok(struct jq_error *err)
+{
+	err->code = JQ_OK;
+	err->message[0] = '\0';
+	return JQ_OK;
+}
+
+const char *jq_strcode(int code)
+{
+	switch (code) {
+	case JQ_ERR_SYSTEM:
+		return "system";
+	case JQ_ERR_CONNECT:
+		return "connect";
+	case JQ_ERR_CLOSED:
+		return "closed";
+	case JQ_ERR_IO_TIMEOUT:
+		return "io_timeout";
+	case JQ_ERR_PROTOCOL:
+		return "protocol";
+	case JQ_ERR_ARGUMENT:
+		return "argument";
+	default:
+		return jq_errname(code);
+	}
+}
+
+/* ---- time --------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A deadline ms milliseconds from now; NEVER stays NEVER. */
+static int64_t after_ms(int64_t ms)
+{
+	return ms < 0 ? NEVER : now_ms() + ms;
+}
+
+/* The poll() timeout that ends at deadline. */
+static int poll_ms(int64_t deadline)
+{
+	if (deadline == NEVER)
+		return -1;
+	int64_t left = deadline - now_ms();
+	if (left < 0)
+		return 0;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/*
+ * When the reply to a request made with wait w must have come: the op may
+ * take its own timeout, and the reply io_timeout more.  Waiting for ever
+ * (w NULL, or a blocking wait without timeout) has no deadline.
+ */
+static int64_t reply_deadline(const jq_client *c, const struct jq_wait *w)
+{
+	if (c->io_ms == NEVER || !w || (w->block && w->timeout < 0))
+		return NEVER;
+	double op = w->block ? w->timeout : 0;
+	if (!(op < 1e9))
+		return NEVER;    /* more than 31 years: for ever */
+	return now_ms() + (int64_t)ceil(op * 1000) + c->io_ms;
+}
+
+/* Waits until fd is ready for events or deadline passes.  Returns the
+ * revents, 0 on timeout, -1 with errno set. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int n = poll(&p, 1, poll_ms(deadline));
+		if (n > 0)
+			return p.revents;
+		if (n == 0)
+			return 0;
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* "127.0.0.1:7477" or "[::1]:7477". */
+static void format_addr(const struct sockaddr *sa, socklen_t len, char *out,
+                        size_t size)
+{
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getnameinfo(sa, len, host, sizeof host, port, sizeof port,
+	                NI_NUMERICHOST | NI_NUMERICSERV)) {
+		snprintf(out, size, "an address of unknown form");
+		return;
+	}
+	snprintf(out, size, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+	         host, port);
+}
+
+/* A non-blocking TCP connect bounded by timeout_ms (NEVER: none).
+ * Returns the fd, or -1 with errno set. */
+static int tcp_open(const struct addrinfo *ai, int64_t timeout_ms)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+	                SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return fd;
+	if (errno != EINPROGRESS && errno != EINTR)
+		goto fail;
+
+	int r = wait_fd(fd, POLLOUT, after_ms(timeout_ms));
+	if (r < 0)
+		goto fail;
+	if (r == 0) {
+		errno = ETIMEDOUT;
+		goto fail;
+	}
+	int soerr = 0;
+	socklen_t len = sizeof soerr;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		goto fail;
+	if (soerr) {
+		errno = soerr;
+		goto fail;
+	}
+	return fd;
+
+fail: {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+}
+
+/* A connected UDP socket: connect() only fixes the peer, so that replies
+ * from anyone else are dropped by the kernel and an ICMP "port
+ * unreachable" comes back as ECONNREFUSED. */
+static int udp_open(const struct addrinfo *ai)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+	                SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* Tries every address host:port resolves to, in order; the first that
+ * answers wins.  The error names each address tried with its failure. */
+static int open_socket(jq_client *c, const char *host, const char *port,
+                       double connect_timeout, struct jq_error *err)
+{
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = c->transport == JQ_UDP ? SOCK_DGRAM : SOCK_STREAM,
+	};
+	struct addrinfo *res;
+	int64_t timeout_ms = connect_timeout > 0 ?
+	                     (int64_t)ceil(connect_timeout * 1000) : NEVER;
+
+	int r = getaddrinfo(host, port, &hints, &res);
+	if (r)
+		return fail(err, JQ_ERR_CONNECT, "cannot connect to %s port %s: %s",
+		            host, port, r == EAI_SYSTEM ? strerror(errno) :
+		            gai_strerror(r));
+
+	struct buf why = { 0 };   /* "ADDR: error; ADDR: error" */
+	c->fd = -1;
+	for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next) {
+		format_addr(ai->ai_addr, ai->ai_addrlen, c->peer, sizeof c->peer);
+		c->fd = c->transport == JQ_UDP ? udp_open(ai) :
+		        tcp_open(ai, timeout_ms);
+		if (c->fd < 0) {
+			if (why.len)
+				buf_adds(&why, "; ");
+			buf_adds(&why, c->peer);
+			buf_adds(&why, ": ");
+			buf_adds(&why, errno == ETIMEDOUT ? "timed out" :
+			         strerror(errno));
+		}
+	}
+	freeaddrinfo(res);
+	if (c->fd < 0) {
+		buf_addc(&why, '\0');
+		fail(err, JQ_ERR_CONNECT, "cannot connect to %s", why.p);
+		buf_free(&why);
+		return JQ_ERR_CONNECT;
+	}
+	buf_free(&why);
+
+	if (c->transport == JQ_TCP) {
+		int one = 1;
+		/* Requests are written whole, so Nagle would only add delay. */
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	}
+	return JQ_OK;
+}
+
+static int authenticate(jq_client *c, const char *token, struct jq_error *err);
+
+jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
+{
+	static const struct jq_options defaults = JQ_OPTIONS_INIT;
+	struct jq_error spare;
+
+	if (!err)
+		err = &spare;
+	if (!o)
+		o = &defaults;
+	if (o->transport != JQ_TCP && o->transport != JQ_UDP) {
+		fail(err, JQ_ERR_ARGUMENT, "transport must be JQ_TCP or JQ_UDP");
+		return NULL;
+	}
+	if (o->token && !utf8_valid(o->token, strlen(o->token), NULL)) {
+		fail(err, JQ_ERR_ARGUMENT, "the token is not valid UTF-8");
+		return NULL;
+	}
+
+	jq_client *c = xcalloc(1, sizeof *c);
+	c->transport = o->transport;
+	c->next_id = 1;
+	if (o->io_timeout > 0)
+		c->io_ms = (int64_t)ceil(o->io_timeout * 1000);
+	else
+		c->io_ms = o->transport == JQ_UDP ? UDP_IO_TIMEOUT_MS : NEVER;
+
+	if (open_socket(c, o->host ? o->host : JQ_DEFAULT_HOST,
+	                o->port ? o->port : JQ_DEFAULT_PORT,
+	                o->connect_timeout, err)) {
+		free(c);
+		return NULL;
+	}
+	if (o->token) {
+		if (c->transport == JQ_UDP)
+			c->token = xstrdup(o->token);
+		else if (authenticate(c, o->token, err)) {
+			jq_close(c);
+			return NULL;
+		}
+	}
+	ok(err);
+	return c;
+}
+
+void jq_close(jq_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->token);
+	buf_free(&c->out);
+	buf_free(&c->in);
+	buf_free(&c->req);
+	free(c);
+}
+
+/* ---- TCP: writing and reading ------------------------------------------ */
+
+/* Reads what the socket holds into c->in.  Returns the bytes read, 0 at
+ * end of stream, -1 with errno set (EAGAIN: nothing there). */
+static ssize_t tcp_read_some(jq_client *c)
+{
+	if (c->in_off > 0 && c->in_off >= c->in.len / 2) {
+		/* Most of the buffer is returned already: move the rest down
+		 * once here rather than after every line. */
+		buf_consume(&c->in, c->in_off);
+		c->in_off = 0;
+	}
+	buf_reserve(&c->in, READ_CHUNK);
+	for (;;) {
+		ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+		if (n >= 0 || errno != EINTR) {
+			if (n > 0)
+				c->in.len += (size_t)n;
+			return n;
+		}
+	}
+}
+
+static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
+{
+	if (n == 0)
+		fail(err, JQ_ERR_CLOSED, "%s closed the connection", c->peer);
+	else
+		fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+		     c->peer, strerror(errno));
+	return broke(c, err);
+}
+
+/* Writes everything queued in c->out.  While the socket is full it reads
+ * replies into c->in, so that the daemon never waits on us. */
+static int tcp_flush(jq_client *c, struct jq_error *err)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.p + c->out_off,
+		                 c->out.len - c->out_off, MSG_NOSIGNAL);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+			     c->peer, strerror(errno));
+			return broke(c, err);
+		}
+		int r = wait_fd(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
+		if (r < 0) {
+			fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return broke(c, err);
+		}
+		if (r == 0) {
+			fail(err, JQ_ERR_IO_TIMEOUT, "%s takes no requests: nothing "
+			     "could be sent for %.3g s", c->peer,
+			     (double)c->io_ms / 1000);
+			return broke(c, err);
+		}
+		if (r & POLLIN) {
+			n = tcp_read_some(c);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+				return read_failed(c, n, err);
+		}
+	}
+	buf_reset(&c->out);
+	c->out_off = 0;
+	return ok(err);
+}
+
+/* The next non-blank line in c->in, without its LF and CR, if a whole one
+ * is there. */
+static bool take_line(jq_client *c, const char **line, size_t *len)
+{
+	while (c->in_off < c->in.len) {
+		const char *p = c->in.p + c->in_off;
+		const char *lf = memchr(p, '\n', c->in.len - c->in_off);
+		if (!lf)
+			return false;
+		size_t n = (size_t)(lf - p);
+		c->in_off += n + 1;
+		if (n > 0 && p[n - 1] == '\r')
+			n--;
+		if (frame_blank(p, n))
+			continue;
+		*line = p;
+		*len = n;
+		return true;
+	}
+	return false;
+}
+
+/* The next reply line, waiting until deadline.  The line stays valid until
+ * the next read from c. */
+static int tcp_next_line(jq_client *c, int64_t deadline, const char **line,
+                         size_t *len, struct jq_error *err)
+{
+	for (;;) {
+		/* Replies that came before a failure are still handed out. */
+		if (take_line(c, line, len))
+			return ok(err);
+		if (c->broken.code) {
+			*err = c->broken;
+			return err->code;
+		}
+		if (c->out_off < c->out.len) {
+			tcp_flush(c, err);   /* a failure shows on the next turn */
+			continue;
+		}
+		int r = wait_fd(c->fd, POLLIN, deadline);
+		if (r < 0) {
+			fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return broke(c, err);
+		}
+		if (r == 0) {
+			fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time",
+			     c->peer);
+			return broke(c, err);
+		}
+		ssize_t n = tcp_read_some(c);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			return read_failed(c, n, err);
+	}
+}
+
+/* ---- UDP: datagrams ----------------------------------------------------- */
+
+static int udp_failed(jq_client *c, const char *what, struct jq_error *err)
+{
+	if (errno == ECONNREFUSED)
+		return fail(err, JQ_ERR_CONNECT, "cannot reach %s over UDP: %s",
+		            c->peer, strerror(errno));
+	return fail(err, JQ_ERR_SYSTEM, "%s %s: %s", what, c->peer,
+	            strerror(errno));
+}
+
+static int udp_send(jq_client *c, const char *p, size_t len,
+                    struct jq_error *err)
+{
+	if (len > UDP_REQUEST_MAX)
+		return fail(err, JQ_ERR_ARGUMENT, "the request (%zu bytes) does not "
+		            "fit in one UDP datagram; use TCP", len);
+	int64_t deadline = after_ms(c->io_ms);
+	for (;;) {
+		if (send(c->fd, p, len, MSG_NOSIGNAL) >= 0)
+			return ok(err);
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return udp_failed(c, "sending to", err);
+		int r = wait_fd(c->fd, POLLOUT, deadline);
+		if (r < 0)
+			return fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+		if (r == 0)
+			return fail(err, JQ_ERR_IO_TIMEOUT, "cannot send to %s: the "
+			            "socket stays full", c->peer);
+	}
+}
+
+/* The next datagram, in c->in, waiting until deadline. */
+static int udp_recv(jq_client *c, int64_t deadline, const char **data,
+                    size_t *len, struct jq_error *err)
+{
+	buf_reset(&c->in);
+	buf_reserve(&c->in, DATAGRAM_MAX);
+	for (;;) {
+		ssize_t n = recv(c->fd, c->in.p, DATAGRAM_MAX, MSG_TRUNC);
+		if (n >= 0) {
+			if ((size_t)n > DATAGRAM_MAX)
+				return fail(err, JQ_ERR_PROTOCOL, "a reply from %s is "
+				            "larger than any datagram", c->peer);
+			*data = c->in.p;
+			*len = (size_t)n;
+			while (*len && ((*data)[*len - 1] == '\n' ||
+			                (*data)[*len - 1] == '\r'))
+				(*len)--;
+			return ok(err);
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return udp_failed(c, "receiving from", err);
+		int r = wait_fd(c->fd, POLLIN, deadline);
+		if (r < 0)
+			return fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+		if (r == 0)
+			return fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time "
+			            "(UDP; the request is not sent again)", c->peer);
+	}
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+/*
+ * Judges one reply: JQ_OK with *root set (the caller drops it) for
+ * {"ok":true,...}; the daemon's code with err filled from the reply for
+ * {"ok":false,...}; JQ_ERR_PROTOCOL for anything else.
+ */
+static int decode_reply(const jq_client *c, const char *line, size_t len,
+                        json_t **root, struct jq_error *err)
+{
+	json_error_t jerr;
+	json_t *r = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
+
+	*root = NULL;
+	if (!r)
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply that is not "
+		            "JSON: %s", c->peer, jerr.text);
+	json_t *okv = json_object_get(r, "ok");
+	if (json_is_true(okv)) {
+		*root = r;
+		return ok(err);
+	}
+	if (!json_is_false(okv)) {
+		json_decref(r);
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
+		            "boolean 'ok'", c->peer);
+	}
+	json_t *name = json_object_get(r, "error");
+	json_t *msg = json_object_get(r, "message");
+	int code = json_is_string(name) ?
+	           jq_errcode(json_string_value(name), json_string_length(name)) :
+	           -1;
+	const char *text = json_is_string(msg) ? json_string_value(msg) : "";
+	if (code < 0)
+		fail(err, JQ_ERR_PROTOCOL, "%s answered with an unknown error "
+		     "'%s': %s", c->peer,
+		     json_is_string(name) ? json_string_value(name) : "?", text);
+	else
+		fail(err, code, "%s", *text ? text : jq_errname(code));
+	json_decref(r);
+	return err->code;
+}
+
+/* True if reply r is the answer to UDP request id: it echoes id, or it
+ * has no id at all (the daemon leaves the id out of an error it could not
+ * tie to a request, such as a too_large that replaced a reply). */
+static bool udp_reply_matches(const char *line, size_t len, uint64_t id)
+{
+	json_t *r = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
+	if (!r)
+		return true;   /* decode_reply says what is wrong with it */
+	json_t *v = json_object_get(r, "id");
+	bool match = v ? json_is_integer(v) &&
+	                 (uint64_t)json_integer_value(v) == id :
+	                 json_is_false(json_object_get(r, "ok"));
+	json_decref(r);
+	return match;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+/* {"op":OP and, unless queue is NULL, "queue":QUEUE. */
+static void req_begin(jq_client *c, const char *op, const char *queue)
+{
+	struct buf *b = &c->req;
+	buf_reset(b);
+	buf_adds(b, "{\"op\":\"");
+	buf_adds(b, op);
+	buf_addc(b, '"');
+	if (queue) {
+		buf_adds(b, ",\"queue\":");
+		json_append_string(b, queue, strlen(queue));
+	}
+}
+
+static void req_u64(jq_client *c, const char *key, uint64_t v)
+{
+	buf_adds(&c->req, ",\"");
+	buf_adds(&c->req, key);
+	buf_adds(&c->req, "\":");
+	buf_add_u64(&c->req, v);
+}
+
+/* ,"key":SECONDS; seconds must be a finite number >= 0. */
+static int req_seconds(jq_client *c, const char *key, double s,
+                       struct jq_error *err)
+{
+	char num[40];
+	if (!isfinite(s) || s < 0)
+		return fail(err, JQ_ERR_ARGUMENT, "%s must be a number of seconds "
+		            ">= 0", key);
+	/* 15 digits: 0.2 goes out as 0.2, not 0.20000000000000001. */
+	snprintf(num, sizeof num, "%.15g", s);
+	buf_adds(&c->req, ",\"");
+	buf_adds(&c->req, key);
+	buf_adds(&c->req, "\":");
+	buf_adds(&c->req, num);
+	return JQ_OK;
+}
+
+/* The block and timeout fields of wait w (NULL: block for ever). */
+static int req_wait(jq_client *c, const struct jq_wait *w,
+                    struct jq_error *err)
+{
+	if (!w)
+		return JQ_OK;
+	if (!w->block) {
+		buf_adds(&c->req, ",\"block\":false");
+		return JQ_OK;
+	}
+	if (isnan(w->timeout))
+		return fail(err, JQ_ERR_ARGUMENT, "timeout is not a number");
+	if (w->timeout < 0 || isinf(w->timeout))
+		return JQ_OK;   /* for ever */
+	return req_seconds(c, "timeout", w->timeout, err);
+}
+
+/* Sends the request in c->req and waits for its reply until deadline.
+ * JQ_OK with *root set, or an error as decode_reply gives it. */
+static int call_tcp(jq_client *c, int64_t deadline, json_t **root,
+                    struct jq_error *err)
+{
+	const char *line;
+	size_t len;
+
+	buf_addc(&c->req, '}');
+	buf_addc(&c->req, '\n');
+	buf_add(&c->out, c->req.p, c->req.len);
+	/* A failure to write is reported by tcp_next_line, after any reply
+	 * that came before it (frame_too_large, say). */
+	tcp_flush(c, err);
+	if (tcp_next_line(c, deadline, &line, &len, err))
+		return err->code;
+	return decode_reply(c, line, len, root, err);
+}
+
+static int call_udp(jq_client *c, int64_t deadline, json_t **root,
+                    struct jq_error *err)
+{
+	uint64_t id = c->next_id++;
+	const char *data;
+	size_t len;
+
+	req_u64(c, "id", id);
+	if (c->token) {
+		buf_adds(&c->req, ",\"token\":");
+		json_append_string(&c->req, c->token, strlen(c->token));
+	}
+	buf_addc(&c->req, '}');
+	if (udp_send(c, c->req.p, c->req.len, err))
+		return err->code;
+	do {
+		if (udp_recv(c, deadline, &data, &len, err))
+			return err->code;
+	} while (!udp_reply_matches(data, len, id));
+	return decode_reply(c, data, len, root, err);
+}
+
+/* Finishes the request in c->req, sends it, and decodes its reply, waiting
+ * as long as wait w allows. */
+static int call(jq_client *c, const struct jq_wait *w, json_t **root,
+                struct jq_error *err)
+{
+	*root = NULL;
+	if (c->broken.code) {
+		*err = c->broken;
+		return err->code;
+	}
+	if (c->shut)
+		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
+	int64_t deadline = reply_deadline(c, w);
+	if (c->transport == JQ_UDP)
+		return call_udp(c, deadline, root, err);
+	return call_tcp(c, deadline, root, err);
+}
+
+/* The answer to an op that does not wait: it may take io_timeout. */
+static const struct jq_wait no_wait = { .block = false, .timeout = 0 };
+
+/* An unsigned integer field of a reply, or JQ_ERR_PROTOCOL. */
+static int reply_u64_field(const jq_client *c, json_t *root, const char *key,
+                           uint64_t *v, struct jq_error *err)
+{
+	json_t *f = json_object_get(root, key);
+	if (!json_is_integer(f) || json_integer_value(f) < 0)
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
+		            "number '%s'", c->peer, key);
+	if (v)
+		*v = (uint64_t)json_integer_value(f);
+	return JQ_OK;
+}
+
+static int reply_bool_field(const jq_client *c, json_t *root, const char *key,
+                            bool *v, struct jq_error *err)
+{
+	json_t *f = json_object_get(root, key);
+	if (!json_is_boolean(f))
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
+		            "boolean '%s'", c->peer, key);
+	*v = json_is_true(f);
+	return JQ_OK;
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+static int authenticate(jq_client *c, const char *token, struct jq_error *err)
+{
+	json_t *root;
+	req_begin(c, "auth", NULL);
+	buf_adds(&c->req, ",\"token\":");
+	json_append_string(&c->req, token, strlen(token));
+	int code = call(c, &no_wait, &root, err);
+	json_decref(root);
+	return code;
+}
+
+/* Sends a put whose item is the JSON text item[0..len), known valid. */
+static int put_json(jq_client *c, const char *queue, const char *item,
+                    size_t len, const struct jq_wait *w, uint64_t *task,
+                    struct jq_error *err)
+{
+	json_t *root;
+
+	req_begin(c, "put", queue);
+	if (req_wait(c, w, err))
+		return err->code;
+	buf_adds(&c->req, ",\"item\":");
+	buf_add(&c->req, item, len);
+	if (call(c, w, &root, err))
+		return err->code;
+	uint64_t t;
+	if (reply_u64_field(c, root, "task", &t, err) == JQ_OK && task)
+		*task = t;
+	json_decref(root);
+	return err->code;
+}
+
+int jq_put(jq_client *c, const char *queue, const char *item_json,
+           size_t len, const struct jq_wait *w, uint64_t *task,
+           struct jq_error *err)
+{
+	struct jq_error spare;
+	json_error_t jerr;
+	size_t bad;
+
+	if (!err)
+		err = &spare;
+	if (!item_json)
+		return fail(err, JQ_ERR_ARGUMENT, "the item is missing");
+	if (!utf8_valid(item_json, len, &bad))
+		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
+		            "(byte %zu)", bad);
+	json_t *v = json_loadb(item_json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+	                       &jerr);
+	if (!v)
+		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid JSON: %s "
+		            "(at character %d)", jerr.text, jerr.position);
+
+	/* Valid JSON without a LF goes out as it is, numbers spelt as the
+	 * caller spelt them; JSON spread over lines is packed onto one. */
+	int code;
+	if (!memchr(item_json, '\n', len)) {
+		code = put_json(c, queue, item_json, len, w, task, err);
+	} else {
+		struct buf one = { 0 };
+		json_append(&one, v);
+		code = put_json(c, queue, one.p, one.len, w, task, err);
+		buf_free(&one);
+	}
+	json_decref(v);
+	return code;
+}
+
+int jq_put_string(jq_client *c, const char *queue, const char *s,
+                  const struct jq_wait *w, uint64_t *task,
+                  struct jq_error *err)
+{
+	struct jq_error spare;
+	size_t bad;
+
+	if (!err)
+		err = &spare;
+	if (!s)
+		return fail(err, JQ_ERR_ARGUMENT, "the item is missing");
+	size_t len = strlen(s);
+	if (!utf8_valid(s, len, &bad))
+		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
+		            "(byte %zu)", bad);
+	struct buf item = { 0 };
+	json_append_string(&item, s, len);
+	int code = put_json(c, queue, item.p, item.len, w, task, err);
+	buf_free(&item);
+	return code;
+}
+
+int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
+           double lease, struct jq_task *out, struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+	uint64_t task, deliveries;
+
+	if (!err)
+		err = &spare;
+	memset(out, 0, sizeof *out);
+	if (isnan(lease) || lease < 0)
+		return fail(err, JQ_ERR_ARGUMENT, "lease must be a number of "
+		            "seconds > 0, or 0 for none");
+	req_begin(c, "get", queue);
+	if (req_wait(c, w, err) || (lease > 0 &&
+	    req_seconds(c, "lease", lease, err)))
+		return err->code;
+	if (call(c, w, &root, err))
+		return err->code;
+
+	json_t *item = json_object_get(root, "item");
+	if (!item) {
+		fail(err, JQ_ERR_PROTOCOL, "%s sent a get reply without an item",
+		     c->peer);
+	} else if (reply_u64_field(c, root, "task", &task, err) == JQ_OK &&
+	           reply_u64_field(c, root, "deliveries", &deliveries,
+	                           err) == JQ_OK) {
+		size_t n = json_dumpb(item, NULL, 0, JQ_JSON_FLAGS);
+		out->item = xmalloc(n + 1);
+		out->item_len = json_dumpb(item, out->item, n, JQ_JSON_FLAGS);
+		out->item[out->item_len] = '\0';
+		out->task = task;
+		out->deliveries = deliveries > UINT32_MAX ? UINT32_MAX :
+		                  (uint32_t)deliveries;
+	}
+	json_decref(root);
+	return err->code;
+}
+
+void jq_task_free(struct jq_task *t)
+{
+	if (!t)
+		return;
+	free(t->item);
+	t->item = NULL;
+	t->item_len = 0;
+}
+
+static int check_task(uint64_t task, struct jq_error *err)
+{
+	/* Task ids are positive and below 2^53 (PROTOCOL.md, put). */
+	if (task == 0 || task >= (UINT64_C(1) << 53))
+		return fail(err, JQ_ERR_ARGUMENT, "task must be a positive integer "
+		            "below 2^53");
+	return JQ_OK;
+}
+
+int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
+                 struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+
+	if (!err)
+		err = &spare;
+	if (check_task(task, err))
+		return err->code;
+	req_begin(c, "task_done", NULL);
+	req_u64(c, "task", task);
+	if (call(c, &no_wait, &root, err))
+		return err->code;
+	reply_u64_field(c, root, "unfinished", unfinished, err);
+	json_decref(root);
+	return err->code;
+}
+
+int jq_release(jq_client *c, uint64_t task, double delay,
+               struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+
+	if (!err)
+		err = &spare;
+	if (check_task(task, err))
+		return err->code;
+	req_begin(c, "release", NULL);
+	req_u64(c, "task", task);
+	if (delay != 0 && req_seconds(c, "delay", delay, err))
+		return err->code;
+	if (call(c, &no_wait, &root, err))
+		return err->code;
+	json_decref(root);
+	return JQ_OK;
+}
+
+int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
+            struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+
+	if (!err)
+		err = &spare;
+	req_begin(c, "join", queue);
+	if (req_wait(c, w, err) || call(c, w, &root, err))
+		return err->code;
+	json_decref(root);
+	return JQ_OK;
+}
+
+int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
+             struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+
+	if (!err)
+		err = &spare;
+	memset(out, 0, sizeof *out);
+	req_begin(c, "qsize", queue);
+	if (call(c, &no_wait, &root, err))
+		return err->code;
+	/* Each check fills err when it fails, and the first failure stops. */
+	if (!reply_u64_field(c, root, "qsize", &out->qsize, err) &&
+	    !reply_u64_field(c, root, "maxsize", &out->maxsize, err) &&
+	    !reply_u64_field(c, root, "unfinished", &out->unfinished, err) &&
+	    !reply_u64_field(c, root, "inflight", &out->inflight, err) &&
+	    !reply_u64_field(c, root, "delayed", &out->delayed, err) &&
+	    !reply_bool_field(c, root, "empty", &out->empty, err))
+		reply_bool_field(c, root, "full", &out->full, err);
+	json_decref(root);
+	return err->code;
+}
+
+int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+	uint64_t protocol;
+
+	if (!err)
+		err = &spare;
+	req_begin(c, "ping", NULL);
+	if (call(c, &no_wait, &root, err))
+		return err->code;
+	json_t *v = json_object_get(root, "version");
+	if (reply_u64_field(c, root, "protocol", &protocol, err)) {
+		/* err says what is missing */
+	} else if (protocol != 1) {
+		fail(err, JQ_ERR_PROTOCOL, "%s speaks protocol %llu; this client "
+		     "speaks 1", c->peer, (unsigned long long)protocol);
+	} else if (!json_is_string(v)) {
+		fail(err, JQ_ERR_PROTOCOL, "%s sent a ping reply without a "
+		     "version", c->peer);
+	} else if (version && len) {
+		snprintf(version, len, "%s", json_string_value(v));
+	}
+	json_decref(root);
+	return err->code;
+}
+
+int jq_stats(jq_client *c, char **json, struct jq_error *err)
+{
+	struct jq_error spare;
+	json_t *root;
+
+	if (!err)
+		err = &spare;
+	*json = NULL;
+	req_begin(c, "stats", NULL);
+	if (call(c, &no_wait, &root, err))
+		return err->code;
+	/* Over UDP the reply echoes our id: leave it out, so that both
+	 * transports give the same text. */
+	json_object_del(root, "id");
+	*json = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (!*json)
+		return fail(err, JQ_ERR_SYSTEM, "out of memory");
+	return JQ_OK;
+}
+
+/* ---- raw requests: pipelining ------------------------------------------- */
+
+/* Over UDP the token goes into each request: the object gets a "token"
+ * member.  Text that is not a JSON object is sent as it is, for the daemon
+ * to answer. */
+static void udp_queue(jq_client *c, const char *request, size_t len)
+{
+	json_t *r = c->token ? json_loadb(request, len, JSON_ALLOW_NUL, NULL) :
+	            NULL;
+	if (json_is_object(r)) {
+		json_object_set_new(r, "token", json_string(c->token));
+		json_append(&c->out, r);
+	} else {
+		buf_add(&c->out, request, len);
+	}
+	json_decref(r);
+	buf_addc(&c->out, '\n');
+}
+
+int jq_send(jq_client *c, const char *request_json, size_t len,
+            struct jq_error *err)
+{
+	struct jq_error spare;
+
+	if (!err)
+		err = &spare;
+	if (c->broken.code) {
+		*err = c->broken;
+		return err->code;
+	}
+	if (c->shut)
+		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
+	if (memchr(request_json, '\n', len))
+		return fail(err, JQ_ERR_ARGUMENT, "a request must be one line: it "
+		            "holds a LF");
+	if (c->transport == JQ_UDP) {
+		udp_queue(c, request_json, len);
+		return ok(err);
+	}
+	buf_reserve(&c->out, len + 1);
+	buf_add(&c->out, request_json, len);
+	buf_addc(&c->out, '\n');
+	if (c->out.len - c->out_off >= FLUSH_AT)
+		return tcp_flush(c, err);
+	return ok(err);
+}
+
+int jq_flush(jq_client *c, struct jq_error *err)
+{
+	struct jq_error spare;
+
+	if (!err)
+		err = &spare;
+	if (c->broken.code) {
+		*err = c->broken;
+		return err->code;
+	}
+	if (c->transport == JQ_TCP)
+		return tcp_flush(c, err);
+
+	/* UDP: each queued line is one datagram. */
+	while (c->out_off < c->out.len) {
+		const char *p = c->out.p + c->out_off;
+		const char *lf = memchr(p, '\n', c->out.len - c->out_off);
+		size_t n = (size_t)(lf - p);
+		c->out_off += n + 1;
+		if (udp_send(c, p, n, err)) {
+			buf_reset(&c->out);   /* the rest is dropped with the error */
+			c->out_off = 0;
+			return err->code;
+		}
+	}
+	buf_reset(&c->out);
+	c->out_off = 0;
+	return ok(err);
+}
+
+int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
+            struct jq_error *err)
+{
+	struct jq_error spare;
+	const char *line;
+	size_t n;
+	json_t *root;
+	int code;
+
+	if (!err)
+		err = &spare;
+	if (reply)
+		*reply = NULL;
+	if (len)
+		*len = 0;
+	int64_t deadline = reply_deadline(c, w);
+	if (c->transport == JQ_UDP) {
+		if (jq_flush(c, err) || udp_recv(c, deadline, &line, &n, err))
+			return err->code;
+	} else if (tcp_next_line(c, deadline, &line, &n, err)) {
+		return err->code;
+	}
+
+	code = decode_reply(c, line, n, &root, err);
+	json_decref(root);
+	if (reply) {
+		*reply = xmalloc(n + 1);
+		memcpy(*reply, line, n);
+		(*reply)[n] = '\0';
+	}
+	if (len)
+		*len = n;
+	return code;
+}
+
+int jq_shutdown(jq_client *c, struct jq_error *err)
+{
+	struct jq_error spare;
+
+	if (!err)
+		err = &spare;
+	if (c->shut)
+		return ok(err);
+	if (jq_flush(c, err))
+		return err->code;
+	c->shut = true;
+	/* ENOTCONN: the daemon has closed already, which is as good. */
+	if (c->transport == JQ_TCP && shutdown(c->fd, SHUT_WR) < 0 &&
+	    errno != ENOTCONN) {
+		fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+		     c->peer, strerror(errno));
+		return broke(c, err);
+	}
+	return ok(err);
+}

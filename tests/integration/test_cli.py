@@ -1,0 +1,669 @@
+"""The joinq CLI against a real joinqd: every command, every output form and
+every exit status (0 ok, 1 error reply, 2 usage, 3 empty, 4 full,
+5 timeout, 6 connection)."""
+import itertools
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import jqtest
+
+TIMEOUT = jqtest.TIMEOUT
+_names = itertools.count(1)
+
+
+def fresh_queue():
+    """A queue name no other test uses."""
+    return "cli%d" % next(_names)
+
+
+def free_port():
+    """A TCP and UDP port that nothing listens on (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(port, *args, input=None, udp=False, env=None, host="127.0.0.1"):
+    """Runs the CLI with bytes in and out: for input that is not UTF-8."""
+    argv = [jqtest.JOINQ, "-H", host, "-p", str(port)]
+    if udp:
+        argv.append("-u")
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run(argv + list(args), input=input, env=e,
+                          capture_output=True, timeout=TIMEOUT)
+
+
+def wait_exit(proc, timeout=TIMEOUT):
+    """The exit status of a cli_start process, killing it if it hangs."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("joinq did not exit within %.1f s" % timeout)
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.stdin:
+            proc.stdin.close()
+    return proc.returncode
+
+
+def get_all(d, queue, n):
+    """Takes n items off queue over one raw TCP connection, pipelined;
+    returns the replies."""
+    c = d.tcp()
+    replies = []
+    try:
+        while len(replies) < n:
+            batch = min(5000, n - len(replies))
+            req = jqtest.encode({"op": "get", "queue": queue, "block": False,
+                                 "lease": 600})
+            c.sock.sendall(req * batch)
+            for _ in range(batch):
+                replies.append(c.recv())
+    finally:
+        c.close()
+    return replies
+
+
+class SharedDaemon(jqtest.TestCase):
+    """One daemon for the class; each test takes queues of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = jqtest.Daemon().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+
+    def setUp(self):
+        self.q = fresh_queue()
+
+    def cli(self, *args, **kw):
+        """The CLI on this test's queue."""
+        return self.d.cli("-q", self.q, *args, **kw)
+
+    def qsize(self, queue=None):
+        r = self.d.qsize(queue or self.q)
+        self.assertOk(r)
+        return r
+
+    def assertExit(self, p, status, msg=None):
+        self.assertEqual(p.returncode, status, msg or
+                         "stdout %r stderr %r" % (p.stdout, p.stderr))
+
+
+class Put(SharedDaemon):
+    def test_arguments_are_string_items(self):
+        p = self.cli("put", "a", "b c", "", "42")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(p.stderr, "")
+        items = [r["item"] for r in get_all(self.d, self.q, 4)]
+        self.assertEqual(items, ["a", "b c", "", "42"])
+
+    def test_json_arguments_are_json_values(self):
+        p = self.cli("put", "--json", '{"a": [1, 2.5, "x"]}', '"s"', "42",
+                     "null", "[\n true\n]")
+        self.assertExit(p, 0)
+        items = [r["item"] for r in get_all(self.d, self.q, 5)]
+        self.assertEqual(items, [{"a": [1, 2.5, "x"]}, "s", 42, None, [True]])
+
+    def test_invalid_json_argument_is_a_usage_error(self):
+        p = self.cli("put", "--json", "1", "{bad", "2")
+        self.assertExit(p, 2)
+        self.assertIn("item 2", p.stderr)
+        self.assertIn("JSON", p.stderr)
+        self.assertEqual(self.qsize()["unfinished"], 0,
+                         "nothing is sent when an argument is bad")
+
+    def test_invalid_utf8_argument_is_a_usage_error(self):
+        p = run(self.d.port, "-q", self.q, "put", "ok", b"bad\xff")
+        self.assertExit(p, 2)
+        self.assertIn(b"item 2", p.stderr)
+        self.assertIn(b"UTF-8", p.stderr)
+        self.assertEqual(self.qsize()["unfinished"], 0)
+
+    def test_show_task_prints_ids_in_order(self):
+        p = self.cli("put", "--show-task", "x", "y", "z")
+        self.assertExit(p, 0)
+        ids = [int(t) for t in p.stdout.split()]
+        self.assertEqual(len(ids), 3)
+        self.assertEqual(ids, sorted(ids))
+        got = get_all(self.d, self.q, 3)
+        self.assertEqual([(r["task"], r["item"]) for r in got],
+                         list(zip(ids, ["x", "y", "z"])))
+
+    def test_stdin_lines_are_items(self):
+        p = run(self.d.port, "-q", self.q, "put",
+                input=b"one\r\ntwo\n\n  spaced \nlast")
+        self.assertExit(p, 0)
+        items = [r["item"] for r in get_all(self.d, self.q, 5)]
+        self.assertEqual(items, ["one", "two", "", "  spaced ", "last"])
+
+    def test_stdin_json_lines(self):
+        p = self.cli("put", "--json", input='{"n":1}\n[2]\n"three"\n')
+        self.assertExit(p, 0)
+        items = [r["item"] for r in get_all(self.d, self.q, 3)]
+        self.assertEqual(items, [{"n": 1}, [2], "three"])
+
+    def test_stdin_invalid_json_line_stops_there(self):
+        p = self.cli("put", "--json", input="1\n2\nnope\n4\n")
+        self.assertExit(p, 2)
+        self.assertIn("line 3", p.stderr)
+        self.assertEqual(self.qsize()["qsize"], 2)
+
+    def test_stdin_invalid_utf8_stops_there(self):
+        p = run(self.d.port, "-q", self.q, "put", "--show-task",
+                input=b"a\nb\n\xc3\x28\nc\n")
+        self.assertExit(p, 2)
+        self.assertIn(b"line 3", p.stderr)
+        self.assertIn(b"UTF-8", p.stderr)
+        self.assertEqual(len(p.stdout.split()), 2,
+                         "the lines sent before it are reported")
+        self.assertEqual(self.qsize()["qsize"], 2,
+                         "lines before it stay, nothing after it is sent")
+
+    def test_stdin_pipelines_100000_lines_in_order(self):
+        n = 100000
+        text = "".join("%d\n" % i for i in range(1, n + 1))
+        start = time.monotonic()
+        p = self.cli("put", input=text)
+        elapsed = time.monotonic() - start
+        self.assertExit(p, 0)
+        self.assertLess(elapsed, TIMEOUT)
+        q = self.cli("qsize")
+        self.assertExit(q, 0)
+        self.assertEqual(q.stdout.split()[:2], ["qsize", str(n)])
+        items = [r["item"] for r in get_all(self.d, self.q, n)]
+        self.assertEqual(items, [str(i) for i in range(1, n + 1)])
+
+    def test_stdin_show_task_matches_items(self):
+        n = 3000
+        p = self.cli("put", "--show-task",
+                     input="".join("item%d\n" % i for i in range(n)))
+        self.assertExit(p, 0)
+        ids = [int(t) for t in p.stdout.split()]
+        self.assertEqual(len(ids), n)
+        got = get_all(self.d, self.q, n)
+        self.assertEqual([(r["task"], r["item"]) for r in got],
+                         [(t, "item%d" % i) for i, t in enumerate(ids)])
+
+    def test_stdin_items_are_sent_before_stdin_ends(self):
+        # A slow producer (tail -f) must see each line queued without
+        # waiting for a window to fill.
+        proc = self.d.cli_start("-q", self.q, "put", "--show-task",
+                                stdin=subprocess.PIPE)
+        try:
+            proc.stdin.write("early\n")
+            proc.stdin.flush()
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize()["qsize"] == 1))
+            proc.stdin.write("late\n")
+            proc.stdin.close()
+            proc.stdin = None
+            out = proc.stdout.read()
+        finally:
+            status = wait_exit(proc)
+        self.assertEqual(status, 0)
+        self.assertEqual(len(out.split()), 2)
+        self.assertEqual(self.qsize()["qsize"], 2)
+
+
+class Full(jqtest.TestCase):
+    """put on a full queue: exit 4."""
+
+    def test_nowait_on_full_queue_exits_4(self):
+        with jqtest.Daemon("--queue", "small:1") as d:
+            p = d.cli("-q", "small", "put", "--nowait", "a", "b")
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertRegex(p.stderr, r"joinq: item 2: full: ")
+            self.assertEqual(d.qsize("small")["qsize"], 1)
+
+    def test_timeout_on_full_queue_exits_4(self):
+        with jqtest.Daemon("--default-maxsize", "1") as d:
+            self.assertEqual(d.cli("put", "a").returncode, 0)
+            start = time.monotonic()
+            p = d.cli("put", "--timeout", "0.2", "b")
+            elapsed = time.monotonic() - start
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertIn("full", p.stderr)
+            self.assertGreaterEqual(elapsed, 0.2)
+
+    def test_stdin_stops_at_first_full_and_ends_promptly(self):
+        # Many lines in flight, each allowed 0.5 s: the CLI must not wait
+        # out every timeout once the first has failed.
+        with jqtest.Daemon("--default-maxsize", "1") as d:
+            start = time.monotonic()
+            p = d.cli("put", "--timeout", "0.5",
+                      input="".join("%d\n" % i for i in range(5000)))
+            elapsed = time.monotonic() - start
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertIn("line 2: full: ", p.stderr)
+            self.assertLess(elapsed, 5)
+            self.assertEqual(d.qsize()["qsize"], 1)
+
+    def test_blocking_put_waits_for_room(self):
+        with jqtest.Daemon("--default-maxsize", "1") as d:
+            self.assertEqual(d.cli("put", "a").returncode, 0)
+            proc = d.cli_start("put", "b")
+            try:
+                time.sleep(0.3)
+                self.assertIsNone(proc.poll(), "put should wait for room")
+                g = d.cli("get", "--lease", "30")
+                self.assertEqual(g.returncode, 0, g.stderr)
+            finally:
+                status = wait_exit(proc)
+            self.assertEqual(status, 0)
+            self.assertEqual(d.qsize()["qsize"], 1)
+
+
+class Get(SharedDaemon):
+    def test_string_item_prints_raw_and_task_on_stderr(self):
+        t = self.cli("put", "--show-task", "hello world").stdout.strip()
+        p = self.cli("get")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "hello world\n")
+        self.assertEqual(p.stderr, "task %s\n" % t)
+
+    def test_json_item_prints_compact(self):
+        self.assertExit(self.cli("put", "--json", '{ "a" : [1, {"b": null}] }',
+                                 '"q\\"uote"', "7"), 0)
+        # With a lease, so that each get takes the next item for good.
+        get = ("get", "--lease", "60")
+        self.assertEqual(self.cli(*get).stdout, '{"a":[1,{"b":null}]}\n')
+        self.assertEqual(self.cli(*get).stdout, 'q"uote\n')
+        self.assertEqual(self.cli(*get).stdout, "7\n")
+
+    def test_show_task_prints_task_tab_item(self):
+        t = self.cli("put", "--show-task", "x y").stdout.strip()
+        p = self.cli("get", "--show-task")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "%s\tx y\n" % t)
+        self.assertEqual(p.stderr, "")
+
+    def test_nowait_on_empty_exits_3(self):
+        p = self.cli("get", "--nowait")
+        self.assertExit(p, 3)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("empty", p.stderr)
+
+    def test_timeout_on_empty_exits_3(self):
+        start = time.monotonic()
+        p = self.cli("get", "--timeout", "0.2")
+        self.assertExit(p, 3)
+        self.assertGreaterEqual(time.monotonic() - start, 0.2)
+
+    def test_blocking_get_waits_for_a_put(self):
+        proc = self.d.cli_start("-q", self.q, "get", "--lease", "30")
+        try:
+            time.sleep(0.2)
+            self.assertIsNone(proc.poll())
+            self.assertExit(self.cli("put", "late"), 0)
+            out = proc.stdout.read()
+        finally:
+            status = wait_exit(proc)
+        self.assertEqual(status, 0)
+        self.assertEqual(out, "late\n")
+
+    def test_lease_keeps_task_after_exit(self):
+        self.assertExit(self.cli("put", "kept"), 0)
+        self.assertExit(self.cli("get", "--lease", "60"), 0)
+        r = self.qsize()
+        self.assertEqual((r["qsize"], r["inflight"], r["unfinished"]),
+                         (0, 1, 1))
+
+    def test_without_lease_task_returns_when_joinq_exits(self):
+        self.assertExit(self.cli("put", "back"), 0)
+        p = self.cli("get", "--show-task")
+        self.assertExit(p, 0)
+        task = p.stdout.split("\t")[0]
+        self.assertTrue(jqtest.wait_until(
+            lambda: self.qsize()["qsize"] == 1 and
+            self.qsize()["inflight"] == 0))
+        again = self.cli("get", "--show-task", "--lease", "60")
+        self.assertEqual(again.stdout, "%s\tback\n" % task,
+                         "the same task comes back")
+
+    def test_bad_lease_and_timeout_are_usage_errors(self):
+        for args in (["--lease", "0"], ["--lease", "-1"], ["--lease", "x"],
+                     ["--timeout", "-1"], ["--timeout", "nan"],
+                     ["--timeout", "1s"]):
+            p = self.cli("get", *args)
+            self.assertExit(p, 2, args)
+            self.assertIn("joinq", p.stderr)
+
+
+class TaskDone(SharedDaemon):
+    def take(self):
+        self.assertExit(self.cli("put", "work"), 0)
+        p = self.cli("get", "--lease", "60", "--show-task")
+        self.assertExit(p, 0)
+        return p.stdout.split("\t")[0]
+
+    def test_task_done_finishes_task(self):
+        task = self.take()
+        p = self.cli("task_done", task)
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(self.qsize()["unfinished"], 0)
+
+    def test_verbose_prints_unfinished(self):
+        self.assertExit(self.cli("put", "other"), 0)
+        task = self.take()
+        p = self.cli("task_done", "-v", task)
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "unfinished 1\n")
+
+    def test_unknown_task_exits_1(self):
+        task = self.take()
+        self.assertExit(self.cli("task_done", task), 0)
+        p = self.cli("task_done", task)
+        self.assertExit(p, 1)
+        self.assertIn("unknown_task", p.stderr)
+        p = self.cli("release", "999999999")
+        self.assertExit(p, 1)
+        self.assertIn("unknown_task", p.stderr)
+
+    def test_bad_task_id_is_usage_error(self):
+        for bad in ("0", "-1", "x", "1.5", "", "9007199254740992", "1e3"):
+            for cmd in ("task_done", "release"):
+                p = self.cli(cmd, "--", bad)
+                self.assertExit(p, 2, (cmd, bad, p.stderr))
+        self.assertExit(self.cli("task_done"), 2)
+        self.assertExit(self.cli("task_done", "1", "2"), 2)
+
+    def test_release_returns_task_to_head(self):
+        self.assertExit(self.cli("put", "second"), 0)
+        task = self.take()   # "second" is at the head, then "work"
+        self.assertExit(self.cli("release", task), 0)
+        r = self.qsize()
+        self.assertEqual((r["qsize"], r["inflight"]), (2, 0))
+        p = self.cli("get", "--show-task", "--lease", "60")
+        self.assertEqual(p.stdout, "%s\tsecond\n" % task)
+
+    def test_release_with_delay(self):
+        task = self.take()
+        self.assertExit(self.cli("release", "--delay", "1", task), 0)
+        self.assertEqual(self.qsize()["delayed"], 1)
+        self.assertTrue(jqtest.wait_until(
+            lambda: self.qsize()["qsize"] == 1))
+        self.assertExit(self.cli("release", "--delay", "x", task), 2)
+
+
+class Join(SharedDaemon):
+    def test_join_on_finished_queue_returns(self):
+        p = self.cli("join", "--timeout", "1")
+        self.assertExit(p, 0)
+        self.assertExit(self.cli("join", "--nowait"), 0)
+
+    def test_join_timeout_exits_5(self):
+        self.assertExit(self.cli("put", "pending"), 0)
+        start = time.monotonic()
+        p = self.cli("join", "--timeout", "0.2")
+        self.assertExit(p, 5)
+        self.assertIn("timeout", p.stderr)
+        self.assertGreaterEqual(time.monotonic() - start, 0.2)
+        self.assertExit(self.cli("join", "--nowait"), 5)
+
+    def test_join_returns_once_tasks_are_done(self):
+        self.assertExit(self.cli("put", "a", "b"), 0)
+        proc = self.d.cli_start("-q", self.q, "join")
+        try:
+            tasks = []
+            for _ in range(2):
+                p = self.cli("get", "--lease", "60", "--show-task")
+                tasks.append(p.stdout.split("\t")[0])
+            self.assertExit(self.cli("task_done", tasks[0]), 0)
+            time.sleep(0.2)
+            self.assertIsNone(proc.poll(), "one task is still unfinished")
+            self.assertExit(self.cli("task_done", tasks[1]), 0)
+        finally:
+            status = wait_exit(proc)
+        self.assertEqual(status, 0)
+
+
+class Inspect(SharedDaemon):
+    def test_qsize_readable_and_json(self):
+        self.assertExit(self.cli("put", "a", "b", "c"), 0)
+        self.assertExit(self.cli("get", "--lease", "60"), 0)
+        p = self.cli("qsize")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "qsize 2 maxsize 0 unfinished 3 "
+                         "inflight 1 delayed 0\n")
+        p = self.cli("qsize", "--json")
+        self.assertExit(p, 0)
+        self.assertEqual(json.loads(p.stdout),
+                         {"qsize": 2, "maxsize": 0, "unfinished": 3,
+                          "inflight": 1, "delayed": 0, "empty": False,
+                          "full": False})
+
+    def test_empty_and_full(self):
+        self.assertEqual(self.cli("empty").stdout, "true\n")
+        self.assertEqual(self.cli("full").stdout, "false\n")
+        self.assertExit(self.cli("put", "x"), 0)
+        p = self.cli("empty")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "false\n")
+
+    def test_full_on_bounded_queue(self):
+        with jqtest.Daemon("--queue", "one:1") as d:
+            self.assertEqual(d.cli("-q", "one", "full").stdout, "false\n")
+            self.assertEqual(d.cli("-q", "one", "put", "x").returncode, 0)
+            p = d.cli("-q", "one", "full")
+            self.assertEqual((p.returncode, p.stdout), (0, "true\n"))
+
+    def test_stats_readable(self):
+        self.assertExit(self.cli("put", "a", "b"), 0)
+        p = self.d.cli("stats")
+        self.assertExit(p, 0)
+        lines = p.stdout.splitlines()
+        self.assertRegex(lines[0], r"^joinqd \d+\.\d+\.\d+ .*uptime \S+ "
+                         r".*connections \d+")
+        header = lines[1].split()
+        self.assertEqual(header[:3], ["queue", "qsize", "maxsize"])
+        rows = {l.split()[0]: l.split() for l in lines[2:]}
+        self.assertIn(self.q, rows)
+        row = dict(zip(header, rows[self.q]))
+        self.assertEqual((row["qsize"], row["puts"]), ("2", "2"))
+        widths = {len(l) for l in lines[1:]}
+        self.assertEqual(len(widths), 1, "rows are aligned")
+
+    def test_stats_json(self):
+        self.assertExit(self.cli("put", "a"), 0)
+        p = self.d.cli("stats", "--json")
+        self.assertExit(p, 0)
+        r = json.loads(p.stdout)
+        self.assertOk(r)
+        self.assertEqual(r["queues"][self.q]["qsize"], 1)
+        self.assertNotIn("id", r)
+
+    def test_ping(self):
+        p = self.d.cli("ping")
+        self.assertExit(p, 0)
+        self.assertRegex(p.stdout,
+                         r"^PONG joinqd \d+\.\d+\.\d+ protocol 1 in "
+                         r"\d+\.\d\d ms\n$")
+
+
+class Udp(SharedDaemon):
+    def test_put_get_qsize_ping_over_udp(self):
+        p = self.cli("put", "--show-task", "u1", "u2", udp=True)
+        self.assertExit(p, 0)
+        ids = p.stdout.split()
+        self.assertEqual(len(ids), 2)
+        p = self.cli("qsize", udp=True)
+        self.assertExit(p, 0)
+        self.assertTrue(p.stdout.startswith("qsize 2 "))
+        p = self.cli("get", "--show-task", udp=True)
+        self.assertEqual(p.stdout, "%s\tu1\n" % ids[0])
+        p = self.cli("get", udp=True)
+        self.assertEqual((p.stdout, p.stderr), ("u2\n", "task %s\n" % ids[1]))
+        self.assertExit(self.cli("get", "--nowait", udp=True), 3)
+        p = self.d.cli("ping", udp=True)
+        self.assertExit(p, 0)
+        self.assertTrue(p.stdout.startswith("PONG joinqd "))
+
+    def test_udp_get_has_a_lease(self):
+        self.assertExit(self.cli("put", "leased", udp=True), 0)
+        self.assertExit(self.cli("get", udp=True), 0)
+        r = self.qsize()
+        self.assertEqual((r["qsize"], r["inflight"]), (0, 1))
+
+    def test_stdin_put_over_udp(self):
+        p = self.cli("put", "--show-task", input="a\nb\nc\n", udp=True)
+        self.assertExit(p, 0)
+        self.assertEqual(len(p.stdout.split()), 3)
+        items = [r["item"] for r in get_all(self.d, self.q, 3)]
+        self.assertEqual(items, ["a", "b", "c"])
+
+    def test_udp_task_done_join_stats(self):
+        self.assertExit(self.cli("put", "w", udp=True), 0)
+        task = self.cli("get", "--show-task", udp=True).stdout.split("\t")[0]
+        self.assertExit(self.cli("join", "--nowait", udp=True), 5)
+        self.assertExit(self.cli("task_done", task, udp=True), 0)
+        self.assertExit(self.cli("join", "--timeout", "1", udp=True), 0)
+        p = self.d.cli("stats", "--json", udp=True)
+        self.assertExit(p, 0)
+        self.assertNotIn("id", json.loads(p.stdout))
+
+
+class Connection(jqtest.TestCase):
+    def test_refused_exits_6_naming_the_address(self):
+        port = free_port()
+        p = run(port, "ping")
+        self.assertEqual(p.returncode, 6)
+        self.assertIn(b"127.0.0.1:%d" % port, p.stderr)
+        self.assertIn(b"refused", p.stderr)
+        self.assertTrue(p.stderr.startswith(b"joinq: "))
+
+    def test_refused_over_udp_exits_6(self):
+        port = free_port()
+        p = run(port, "qsize", udp=True)
+        self.assertEqual(p.returncode, 6, p.stderr)
+        self.assertIn(b"127.0.0.1:%d" % port, p.stderr)
+
+    def test_unknown_host_exits_6(self):
+        p = run(7477, "ping", host="no-such-host.invalid")
+        self.assertEqual(p.returncode, 6)
+        self.assertIn(b"no-such-host.invalid", p.stderr)
+
+    def test_connection_closed_exits_6(self):
+        # A server that accepts and hangs up at once.
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        srv.settimeout(TIMEOUT)
+
+        def serve():
+            try:
+                conn, _ = srv.accept()
+                conn.close()
+            except OSError:
+                pass
+        t = threading.Thread(target=serve)
+        t.start()
+        try:
+            p = run(srv.getsockname()[1], "qsize")
+        finally:
+            t.join(TIMEOUT)
+            srv.close()
+        self.assertEqual(p.returncode, 6, p.stderr)
+        # EOF or a reset, as the timing falls: either way it is named.
+        self.assertRegex(p.stderr, rb"^joinq: (127\.0\.0\.1:\d+ closed the "
+                         rb"connection|the connection to 127\.0\.0\.1:\d+ is "
+                         rb"lost: )")
+
+
+class Usage(SharedDaemon):
+    def test_help(self):
+        p = self.d.cli("--help")
+        self.assertExit(p, 0)
+        for word in ("put", "get", "task_done", "release", "join", "qsize",
+                     "empty", "full", "stats", "ping", "Exit status"):
+            self.assertIn(word, p.stdout)
+        for status in range(7):
+            self.assertRegex(p.stdout, r"\n  %d  " % status)
+
+    def test_command_help(self):
+        p = self.d.cli("get", "--help")
+        self.assertExit(p, 0)
+        self.assertIn("--lease", p.stdout)
+        self.assertIn("task_done", p.stdout)
+        self.assertIn("returns", p.stdout.replace("goes back", "returns"))
+        for cmd in ("put", "task_done", "release", "join", "qsize", "empty",
+                    "full", "stats", "ping"):
+            p = self.d.cli(cmd, "--help")
+            self.assertExit(p, 0, cmd)
+            self.assertIn("usage: joinq", p.stdout)
+
+    def test_version(self):
+        p = self.d.cli("--version")
+        self.assertExit(p, 0)
+        self.assertRegex(p.stdout, r"^joinq \d+\.\d+\.\d+\n$")
+
+    def test_usage_errors_exit_2(self):
+        for args in ([], ["frob"], ["--frob", "ping"], ["put", "--frob"],
+                     ["qsize", "--lease", "1"], ["ping", "extra"],
+                     ["release"], ["get", "--timeout"]):
+            p = self.d.cli(*args)
+            self.assertExit(p, 2, args)
+            self.assertTrue(p.stderr.startswith("joinq"), p.stderr)
+            self.assertEqual(p.stdout, "")
+        p = run("0", "ping")
+        self.assertEqual(p.returncode, 2)
+
+    def test_environment_defaults(self):
+        env = {"JOINQ_HOST": "127.0.0.1", "JOINQ_PORT": str(self.d.port),
+               "JOINQ_QUEUE": self.q}
+        p = subprocess.run([jqtest.JOINQ, "put", "from-env"], env=dict(
+            os.environ, **env), capture_output=True, text=True,
+            timeout=TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.qsize()["qsize"], 1)
+
+
+class Token(jqtest.TestCase):
+    def test_token_from_file_and_environment(self):
+        secret = "s3cret-Token"
+        d = jqtest.Daemon()
+        with open(d.path("token"), "w") as f:
+            f.write(secret + "\n")
+        with open(d.path("wrong"), "w") as f:
+            f.write("nope\n")
+        d.args = ["--auth-token-file", d.path("token")]
+        with d:
+            p = d.cli("put", "x")
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("unauthorized", p.stderr)
+            p = d.cli("--token-file", d.path("wrong"), "qsize")
+            self.assertEqual(p.returncode, 1)
+            self.assertNotIn(secret, p.stderr)
+            self.assertNotIn("nope", p.stderr)
+            p = d.cli("--token-file", d.path("token"), "put", "x")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = d.cli("put", "y", env={"JOINQ_TOKEN": secret})
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = d.cli("put", input="z\n", env={"JOINQ_TOKEN": secret})
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = d.cli("qsize", udp=True, env={"JOINQ_TOKEN": secret})
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(p.stdout.startswith("qsize 3 "))
+            p = d.cli("qsize", udp=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertEqual(d.cli("ping").returncode, 0,
+                             "ping needs no token")
+
+
+if __name__ == "__main__":
+    jqtest.main()

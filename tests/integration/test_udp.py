@@ -1,0 +1,341 @@
+"""UDP specifics (PROTOCOL.md "Transports", noreply, too_large): one reply
+datagram per request to its sender, noreply, the reply-size limit, raw
+netcat probes, blocking over UDP, and IPv6 loopback.
+"""
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import jqtest
+
+
+def ipv6_loopback():
+    """True if this host can bind ::1 (TCP and UDP)."""
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            s = socket.socket(socket.AF_INET6, kind)
+            try:
+                s.bind(("::1", 0))
+            finally:
+                s.close()
+        return True
+    except OSError:
+        return False
+
+
+def get_reply_len(item_json, task, deliveries=1):
+    """Bytes of a get reply datagram as the daemon sends it (no id)."""
+    return len(b'{"ok":true,"item":' + item_json + b',"task":' +
+               str(task).encode() + b',"deliveries":' +
+               str(deliveries).encode() + b"}\n")
+
+
+class Replies(jqtest.TestCase):
+    def test_one_reply_to_each_sender(self):
+        with jqtest.Daemon() as d:
+            a, b = d.udp(), d.udp()
+            for i in range(20):
+                a.send({"op": "ping", "id": "a%d" % i})
+                b.send({"op": "put", "item": i, "id": "b%d" % i})
+            got_a = [a.recv()["id"] for _ in range(20)]
+            got_b = [b.recv()["id"] for _ in range(20)]
+            self.assertEqual(sorted(got_a), sorted("a%d" % i
+                                                   for i in range(20)))
+            self.assertEqual(sorted(got_b), sorted("b%d" % i
+                                                   for i in range(20)))
+            self.assertTrue(a.nothing_for(0.1 * jqtest.SLOW))
+            self.assertTrue(b.nothing_for(0.1 * jqtest.SLOW))
+            self.assertQsize(d.qsize(), qsize=20)
+
+    def test_reply_is_one_json_object_and_lf(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            u.send({"op": "ping"})
+            data = u.recv_raw()
+            self.assertTrue(data.endswith(b"\n"))
+            self.assertEqual(data.count(b"\n"), 1)
+            self.assertOk(json.loads(data))
+
+    def test_trailing_lf_allowed(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            for frame in (b'{"op":"put","item":1}', b'{"op":"put","item":2}\n',
+                          b'{"op":"put","item":3}\r\n'):
+                with self.subTest(frame=frame):
+                    self.assertOk(u.request(frame))
+            self.assertEqual([u.request({"op": "get"})["item"]
+                              for _ in range(3)], [1, 2, 3])
+
+    def test_noreply_sends_nothing(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            u.send({"op": "put", "item": "quiet", "noreply": True})
+            u.send({"op": "ping", "noreply": True})
+            u.send({"op": "put", "item": "loud", "noreply": False, "id": 1})
+            self.assertEqual(u.recv()["id"], 1)
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            self.assertQsize(u.request({"op": "qsize"}), qsize=2)
+            self.assertEqual(u.request({"op": "get"})["item"], "quiet")
+
+    def test_noreply_errors_send_nothing(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            for req in ({"op": "bogus"}, {"op": "task_done", "task": 5},
+                        {"op": "put", "queue": "bad q", "item": 1},
+                        {"op": "put"}, {"op": "get", "timeout": -1},
+                        {"op": "release", "task": 9},
+                        {"op": "join", "block": False, "queue": "x"}):
+                u.send(dict(req, noreply=True))
+            self.assertTrue(u.nothing_for(0.3 * jqtest.SLOW))
+            self.assertEqual(u.request({"op": "ping", "id": "p"})["id"], "p")
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+
+    def test_noreply_put_that_waits(self):
+        with jqtest.Daemon("--default-maxsize", "1") as d:
+            u, c = d.udp(), d.tcp()
+            c.request({"op": "put", "item": 1})
+            u.send({"op": "put", "item": 2, "noreply": True})
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            self.assertEqual(c.request({"op": "get"})["item"], 1)
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize_of(d)["qsize"] == 1))
+            self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            self.assertEqual(c.request({"op": "get"})["item"], 2)
+
+    def test_get_with_noreply(self):
+        # PROTOCOL.md: "A get with noreply is a bad_request" and, for
+        # noreply, "no reply is sent; errors are only counted/logged".  So
+        # no datagram comes back, and the item stays queued.
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            d.request({"op": "put", "item": "keep"})
+            for block in (True, False):
+                u.send({"op": "get", "noreply": True, "block": block})
+            self.assertTrue(u.nothing_for(0.3 * jqtest.SLOW))
+            self.assertQsize(d.qsize(), qsize=1, inflight=0)
+            self.assertIn("bad_request", d.log())
+            self.assertEqual(u.request({"op": "get"})["item"], "keep")
+
+    def test_get_with_noreply_over_tcp(self):
+        with jqtest.Daemon() as d:
+            c = d.tcp()
+            c.request({"op": "put", "item": "keep"})
+            c.send({"op": "get", "noreply": True})
+            self.assertEqual(c.request({"op": "ping", "id": 1})["id"], 1)
+            self.assertQsize(d.qsize(), qsize=1, inflight=0)
+
+
+class TooLarge(jqtest.TestCase):
+    def test_get_too_large_item_stays_queued(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            item = "x" * 1000
+            t = u.request({"op": "put", "item": item})["task"]
+            r = u.request({"op": "get", "id": 3})
+            self.assertError(r, "too_large")
+            self.assertEqual(r["id"], 3)
+            self.assertQsize(d.qsize(), qsize=1, inflight=0, unfinished=1)
+            self.assertEqual(queue_gets(d), 0)
+            r = d.request({"op": "get"})
+            self.assertEqual((r["item"], r["task"], r["deliveries"]),
+                             (item, t, 1))
+
+    def test_get_reply_judged_exactly(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            # items whose get reply is exactly 600 and 601 bytes (a fresh
+            # daemon numbers its tasks from 1)
+            fits = "y" * (600 - get_reply_len(b'""', 1))
+            self.assertEqual(u.request({"op": "put", "item": fits})["task"],
+                             1)
+            r = u.request({"op": "get"})
+            self.assertOk(r)
+            self.assertEqual(r["item"], fits)
+            too = "z" * (601 - get_reply_len(b'""', 2))
+            self.assertEqual(u.request({"op": "put", "item": too})["task"],
+                             2)
+            self.assertError(u.request({"op": "get"}), "too_large")
+            self.assertQsize(d.qsize(), qsize=1, inflight=1)
+
+    def test_waiting_get_answered_too_large(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            u.send({"op": "get", "id": "w"})
+            self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            d.request({"op": "put", "item": "x" * 1000})
+            r = u.recv()
+            self.assertError(r, "too_large")
+            self.assertEqual(r["id"], "w")
+            self.assertQsize(d.qsize(), qsize=1, inflight=0)
+            self.assertEqual(len(d.request({"op": "get"})["item"]), 1000)
+
+    def test_stats_too_large_with_many_queues(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            self.assertOk(u.request({"op": "stats"}))
+            for i in range(10):
+                d.request({"op": "put", "queue": "queue-%d" % i, "item": i})
+            self.assertError(u.request({"op": "stats"}), "too_large")
+            self.assertEqual(len(d.request({"op": "stats"})["queues"]), 10)
+
+    def test_small_replies_judged_exactly(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            fixed = len(b'{"ok":true,"id":"","version":"%s","protocol":1}\n'
+                        % d.request({"op": "ping"})["version"].encode())
+            r = u.request({"op": "ping", "id": "i" * (600 - fixed)})
+            self.assertOk(r)
+            self.assertError(u.request({"op": "ping",
+                                        "id": "i" * (601 - fixed)}),
+                             "too_large")
+            fixed = len(b'{"ok":true,"id":"","empty":true}\n')
+            self.assertOk(u.request({"op": "empty",
+                                     "id": "e" * (600 - fixed)}))
+            self.assertError(u.request({"op": "empty",
+                                        "id": "e" * (601 - fixed)}),
+                             "too_large")
+
+    def test_too_large_changes_nothing(self):
+        # A put or task_done whose reply cannot fit is refused before it
+        # runs.  (The daemon judges these with the task id or count at its
+        # longest, since it cannot know them before the change.)
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            big = "i" * 600
+            self.assertError(u.request({"op": "put", "item": 1, "id": big}),
+                             "too_large")
+            self.assertQsize(d.qsize(), qsize=0, unfinished=0)
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            # a put whose reply fits even with the longest task id is fine
+            fixed = len(b'{"ok":true,"id":"","task":9007199254740991}\n')
+            self.assertOk(u.request({"op": "put", "item": 1,
+                                     "id": "i" * (600 - fixed)}))
+            c = d.tcp()
+            t = c.request({"op": "get"})["task"]
+            self.assertError(u.request({"op": "task_done", "task": t,
+                                        "id": big}), "too_large")
+            self.assertError(u.request({"op": "release", "task": t,
+                                        "id": big}), "too_large")
+            self.assertQsize(d.qsize(), qsize=0, inflight=1)
+
+    def test_error_reply_with_a_huge_id(self):
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            r = u.request({"op": "bogus", "id": "i" * 700})
+            self.assertError(r, "too_large")
+            self.assertEqual(u.request({"op": "ping", "id": 1})["id"], 1)
+
+
+def queue_gets(d, name="default"):
+    return d.request({"op": "stats"})["queues"][name]["gets"]
+
+
+class Blocking(jqtest.TestCase):
+    def test_udp_get_woken_by_tcp_put(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            u.send({"op": "get", "id": "g"})
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            t = d.request({"op": "put", "item": "x"})["task"]
+            r = u.recv()
+            self.assertEqual((r["id"], r["item"], r["task"]), ("g", "x", t))
+
+    def test_udp_getters_in_arrival_order(self):
+        with jqtest.Daemon() as d:
+            us = [d.udp() for _ in range(3)]
+            for u in us:
+                u.send({"op": "get"})
+                self.assertTrue(u.nothing_for(0.05 * jqtest.SLOW))
+            for i in range(3):
+                d.request({"op": "put", "item": i})
+            self.assertEqual([u.recv()["item"] for u in us], [0, 1, 2])
+
+    def test_udp_get_timeout(self):
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            start = time.monotonic()
+            self.assertError(u.request({"op": "get", "timeout": 0.2}),
+                             "empty")
+            self.assertElapsed(start, 0.15, 3)
+
+    def test_udp_put_waits_for_room(self):
+        with jqtest.Daemon("--default-maxsize", "1") as d:
+            u = d.udp()
+            u.request({"op": "put", "item": 1})
+            u.send({"op": "put", "item": 2, "id": "p"})
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            d.request({"op": "get"})
+            self.assertEqual(u.recv()["id"], "p")
+
+    def test_udp_join_waits(self):
+        with jqtest.Daemon() as d:
+            c, u = d.tcp(), d.udp()
+            c.request({"op": "put", "item": 1})
+            t = c.request({"op": "get"})["task"]
+            u.send({"op": "join", "id": "j"})
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            c.request({"op": "task_done", "task": t})
+            self.assertEqual(u.recv(), {"ok": True, "id": "j"})
+
+    def test_udp_waiter_answered_at_shutdown(self):
+        d = jqtest.Daemon()
+        with d:
+            u = d.udp()
+            u.send({"op": "get", "id": 1})
+            self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            self.assertEqual(d.stop(), 0)
+            r = u.recv()
+            self.assertError(r, "shutting_down")
+            self.assertEqual(r["id"], 1)
+
+
+class Netcat(jqtest.TestCase):
+    def nc(self, port, line):
+        nc = shutil.which("nc")
+        self.assertIsNotNone(nc, "nc (netcat-openbsd) is needed")
+        return subprocess.run(
+            "echo '%s' | %s -u -w1 127.0.0.1 %d" % (line, nc, port),
+            shell=True, capture_output=True, timeout=jqtest.TIMEOUT)
+
+    def test_netcat_probes(self):
+        with jqtest.Daemon() as d:
+            p = self.nc(d.port, '{"op":"ping"}')
+            self.assertEqual(p.returncode, 0, p.stderr)
+            r = json.loads(p.stdout.decode().strip())
+            self.assertOk(r)
+            self.assertEqual(r["protocol"], 1)
+            p = self.nc(d.port, '{"op":"put","item":"hello"}')
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertOk(json.loads(p.stdout.decode().strip()))
+            self.assertEqual(d.request({"op": "get"})["item"], "hello")
+
+
+class Ipv6(jqtest.TestCase):
+    def test_ipv6_loopback(self):
+        # On a host without ::1 this runs over 127.0.0.1 only.
+        host = "::1" if ipv6_loopback() else "127.0.0.1"
+        with jqtest.Daemon(host=host) as d:
+            if host == "::1":
+                self.assertIn("[::1]:%d" % d.port, d.log())
+            c, u = d.tcp(), d.udp()
+            self.assertOk(c.request({"op": "ping"}))
+            self.assertOk(u.request({"op": "put", "item": "six"}))
+            r = c.request({"op": "get"})
+            self.assertEqual(r["item"], "six")
+            self.assertOk(u.request({"op": "task_done", "task": r["task"]}))
+            self.assertEqual(c.request({"op": "join"}), {"ok": True})
+
+    def test_both_loopbacks_at_once(self):
+        if not ipv6_loopback():
+            return   # nothing more to see than test_ipv6_loopback
+        with jqtest.Daemon("-b", "127.0.0.1", "-b", "::1") as d:
+            d.request({"op": "put", "item": 4})
+            self.assertEqual(d.udp("::1").request({"op": "get"})["item"], 4)
+            self.assertQsize(d.tcp("::1").request({"op": "qsize"}),
+                             inflight=1)
+
+
+if __name__ == "__main__":
+    jqtest.main()

@@ -1,0 +1,3041 @@
+/*
+ * test_engine.c - unit tests of the queue engine (daemon/engine.c) and its
+ * two containers, the deadline heap (heap.c) and the in-flight table
+ * (idmap.c).
+ *
+ * The engine reads a fake clock that the tests move by hand, so every
+ * lease, delay and wait timeout fires at a moment the test chooses.  Every
+ * step goes through a helper that afterwards checks each queue's
+ * invariants (check_engine), so a test that breaks one fails at the step
+ * that broke it.  The engine treats items as opaque bytes: short words keep
+ * the tests readable.
+ *
+ * The last engine test drives the engine with thousands of random steps
+ * and compares every answer, every wake-up and every figure with a small
+ * reference model written from PROTOCOL.md.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "heap.h"
+#include "idmap.h"
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define LEN(a) (sizeof(a) / sizeof *(a))
+
+/* ---- the fake clock and the standard configuration ----------------------- */
+
+static msec_t now;
+
+static msec_t fake_clock(void)
+{
+	return now;
+}
+
+static struct queue_conf std_queues[] = {
+	{ .name = "small", .has_maxsize = true, .maxsize = 2 },
+	{ .name = "one", .has_maxsize = true, .maxsize = 1 },
+	{ .name = "jobs", .max_deliveries = 2 },
+	{ .name = "jobs.dead", .has_maxsize = true, .maxsize = 1 },
+	{ .name = "drop", .max_deliveries = 1, .dead_letter = "off" },
+	{ .name = "nodl", .max_deliveries = 1, .dead_letter = "" },
+	{ .name = "custom", .max_deliveries = 1, .dead_letter = "morgue" },
+	{ .name = "unbounded", .has_maxsize = true, .maxsize = 0 },
+};
+
+static const struct engine_conf std_conf = {
+	.clock = fake_clock,
+	.default_maxsize = 0,
+	.max_queues = 64,
+	.queues = std_queues,
+	.nqueues = LEN(std_queues),
+};
+
+static int setup(void **state)
+{
+	now = 1000;
+	*state = engine_new(&std_conf);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	engine_free(*state);
+	return 0;
+}
+
+/* Swaps the test's engine for one made from another configuration. */
+static struct engine *restart(void **state, const struct engine_conf *conf)
+{
+	engine_free(*state);
+	*state = engine_new(conf);
+	return *state;
+}
+
+/* ---- invariants, checked after every step -------------------------------- */
+
+static void check_engine(const struct engine *e)
+{
+	size_t n = 0;
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q)) {
+		struct queue_stats s;
+		engine_queue_stats(e, q, NULL, 0, &s);
+		assert_int_equal(s.unfinished,
+		                 s.qsize + s.inflight + s.delayed);
+		/* Each task a queue took is finished, sent on, or here. */
+		assert_int_equal(s.puts, s.task_dones + s.dead_lettered +
+		                 s.unfinished);
+		/* Wake-ups are synchronous: nobody is left waiting for what is
+		 * there already. */
+		if (s.waiting_gets)
+			assert_int_equal(s.qsize, 0);
+		if (s.waiting_puts)
+			assert_true(s.maxsize && s.qsize >= s.maxsize);
+		if (s.waiting_joins)
+			assert_true(s.unfinished > 0);
+		assert_true(s.gets >= s.redeliveries);
+		assert_true(++n <= engine_queue_count(e));
+	}
+	assert_int_equal(n, engine_queue_count(e));
+}
+
+/* ---- steps --------------------------------------------------------------- */
+
+/* A test waiter: records what done() reported. */
+struct tw {
+	struct waiter w;
+	int calls;
+	int code;
+	uint64_t task;
+	uint32_t deliveries;
+	char item[64];
+	int seq;                   /* order among all done() calls */
+};
+
+static int done_seq;
+
+static void tw_done(struct waiter *w, int code, const struct delivery *d,
+                    uint64_t task)
+{
+	struct tw *t = container_of(w, struct tw, w);
+	t->calls++;
+	t->code = code;
+	t->task = task;
+	t->seq = ++done_seq;
+	t->deliveries = 0;
+	t->item[0] = '\0';
+	if (d) {
+		t->deliveries = d->deliveries;
+		snprintf(t->item, sizeof t->item, "%.*s", (int)d->item_len,
+		         d->item);
+		if (d->task != task)
+			t->code = -1000;   /* flagged: checked by the tests */
+	}
+}
+
+static struct waiter *tw_init(struct tw *t, msec_t timeout)
+{
+	memset(t, 0, sizeof *t);
+	t->w.timeout = timeout;
+	t->w.done = tw_done;
+	return &t->w;
+}
+
+/* What a get gave, with the item copied out of the engine. */
+struct got {
+	int code;
+	uint64_t task;
+	uint32_t deliveries;
+	char item[64];
+};
+
+static struct queue *mkq(struct engine *e, const char *name)
+{
+	struct queue *q = NULL;
+	assert_int_equal(engine_queue(e, name, strlen(name), true, &q), JQ_OK);
+	assert_non_null(q);
+	check_engine(e);
+	return q;
+}
+
+static struct queue *findq(struct engine *e, const char *name)
+{
+	struct queue *q = (struct queue *)1;
+	assert_int_equal(engine_queue(e, name, strlen(name), false, &q), JQ_OK);
+	return q;
+}
+
+static struct queue_stats qstats(struct engine *e, const char *name)
+{
+	struct queue_stats s;
+	engine_queue_stats(e, findq(e, name), name, strlen(name), &s);
+	return s;
+}
+
+static int try_put(struct engine *e, struct queue *q, const char *item,
+                   struct tw *w, uint64_t *task)
+{
+	*task = 0;
+	int rc = engine_put(e, q, item, strlen(item), w ? &w->w : NULL, task);
+	check_engine(e);
+	return rc;
+}
+
+static uint64_t put(struct engine *e, struct queue *q, const char *item)
+{
+	uint64_t task;
+	assert_int_equal(try_put(e, q, item, NULL, &task), JQ_OK);
+	assert_true(task > 0);
+	return task;
+}
+
+static struct got try_get(struct engine *e, struct queue *q,
+                          const struct take *tk, struct tw *w)
+{
+	static const struct take plain;
+	struct delivery d;
+	struct got g = { 0 };
+
+	memset(&d, 0, sizeof d);
+	g.code = engine_get(e, q, tk ? tk : &plain, w ? &w->w : NULL, &d);
+	if (g.code == JQ_OK) {
+		g.task = d.task;
+		g.deliveries = d.deliveries;
+		snprintf(g.item, sizeof g.item, "%.*s", (int)d.item_len,
+		         d.item);
+	}
+	check_engine(e);
+	return g;
+}
+
+static struct got get(struct engine *e, struct queue *q)
+{
+	struct got g = try_get(e, q, NULL, NULL);
+	assert_int_equal(g.code, JQ_OK);
+	return g;
+}
+
+static struct got get_held(struct engine *e, struct queue *q, struct holder *h)
+{
+	struct take tk = { .holder = h };
+	struct got g = try_get(e, q, &tk, NULL);
+	assert_int_equal(g.code, JQ_OK);
+	return g;
+}
+
+static struct got get_leased(struct engine *e, struct queue *q, msec_t lease)
+{
+	struct take tk = { .lease = lease };
+	struct got g = try_get(e, q, &tk, NULL);
+	assert_int_equal(g.code, JQ_OK);
+	return g;
+}
+
+/* A get that must deliver item, the deliveries-th time. */
+static uint64_t expect_get(struct engine *e, struct queue *q, const char *item,
+                           uint32_t deliveries)
+{
+	struct got g = get(e, q);
+	assert_string_equal(g.item, item);
+	assert_int_equal(g.deliveries, deliveries);
+	return g.task;
+}
+
+static int park_get(struct engine *e, struct queue *q, struct tw *w,
+                    msec_t timeout)
+{
+	struct take tk = { 0 };
+	tw_init(w, timeout);
+	return try_get(e, q, &tk, w).code;
+}
+
+static int join(struct engine *e, struct queue *q, struct tw *w)
+{
+	int rc = engine_join(e, q, w ? &w->w : NULL);
+	check_engine(e);
+	return rc;
+}
+
+static int task_done(struct engine *e, uint64_t task, uint64_t *left)
+{
+	uint64_t dummy;
+	int rc = engine_task_done(e, task, left ? left : &dummy);
+	check_engine(e);
+	return rc;
+}
+
+static uint64_t done_ok(struct engine *e, uint64_t task)
+{
+	uint64_t left = UINT64_MAX;
+	assert_int_equal(task_done(e, task, &left), JQ_OK);
+	return left;
+}
+
+static int release(struct engine *e, uint64_t task, msec_t delay)
+{
+	int rc = engine_release(e, task, delay);
+	check_engine(e);
+	return rc;
+}
+
+static void drop_holder(struct engine *e, struct holder *h)
+{
+	engine_drop_holder(e, h);
+	assert_null(h->tasks);
+	check_engine(e);
+}
+
+/* Ends the waits still parked: the waiters live on the test's stack, and
+ * the engine must not hold them past the test. */
+static void end_waits(struct engine *e)
+{
+	engine_cancel_waiters(e, JQ_SHUTTING_DOWN);
+	check_engine(e);
+}
+
+static void advance_to(struct engine *e, msec_t t)
+{
+	assert_true(t >= now);
+	now = t;
+	engine_advance(e);
+	check_engine(e);
+	assert_true(engine_next_deadline(e) > now);
+}
+
+static void expect_done(const struct tw *w, int code, uint64_t task,
+                        const char *item, uint32_t deliveries)
+{
+	assert_int_equal(w->calls, 1);
+	assert_int_equal(w->code, code);
+	assert_int_equal(w->task, task);
+	if (item)
+		assert_string_equal(w->item, item);
+	assert_int_equal(w->deliveries, deliveries);
+}
+
+/* ---- put and get --------------------------------------------------------- */
+
+static void put_get_is_fifo(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	uint64_t a = put(e, q, "a"), b = put(e, q, "b"), c = put(e, q, "c");
+
+	assert_int_equal(expect_get(e, q, "a", 1), a);
+	assert_int_equal(expect_get(e, q, "b", 1), b);
+	put(e, q, "d");
+	assert_int_equal(expect_get(e, q, "c", 1), c);
+	expect_get(e, q, "d", 1);
+	assert_int_equal(try_get(e, q, NULL, NULL).code, JQ_EMPTY);
+}
+
+static void task_ids_start_at_one_and_increase(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q1 = mkq(e, "q1"), *q2 = mkq(e, "q2");
+
+	/* One counter for the whole engine, not one per queue. */
+	assert_int_equal(put(e, q1, "a"), 1);
+	assert_int_equal(put(e, q2, "b"), 2);
+	assert_int_equal(put(e, q1, "c"), 3);
+	struct got g = get(e, q1);
+	done_ok(e, g.task);
+	/* A finished id is not given out again. */
+	assert_int_equal(put(e, q1, "d"), 4);
+}
+
+static void task_ids_never_reused_across_redeliveries_and_dead_letters(
+	void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+	uint64_t t = put(e, jobs, "x");
+	assert_int_equal(t, 1);
+
+	/* A redelivery keeps its id. */
+	struct got g = get(e, jobs);
+	assert_int_equal(release(e, g.task, 0), JQ_OK);
+	g = get(e, jobs);
+	assert_int_equal(g.task, t);
+	assert_int_equal(g.deliveries, 2);
+	/* A dead letter is a new task with a new id. */
+	assert_int_equal(release(e, g.task, 0), JQ_OK);
+	g = get(e, findq(e, "jobs.dead"));
+	assert_int_equal(g.task, 2);
+	assert_int_equal(g.deliveries, 1);
+	assert_string_equal(g.item, "x");
+	assert_int_equal(put(e, jobs, "y"), 3);
+}
+
+static void deliveries_count_each_redelivery(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	uint64_t t = put(e, q, "a");
+
+	for (uint32_t n = 1; n <= 5; n++) {
+		struct got g = get(e, q);
+		assert_int_equal(g.task, t);
+		assert_int_equal(g.deliveries, n);
+		assert_int_equal(release(e, t, 0), JQ_OK);
+	}
+}
+
+static void items_are_stored_by_copy(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	char item[] = "{\"k\":\"original\"}";
+	uint64_t task;
+
+	put(e, q, item);
+	memset(item, 'X', sizeof item - 1);
+	expect_get(e, q, "{\"k\":\"original\"}", 1);
+
+	/* Bytes, not C strings: an empty item and one holding a NUL. */
+	assert_int_equal(engine_put(e, q, "", 0, NULL, &task), JQ_OK);
+	assert_int_equal(engine_put(e, q, "a\0b", 3, NULL, &task), JQ_OK);
+	check_engine(e);
+	struct take tk = { 0 };
+	struct delivery d;
+	assert_int_equal(engine_get(e, q, &tk, NULL, &d), JQ_OK);
+	assert_int_equal(d.item_len, 0);
+	assert_int_equal(engine_get(e, q, &tk, NULL, &d), JQ_OK);
+	assert_int_equal(d.item_len, 3);
+	assert_memory_equal(d.item, "a\0b", 3);
+	check_engine(e);
+}
+
+static void get_on_empty_queue_is_empty(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	assert_int_equal(try_get(e, q, NULL, NULL).code, JQ_EMPTY);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.gets, 0);
+	assert_int_equal(s.waiting_gets, 0);
+}
+
+/* ---- maxsize and blocked puts -------------------------------------------- */
+
+static void put_on_full_queue_is_full_without_waiter(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "small");
+	uint64_t task;
+
+	put(e, q, "a");
+	put(e, q, "b");
+	assert_int_equal(try_put(e, q, "c", NULL, &task), JQ_FULL);
+	struct queue_stats s = qstats(e, "small");
+	assert_int_equal(s.qsize, 2);
+	assert_int_equal(s.maxsize, 2);
+	assert_int_equal(s.puts, 2);
+	assert_int_equal(s.unfinished, 2);
+	/* Delivered items do not count against maxsize. */
+	get(e, q);
+	put(e, q, "c");
+	assert_int_equal(try_put(e, q, "d", NULL, &task), JQ_FULL);
+	assert_int_equal(qstats(e, "small").unfinished, 3);
+}
+
+static void put_on_full_queue_parks_waiter(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	struct tw w;
+	uint64_t task;
+
+	put(e, q, "a");
+	tw_init(&w, NEVER);
+	assert_int_equal(try_put(e, q, "b", &w, &task), JQ_PARKED);
+	assert_int_equal(w.calls, 0);
+	struct queue_stats s = qstats(e, "one");
+	assert_int_equal(s.waiting_puts, 1);
+	assert_int_equal(s.qsize, 1);
+	assert_int_equal(s.unfinished, 1);   /* a parked put: no task yet */
+	assert_int_equal(s.puts, 1);
+	end_waits(e);
+	expect_done(&w, JQ_SHUTTING_DOWN, 0, "", 0);
+}
+
+static void blocked_puts_admitted_in_arrival_order(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *other = mkq(e, "other");
+	struct tw w1, w2;
+	uint64_t task;
+
+	assert_int_equal(put(e, q, "a"), 1);
+	tw_init(&w1, NEVER);
+	tw_init(&w2, NEVER);
+	assert_int_equal(try_put(e, q, "b", &w1, &task), JQ_PARKED);
+	assert_int_equal(try_put(e, q, "c", &w2, &task), JQ_PARKED);
+	/* Ids are given at admission, not when the put arrived. */
+	assert_int_equal(put(e, other, "z"), 2);
+
+	expect_get(e, q, "a", 1);
+	expect_done(&w1, JQ_OK, 3, "", 0);
+	assert_int_equal(w2.calls, 0);
+	assert_int_equal(expect_get(e, q, "b", 1), 3);
+	expect_done(&w2, JQ_OK, 4, "", 0);
+	assert_int_equal(expect_get(e, q, "c", 1), 4);
+	assert_int_equal(qstats(e, "one").waiting_puts, 0);
+}
+
+static void get_on_full_queue_admits_exactly_one_blocked_put(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "small");
+	struct tw w1, w2;
+	uint64_t task;
+
+	put(e, q, "a");
+	put(e, q, "b");
+	tw_init(&w1, NEVER);
+	tw_init(&w2, NEVER);
+	assert_int_equal(try_put(e, q, "c", &w1, &task), JQ_PARKED);
+	assert_int_equal(try_put(e, q, "d", &w2, &task), JQ_PARKED);
+
+	expect_get(e, q, "a", 1);
+	assert_int_equal(w1.calls, 1);
+	assert_int_equal(w2.calls, 0);
+	struct queue_stats s = qstats(e, "small");
+	assert_int_equal(s.qsize, 2);
+	assert_int_equal(s.waiting_puts, 1);
+	/* Finishing a task makes no room: only queued items count. */
+	done_ok(e, 1);
+	assert_int_equal(w2.calls, 0);
+	end_waits(e);
+}
+
+static void put_behind_waiting_puts_waits_its_turn(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	struct tw w1, w2;
+	uint64_t task;
+
+	put(e, q, "a");
+	tw_init(&w1, NEVER);
+	tw_init(&w2, NEVER);
+	assert_int_equal(try_put(e, q, "b", &w1, &task), JQ_PARKED);
+	assert_int_equal(try_put(e, q, "x", NULL, &task), JQ_FULL);
+	assert_int_equal(try_put(e, q, "c", &w2, &task), JQ_PARKED);
+	expect_get(e, q, "a", 1);
+	expect_get(e, q, "b", 1);
+	expect_get(e, q, "c", 1);
+	assert_int_equal(w1.seq + 1, w2.seq);
+}
+
+static void put_waiter_times_out_with_full(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	struct tw w;
+	uint64_t task;
+
+	put(e, q, "a");
+	tw_init(&w, 100);
+	assert_int_equal(try_put(e, q, "b", &w, &task), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), 1100);
+	advance_to(e, 1099);
+	assert_int_equal(w.calls, 0);
+	advance_to(e, 1100);
+	expect_done(&w, JQ_FULL, 0, "", 0);
+	assert_int_equal(qstats(e, "one").waiting_puts, 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	/* Its item is gone: room admits nothing. */
+	expect_get(e, q, "a", 1);
+	assert_int_equal(qstats(e, "one").qsize, 0);
+	assert_int_equal(w.calls, 1);
+}
+
+/* ---- waiting getters ----------------------------------------------------- */
+
+static void getters_served_in_arrival_order(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g[3];
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(park_get(e, q, &g[i], NEVER), JQ_PARKED);
+	assert_int_equal(qstats(e, "default").waiting_gets, 3);
+	uint64_t a = put(e, q, "a");
+	expect_done(&g[0], JQ_OK, a, "a", 1);
+	assert_int_equal(g[1].calls + g[2].calls, 0);
+	uint64_t b = put(e, q, "b");
+	expect_done(&g[1], JQ_OK, b, "b", 1);
+	uint64_t c = put(e, q, "c");
+	expect_done(&g[2], JQ_OK, c, "c", 1);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 0);
+	assert_int_equal(s.inflight, 3);
+	assert_int_equal(s.gets, 3);
+}
+
+static void put_wakes_oldest_getter_synchronously(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+	uint64_t task;
+
+	assert_int_equal(park_get(e, q, &g, NEVER), JQ_PARKED);
+	assert_int_equal(engine_put(e, q, "a", 1, NULL, &task), JQ_OK);
+	/* Delivered inside engine_put, before it returned. */
+	assert_int_equal(g.calls, 1);
+	check_engine(e);
+	expect_done(&g, JQ_OK, task, "a", 1);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 0);
+	assert_int_equal(s.inflight, 1);
+	assert_int_equal(s.waiting_gets, 0);
+}
+
+static void new_getter_waits_behind_parked_getters(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g1, g2;
+
+	assert_int_equal(park_get(e, q, &g1, NEVER), JQ_PARKED);
+	assert_int_equal(try_get(e, q, NULL, NULL).code, JQ_EMPTY);
+	assert_int_equal(park_get(e, q, &g2, NEVER), JQ_PARKED);
+	put(e, q, "a");
+	assert_int_equal(g1.calls, 1);
+	assert_int_equal(g2.calls, 0);
+	end_waits(e);
+}
+
+static void get_waiter_times_out_at_exact_deadline(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+
+	assert_int_equal(park_get(e, q, &g, 250), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), 1250);
+	advance_to(e, 1249);
+	assert_int_equal(g.calls, 0);
+	advance_to(e, 1250);
+	expect_done(&g, JQ_EMPTY, 0, "", 0);
+	assert_int_equal(qstats(e, "default").waiting_gets, 0);
+	/* Gone: a later put stays queued. */
+	put(e, q, "a");
+	assert_int_equal(qstats(e, "default").qsize, 1);
+	assert_int_equal(g.calls, 1);
+}
+
+static void join_waiter_times_out_with_timeout(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw j;
+
+	put(e, q, "a");
+	tw_init(&j, 40);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+	advance_to(e, 1039);
+	assert_int_equal(j.calls, 0);
+	advance_to(e, 1040);
+	expect_done(&j, JQ_TIMEOUT, 0, "", 0);
+	assert_int_equal(qstats(e, "default").waiting_joins, 0);
+}
+
+static void zero_timeout_waiter_expires_on_next_advance(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+
+	assert_int_equal(park_get(e, q, &g, 0), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), now);
+	advance_to(e, now);
+	expect_done(&g, JQ_EMPTY, 0, "", 0);
+}
+
+static void next_deadline_is_the_earliest(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default"), *o = mkq(e, "one");
+	struct tw g, j, p;
+	uint64_t task;
+
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	assert_int_equal(park_get(e, q, &g, 500), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), 1500);
+	put(e, o, "x");
+	tw_init(&p, 300);
+	assert_int_equal(try_put(e, o, "y", &p, &task), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), 1300);
+	tw_init(&j, 200);
+	assert_int_equal(join(e, o, &j), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), 1200);
+	/* A lease is a deadline too. */
+	get_leased(e, o, 100);
+	assert_int_equal(p.calls, 1);             /* room: y admitted */
+	assert_int_equal(engine_next_deadline(e), 1100);
+	advance_to(e, 1100);                      /* x comes back */
+	assert_int_equal(engine_next_deadline(e), 1200);
+	advance_to(e, 1200);
+	expect_done(&j, JQ_TIMEOUT, 0, "", 0);
+	assert_int_equal(engine_next_deadline(e), 1500);
+	advance_to(e, 5000);
+	expect_done(&g, JQ_EMPTY, 0, "", 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+}
+
+static void never_timeout_never_fires(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g, j, far;
+
+	assert_int_equal(park_get(e, q, &g, NEVER), JQ_PARKED);
+	put(e, mkq(e, "busy"), "x");
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, findq(e, "busy"), &j), JQ_PARKED);
+	/* A timeout so long that now + timeout would overflow is forever. */
+	assert_int_equal(park_get(e, q, &far, NEVER - 10), JQ_PARKED);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	advance_to(e, UINT64_C(1) << 62);
+	advance_to(e, NEVER - 1);
+	assert_int_equal(g.calls + j.calls + far.calls, 0);
+	assert_int_equal(qstats(e, "default").waiting_gets, 2);
+	end_waits(e);
+}
+
+/* ---- join ---------------------------------------------------------------- */
+
+static void join_ok_when_nothing_unfinished(void **state)
+{
+	struct engine *e = *state;
+	struct tw j;
+
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, NULL, &j), JQ_OK);     /* unknown queue */
+	assert_int_equal(join(e, NULL, NULL), JQ_OK);
+	struct queue *q = mkq(e, "default");
+	assert_int_equal(join(e, q, &j), JQ_OK);
+	assert_int_equal(j.calls, 0);
+	assert_int_equal(qstats(e, "default").waiting_joins, 0);
+}
+
+static void join_without_waiter_is_timeout(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	put(e, q, "a");
+	assert_int_equal(join(e, q, NULL), JQ_TIMEOUT);
+	get(e, q);
+	assert_int_equal(join(e, q, NULL), JQ_TIMEOUT);   /* still in flight */
+}
+
+static void parked_joiners_complete_on_last_task_done(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw j1, j2;
+
+	put(e, q, "a");
+	put(e, q, "b");
+	tw_init(&j1, NEVER);
+	tw_init(&j2, 1000000);
+	assert_int_equal(join(e, q, &j1), JQ_PARKED);
+	assert_int_equal(join(e, q, &j2), JQ_PARKED);
+	uint64_t a = get(e, q).task, b = get(e, q).task;
+	assert_int_equal(j1.calls + j2.calls, 0);
+	assert_int_equal(done_ok(e, a), 1);
+	assert_int_equal(j1.calls + j2.calls, 0);
+	assert_int_equal(done_ok(e, b), 0);
+	expect_done(&j1, JQ_OK, 0, "", 0);
+	expect_done(&j2, JQ_OK, 0, "", 0);
+	assert_true(j1.seq < j2.seq);
+	assert_int_equal(qstats(e, "default").waiting_joins, 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+}
+
+static void join_waits_for_delayed_and_released_tasks(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw j;
+
+	put(e, q, "a");
+	uint64_t t = get(e, q).task;
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+	assert_int_equal(release(e, t, 50), JQ_OK);
+	advance_to(e, 1050);
+	assert_int_equal(j.calls, 0);            /* back in the queue */
+	t = get(e, q).task;
+	assert_int_equal(j.calls, 0);
+	done_ok(e, t);
+	expect_done(&j, JQ_OK, 0, "", 0);
+}
+
+static void join_after_put_get_task_done(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	for (int i = 0; i < 3; i++) {
+		put(e, q, "a");
+		done_ok(e, get(e, q).task);
+		assert_int_equal(join(e, q, NULL), JQ_OK);
+	}
+}
+
+/* ---- task_done ----------------------------------------------------------- */
+
+static void task_done_returns_unfinished(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	put(e, q, "a");
+	put(e, q, "b");
+	put(e, q, "c");
+	uint64_t a = get(e, q).task, b = get(e, q).task;
+	assert_int_equal(done_ok(e, b), 2);
+	assert_int_equal(done_ok(e, a), 1);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.task_dones, 2);
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.qsize, 1);
+}
+
+static void task_done_finds_task_in_any_queue(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q1 = mkq(e, "q1"), *q2 = mkq(e, "q2");
+
+	put(e, q1, "a");
+	put(e, q2, "b");
+	put(e, q2, "c");
+	uint64_t b = get(e, q2).task;
+	get(e, q1);
+	assert_int_equal(done_ok(e, b), 1);     /* q2's unfinished */
+	assert_int_equal(qstats(e, "q1").unfinished, 1);
+	assert_int_equal(qstats(e, "q2").task_dones, 1);
+}
+
+static void task_done_unknown_task(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	assert_int_equal(task_done(e, 1, NULL), JQ_UNKNOWN_TASK);   /* never */
+	uint64_t a = put(e, q, "a");
+	assert_int_equal(task_done(e, a, NULL), JQ_UNKNOWN_TASK);   /* queued */
+	assert_int_equal(task_done(e, a + 1, NULL), JQ_UNKNOWN_TASK);
+	assert_int_equal(task_done(e, 0, NULL), JQ_UNKNOWN_TASK);
+	assert_int_equal(task_done(e, UINT64_MAX, NULL), JQ_UNKNOWN_TASK);
+	get(e, q);
+	done_ok(e, a);
+	assert_int_equal(task_done(e, a, NULL), JQ_UNKNOWN_TASK);   /* done */
+	uint64_t b = put(e, q, "b");
+	get(e, q);
+	assert_int_equal(release(e, b, 100), JQ_OK);
+	assert_int_equal(task_done(e, b, NULL), JQ_UNKNOWN_TASK); /* delayed */
+	assert_int_equal(qstats(e, "default").task_dones, 1);
+}
+
+/* Task 0 is never issued.  Asking for it must leave the in-flight table
+ * as it was, however often: the table then still grows and shrinks right. */
+static void task_zero_is_unknown_and_harmless(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	uint64_t t[200];
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(task_done(e, 0, NULL), JQ_UNKNOWN_TASK);
+		assert_int_equal(release(e, 0, 0), JQ_UNKNOWN_TASK);
+	}
+	for (int i = 0; i < 200; i++)
+		put(e, q, "x");
+	for (int i = 0; i < 200; i++)
+		t[i] = get(e, q).task;
+	assert_int_equal(task_done(e, 0, NULL), JQ_UNKNOWN_TASK);
+	for (int i = 0; i < 200; i++)
+		assert_int_equal(done_ok(e, t[i]), (uint64_t)(199 - i));
+}
+
+/* ---- release and delays -------------------------------------------------- */
+
+static void release_puts_task_at_head(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	put(e, q, "a");
+	put(e, q, "b");
+	put(e, q, "c");
+	uint64_t a = get(e, q).task, b = get(e, q).task;
+	/* Each release goes before the items queued before it. */
+	assert_int_equal(release(e, b, 0), JQ_OK);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+	assert_int_equal(expect_get(e, q, "b", 2), b);
+	expect_get(e, q, "c", 1);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.releases, 2);
+	assert_int_equal(s.redeliveries, 2);
+	assert_int_equal(s.gets, 5);
+}
+
+static void release_unknown_task(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	assert_int_equal(release(e, 7, 0), JQ_UNKNOWN_TASK);
+	uint64_t a = put(e, q, "a");
+	assert_int_equal(release(e, a, 0), JQ_UNKNOWN_TASK);       /* queued */
+	get(e, q);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	assert_int_equal(release(e, a, 0), JQ_UNKNOWN_TASK);       /* again */
+	get(e, q);
+	done_ok(e, a);
+	assert_int_equal(release(e, a, 0), JQ_UNKNOWN_TASK);       /* done */
+	assert_int_equal(qstats(e, "default").releases, 1);
+}
+
+static void release_with_delay_counts_delayed(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	assert_int_equal(release(e, a, 100), JQ_OK);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.delayed, 1);
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.qsize, 0);
+	assert_int_equal(s.unfinished, 1);
+	assert_int_equal(s.releases, 1);
+	/* Not deliverable, not delivered. */
+	assert_int_equal(try_get(e, q, NULL, NULL).code, JQ_EMPTY);
+	assert_int_equal(task_done(e, a, NULL), JQ_UNKNOWN_TASK);
+	assert_int_equal(release(e, a, 0), JQ_UNKNOWN_TASK);
+	assert_int_equal(engine_next_deadline(e), 1100);
+	advance_to(e, 1099);
+	assert_int_equal(qstats(e, "default").delayed, 1);
+	advance_to(e, 1100);
+	s = qstats(e, "default");
+	assert_int_equal(s.delayed, 0);
+	assert_int_equal(s.qsize, 1);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+}
+
+static void delayed_task_enters_head_even_if_full(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	struct tw p;
+	uint64_t task;
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	put(e, q, "b");
+	tw_init(&p, NEVER);
+	assert_int_equal(try_put(e, q, "c", &p, &task), JQ_PARKED);
+	assert_int_equal(release(e, a, 10), JQ_OK);
+	advance_to(e, 1010);
+	struct queue_stats s = qstats(e, "one");
+	assert_int_equal(s.qsize, 2);          /* past maxsize 1 */
+	assert_int_equal(s.delayed, 0);
+	expect_get(e, q, "a", 2);
+	assert_int_equal(p.calls, 0);          /* still full: b is queued */
+	expect_get(e, q, "b", 1);
+	assert_int_equal(p.calls, 1);
+	expect_get(e, q, "c", 1);
+}
+
+static void delayed_task_wakes_waiting_getter(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	assert_int_equal(release(e, a, 30), JQ_OK);
+	assert_int_equal(park_get(e, q, &g, NEVER), JQ_PARKED);
+	advance_to(e, 1030);
+	expect_done(&g, JQ_OK, a, "a", 2);
+	assert_int_equal(qstats(e, "default").inflight, 1);
+}
+
+static void release_wakes_waiting_getter(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	assert_int_equal(park_get(e, q, &g, NEVER), JQ_PARKED);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	expect_done(&g, JQ_OK, a, "a", 2);
+}
+
+/* ---- leases -------------------------------------------------------------- */
+
+static void lease_expiry_returns_task_to_head(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	uint64_t a = put(e, q, "a");
+	put(e, q, "b");
+	get_leased(e, q, 100);
+	assert_int_equal(engine_next_deadline(e), 1100);
+	advance_to(e, 1099);
+	assert_int_equal(qstats(e, "default").inflight, 1);
+	advance_to(e, 1100);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.qsize, 2);
+	assert_int_equal(s.releases, 0);       /* a lease is not a release */
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+	assert_int_equal(qstats(e, "default").redeliveries, 1);
+}
+
+static void lease_expiry_wakes_waiting_getter(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct tw g;
+
+	uint64_t a = put(e, q, "a");
+	get_leased(e, q, 20);
+	assert_int_equal(park_get(e, q, &g, NEVER), JQ_PARKED);
+	advance_to(e, 1020);
+	expect_done(&g, JQ_OK, a, "a", 2);
+}
+
+/* A parked getter's lease runs from the delivery, not from the park. */
+static void parked_getter_lease_starts_at_delivery(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct take tk = { .lease = 100 };
+	struct tw g;
+
+	tw_init(&g, NEVER);
+	assert_int_equal(try_get(e, q, &tk, &g).code, JQ_PARKED);
+	advance_to(e, 1500);
+	uint64_t a = put(e, q, "a");
+	expect_done(&g, JQ_OK, a, "a", 1);
+	assert_int_equal(engine_next_deadline(e), 1600);
+	advance_to(e, 1599);
+	assert_int_equal(qstats(e, "default").inflight, 1);
+	advance_to(e, 1600);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+}
+
+static void parked_getter_with_holder_holds_task(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+	struct take tk = { .holder = &h };
+	struct tw g;
+
+	tw_init(&g, 100);
+	assert_int_equal(try_get(e, q, &tk, &g).code, JQ_PARKED);
+	uint64_t a = put(e, q, "a");
+	expect_done(&g, JQ_OK, a, "a", 1);
+	assert_non_null(h.tasks);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	drop_holder(e, &h);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+}
+
+static void task_done_before_lease_expiry_cancels_it(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+
+	put(e, q, "a");
+	uint64_t a = get_leased(e, q, 100).task;
+	done_ok(e, a);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	advance_to(e, 5000);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.unfinished, 0);
+	assert_int_equal(s.qsize, 0);
+	assert_int_equal(s.gets, 1);
+}
+
+static void release_of_leased_task_cancels_lease(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	uint64_t a = put(e, q, "a");
+	get_leased(e, q, 100);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	get_held(e, q, &h);
+	advance_to(e, 1200);                   /* past the old lease */
+	assert_int_equal(qstats(e, "default").inflight, 1);
+	drop_holder(e, &h);
+	expect_get(e, q, "a", 3);
+}
+
+static void lease_wins_over_holder(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+	struct take tk = { .holder = &h, .lease = 100 };
+
+	put(e, q, "a");
+	assert_int_equal(try_get(e, q, &tk, NULL).code, JQ_OK);
+	assert_null(h.tasks);                  /* leased tasks are not held */
+	drop_holder(e, &h);
+	assert_int_equal(qstats(e, "default").inflight, 1);
+	advance_to(e, 1100);
+	assert_int_equal(qstats(e, "default").qsize, 1);
+}
+
+/* ---- holders ------------------------------------------------------------- */
+
+static void drop_holder_returns_oldest_delivery_first(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	put(e, q, "a");
+	put(e, q, "b");
+	put(e, q, "c");
+	uint64_t a = get_held(e, q, &h).task, b = get_held(e, q, &h).task;
+	drop_holder(e, &h);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 3);
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.releases, 0);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+	assert_int_equal(expect_get(e, q, "b", 2), b);
+	expect_get(e, q, "c", 1);
+}
+
+static void drop_holder_across_queues(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q1 = mkq(e, "q1"), *q2 = mkq(e, "q2");
+	struct holder h = { 0 }, other = { 0 };
+
+	put(e, q1, "a1");
+	put(e, q2, "a2");
+	put(e, q1, "b1");
+	put(e, q2, "b2");
+	get_held(e, q1, &h);
+	get_held(e, q2, &h);
+	get_held(e, q1, &h);
+	get_held(e, q2, &other);
+	drop_holder(e, &h);
+	assert_int_equal(qstats(e, "q1").qsize, 2);
+	assert_int_equal(qstats(e, "q2").qsize, 1);
+	assert_int_equal(qstats(e, "q2").inflight, 1);   /* other's */
+	expect_get(e, q1, "a1", 2);
+	expect_get(e, q1, "b1", 2);
+	expect_get(e, q2, "a2", 2);
+	assert_non_null(other.tasks);
+}
+
+/*
+ * A waiting getter takes the first in line: the oldest delivery of the
+ * dropped holder, not whichever task happened to come back first.
+ */
+static void drop_holder_serves_waiting_getters_oldest_first(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+	struct tw g1, g2;
+
+	uint64_t a = put(e, q, "a"), b = put(e, q, "b");
+	put(e, q, "c");
+	get_held(e, q, &h);
+	get_held(e, q, &h);
+	get_held(e, q, &h);
+	assert_int_equal(park_get(e, q, &g1, NEVER), JQ_PARKED);
+	assert_int_equal(park_get(e, q, &g2, NEVER), JQ_PARKED);
+	drop_holder(e, &h);
+	expect_done(&g1, JQ_OK, a, "a", 2);
+	expect_done(&g2, JQ_OK, b, "b", 2);
+	expect_get(e, q, "c", 2);
+}
+
+static void leased_tasks_survive_drop_holder(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	put(e, q, "a");
+	put(e, q, "b");
+	uint64_t a = get_leased(e, q, 500).task;
+	get_held(e, q, &h);
+	drop_holder(e, &h);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.inflight, 1);
+	assert_int_equal(s.qsize, 1);
+	done_ok(e, a);                         /* still a delivered task */
+}
+
+static void unheld_unleased_task_stays_in_flight(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	put(e, q, "a");
+	uint64_t a = get(e, q).task;           /* neither holder nor lease */
+	drop_holder(e, &h);
+	advance_to(e, 1000000);
+	assert_int_equal(qstats(e, "default").inflight, 1);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+}
+
+/* A held task finished or released leaves its holder's list: dropping the
+ * holder later must not touch it (AddressSanitizer watches). */
+static void finished_tasks_leave_their_holder(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+	uint64_t t[5];
+
+	for (int i = 0; i < 5; i++) {
+		char item[2] = { (char)('a' + i), '\0' };
+		put(e, q, item);
+	}
+	for (int i = 0; i < 5; i++)
+		t[i] = get_held(e, q, &h).task;
+	/* The list runs newest first: t[4] heads it, t[0] ends it. */
+	done_ok(e, t[2]);                      /* the middle */
+	done_ok(e, t[4]);                      /* the head */
+	done_ok(e, t[0]);                      /* the tail */
+	assert_int_equal(release(e, t[3], 0), JQ_OK);
+	expect_get(e, q, "d", 2);              /* now unheld */
+	drop_holder(e, &h);                    /* only t[1] is left */
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 1);
+	assert_int_equal(s.inflight, 1);
+	expect_get(e, q, "b", 2);
+}
+
+static void delayed_release_leaves_its_holder(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	put(e, q, "a");
+	put(e, q, "b");
+	uint64_t a = get_held(e, q, &h).task;
+	get_held(e, q, &h);
+	assert_int_equal(release(e, a, 100), JQ_OK);
+	drop_holder(e, &h);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.delayed, 1);
+	assert_int_equal(s.qsize, 1);
+	advance_to(e, 1100);
+	expect_get(e, q, "a", 2);
+	expect_get(e, q, "b", 2);
+}
+
+static void holder_is_reusable_after_drop(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	drop_holder(e, &h);                    /* empty: nothing happens */
+	put(e, q, "a");
+	get_held(e, q, &h);
+	drop_holder(e, &h);
+	get_held(e, q, &h);
+	drop_holder(e, &h);
+	expect_get(e, q, "a", 3);
+}
+
+static void returned_tasks_enter_full_queue(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	struct holder h = { 0 };
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	uint64_t b = put(e, q, "b");
+	get_held(e, q, &h);
+	uint64_t c = put(e, q, "c");
+	get_leased(e, q, 10);
+	put(e, q, "d");
+	/* The queue is full (d); each way back still gets in. */
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	drop_holder(e, &h);
+	advance_to(e, 1010);
+	assert_int_equal(qstats(e, "one").qsize, 4);
+	assert_int_equal(expect_get(e, q, "c", 2), c);
+	assert_int_equal(expect_get(e, q, "b", 2), b);
+	assert_int_equal(expect_get(e, q, "a", 2), a);
+	expect_get(e, q, "d", 1);
+}
+
+/* ---- dead letters -------------------------------------------------------- */
+
+/* Delivers jobs' head twice (max_deliveries) and returns its task id. */
+static uint64_t use_up_deliveries(struct engine *e, struct queue *jobs)
+{
+	uint64_t t = get(e, jobs).task;
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	struct got g = get(e, jobs);
+	assert_int_equal(g.task, t);
+	assert_int_equal(g.deliveries, 2);
+	return t;
+}
+
+static void expect_dead_lettered(struct engine *e, const char *item,
+                                 uint64_t old_id)
+{
+	struct queue_stats s = qstats(e, "jobs");
+	assert_int_equal(s.dead_lettered, 1);
+	assert_int_equal(s.unfinished, 0);
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.delayed, 0);
+	assert_int_equal(s.task_dones, 0);
+	struct queue *dq = findq(e, "jobs.dead");
+	assert_non_null(dq);
+	s = qstats(e, "jobs.dead");
+	assert_int_equal(s.puts, 1);
+	assert_int_equal(s.qsize, 1);
+	struct got g = get(e, dq);
+	assert_string_equal(g.item, item);
+	assert_true(g.task > old_id);
+	assert_int_equal(g.deliveries, 1);
+	assert_int_equal(task_done(e, old_id, NULL), JQ_UNKNOWN_TASK);
+}
+
+static void task_within_max_deliveries_comes_back(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+
+	put(e, jobs, "x");
+	uint64_t t = get(e, jobs).task;
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	assert_int_equal(qstats(e, "jobs").qsize, 1);
+	assert_int_equal(qstats(e, "jobs").dead_lettered, 0);
+	assert_null(findq(e, "jobs.dead"));
+}
+
+static void release_after_max_deliveries_dead_letters(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+
+	put(e, jobs, "x");
+	uint64_t t = use_up_deliveries(e, jobs);
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	assert_int_equal(qstats(e, "jobs").releases, 2);
+	expect_dead_lettered(e, "x", t);
+}
+
+static void lease_expiry_after_max_deliveries_dead_letters(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+
+	put(e, jobs, "x");
+	uint64_t t = get_leased(e, jobs, 10).task;
+	advance_to(e, 1010);
+	assert_int_equal(get_leased(e, jobs, 10).task, t);
+	advance_to(e, 1020);
+	expect_dead_lettered(e, "x", t);
+}
+
+static void drop_holder_after_max_deliveries_dead_letters(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+	struct holder h = { 0 };
+
+	put(e, jobs, "x");
+	uint64_t t = get_held(e, jobs, &h).task;
+	drop_holder(e, &h);
+	assert_int_equal(get_held(e, jobs, &h).task, t);
+	drop_holder(e, &h);
+	expect_dead_lettered(e, "x", t);
+}
+
+static void delayed_release_after_max_deliveries_dead_letters_at_once(
+	void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+
+	put(e, jobs, "x");
+	uint64_t t = use_up_deliveries(e, jobs);
+	assert_int_equal(release(e, t, 60000), JQ_OK);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	expect_dead_lettered(e, "x", t);
+}
+
+static void dead_letter_wakes_joiners(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs");
+	struct tw j;
+
+	put(e, jobs, "x");
+	uint64_t t = use_up_deliveries(e, jobs);
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, jobs, &j), JQ_PARKED);
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	expect_done(&j, JQ_OK, 0, "", 0);
+}
+
+static void dead_letter_wakes_getter_of_dead_queue(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs"), *dq = mkq(e, "jobs.dead");
+	struct tw g;
+
+	put(e, jobs, "x");
+	uint64_t t = use_up_deliveries(e, jobs);
+	assert_int_equal(park_get(e, dq, &g, NEVER), JQ_PARKED);
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.code, JQ_OK);
+	assert_true(g.task > t);
+	assert_int_equal(g.deliveries, 1);
+	assert_string_equal(g.item, "x");
+	assert_int_equal(qstats(e, "jobs.dead").inflight, 1);
+}
+
+static void dead_letter_off_drops_task(void **state)
+{
+	struct engine *e = *state;
+	static const char *const names[] = { "drop", "nodl" };
+
+	for (size_t i = 0; i < LEN(names); i++) {
+		struct queue *q = mkq(e, names[i]);
+		size_t queues = engine_queue_count(e);
+		put(e, q, "x");
+		uint64_t t = get(e, q).task;
+		assert_int_equal(release(e, t, 0), JQ_OK);
+		struct queue_stats s = qstats(e, names[i]);
+		assert_int_equal(s.dead_lettered, 1);
+		assert_int_equal(s.unfinished, 0);
+		assert_int_equal(engine_queue_count(e), queues);
+		assert_int_equal(task_done(e, t, NULL), JQ_UNKNOWN_TASK);
+	}
+	assert_null(findq(e, "drop.dead"));
+	assert_null(findq(e, "nodl.dead"));
+}
+
+static void dead_letter_custom_name(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "custom");
+
+	put(e, q, "x");
+	uint64_t t = get(e, q).task;
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	assert_null(findq(e, "custom.dead"));
+	assert_non_null(findq(e, "morgue"));
+	struct queue_stats s = qstats(e, "morgue");
+	assert_int_equal(s.qsize, 1);
+	assert_int_equal(s.puts, 1);
+	expect_get(e, findq(e, "morgue"), "x", 1);
+}
+
+static void dead_letter_enters_past_max_queues_and_when_full(void **state)
+{
+	static struct queue_conf qc[] = {
+		{ .name = "jobs", .max_deliveries = 1 },
+		{ .name = "jobs.dead", .has_maxsize = true, .maxsize = 1 },
+	};
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 1,
+		.queues = qc, .nqueues = LEN(qc),
+	};
+	struct engine *e = restart(state, &conf);
+	struct queue *jobs = mkq(e, "jobs"), *q = NULL;
+
+	assert_int_equal(engine_queue(e, "other", 5, true, &q),
+	                 JQ_TOO_MANY_QUEUES);
+	put(e, jobs, "x");
+	put(e, jobs, "y");
+	uint64_t x = get(e, jobs).task, y = get(e, jobs).task;
+	assert_int_equal(release(e, x, 0), JQ_OK);
+	assert_int_equal(release(e, y, 0), JQ_OK);
+	assert_int_equal(engine_queue_count(e), 2);
+	struct queue_stats s = qstats(e, "jobs.dead");
+	assert_int_equal(s.maxsize, 1);
+	assert_int_equal(s.qsize, 2);
+	assert_int_equal(qstats(e, "jobs").dead_lettered, 2);
+	expect_get(e, findq(e, "jobs.dead"), "x", 1);
+	expect_get(e, findq(e, "jobs.dead"), "y", 1);
+}
+
+/* ---- queues -------------------------------------------------------------- */
+
+static void too_many_queues(void **state)
+{
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 2,
+	};
+	struct engine *e = restart(state, &conf);
+	struct queue *a = mkq(e, "a"), *q = (struct queue *)1;
+
+	mkq(e, "b");
+	assert_int_equal(engine_queue(e, "c", 1, true, &q), JQ_TOO_MANY_QUEUES);
+	assert_null(q);
+	assert_int_equal(engine_queue_count(e), 2);
+	/* Existing queues are still found, with create or without. */
+	assert_ptr_equal(mkq(e, "a"), a);
+	assert_ptr_equal(findq(e, "a"), a);
+}
+
+static void lookup_without_create_gives_null(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "abc");
+
+	assert_null(findq(e, "nope"));
+	assert_null(findq(e, "ab"));
+	assert_null(findq(e, "abcd"));
+	assert_ptr_equal(findq(e, "abc"), q);
+	assert_int_equal(engine_queue_count(e), 1);
+	assert_string_equal(queue_name(q), "abc");
+}
+
+static void stats_of_unknown_queue_use_configured_maxsize(void **state)
+{
+	struct engine *e = *state;
+	struct queue_stats s = qstats(e, "small");
+	assert_int_equal(s.maxsize, 2);
+	assert_int_equal(s.qsize + s.unfinished + s.puts, 0);
+	assert_int_equal(qstats(e, "whatever").maxsize, 0);
+
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .default_maxsize = 7, .max_queues = 8,
+		.queues = std_queues, .nqueues = LEN(std_queues),
+	};
+	e = restart(state, &conf);
+	assert_int_equal(qstats(e, "whatever").maxsize, 7);
+	assert_int_equal(qstats(e, "small").maxsize, 2);
+	assert_int_equal(qstats(e, "unbounded").maxsize, 0);   /* explicit 0 */
+	assert_int_equal(qstats(e, "jobs").maxsize, 7);   /* no maxsize set */
+	mkq(e, "whatever");
+	assert_int_equal(qstats(e, "whatever").maxsize, 7);
+	assert_int_equal(engine_queue_count(e), 1);
+}
+
+static void queues_listed_in_creation_order(void **state)
+{
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 1000,
+	};
+	struct engine *e = restart(state, &conf);
+	char name[16];
+
+	/* Enough to make the name table grow more than once. */
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "q%d", i);
+		put(e, mkq(e, name), name);
+	}
+	int i = 0;
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q), i++) {
+		snprintf(name, sizeof name, "q%d", i);
+		assert_string_equal(queue_name(q), name);
+		assert_ptr_equal(findq(e, name), q);
+		expect_get(e, q, name, 1);
+	}
+	assert_int_equal(i, 300);
+}
+
+/* ---- take.fits ----------------------------------------------------------- */
+
+struct fits_log {
+	bool answer;
+	int calls;
+	struct delivery seen;
+	char item[64];
+};
+
+static bool log_fits(void *ctx, const struct delivery *d)
+{
+	struct fits_log *l = ctx;
+	l->calls++;
+	l->seen = *d;
+	snprintf(l->item, sizeof l->item, "%.*s", (int)d->item_len, d->item);
+	return l->answer;
+}
+
+static void fits_refusal_on_immediate_get_changes_nothing(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct fits_log log = { .answer = false };
+	struct take tk = { .fits = log_fits, .ctx = &log, .lease = 100 };
+	struct tw w;
+
+	uint64_t a = put(e, q, "a");
+	put(e, q, "b");
+	assert_int_equal(try_get(e, q, &tk, NULL).code, JQ_TOO_LARGE);
+	/* With a waiter too: answered now, not parked. */
+	tw_init(&w, NEVER);
+	assert_int_equal(try_get(e, q, &tk, &w).code, JQ_TOO_LARGE);
+	assert_int_equal(w.calls, 0);
+	assert_int_equal(log.calls, 2);
+	assert_int_equal(log.seen.task, a);
+	assert_int_equal(log.seen.deliveries, 1);
+	assert_string_equal(log.item, "a");
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 2);
+	assert_int_equal(s.inflight, 0);
+	assert_int_equal(s.gets, 0);
+	assert_int_equal(s.waiting_gets, 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	assert_int_equal(expect_get(e, q, "a", 1), a);
+}
+
+static void fits_sees_the_next_delivery_count(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct fits_log log = { .answer = true };
+	struct take tk = { .fits = log_fits, .ctx = &log };
+
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	struct got g = try_get(e, q, &tk, NULL);
+	assert_int_equal(g.code, JQ_OK);
+	assert_int_equal(log.seen.deliveries, 2);
+	assert_int_equal(g.deliveries, 2);
+}
+
+static void fits_refusal_on_parked_getter_keeps_item_for_next(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct fits_log no = { .answer = false };
+	struct take picky = { .fits = log_fits, .ctx = &no };
+	struct tw g1, g2, g3;
+
+	tw_init(&g1, 100);
+	assert_int_equal(try_get(e, q, &picky, &g1).code, JQ_PARKED);
+	assert_int_equal(park_get(e, q, &g2, NEVER), JQ_PARKED);
+	uint64_t a = put(e, q, "a");
+	expect_done(&g1, JQ_TOO_LARGE, 0, "", 0);
+	expect_done(&g2, JQ_OK, a, "a", 1);
+	assert_int_equal(engine_next_deadline(e), NEVER);   /* g1's timer */
+
+	/* Alone, the picky getter leaves the item queued. */
+	tw_init(&g3, NEVER);
+	assert_int_equal(try_get(e, q, &picky, &g3).code, JQ_PARKED);
+	uint64_t b = put(e, q, "b");
+	expect_done(&g3, JQ_TOO_LARGE, 0, "", 0);
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.qsize, 1);
+	assert_int_equal(s.waiting_gets, 0);
+	assert_int_equal(expect_get(e, q, "b", 1), b);
+}
+
+/* ---- cancelling and expiring waiters ------------------------------------- */
+
+static void cancel_removes_waiter_silently(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *d = mkq(e, "default");
+	struct tw p, g, j;
+	uint64_t task;
+
+	put(e, q, "a");
+	tw_init(&p, 100);
+	assert_int_equal(try_put(e, q, "b", &p, &task), JQ_PARKED);
+	assert_int_equal(park_get(e, d, &g, 200), JQ_PARKED);
+	tw_init(&j, 300);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+
+	engine_cancel(e, &p.w);                /* its item is freed */
+	engine_cancel(e, &g.w);
+	engine_cancel(e, &j.w);
+	check_engine(e);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	struct queue_stats s = qstats(e, "one");
+	assert_int_equal(s.waiting_puts + s.waiting_joins, 0);
+	assert_int_equal(qstats(e, "default").waiting_gets, 0);
+	/* Nothing reaches them any more. */
+	put(e, d, "x");
+	done_ok(e, get(e, q).task);
+	advance_to(e, 2000);
+	assert_int_equal(p.calls + g.calls + j.calls, 0);
+	assert_int_equal(qstats(e, "one").qsize, 0);
+	assert_int_equal(qstats(e, "default").qsize, 1);
+}
+
+static void expire_ends_wait_with_timeout_code(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *d = mkq(e, "default");
+	struct tw p, g, j;
+	uint64_t task;
+
+	put(e, q, "a");
+	tw_init(&p, NEVER);
+	assert_int_equal(try_put(e, q, "b", &p, &task), JQ_PARKED);
+	assert_int_equal(park_get(e, d, &g, 500), JQ_PARKED);
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+
+	engine_expire(e, &p.w);
+	check_engine(e);
+	expect_done(&p, JQ_FULL, 0, "", 0);
+	engine_expire(e, &g.w);
+	check_engine(e);
+	expect_done(&g, JQ_EMPTY, 0, "", 0);
+	engine_expire(e, &j.w);
+	check_engine(e);
+	expect_done(&j, JQ_TIMEOUT, 0, "", 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	advance_to(e, 5000);
+	assert_int_equal(p.calls + g.calls + j.calls, 3);
+}
+
+static void cancel_waiters_reaches_every_waiter_once(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q1 = mkq(e, "one"), *q2 = mkq(e, "small");
+	struct queue *q3 = mkq(e, "default");
+	struct tw w[8];
+	uint64_t task;
+	int n = 0;
+
+	put(e, q1, "a");
+	put(e, q2, "a");
+	put(e, q2, "b");
+	for (int i = 0; i < 2; i++) {
+		tw_init(&w[n], i ? 50 : NEVER);
+		assert_int_equal(try_put(e, q1, "p", &w[n++], &task),
+		                 JQ_PARKED);
+		tw_init(&w[n], NEVER);
+		assert_int_equal(try_put(e, q2, "p", &w[n++], &task),
+		                 JQ_PARKED);
+		assert_int_equal(park_get(e, q3, &w[n++], i ? 70 : NEVER),
+		                 JQ_PARKED);
+		tw_init(&w[n], 90);
+		assert_int_equal(join(e, i ? q1 : q2, &w[n++]), JQ_PARKED);
+	}
+	engine_cancel_waiters(e, JQ_SHUTTING_DOWN);
+	check_engine(e);
+	for (int i = 0; i < n; i++)
+		expect_done(&w[i], JQ_SHUTTING_DOWN, 0, "", 0);
+	static const char *const names[] = { "one", "small", "default" };
+	for (size_t i = 0; i < LEN(names); i++) {
+		struct queue_stats s = qstats(e, names[i]);
+		assert_int_equal(s.waiting_puts, 0);
+		assert_int_equal(s.waiting_gets, 0);
+		assert_int_equal(s.waiting_joins, 0);
+	}
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	advance_to(e, 10000);
+	put(e, q3, "x");
+	for (int i = 0; i < n; i++)
+		assert_int_equal(w[i].calls, 1);
+}
+
+/* ---- figures ------------------------------------------------------------- */
+
+static void stats_count_every_op(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+
+	put(e, q, "a");
+	put(e, q, "b");
+	put(e, q, "c");
+	uint64_t a = get(e, q).task;                     /* gets 1 */
+	assert_int_equal(release(e, a, 0), JQ_OK);       /* releases 1 */
+	get_held(e, q, &h);                              /* 2, redel 1 */
+	drop_holder(e, &h);                              /* not a release */
+	get_leased(e, q, 5);                             /* 3, redel 2 */
+	advance_to(e, 1005);
+	done_ok(e, get(e, q).task);                      /* 4, redel 3 */
+	done_ok(e, get(e, q).task);                      /* 5 (b) */
+	assert_int_equal(release(e, get(e, q).task, 10), JQ_OK);  /* 6 (c) */
+	struct queue_stats s = qstats(e, "default");
+	assert_int_equal(s.puts, 3);
+	assert_int_equal(s.gets, 6);
+	assert_int_equal(s.redeliveries, 3);
+	assert_int_equal(s.task_dones, 2);
+	assert_int_equal(s.releases, 2);
+	assert_int_equal(s.dead_lettered, 0);
+	assert_int_equal(s.delayed, 1);
+	assert_int_equal(s.unfinished, 1);
+}
+
+static void stats_count_waiters(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *d = mkq(e, "default");
+	struct tw w[6];
+	uint64_t task;
+
+	put(e, q, "a");
+	for (int i = 0; i < 3; i++) {
+		tw_init(&w[i], NEVER);
+		assert_int_equal(try_put(e, q, "p", &w[i], &task), JQ_PARKED);
+	}
+	assert_int_equal(park_get(e, d, &w[3], NEVER), JQ_PARKED);
+	tw_init(&w[4], NEVER);
+	assert_int_equal(join(e, q, &w[4]), JQ_PARKED);
+	tw_init(&w[5], NEVER);
+	assert_int_equal(join(e, q, &w[5]), JQ_PARKED);
+	struct queue_stats s = qstats(e, "one");
+	assert_int_equal(s.waiting_puts, 3);
+	assert_int_equal(s.waiting_gets, 0);
+	assert_int_equal(s.waiting_joins, 2);
+	s = qstats(e, "default");
+	assert_int_equal(s.waiting_gets, 1);
+	get(e, q);
+	assert_int_equal(qstats(e, "one").waiting_puts, 2);
+	engine_cancel_waiters(e, JQ_SHUTTING_DOWN);
+}
+
+/* engine_free with something everywhere: LeakSanitizer checks it all. */
+static void free_with_everything_outstanding(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *d = mkq(e, "default");
+	struct queue *jobs = mkq(e, "jobs");
+	struct holder h = { 0 };
+	struct tw p1, p2, g, j;
+	uint64_t task;
+
+	put(e, d, "queued");
+	put(e, d, "held");
+	put(e, d, "leased");
+	put(e, d, "delayed");
+	put(e, d, "plain");
+	get_held(e, d, &h);
+	put(e, d, "more");
+	get_held(e, d, &h);        /* "leased" item, but held */
+	get_leased(e, d, 1000);
+	uint64_t t = get(e, d).task;
+	assert_int_equal(release(e, t, 5000), JQ_OK);
+	get(e, d);
+
+	put(e, q, "full");
+	tw_init(&p1, 100);
+	tw_init(&p2, NEVER);
+	assert_int_equal(try_put(e, q, "waiting1", &p1, &task), JQ_PARKED);
+	assert_int_equal(try_put(e, q, "waiting2", &p2, &task), JQ_PARKED);
+	assert_int_equal(park_get(e, mkq(e, "empty"), &g, 300), JQ_PARKED);
+	tw_init(&j, 400);
+	assert_int_equal(join(e, d, &j), JQ_PARKED);
+
+	put(e, jobs, "dead");
+	assert_int_equal(release(e, get(e, jobs).task, 0), JQ_OK);
+	assert_int_equal(release(e, get(e, jobs).task, 0), JQ_OK);
+	assert_int_equal(qstats(e, "jobs.dead").qsize, 1);
+
+	/* Freed here, while the parked waiters still exist. */
+	engine_free(e);
+	*state = NULL;
+}
+
+/* ---- the reference model ------------------------------------------------- */
+
+/*
+ * The model keeps, per queue, the FIFO of task ids, its counts, counters
+ * and waiter lists, and per task its state; it is the behaviour PROTOCOL.md
+ * and engine.h describe, written as plainly as possible.  The test applies
+ * each random step to both, collects the done() calls each makes, and
+ * compares answers, wake-ups and every queue's figures.
+ *
+ * To make the outcome exact, no two leases or delays share a deadline:
+ * the clock moves in steps of 4 ms, leases end at 4k+1, delays at 4k+2 and
+ * wait timeouts at 4k+3, and a lease or delay never reuses a deadline.
+ * Leases are taken only by immediate gets, whose deadline is known then.
+ */
+#define M_QUEUES 6
+#define M_TASKS 60000
+#define M_WAITERS 40
+#define M_HOLDERS 3
+#define M_STEPS 20000
+#define M_TIME_SLOTS (1u << 21)
+#define M_NONE (-1)
+
+enum mstate { M_UNUSED, M_QUEUED, M_INFLIGHT, M_DELAYED, M_GONE };
+
+struct mtask {
+	int q;
+	int state;
+	uint32_t deliveries;
+	int holder;                /* M_NONE or a holder index */
+	bool leased;
+	msec_t at;                 /* lease or delay deadline */
+	uint64_t seq;              /* delivery order, for holders */
+	unsigned item;
+};
+
+struct mqueue {
+	const char *name;
+	bool exists;
+	uint64_t maxsize;
+	unsigned max_deliveries;
+	int dead;                  /* dead-letter queue, or M_NONE */
+	uint64_t fifo[M_TASKS];    /* fifo[0] is the head */
+	size_t n;
+	uint64_t inflight, delayed;
+	uint64_t puts, gets, task_dones, releases, redeliveries, dead_lettered;
+	int waits[3][M_WAITERS];   /* by enum wait_kind, oldest first */
+	size_t nwaits[3];
+	bool dirty;                /* to serve after a holder drop */
+};
+
+struct mwaiter {
+	struct waiter w;
+	int idx;
+	bool parked;
+	int kind, q;
+	unsigned item;             /* put */
+	int holder;                /* get: M_NONE or a holder */
+	bool picky;                /* get: refuses every fifth task */
+	msec_t at;
+};
+
+struct event {
+	int waiter, code;
+	uint64_t task;
+	uint32_t deliveries;
+	char item[16];
+};
+
+static struct model {
+	struct mqueue q[M_QUEUES];
+	struct mtask t[M_TASKS];
+	struct mwaiter w[M_WAITERS];
+	struct holder h[M_HOLDERS];
+	uint64_t next_id, seq;
+	uint64_t dl_puts;          /* tasks put by dead-lettering */
+	size_t nexist;
+	bool defer;
+	unsigned char used[M_TIME_SLOTS / 8];    /* deadlines given out */
+	struct event want[2 * M_WAITERS], got[2 * M_WAITERS];
+	size_t nwant, ngot;
+	uint64_t rng;
+} *m;
+
+static struct queue_conf model_queues[] = {
+	{ .name = "a", .has_maxsize = true, .maxsize = 2, .max_deliveries = 3 },
+	{ .name = "b", .has_maxsize = true, .maxsize = 1, .max_deliveries = 2,
+	  .dead_letter = "off" },
+	{ .name = "c", .has_maxsize = true, .maxsize = 0 },
+	{ .name = "d", .has_maxsize = true, .maxsize = 3, .max_deliveries = 1,
+	  .dead_letter = "grave" },
+	{ .name = "a.dead", .has_maxsize = true, .maxsize = 1 },
+};
+
+static const struct engine_conf model_conf = {
+	.clock = fake_clock, .default_maxsize = 2, .max_queues = 5,
+	.queues = model_queues, .nqueues = LEN(model_queues),
+};
+
+static const char *const m_names[M_QUEUES] = {
+	"a", "b", "c", "d", "a.dead", "grave",
+};
+
+/* xorshift64: the same run on every machine. */
+static unsigned rnd(unsigned n)
+{
+	m->rng ^= m->rng << 13;
+	m->rng ^= m->rng >> 7;
+	m->rng ^= m->rng << 17;
+	return (unsigned)(m->rng % n);
+}
+
+static bool m_full(const struct mqueue *q)
+{
+	return q->maxsize && q->n >= q->maxsize;
+}
+
+static uint64_t m_unfinished(const struct mqueue *q)
+{
+	return q->n + q->inflight + q->delayed;
+}
+
+static void m_item_text(unsigned item, char *out, size_t size)
+{
+	snprintf(out, size, "i%u", item);
+}
+
+static void m_expect(int waiter, int code, uint64_t task)
+{
+	assert_true(m->nwant < LEN(m->want));
+	struct event *ev = &m->want[m->nwant++];
+	memset(ev, 0, sizeof *ev);
+	ev->waiter = waiter;
+	ev->code = code;
+	ev->task = task;
+	if (code == JQ_OK && task && m->w[waiter].kind == WAIT_GET) {
+		ev->deliveries = m->t[task].deliveries;
+		m_item_text(m->t[task].item, ev->item, sizeof ev->item);
+	}
+}
+
+static void m_engine_done(struct waiter *w, int code, const struct delivery *d,
+                          uint64_t task)
+{
+	struct mwaiter *mw = container_of(w, struct mwaiter, w);
+	assert_true(m->ngot < LEN(m->got));
+	struct event *ev = &m->got[m->ngot++];
+	memset(ev, 0, sizeof *ev);
+	ev->waiter = mw->idx;
+	ev->code = code;
+	ev->task = task;
+	if (d) {
+		ev->deliveries = d->deliveries;
+		snprintf(ev->item, sizeof ev->item, "%.*s", (int)d->item_len,
+		         d->item);
+	}
+}
+
+static void m_unwait(struct mwaiter *w)
+{
+	struct mqueue *q = &m->q[w->q];
+	int *list = q->waits[w->kind];
+	size_t *n = &q->nwaits[w->kind];
+	for (size_t i = 0; i < *n; i++)
+		if (list[i] == w->idx) {
+			memmove(list + i, list + i + 1,
+			        (*n - i - 1) * sizeof *list);
+			(*n)--;
+			w->parked = false;
+			return;
+		}
+	fail_msg("waiter %d not on its list", w->idx);
+}
+
+static void m_park(struct mwaiter *w, int kind, int qi, msec_t timeout)
+{
+	struct mqueue *q = &m->q[qi];
+	w->parked = true;
+	w->kind = kind;
+	w->q = qi;
+	w->at = timeout == NEVER ? NEVER : now + timeout;
+	q->waits[kind][q->nwaits[kind]++] = w->idx;
+}
+
+static uint64_t m_enqueue_new(int qi, unsigned item)
+{
+	struct mqueue *q = &m->q[qi];
+	uint64_t id = m->next_id++;
+	assert_true(id < M_TASKS);
+	m->t[id] = (struct mtask){ .q = qi, .state = M_QUEUED,
+	                           .holder = M_NONE, .item = item };
+	q->fifo[q->n++] = id;
+	q->puts++;
+	return id;
+}
+
+static void m_push_head(int qi, uint64_t id)
+{
+	struct mqueue *q = &m->q[qi];
+	memmove(q->fifo + 1, q->fifo, q->n * sizeof *q->fifo);
+	q->fifo[0] = id;
+	q->n++;
+	m->t[id].state = M_QUEUED;
+}
+
+static uint64_t m_deliver(int qi, int holder, msec_t lease)
+{
+	struct mqueue *q = &m->q[qi];
+	uint64_t id = q->fifo[0];
+	struct mtask *t = &m->t[id];
+	memmove(q->fifo, q->fifo + 1, (q->n - 1) * sizeof *q->fifo);
+	q->n--;
+	t->state = M_INFLIGHT;
+	t->deliveries++;
+	q->inflight++;
+	q->gets++;
+	if (t->deliveries > 1)
+		q->redeliveries++;
+	t->leased = lease != 0;
+	t->at = lease ? now + lease : NEVER;
+	t->holder = lease ? M_NONE : holder;
+	t->seq = ++m->seq;
+	return id;
+}
+
+static bool m_fits(bool picky, uint64_t id)
+{
+	return !picky || id % 5 != 0;
+}
+
+static void m_service(int qi)
+{
+	struct mqueue *q = &m->q[qi];
+	bool admitted;
+
+	if (m->defer) {
+		q->dirty = true;
+		return;
+	}
+	do {
+		while (q->nwaits[WAIT_GET] && q->n) {
+			struct mwaiter *w = &m->w[q->waits[WAIT_GET][0]];
+			m_unwait(w);
+			if (!m_fits(w->picky, q->fifo[0])) {
+				m_expect(w->idx, JQ_TOO_LARGE, 0);
+				continue;
+			}
+			m_expect(w->idx, JQ_OK, m_deliver(qi, w->holder, 0));
+		}
+		admitted = false;
+		while (q->nwaits[WAIT_PUT] && !m_full(q)) {
+			struct mwaiter *w = &m->w[q->waits[WAIT_PUT][0]];
+			m_unwait(w);
+			m_expect(w->idx, JQ_OK, m_enqueue_new(qi, w->item));
+			admitted = true;
+		}
+	} while (admitted);
+	while (q->nwaits[WAIT_JOIN] && m_unfinished(q) == 0) {
+		struct mwaiter *w = &m->w[q->waits[WAIT_JOIN][0]];
+		m_unwait(w);
+		m_expect(w->idx, JQ_OK, 0);
+	}
+}
+
+/* A delivered task comes back undone: head, delay, or dead letters. */
+static void m_come_back(uint64_t id, msec_t delay)
+{
+	struct mtask *t = &m->t[id];
+	int qi = t->q;
+	struct mqueue *q = &m->q[qi];
+
+	q->inflight--;
+	t->leased = false;
+	t->holder = M_NONE;
+	if (q->max_deliveries && t->deliveries >= q->max_deliveries) {
+		q->dead_lettered++;
+		t->state = M_GONE;
+		if (q->dead != M_NONE) {
+			if (!m->q[q->dead].exists) {
+				m->q[q->dead].exists = true;
+				m->nexist++;
+			}
+			m_enqueue_new(q->dead, t->item);
+			m->dl_puts++;
+			m_service(q->dead);
+		}
+		m_service(qi);
+	} else if (delay) {
+		t->state = M_DELAYED;
+		t->at = now + delay;
+		q->delayed++;
+	} else {
+		m_push_head(qi, id);
+		m_service(qi);
+	}
+}
+
+static msec_t m_next_deadline(int *waiter, uint64_t *task)
+{
+	msec_t best = NEVER;
+	*waiter = M_NONE;
+	*task = 0;
+	for (uint64_t id = 1; id < m->next_id; id++) {
+		struct mtask *t = &m->t[id];
+		bool timed = t->state == M_DELAYED ||
+		             (t->state == M_INFLIGHT && t->leased);
+		if (timed && t->at < best) {
+			best = t->at;
+			*task = id;
+		}
+	}
+	for (int i = 0; i < M_WAITERS; i++)
+		if (m->w[i].parked && m->w[i].at < best) {
+			best = m->w[i].at;
+			*waiter = i;
+			*task = 0;
+		}
+	return best;
+}
+
+/* A fresh deadline now + 4k + residue, or 0 if none is found. */
+static msec_t m_fresh(unsigned residue)
+{
+	for (int tries = 0; tries < 20; tries++) {
+		msec_t d = 4 * (1 + rnd(60)) + residue;
+		msec_t at = now + d;
+		if (at >= M_TIME_SLOTS)
+			return 0;
+		if (!(m->used[at / 8] & (1u << (at % 8)))) {
+			m->used[at / 8] |= (unsigned char)(1u << (at % 8));
+			return d;
+		}
+	}
+	return 0;
+}
+
+static struct mwaiter *m_free_waiter(void)
+{
+	int i = (int)rnd(M_WAITERS);
+	for (int k = 0; k < M_WAITERS; k++) {
+		struct mwaiter *w = &m->w[(i + k) % M_WAITERS];
+		if (!w->parked) {
+			memset(&w->w, 0, sizeof w->w);
+			w->w.done = m_engine_done;
+			return w;
+		}
+	}
+	return NULL;
+}
+
+static struct mwaiter *m_parked_waiter(void)
+{
+	int i = (int)rnd(M_WAITERS);
+	for (int k = 0; k < M_WAITERS; k++) {
+		struct mwaiter *w = &m->w[(i + k) % M_WAITERS];
+		if (w->parked)
+			return w;
+	}
+	return NULL;
+}
+
+static msec_t m_wait_timeout(void)
+{
+	return rnd(3) ? 4 * rnd(40) + 3 : NEVER;
+}
+
+/* A task id to finish or release: mostly one in flight, else any. */
+static uint64_t m_pick_task(void)
+{
+	uint64_t n = m->next_id - 1;
+	if (n && rnd(5)) {
+		uint64_t start = rnd((unsigned)n);
+		for (uint64_t k = 0; k < n; k++) {
+			uint64_t id = 1 + (start + k) % n;
+			if (m->t[id].state == M_INFLIGHT)
+				return id;
+		}
+	}
+	return rnd((unsigned)m->next_id + 3);
+}
+
+/* engine_queue as the model sees it: M_NONE for too_many_queues. */
+static int m_queue(struct engine *e, int qi, bool create, struct queue **q)
+{
+	const char *name = m_names[qi];
+	int rc = engine_queue(e, name, strlen(name), create, q);
+	if (m->q[qi].exists || !create) {
+		assert_int_equal(rc, JQ_OK);
+		assert_int_equal(*q != NULL, m->q[qi].exists);
+		return m->q[qi].exists ? qi : M_NONE;
+	}
+	if (m->nexist >= model_conf.max_queues) {
+		assert_int_equal(rc, JQ_TOO_MANY_QUEUES);
+		return M_NONE;
+	}
+	assert_int_equal(rc, JQ_OK);
+	m->q[qi].exists = true;
+	m->nexist++;
+	return qi;
+}
+
+static bool m_picky_fits(void *ctx, const struct delivery *d)
+{
+	(void)ctx;
+	return m_fits(true, d->task);
+}
+
+static void m_step_put(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct queue *eq;
+	if (m_queue(e, qi, true, &eq) == M_NONE)
+		return;
+	struct mqueue *q = &m->q[qi];
+	static unsigned items;
+	unsigned item = ++items;
+	char text[16];
+	m_item_text(item, text, sizeof text);
+	struct mwaiter *w = rnd(5) < 2 ? m_free_waiter() : NULL;
+	msec_t timeout = m_wait_timeout();
+	if (w)
+		w->w.timeout = timeout;
+	uint64_t task = 0;
+	int rc = engine_put(e, eq, text, strlen(text), w ? &w->w : NULL, &task);
+
+	if (m_full(q) || q->nwaits[WAIT_PUT]) {
+		if (!w) {
+			assert_int_equal(rc, JQ_FULL);
+			return;
+		}
+		assert_int_equal(rc, JQ_PARKED);
+		w->item = item;
+		m_park(w, WAIT_PUT, qi, timeout);
+		return;
+	}
+	assert_int_equal(rc, JQ_OK);
+	assert_int_equal(task, m_enqueue_new(qi, item));
+	m_service(qi);
+}
+
+static void m_step_get(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct queue *eq;
+	if (m_queue(e, qi, true, &eq) == M_NONE)
+		return;
+	struct mqueue *q = &m->q[qi];
+	struct mwaiter *w = rnd(2) ? m_free_waiter() : NULL;
+	int holder = rnd(3) ? (int)rnd(M_HOLDERS) : M_NONE;
+	bool picky = rnd(5) == 0;
+	msec_t lease = !w && rnd(3) == 0 ? m_fresh(1) : 0;
+	msec_t timeout = m_wait_timeout();
+	struct take tk = {
+		.holder = holder == M_NONE ? NULL : &m->h[holder],
+		.lease = lease,
+		.fits = picky ? m_picky_fits : NULL,
+	};
+	struct delivery d;
+	if (w)
+		w->w.timeout = timeout;
+	int rc = engine_get(e, eq, &tk, w ? &w->w : NULL, &d);
+
+	if (!q->n || q->nwaits[WAIT_GET]) {
+		if (!w) {
+			assert_int_equal(rc, JQ_EMPTY);
+			return;
+		}
+		assert_int_equal(rc, JQ_PARKED);
+		w->holder = holder;
+		w->picky = picky;
+		m_park(w, WAIT_GET, qi, timeout);
+		return;
+	}
+	if (!m_fits(picky, q->fifo[0])) {
+		assert_int_equal(rc, JQ_TOO_LARGE);
+		return;
+	}
+	assert_int_equal(rc, JQ_OK);
+	uint64_t id = m_deliver(qi, holder, lease);
+	char text[16];
+	m_item_text(m->t[id].item, text, sizeof text);
+	assert_int_equal(d.task, id);
+	assert_int_equal(d.deliveries, m->t[id].deliveries);
+	assert_int_equal(d.item_len, strlen(text));
+	assert_memory_equal(d.item, text, d.item_len);
+	m_service(qi);
+}
+
+static void m_step_task_done(struct engine *e)
+{
+	uint64_t id = m_pick_task(), left = UINT64_MAX;
+	int rc = engine_task_done(e, id, &left);
+	if (id == 0 || id >= m->next_id || m->t[id].state != M_INFLIGHT) {
+		assert_int_equal(rc, JQ_UNKNOWN_TASK);
+		return;
+	}
+	assert_int_equal(rc, JQ_OK);
+	struct mtask *t = &m->t[id];
+	struct mqueue *q = &m->q[t->q];
+	t->state = M_GONE;
+	t->leased = false;
+	t->holder = M_NONE;
+	q->inflight--;
+	q->task_dones++;
+	assert_int_equal(left, m_unfinished(q));
+	m_service(t->q);
+}
+
+static void m_step_release(struct engine *e)
+{
+	uint64_t id = m_pick_task();
+	msec_t delay = rnd(3) ? 0 : m_fresh(2);
+	int rc = engine_release(e, id, delay);
+	if (id == 0 || id >= m->next_id || m->t[id].state != M_INFLIGHT) {
+		assert_int_equal(rc, JQ_UNKNOWN_TASK);
+		return;
+	}
+	assert_int_equal(rc, JQ_OK);
+	m->q[m->t[id].q].releases++;
+	m_come_back(id, delay);
+}
+
+static void m_step_advance(struct engine *e)
+{
+	now += 4 * rnd(13);
+	engine_advance(e);
+	for (int guard = 0; guard < 100000; guard++) {
+		int wi;
+		uint64_t id;
+		msec_t at = m_next_deadline(&wi, &id);
+		if (at > now)
+			return;
+		if (wi != M_NONE) {
+			static const int code[] = {
+				[WAIT_PUT] = JQ_FULL, [WAIT_GET] = JQ_EMPTY,
+				[WAIT_JOIN] = JQ_TIMEOUT,
+			};
+			m_unwait(&m->w[wi]);
+			m_expect(wi, code[m->w[wi].kind], 0);
+		} else if (m->t[id].state == M_DELAYED) {
+			m->q[m->t[id].q].delayed--;
+			m_push_head(m->t[id].q, id);
+			m_service(m->t[id].q);
+		} else {
+			m_come_back(id, 0);
+		}
+	}
+	fail_msg("deadlines do not end");
+}
+
+static int by_seq_desc(const void *a, const void *b)
+{
+	uint64_t x = m->t[*(const uint64_t *)a].seq;
+	uint64_t y = m->t[*(const uint64_t *)b].seq;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void m_drop_holder(struct engine *e, int h)
+{
+	static uint64_t held[M_TASKS];
+	size_t n = 0;
+
+	engine_drop_holder(e, &m->h[h]);
+	for (uint64_t id = 1; id < m->next_id; id++)
+		if (m->t[id].state == M_INFLIGHT && m->t[id].holder == h)
+			held[n++] = id;
+	qsort(held, n, sizeof *held, by_seq_desc);
+	/* All come back before anyone is served: the oldest is first. */
+	m->defer = true;
+	for (size_t i = 0; i < n; i++)
+		m_come_back(held[i], 0);
+	m->defer = false;
+	for (int qi = 0; qi < M_QUEUES; qi++)
+		if (m->q[qi].dirty) {
+			m->q[qi].dirty = false;
+			m_service(qi);
+		}
+}
+
+static void m_step_join(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct queue *eq;
+	struct mwaiter *w = rnd(2) ? m_free_waiter() : NULL;
+	msec_t timeout = m_wait_timeout();
+	if (w)
+		w->w.timeout = timeout;
+	m_queue(e, qi, false, &eq);
+	int rc = engine_join(e, eq, w ? &w->w : NULL);
+	struct mqueue *q = &m->q[qi];
+	if (!q->exists || m_unfinished(q) == 0) {
+		assert_int_equal(rc, JQ_OK);
+	} else if (!w) {
+		assert_int_equal(rc, JQ_TIMEOUT);
+	} else {
+		assert_int_equal(rc, JQ_PARKED);
+		m_park(w, WAIT_JOIN, qi, timeout);
+	}
+}
+
+static void m_step_end_wait(struct engine *e, bool expire)
+{
+	static const int code[] = {
+		[WAIT_PUT] = JQ_FULL, [WAIT_GET] = JQ_EMPTY,
+		[WAIT_JOIN] = JQ_TIMEOUT,
+	};
+	struct mwaiter *w = m_parked_waiter();
+	if (!w)
+		return;
+	if (expire) {
+		engine_expire(e, &w->w);
+		m_expect(w->idx, code[w->kind], 0);
+	} else {
+		engine_cancel(e, &w->w);
+	}
+	m_unwait(w);
+}
+
+static void m_step_cancel_all(struct engine *e)
+{
+	engine_cancel_waiters(e, JQ_SHUTTING_DOWN);
+	for (int i = 0; i < M_WAITERS; i++)
+		if (m->w[i].parked) {
+			m_unwait(&m->w[i]);
+			m_expect(i, JQ_SHUTTING_DOWN, 0);
+		}
+}
+
+static int by_waiter(const void *a, const void *b)
+{
+	const struct event *x = a, *y = b;
+	return x->waiter - y->waiter;
+}
+
+/* The done() calls of one step, in any order across waiters. */
+static void m_compare_events(unsigned step)
+{
+	qsort(m->want, m->nwant, sizeof *m->want, by_waiter);
+	qsort(m->got, m->ngot, sizeof *m->got, by_waiter);
+	if (m->nwant != m->ngot)
+		fail_msg("step %u: %zu wake-ups, the model wants %zu", step,
+		         m->ngot, m->nwant);
+	for (size_t i = 0; i < m->nwant; i++) {
+		struct event *w = &m->want[i], *g = &m->got[i];
+		if (w->waiter != g->waiter || w->code != g->code ||
+		    w->task != g->task || w->deliveries != g->deliveries ||
+		    strcmp(w->item, g->item) != 0)
+			fail_msg("step %u: waiter %d got %d task %llu "
+			         "(%u, %s); model: waiter %d %d task %llu "
+			         "(%u, %s)", step,
+			         g->waiter, g->code,
+			         (unsigned long long)g->task, g->deliveries,
+			         g->item, w->waiter, w->code,
+			         (unsigned long long)w->task, w->deliveries,
+			         w->item);
+	}
+	m->nwant = m->ngot = 0;
+}
+
+static void m_compare_queues(struct engine *e, unsigned step)
+{
+	for (int qi = 0; qi < M_QUEUES; qi++) {
+		struct mqueue *q = &m->q[qi];
+		struct queue *eq;
+		struct queue_stats s;
+		m_queue(e, qi, false, &eq);
+		engine_queue_stats(e, eq, q->name, strlen(q->name), &s);
+		uint64_t want[] = {
+			q->n, q->inflight, q->delayed, m_unfinished(q),
+			q->maxsize, q->puts, q->gets, q->task_dones,
+			q->releases, q->redeliveries, q->dead_lettered,
+			q->nwaits[WAIT_PUT], q->nwaits[WAIT_GET],
+			q->nwaits[WAIT_JOIN],
+		};
+		uint64_t got[] = {
+			s.qsize, s.inflight, s.delayed, s.unfinished,
+			s.maxsize, s.puts, s.gets, s.task_dones, s.releases,
+			s.redeliveries, s.dead_lettered, s.waiting_puts,
+			s.waiting_gets, s.waiting_joins,
+		};
+		for (size_t i = 0; i < LEN(want); i++)
+			if (want[i] != got[i])
+				fail_msg("step %u: queue %s figure %zu is "
+				         "%llu, the model says %llu", step,
+				         q->name, i,
+				         (unsigned long long)got[i],
+				         (unsigned long long)want[i]);
+	}
+	int wi;
+	uint64_t id;
+	assert_int_equal(engine_next_deadline(e), m_next_deadline(&wi, &id));
+	check_engine(e);
+}
+
+static struct engine *m_init(void **state)
+{
+	m = calloc(1, sizeof *m);
+	assert_non_null(m);
+	m->rng = UINT64_C(0x2545F4914F6CDD1D);
+	m->next_id = 1;
+	for (int qi = 0; qi < M_QUEUES; qi++) {
+		struct mqueue *q = &m->q[qi];
+		q->name = m_names[qi];
+		q->maxsize = model_conf.default_maxsize;
+		q->dead = M_NONE;
+		for (size_t c = 0; c < LEN(model_queues); c++)
+			if (strcmp(model_queues[c].name, q->name) == 0) {
+				q->maxsize = model_queues[c].maxsize;
+				q->max_deliveries =
+					model_queues[c].max_deliveries;
+			}
+	}
+	m->q[0].dead = 4;              /* a -> a.dead */
+	m->q[3].dead = 5;              /* d -> grave; b's are dropped */
+	for (int i = 0; i < M_WAITERS; i++)
+		m->w[i].idx = i;
+	now = 4000;
+	struct engine *e = restart(state, &model_conf);
+	for (int qi = 0; qi < 4; qi++) {
+		struct queue *q;
+		assert_int_equal(m_queue(e, qi, true, &q), qi);
+	}
+	return e;
+}
+
+static void random_ops_match_model(void **state)
+{
+	struct engine *e = m_init(state);
+
+	for (unsigned step = 0; step < M_STEPS; step++) {
+		unsigned r = rnd(100);
+		if (r < 20)
+			m_step_put(e);
+		else if (r < 40)
+			m_step_get(e);
+		else if (r < 52)
+			m_step_task_done(e);
+		else if (r < 62)
+			m_step_release(e);
+		else if (r < 78)
+			m_step_advance(e);
+		else if (r < 83)
+			m_drop_holder(e, (int)rnd(M_HOLDERS));
+		else if (r < 89)
+			m_step_join(e);
+		else if (r < 93)
+			m_step_end_wait(e, true);
+		else if (r < 97)
+			m_step_end_wait(e, false);
+		else if (r < 98)
+			m_step_cancel_all(e);
+		else if (m->nexist >= model_conf.max_queues) {
+			struct queue *q;
+			assert_int_equal(engine_queue(e, "zz", 2, true, &q),
+			                 JQ_TOO_MANY_QUEUES);
+		}
+		m_compare_events(step);
+		m_compare_queues(e, step);
+	}
+
+	/*
+	 * Drain: every wait ends, every lease and delay runs out, every holder
+	 * lets go, and every task is finished.  Then the totals balance: each
+	 * id was one put somewhere, and each ended finished, dead-lettered on
+	 * to another queue (a put there) or dropped.
+	 */
+	m_step_cancel_all(e);
+	now += 4 * 100000;
+	engine_advance(e);
+	m_step_advance(e);    /* the model's side of the same deadlines */
+	for (int h = 0; h < M_HOLDERS; h++)
+		m_drop_holder(e, h);
+	m_compare_events(M_STEPS);
+	m_compare_queues(e, M_STEPS);
+	for (uint64_t id = 1; id < m->next_id; id++)
+		if (m->t[id].state == M_INFLIGHT) {
+			uint64_t left;
+			assert_int_equal(engine_task_done(e, id, &left), JQ_OK);
+		}
+	uint64_t puts = 0, finished = 0;
+	for (int qi = 0; qi < M_QUEUES; qi++) {
+		struct queue *eq;
+		if (m_queue(e, qi, false, &eq) == M_NONE)
+			continue;
+		struct take tk = { 0 };
+		struct delivery d;
+		for (int guard = 0; guard < M_TASKS; guard++) {
+			uint64_t left;
+			int rc = engine_get(e, eq, &tk, NULL, &d);
+			if (rc == JQ_EMPTY)
+				break;
+			assert_int_equal(rc, JQ_OK);
+			assert_int_equal(engine_task_done(e, d.task, &left),
+			                 JQ_OK);
+		}
+		struct queue_stats s;
+		engine_queue_stats(e, eq, NULL, 0, &s);
+		assert_int_equal(s.unfinished, 0);
+		puts += s.puts;
+		finished += s.task_dones;
+	}
+	check_engine(e);
+	assert_int_equal(puts, m->next_id - 1);
+	assert_int_equal(finished + m->q[1].dead_lettered,     /* b drops */
+	                 m->next_id - 1 - m->dl_puts);
+	/* The run reached the interesting places. */
+	assert_true(m->dl_puts > 0);
+	assert_true(m->q[1].dead_lettered > 0);
+	assert_true(m->q[0].redeliveries > 0);
+	engine_free(e);
+	*state = NULL;
+	free(m);
+	m = NULL;
+}
+
+/* ---- heap ---------------------------------------------------------------- */
+
+static void heap_check(const struct heap *h)
+{
+	for (size_t i = 0; i < h->len; i++) {
+		assert_int_equal(h->v[i]->slot, i);
+		if (i)
+			assert_true(h->v[(i - 1) / 2]->at <= h->v[i]->at);
+	}
+}
+
+static void heap_random_push_remove_keeps_min_on_top(void **state)
+{
+	(void)state;
+	enum { N = 500 };
+	static struct deadline d[N];
+	static bool in[N];
+	struct heap h = { 0 };
+	uint64_t rng = 88172645463325252ULL;
+
+	memset(in, 0, sizeof in);
+	for (int step = 0; step < 100000; step++) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		size_t i = rng % N;
+		unsigned op = (unsigned)(rng >> 32) % 3;
+		if (!in[i] && op) {
+			d[i].at = (rng >> 16) % 64;       /* many ties */
+			heap_push(&h, &d[i]);
+			in[i] = true;
+		} else if (in[i] && op == 0) {
+			heap_remove(&h, &d[i]);
+			in[i] = false;
+		} else if (h.len) {                    /* pop the top */
+			struct deadline *top = heap_top(&h);
+			heap_remove(&h, top);
+			in[top - d] = false;
+		}
+		msec_t min = NEVER;
+		size_t n = 0;
+		for (size_t k = 0; k < N; k++)
+			if (in[k]) {
+				n++;
+				if (d[k].at < min)
+					min = d[k].at;
+			}
+		assert_int_equal(h.len, n);
+		if (n)
+			assert_int_equal(heap_top(&h)->at, min);
+		else
+			assert_null(heap_top(&h));
+		if (step % 97 == 0)
+			heap_check(&h);
+	}
+	heap_check(&h);
+	heap_free(&h);
+	assert_null(h.v);
+}
+
+static void heap_pops_in_order(void **state)
+{
+	(void)state;
+	struct deadline d[200];
+	struct heap h = { 0 };
+
+	for (int i = 0; i < 200; i++) {
+		d[i].at = (msec_t)((i * 7919) % 200);
+		heap_push(&h, &d[i]);
+	}
+	for (msec_t want = 0; want < 200; want++) {
+		assert_int_equal(heap_top(&h)->at, want);
+		heap_remove(&h, heap_top(&h));
+		heap_check(&h);
+	}
+	assert_null(heap_top(&h));
+	heap_free(&h);
+}
+
+/* ---- idmap --------------------------------------------------------------- */
+
+static void *val_of(uint64_t key)
+{
+	return (void *)(uintptr_t)(key * 16 + 8);
+}
+
+/* Key i of the random test: small sequential ids like the engine's for odd
+ * i, huge ones for even i, never 0. */
+static uint64_t key_of(size_t i)
+{
+	return i % 2 ? i + 1 : (uint64_t)i * 0x100000001ULL + 1;
+}
+
+static void idmap_random_ops_match_reference(void **state)
+{
+	(void)state;
+	enum { KEYS = 5000 };
+	static bool in[KEYS];
+	struct idmap m_ = { 0 };
+	uint64_t rng = 0x9E3779B97F4A7C15ULL;
+	size_t n = 0;
+
+	memset(in, 0, sizeof in);
+	assert_null(idmap_get(&m_, 1));
+	assert_null(idmap_del(&m_, 1));
+	for (int step = 0; step < 100000; step++) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		size_t i = rng % KEYS;
+		uint64_t key = key_of(i);
+		unsigned op = (unsigned)(rng >> 40) % 10;
+		/* Phases that fill and drain: the table grows and shrinks. */
+		bool filling = (step / 20000) % 2 == 0;
+		if (op < (filling ? 6u : 1u)) {
+			if (!in[i]) {
+				idmap_put(&m_, key, val_of(key));
+				in[i] = true;
+				n++;
+			}
+		} else if (op < 8) {
+			void *v = idmap_del(&m_, key);
+			assert_ptr_equal(v, in[i] ? val_of(key) : NULL);
+			if (in[i])
+				n--;
+			in[i] = false;
+		} else {
+			assert_ptr_equal(idmap_get(&m_, key),
+			                 in[i] ? val_of(key) : NULL);
+		}
+		assert_int_equal(m_.len, n);
+		assert_true(m_.len * 4 <= (m_.mask + 1) * 3);
+		if (step % 5000 == 0)
+			for (size_t k = 0; k < KEYS; k++) {
+				uint64_t kk = key_of(k);
+				assert_ptr_equal(idmap_get(&m_, kk),
+				                 in[k] ? val_of(kk) : NULL);
+			}
+	}
+	idmap_free(&m_);
+	assert_null(m_.slots);
+}
+
+static void idmap_grows_and_shrinks(void **state)
+{
+	(void)state;
+	struct idmap m_ = { 0 };
+
+	for (uint64_t k = 1; k <= 10000; k++) {
+		idmap_put(&m_, k, val_of(k));
+		assert_true(m_.len * 4 <= (m_.mask + 1) * 3);
+	}
+	assert_int_equal(m_.len, 10000);
+	assert_true(m_.mask + 1 >= 16384);
+	for (uint64_t k = 1; k <= 9990; k++)
+		assert_ptr_equal(idmap_del(&m_, k), val_of(k));
+	assert_true(m_.mask + 1 <= 128);
+	for (uint64_t k = 9991; k <= 10000; k++)
+		assert_ptr_equal(idmap_get(&m_, k), val_of(k));
+	for (uint64_t k = 9991; k <= 10000; k++)
+		assert_ptr_equal(idmap_del(&m_, k), val_of(k));
+	assert_int_equal(m_.len, 0);
+	assert_int_equal(m_.mask + 1, 64);     /* never below the start */
+	idmap_free(&m_);
+}
+
+/* 0 marks an empty slot: it is never a key, and looking it up or deleting
+ * it changes nothing. */
+static void idmap_zero_key_is_never_found(void **state)
+{
+	(void)state;
+	struct idmap m_ = { 0 };
+
+	assert_null(idmap_del(&m_, 0));
+	for (uint64_t k = 1; k <= 10; k++)
+		idmap_put(&m_, k, val_of(k));
+	for (int i = 0; i < 5; i++) {
+		assert_null(idmap_get(&m_, 0));
+		assert_null(idmap_del(&m_, 0));
+		assert_int_equal(m_.len, 10);
+	}
+	for (uint64_t k = 1; k <= 10; k++)
+		assert_ptr_equal(idmap_del(&m_, k), val_of(k));
+	assert_int_equal(m_.len, 0);
+	idmap_free(&m_);
+}
+
+/* The home slot idmap.c computes (Fibonacci hashing), for a 64-slot table. */
+static size_t home64(uint64_t key)
+{
+	return (size_t)((key * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & 63;
+}
+
+#define RUN 12
+
+/* RUN keys: half homed at slot, half at the slot after it. */
+static void colliding_keys(size_t slot, uint64_t keys[RUN])
+{
+	size_t n = 0;
+	for (uint64_t k = 1; n < RUN && k < 1000000; k++)
+		if (home64(k) == (n < RUN / 2 ? slot : (slot + 1) & 63))
+			keys[n++] = k;
+	assert_int_equal(n, RUN);
+}
+
+/* Deletes keys one by one, the pick-th (0 first, 1 middle, 2 last) of
+ * those left each time, and checks every key after each deletion. */
+static void delete_run(const uint64_t keys[RUN], int pick)
+{
+	struct idmap m_ = { 0 };
+	bool in[RUN];
+
+	for (size_t i = 0; i < RUN; i++) {
+		idmap_put(&m_, keys[i], val_of(keys[i]));
+		in[i] = true;
+	}
+	assert_int_equal(m_.mask, 63);   /* one table, so one run */
+	for (size_t left = RUN; left > 0; left--) {
+		size_t nth = pick == 0 ? 0 : pick == 1 ? left / 2 : left - 1;
+		size_t i = 0;
+		for (size_t seen = 0;; i++)
+			if (in[i] && seen++ == nth)
+				break;
+		assert_ptr_equal(idmap_del(&m_, keys[i]), val_of(keys[i]));
+		in[i] = false;
+		for (size_t k = 0; k < RUN; k++)
+			assert_ptr_equal(idmap_get(&m_, keys[k]),
+			                 in[k] ? val_of(keys[k]) : NULL);
+	}
+	idmap_free(&m_);
+}
+
+/*
+ * Keys that share a home slot, and keys homed just after it, form one run;
+ * deleting from the run's start, middle or end must shift the rest back so
+ * that every other key is still found.  Slot 63 makes the run wrap.
+ */
+static void idmap_delete_keeps_colliding_keys_findable(void **state)
+{
+	(void)state;
+	uint64_t keys[RUN];
+
+	for (size_t slot = 61; slot < 64; slot++) {
+		colliding_keys(slot, keys);
+		for (int pick = 0; pick < 3; pick++)
+			delete_run(keys, pick);
+	}
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(put_get_is_fifo),
+		T(task_ids_start_at_one_and_increase),
+		T(task_ids_never_reused_across_redeliveries_and_dead_letters),
+		T(deliveries_count_each_redelivery),
+		T(items_are_stored_by_copy),
+		T(get_on_empty_queue_is_empty),
+
+		T(put_on_full_queue_is_full_without_waiter),
+		T(put_on_full_queue_parks_waiter),
+		T(blocked_puts_admitted_in_arrival_order),
+		T(get_on_full_queue_admits_exactly_one_blocked_put),
+		T(put_behind_waiting_puts_waits_its_turn),
+		T(put_waiter_times_out_with_full),
+
+		T(getters_served_in_arrival_order),
+		T(put_wakes_oldest_getter_synchronously),
+		T(new_getter_waits_behind_parked_getters),
+		T(get_waiter_times_out_at_exact_deadline),
+		T(join_waiter_times_out_with_timeout),
+		T(zero_timeout_waiter_expires_on_next_advance),
+		T(next_deadline_is_the_earliest),
+		T(never_timeout_never_fires),
+
+		T(join_ok_when_nothing_unfinished),
+		T(join_without_waiter_is_timeout),
+		T(parked_joiners_complete_on_last_task_done),
+		T(join_waits_for_delayed_and_released_tasks),
+		T(join_after_put_get_task_done),
+
+		T(task_done_returns_unfinished),
+		T(task_done_finds_task_in_any_queue),
+		T(task_done_unknown_task),
+		T(task_zero_is_unknown_and_harmless),
+
+		T(release_puts_task_at_head),
+		T(release_unknown_task),
+		T(release_with_delay_counts_delayed),
+		T(delayed_task_enters_head_even_if_full),
+		T(delayed_task_wakes_waiting_getter),
+		T(release_wakes_waiting_getter),
+
+		T(lease_expiry_returns_task_to_head),
+		T(lease_expiry_wakes_waiting_getter),
+		T(parked_getter_lease_starts_at_delivery),
+		T(parked_getter_with_holder_holds_task),
+		T(task_done_before_lease_expiry_cancels_it),
+		T(release_of_leased_task_cancels_lease),
+		T(lease_wins_over_holder),
+
+		T(drop_holder_returns_oldest_delivery_first),
+		T(drop_holder_across_queues),
+		T(drop_holder_serves_waiting_getters_oldest_first),
+		T(leased_tasks_survive_drop_holder),
+		T(unheld_unleased_task_stays_in_flight),
+		T(finished_tasks_leave_their_holder),
+		T(delayed_release_leaves_its_holder),
+		T(holder_is_reusable_after_drop),
+		T(returned_tasks_enter_full_queue),
+
+		T(task_within_max_deliveries_comes_back),
+		T(release_after_max_deliveries_dead_letters),
+		T(lease_expiry_after_max_deliveries_dead_letters),
+		T(drop_holder_after_max_deliveries_dead_letters),
+		T(delayed_release_after_max_deliveries_dead_letters_at_once),
+		T(dead_letter_wakes_joiners),
+		T(dead_letter_wakes_getter_of_dead_queue),
+		T(dead_letter_off_drops_task),
+		T(dead_letter_custom_name),
+		T(dead_letter_enters_past_max_queues_and_when_full),
+
+		T(too_many_queues),
+		T(lookup_without_create_gives_null),
+		T(stats_of_unknown_queue_use_configured_maxsize),
+		T(queues_listed_in_creation_order),
+
+		T(fits_refusal_on_immediate_get_changes_nothing),
+		T(fits_sees_the_next_delivery_count),
+		T(fits_refusal_on_parked_getter_keeps_item_for_next),
+
+		T(cancel_removes_waiter_silently),
+		T(expire_ends_wait_with_timeout_code),
+		T(cancel_waiters_reaches_every_waiter_once),
+
+		T(stats_count_every_op),
+		T(stats_count_waiters),
+		T(free_with_everything_outstanding),
+
+		T(random_ops_match_model),
+
+		cmocka_unit_test(heap_random_push_remove_keeps_min_on_top),
+		cmocka_unit_test(heap_pops_in_order),
+		cmocka_unit_test(idmap_random_ops_match_reference),
+		cmocka_unit_test(idmap_grows_and_shrinks),
+		cmocka_unit_test(idmap_zero_key_is_never_found),
+		cmocka_unit_test(idmap_delete_keeps_colliding_keys_findable),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

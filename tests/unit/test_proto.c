@@ -1,0 +1,2300 @@
+/*
+ * test_proto.c - unit tests of the wire code shared by daemon and clients
+ * (proto/): framing, UTF-8 validation, request decoding and checking, reply
+ * building, the byte buffer and the error names.
+ *
+ * Requests are tested from tables, one row a frame, in the spirit of
+ * jansson's test suites: every row runs, and every failing row is printed
+ * with what it gave and what PROTOCOL.md wants, before the test fails.
+ * Rows write JSON with ' for " to stay readable; a row marked raw is taken
+ * byte for byte.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "errcode.h"
+#include "frame.h"
+#include "reply.h"
+#include "request.h"
+#include "utf8.h"
+
+#define DEFAULT_DEPTH 64
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* A diagnostic line in the TAP stream, shown next to the failing case. */
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+	print_message("# ");
+	va_start(ap, fmt);
+	vprint_message(fmt, ap);
+	va_end(ap);
+}
+
+/* A table row's frame with ' turned into ", in a buffer the caller frees. */
+static char *dq(const char *s, size_t len)
+{
+	char *p = malloc(len + 1);
+	assert_non_null(p);
+	for (size_t i = 0; i < len; i++)
+		p[i] = s[i] == '\'' ? '"' : s[i];
+	p[len] = '\0';
+	return p;
+}
+
+/* Decodes and checks one frame as the daemon does; the first failure wins. */
+static int judge(const char *frame, size_t len, unsigned depth,
+                 struct request *r, struct errinfo *e)
+{
+	e->code = JQ_OK;
+	e->message[0] = '\0';
+	int rc = request_decode(frame, len, depth, r, e);
+	if (rc == JQ_OK)
+		rc = request_check(r, e);
+	return rc;
+}
+
+/* Decodes a frame (' for ") that must pass both steps.  Returns the frame,
+ * which r's id and item may point into: release it with done(). */
+static char *accept_frame(const char *frame, struct request *r)
+{
+	struct errinfo e;
+	char *f = dq(frame, strlen(frame));
+	int rc = judge(f, strlen(f), DEFAULT_DEPTH, r, &e);
+	if (rc != JQ_OK)
+		note("frame %s: %s: %s\n", f, jq_errname(rc), e.message);
+	assert_int_equal(rc, JQ_OK);
+	return f;
+}
+
+/* Frees a request and then the frame it was decoded from. */
+static void done(struct request *r, char *frame)
+{
+	request_free(r);
+	free(frame);
+}
+
+/* The code a frame (' for ") gets from decode and check; depth 0 is the
+ * default max_depth. */
+static int verdict(const char *frame, unsigned depth)
+{
+	struct request r;
+	struct errinfo e;
+	char *f = dq(frame, strlen(frame));
+	int rc = judge(f, strlen(f), depth ? depth : DEFAULT_DEPTH, &r, &e);
+	request_free(&r);
+	free(f);
+	return rc;
+}
+
+/* A request naming a queue of n bytes: n - strlen(tail) 'q's, then tail. */
+static char *queue_frame(size_t n, const char *tail)
+{
+	size_t t = strlen(tail);
+	char *name = malloc(n + 1);
+	assert_non_null(name);
+	assert_true(n >= t);
+	memset(name, 'q', n - t);
+	memcpy(name + n - t, tail, t + 1);
+	char *f = malloc(n + 64);
+	assert_non_null(f);
+	snprintf(f, n + 64, "{\"op\":\"qsize\",\"queue\":\"%s\"}", name);
+	free(name);
+	return f;
+}
+
+static int queue_verdict(size_t n, const char *tail)
+{
+	struct request r;
+	struct errinfo e;
+	char *f = queue_frame(n, tail);
+	int rc = judge(f, strlen(f), DEFAULT_DEPTH, &r, &e);
+	if (rc == JQ_OK)
+		assert_int_equal(r.queue_len, n);
+	request_free(&r);
+	free(f);
+	return rc;
+}
+
+/* Frees a buf and checks that what it held was s, byte for byte. */
+static void expect_buf(struct buf *b, const char *s, size_t len)
+{
+	if (b->len != len || memcmp(b->p, s, len) != 0)
+		note("got  [%.*s]\nwant [%.*s]\n", (int)b->len, b->p,
+		            (int)len, s);
+	assert_int_equal(b->len, len);
+	assert_memory_equal(b->p, s, len);
+	buf_free(b);
+}
+
+#define EXPECT_BUF(b, lit) expect_buf((b), (lit), sizeof(lit) - 1)
+
+static json_t *load(const char *text)
+{
+	json_error_t err;
+	json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+	if (!v)
+		note("%s: %s\n", text, err.text);
+	assert_non_null(v);
+	return v;
+}
+
+/* Checks that a jtext holds exactly want[0..len); want NULL: absent. */
+static void expect_jtext(const char *what, const struct jtext *t,
+                         const char *want, size_t len)
+{
+	if (!want) {
+		if (t->p)
+			note("%s: got [%.*s], want absent\n", what, (int)t->len,
+			     t->p);
+		assert_null(t->p);
+		return;
+	}
+	if (!t->p)
+		note("%s: absent, want [%.*s]\n", what, (int)len, want);
+	assert_non_null(t->p);
+	if (t->len != len || memcmp(t->p, want, len) != 0)
+		note("%s: got  [%.*s]\n# want [%.*s]\n", what, (int)t->len,
+		     t->p, (int)len, want);
+	assert_int_equal(t->len, len);
+	assert_memory_equal(t->p, want, len);
+}
+
+#define EXPECT_JTEXT(t, lit) expect_jtext(#t, (t), (lit), sizeof(lit) - 1)
+
+/* The JSON value a jtext holds, parsed by jansson; the caller decrefs. */
+static json_t *jtext_load(const struct jtext *t)
+{
+	json_error_t err;
+	assert_non_null(t->p);
+	json_t *v = json_loadb(t->p, t->len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+	                       &err);
+	if (!v)
+		note("[%.*s]: %s\n", (int)t->len, t->p, err.text);
+	assert_non_null(v);
+	return v;
+}
+
+/* True if t points into frame[0..len) rather than into a copy. */
+static bool in_frame(const struct jtext *t, const char *frame, size_t len)
+{
+	uintptr_t p = (uintptr_t)t->p, f = (uintptr_t)frame;
+	return p >= f && p + t->len <= f + len;
+}
+
+/* ---- frame_next ---------------------------------------------------------- */
+
+static enum frame_status frame_of(const char *s, size_t max, struct frame *f)
+{
+	memset(f, 0xAA, sizeof *f);
+	return frame_next(s, strlen(s), max, f);
+}
+
+static void frame_single_line(void **state)
+{
+	(void)state;
+	struct frame f;
+	const char *s = "{\"op\":\"ping\"}\n";
+	assert_int_equal(frame_of(s, 1024, &f), FRAME_OK);
+	assert_ptr_equal(f.start, s);
+	assert_int_equal(f.len, strlen(s) - 1);
+	assert_int_equal(f.consumed, strlen(s));
+}
+
+static void frame_several_lines_in_one_buffer(void **state)
+{
+	(void)state;
+	struct frame f;
+	const char *s = "a\nbc\r\n\n  \r\nd";
+	size_t off = 0;
+
+	assert_int_equal(frame_of(s + off, 1024, &f), FRAME_OK);
+	assert_int_equal(f.len, 1);
+	assert_int_equal(f.consumed, 2);
+	off += f.consumed;
+	assert_int_equal(frame_of(s + off, 1024, &f), FRAME_OK);
+	assert_ptr_equal(f.start, s + off);
+	assert_memory_equal(f.start, "bc", 2);
+	assert_int_equal(f.len, 2);
+	assert_int_equal(f.consumed, 4);
+	off += f.consumed;
+	assert_int_equal(frame_of(s + off, 1024, &f), FRAME_EMPTY);
+	assert_int_equal(f.consumed, 1);
+	off += f.consumed;
+	assert_int_equal(frame_of(s + off, 1024, &f), FRAME_EMPTY);
+	assert_int_equal(f.consumed, 4);
+	off += f.consumed;
+	assert_int_equal(frame_of(s + off, 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(off, strlen(s) - 1);
+}
+
+static void frame_strips_only_the_cr_before_lf(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("x\r\n", 1024, &f), FRAME_OK);
+	assert_int_equal(f.len, 1);
+	assert_int_equal(f.consumed, 3);
+	/* Only one CR goes: an earlier one is the frame's (and bad JSON). */
+	assert_int_equal(frame_of("x\r\r\n", 1024, &f), FRAME_OK);
+	assert_int_equal(f.len, 2);
+	assert_int_equal(frame_of("a\rb\n", 1024, &f), FRAME_OK);
+	assert_int_equal(f.len, 3);
+}
+
+static void frame_blank_lines_are_empty(void **state)
+{
+	(void)state;
+	static const char *const blank[] = {
+		"\n", "\r\n", " \n", "\t\n", "   \t \n", "\r\r\n", " \r \t\r\n",
+	};
+	struct frame f;
+	for (size_t i = 0; i < sizeof blank / sizeof *blank; i++) {
+		assert_int_equal(frame_of(blank[i], 1024, &f), FRAME_EMPTY);
+		assert_int_equal(f.consumed, strlen(blank[i]));
+	}
+	assert_int_equal(frame_of(" x \n", 1024, &f), FRAME_OK);
+	assert_int_equal(frame_of("\v\n", 1024, &f), FRAME_OK); /* not blank */
+	assert_true(frame_blank("", 0));
+	assert_true(frame_blank(" \t\r\n", 4));
+	assert_false(frame_blank(" \t0", 3));
+}
+
+static void frame_partial_needs_more(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("", 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("{\"op\"", 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("{}\r", 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("   ", 1024, &f), FRAME_NEED_MORE);
+}
+
+static void frame_max_frame_bytes_before_lf_pass(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("12345678\n", 8, &f), FRAME_OK);
+	assert_int_equal(f.len, 8);
+	assert_int_equal(f.consumed, 9);
+	/* The CR counts: 7 bytes and a CR make 8. */
+	assert_int_equal(frame_of("1234567\r\n", 8, &f), FRAME_OK);
+	assert_int_equal(f.len, 7);
+	assert_int_equal(f.consumed, 9);
+	/* A legal frame with more bytes behind it in the buffer. */
+	assert_int_equal(frame_of("12345678\nxxxxxxxxxxxx", 8, &f), FRAME_OK);
+	assert_int_equal(f.len, 8);
+	assert_int_equal(frame_of("ab\nxxxxxxxxxxxxxxxxxx", 8, &f), FRAME_OK);
+	assert_int_equal(f.len, 2);
+}
+
+static void frame_max_frame_plus_one_is_too_large(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("123456789\n", 8, &f), FRAME_TOO_LARGE);
+	assert_int_equal(frame_of("12345678\r\n", 8, &f), FRAME_TOO_LARGE);
+	/* A line of only spaces past the limit cannot be known blank until
+	 * its LF, which the limit says not to wait for. */
+	assert_int_equal(frame_of("         \n", 8, &f), FRAME_TOO_LARGE);
+}
+
+static void frame_too_large_without_waiting_for_lf(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("12345678", 8, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("123456789", 8, &f), FRAME_TOO_LARGE);
+	assert_int_equal(frame_of("1234567\r", 8, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("12345678\r", 8, &f), FRAME_TOO_LARGE);
+	assert_int_equal(frame_of("1234567890123456789012345\n", 8, &f),
+	                 FRAME_TOO_LARGE);
+}
+
+static void frame_max_frame_zero(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("\n", 0, &f), FRAME_EMPTY);
+	assert_int_equal(f.consumed, 1);
+	assert_int_equal(frame_of("", 0, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("a", 0, &f), FRAME_TOO_LARGE);
+	assert_int_equal(frame_of("\r\n", 0, &f), FRAME_TOO_LARGE);
+}
+
+static void frame_huge_max_frame(void **state)
+{
+	(void)state;
+	struct frame f;
+	assert_int_equal(frame_of("abc", SIZE_MAX, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_of("abc\n", SIZE_MAX, &f), FRAME_OK);
+	assert_int_equal(f.len, 3);
+}
+
+/* ---- utf8_valid ---------------------------------------------------------- */
+
+/*
+ * A plain reference validator: decodes one sequence and checks the code
+ * point (RFC 3629, section 3).  Returns the offset of the first bad
+ * sequence, or len.
+ */
+static size_t ref_utf8(const unsigned char *p, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned c = p[i];
+		size_t n;
+		uint32_t cp, min;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			n = 1, cp = c & 0x1F, min = 0x80;
+		} else if ((c & 0xF0) == 0xE0) {
+			n = 2, cp = c & 0x0F, min = 0x800;
+		} else if ((c & 0xF8) == 0xF0) {
+			n = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return i;
+		}
+		if (i + n >= len)
+			return i;
+		for (size_t k = 1; k <= n; k++) {
+			if ((p[i + k] & 0xC0) != 0x80)
+				return i;
+			cp = cp << 6 | (p[i + k] & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return i;
+		i += n + 1;
+	}
+	return len;
+}
+
+/* utf8_valid on s, compared with the expected first bad offset (or -1). */
+static void expect_utf8(const char *s, size_t len, long want_bad)
+{
+	size_t bad = 12345;
+	bool ok = utf8_valid(s, len, &bad);
+	if (ok != (want_bad < 0) || (!ok && (long)bad != want_bad)) {
+		char hex[200] = "";
+		for (size_t i = 0; i < len && i < 48; i++)
+			snprintf(hex + 3 * i, 4, "%02x ", (unsigned char)s[i]);
+		note("[%s]: valid %d bad %zu, want bad %ld\n", hex, ok,
+		            bad, want_bad);
+	}
+	assert_int_equal(ok, want_bad < 0);
+	if (!ok)
+		assert_int_equal(bad, (size_t)want_bad);
+	assert_int_equal(utf8_valid(s, len, NULL), ok);   /* bad may be NULL */
+}
+
+#define UTF8(lit, want) expect_utf8((lit), sizeof(lit) - 1, (want))
+
+static void utf8_accepts_ascii_and_multibyte(void **state)
+{
+	(void)state;
+	UTF8("", -1);
+	UTF8("hello, world {\"op\":\"ping\"}", -1);
+	UTF8("a\0b", -1);                       /* NUL is a character */
+	UTF8("\x7f", -1);
+	UTF8("\xc2\x80", -1);                   /* U+0080 */
+	UTF8("\xc3\xa9", -1);                   /* é */
+	UTF8("\xdf\xbf", -1);                   /* U+07FF */
+	UTF8("\xe0\xa0\x80", -1);               /* U+0800 */
+	UTF8("\xe2\x82\xac", -1);               /* € */
+	UTF8("\xed\x9f\xbf", -1);               /* U+D7FF */
+	UTF8("\xee\x80\x80", -1);               /* U+E000 */
+	UTF8("\xef\xbf\xbf", -1);               /* U+FFFF */
+	UTF8("\xf0\x90\x80\x80", -1);           /* U+10000 */
+	UTF8("\xf0\x9d\x84\x9e", -1);           /* 𝄞 */
+	UTF8("\xf4\x8f\xbf\xbf", -1);           /* U+10FFFF */
+	UTF8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e!", -1);
+}
+
+static void utf8_rejects_overlongs(void **state)
+{
+	(void)state;
+	UTF8("\xc0\x80", 0);
+	UTF8("\xc1\xbf", 0);
+	UTF8("ab\xe0\x80\x80", 2);
+	UTF8("\xe0\x9f\xbf", 0);
+	UTF8("\xf0\x80\x80\x80", 0);
+	UTF8("x\xf0\x8f\xbf\xbf", 1);
+}
+
+static void utf8_rejects_surrogates_and_beyond_max(void **state)
+{
+	(void)state;
+	UTF8("\xed\xa0\x80", 0);                /* U+D800 */
+	UTF8("\xed\xbf\xbf", 0);                /* U+DFFF */
+	UTF8("\xed\xa0\xbd\xed\xb8\x80", 0);    /* a CESU-8 pair */
+	UTF8("\xf4\x90\x80\x80", 0);            /* U+110000 */
+	UTF8("\xf5\x80\x80\x80", 0);
+	UTF8("\xf7\xbf\xbf\xbf", 0);
+	UTF8("\xf8\x88\x80\x80\x80", 0);
+	UTF8("\xfc\x84\x80\x80\x80\x80", 0);
+	UTF8("ok\xfe", 2);
+	UTF8("ok\xff", 2);
+}
+
+static void utf8_rejects_truncated_sequences(void **state)
+{
+	(void)state;
+	UTF8("\xc3", 0);
+	UTF8("abc\xe2\x82", 3);
+	UTF8("abc\xe2", 3);
+	UTF8("\xf0\x9d\x84", 0);
+	UTF8("\xf0\x9d", 0);
+	UTF8("\xf0", 0);
+	/* Cut short by an ASCII byte rather than by the end. */
+	UTF8("\xc3" "A", 0);
+	UTF8("\xe2" "A\xac", 0);
+	UTF8("\xe2\x82" "A", 0);
+	UTF8("\xf0\x9d" "A\x9e", 0);
+	UTF8("\xf0\x9d\x84" "A", 0);
+}
+
+static void utf8_rejects_stray_continuation_bytes(void **state)
+{
+	(void)state;
+	UTF8("\x80", 0);
+	UTF8("\xbf", 0);
+	UTF8("a\x80", 1);
+	UTF8("\xc3\xa9\xa9", 2);                /* one continuation too many */
+	UTF8("\xe2\x82\xac\x80", 3);
+}
+
+static void utf8_fast_path_reports_every_position(void **state)
+{
+	(void)state;
+	char s[32];
+
+	for (size_t pos = 0; pos < 18; pos++) {
+		/* An invalid byte at pos in a longer ASCII buffer. */
+		memset(s, 'a', sizeof s);
+		s[pos] = (char)0xff;
+		expect_utf8(s, 24, (long)pos);
+		/* A valid 2-byte character there instead. */
+		s[pos] = (char)0xc3;
+		s[pos + 1] = (char)0xa9;
+		expect_utf8(s, 24, -1);
+		/* A 4-byte character, across an 8-byte boundary at times. */
+		memcpy(s + pos, "\xf0\x9d\x84\x9e", 4);
+		expect_utf8(s, 24, -1);
+		/* Truncated at the very end of a buffer of pos + 2 bytes. */
+		memset(s, 'a', sizeof s);
+		memcpy(s + pos, "\xe2\x82", 2);
+		expect_utf8(s, pos + 2, (long)pos);
+		/* A valid multi-byte character, then a bad byte at pos + 2. */
+		memset(s, 'a', sizeof s);
+		memcpy(s + pos, "\xc3\xa9\x80", 3);
+		expect_utf8(s, 24, (long)pos + 2);
+	}
+	/* Exactly eight and sixteen bytes, all ASCII, then one bad. */
+	memset(s, 'a', sizeof s);
+	expect_utf8(s, 8, -1);
+	expect_utf8(s, 16, -1);
+	s[16] = (char)0x80;
+	expect_utf8(s, 17, 16);
+}
+
+/* Every sequence of one and two bytes, every three-byte sequence that
+ * starts with a lead byte, and many random ones, against the reference. */
+static void utf8_matches_reference_decoder(void **state)
+{
+	(void)state;
+	unsigned char s[8];
+	size_t bad;
+
+	for (unsigned a = 0; a < 256; a++) {
+		for (unsigned b = 0; b < 256; b++) {
+			s[0] = (unsigned char)a;
+			s[1] = (unsigned char)b;
+			size_t want = ref_utf8(s, 2);
+			bool ok = utf8_valid((char *)s, 2, &bad);
+			assert_int_equal(ok, want == 2);
+			if (!ok)
+				assert_int_equal(bad, want);
+			if (a < 0xE0 || a > 0xF4)
+				continue;
+			for (unsigned c = 0; c < 256; c++) {
+				s[2] = (unsigned char)c;
+				want = ref_utf8(s, 3);
+				ok = utf8_valid((char *)s, 3, &bad);
+				assert_int_equal(ok, want == 3);
+				if (!ok)
+					assert_int_equal(bad, want);
+			}
+		}
+	}
+	srand(7477);
+	for (int round = 0; round < 200000; round++) {
+		size_t n = 1 + (size_t)rand() % 8;
+		for (size_t i = 0; i < n; i++) {
+			/* Mostly bytes that make up multi-byte sequences. */
+			int r = rand();
+			s[i] = (unsigned char)(r % 4 == 0 ? r % 128 :
+			                       r % 4 == 1 ? 0x80 + r % 64 :
+			                       0xC0 + r % 64);
+		}
+		size_t want = ref_utf8(s, n);
+		bool ok = utf8_valid((char *)s, n, &bad);
+		assert_int_equal(ok, want == n);
+		if (!ok)
+			assert_int_equal(bad, want);
+	}
+}
+
+/* ---- request_decode and request_check: tables ---------------------------- */
+
+struct rcase {
+	const char *frame;         /* ' stands for " unless raw */
+	int code;
+	const char *mention;       /* the message must name this, or NULL */
+	unsigned depth;            /* max_depth; 0: DEFAULT_DEPTH */
+	bool raw;                  /* frame taken byte for byte */
+};
+
+/* Runs every row and fails once at the end, having printed each bad row. */
+static void run_cases(const struct rcase *c, size_t n)
+{
+	int failures = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct request r;
+		struct errinfo e;
+		size_t len = strlen(c[i].frame);
+		char *f = c[i].raw ? strdup(c[i].frame) : dq(c[i].frame, len);
+		unsigned depth = c[i].depth ? c[i].depth : DEFAULT_DEPTH;
+		int rc = judge(f, len, depth, &r, &e);
+		const char *why = NULL;
+
+		if (rc != c[i].code)
+			why = "wrong code";
+		else if (rc != JQ_OK && e.code != rc)
+			why = "errinfo code differs from the return";
+		else if (rc != JQ_OK && !e.message[0])
+			why = "no message";
+		else if (rc != JQ_OK &&
+		         !utf8_valid(e.message, strlen(e.message), NULL))
+			why = "message is not UTF-8";
+		else if (c[i].mention && !strstr(e.message, c[i].mention))
+			why = "message does not name the field";
+		if (why) {
+			note("row %zu %s: got %s (%s), want %s: %s\n", i, f,
+			            jq_errname(rc), rc ? e.message : "",
+			            jq_errname(c[i].code), why);
+			failures++;
+		}
+		request_free(&r);
+		free(f);
+	}
+	assert_int_equal(failures, 0);
+}
+
+#define RUN_CASES(t) run_cases((t), sizeof(t) / sizeof *(t))
+
+/* A row; one whose message must name something; one with its own
+ * max_depth; one taken byte for byte. */
+#define ROW(frame, code) { (frame), (code), NULL, 0, false }
+#define NAMES(frame, code, what) { (frame), (code), (what), 0, false }
+#define DEPTH(frame, code, depth) { (frame), (code), NULL, (depth), false }
+#define RAW(frame, code) { (frame), (code), NULL, 0, true }
+
+static void request_bad_utf8(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		NAMES("{'op':'ping','x':'\xff'}", JQ_BAD_UTF8, "byte 18"),
+		ROW("{'op':'ping','x':'\xc0\x80'}", JQ_BAD_UTF8),
+		ROW("{'op':'ping','x':'\xed\xa0\x80'}", JQ_BAD_UTF8),
+		ROW("{'op':'ping','x':'\xf4\x90\x80\x80'}", JQ_BAD_UTF8),
+		ROW("{'op':'ping'}\xe2\x82", JQ_BAD_UTF8),
+		ROW("{'op':'ping','\x80':1}", JQ_BAD_UTF8),
+		/* bad_utf8 is judged before JSON: it wins over bad_json. */
+		ROW("not json at all \xff", JQ_BAD_UTF8),
+		/* And before the depth limit. */
+		DEPTH("[[[[\xff", JQ_BAD_UTF8, 2),
+		/* Valid UTF-8 everywhere is fine. */
+		ROW("{'op':'ping','x':'caf\xc3\xa9 \xf0\x9d\x84\x9e'}", JQ_OK),
+	};
+	RUN_CASES(cases);
+}
+
+static void request_bad_json(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		ROW("", JQ_BAD_JSON),
+		ROW("   ", JQ_BAD_JSON),
+		/* Not an object. */
+		NAMES("[]", JQ_BAD_JSON, "object"),
+		ROW("[{'op':'ping'}]", JQ_BAD_JSON),
+		ROW("1", JQ_BAD_JSON),
+		ROW("'ping'", JQ_BAD_JSON),
+		ROW("null", JQ_BAD_JSON),
+		ROW("true", JQ_BAD_JSON),
+		/* Trailing garbage, two objects. */
+		ROW("{'op':'ping'} x", JQ_BAD_JSON),
+		ROW("{'op':'ping'}{}", JQ_BAD_JSON),
+		ROW("{'op':'ping'},", JQ_BAD_JSON),
+		/* Not RFC 8259. */
+		ROW("{'op':'put','item':NaN}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':Infinity}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':-Infinity}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':01}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':-01}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':+1}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':.5}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':1.}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':0x10}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':'a\x01'}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':'a\tb'}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':'a\x1f'}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':'\\x41'}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':'\\ud800'}", JQ_BAD_JSON),
+		ROW("{'op':'ping'} // a comment", JQ_BAD_JSON),
+		ROW("{/* a comment */'op':'ping'}", JQ_BAD_JSON),
+		ROW("{'op':'ping',}", JQ_BAD_JSON),
+		ROW("{op:'ping'}", JQ_BAD_JSON),
+		RAW("{\"op\":'ping'}", JQ_BAD_JSON),   /* raw: quotes */
+		ROW("{'op':'ping'", JQ_BAD_JSON),
+		ROW("{'op':'ping", JQ_BAD_JSON),
+		ROW("{'op' 'ping'}", JQ_BAD_JSON),
+		ROW("{'op':'put','item':[1,]}", JQ_BAD_JSON),
+		ROW("\xef\xbb\xbf{'op':'ping'}", JQ_BAD_JSON),  /* BOM */
+		/* Whitespace around the object is allowed. */
+		ROW(" \t{'op':'ping'}\t \r", JQ_OK),
+		ROW("{ 'op' : 'ping' }", JQ_OK),
+	};
+	RUN_CASES(cases);
+}
+
+static void request_depth_limit(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		/* The request object itself is depth 1. */
+		DEPTH("{'op':'ping'}", JQ_OK, 1),
+		{ "{'op':'put','item':[]}",
+		    JQ_BAD_JSON, "max_depth", 1, false },
+		DEPTH("{'op':'put','item':{'a':[1]}}", JQ_OK, 3),
+		{ "{'op':'put','item':{'a':[[1]]}}",
+		    JQ_BAD_JSON, "max_depth", 3, false },
+		DEPTH("{'op':'put','item':[[],[],[],{}]}", JQ_OK, 3),
+		DEPTH("{'op':'put','item':[[[]],[]]}", JQ_BAD_JSON, 3),
+		/* Brackets inside strings are data. */
+		DEPTH("{'op':'put','item':'[[[[{{{{'}", JQ_OK, 1),
+		DEPTH("{'op':'put','item':'}}]]'}", JQ_OK, 1),
+		DEPTH("{'op':'put','item':'\\'[[[['}", JQ_OK, 1),
+		DEPTH("{'op':'put','[[[[':1,'item':1}", JQ_OK, 1),
+		/* An escaped backslash, then the closing quote. */
+		DEPTH("{'op':'put','item':'\\\\','x':[[1]]}", JQ_BAD_JSON, 2),
+		DEPTH("{'op':'put','item':'\\\\','x':[1]}", JQ_OK, 2),
+	};
+	RUN_CASES(cases);
+}
+
+/* The default limit: 64 deep passes, 65 does not. */
+static void request_depth_at_default_limit(void **state)
+{
+	(void)state;
+	char f[512];
+	struct request r;
+	struct errinfo e;
+
+	for (unsigned depth = 62; depth <= 66; depth++) {
+		size_t n = (size_t)snprintf(f, sizeof f,
+		                            "{\"op\":\"put\",\"item\":");
+		for (unsigned i = 1; i < depth; i++)
+			f[n++] = '[';
+		f[n++] = '1';
+		for (unsigned i = 1; i < depth; i++)
+			f[n++] = ']';
+		f[n++] = '}';
+		int rc = judge(f, n, DEFAULT_DEPTH, &r, &e);
+		assert_int_equal(rc, depth <= DEFAULT_DEPTH ? JQ_OK
+		                                            : JQ_BAD_JSON);
+		request_free(&r);
+	}
+}
+
+static void request_bad_request(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		/* op missing or not a string; null is absent. */
+		NAMES("{}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'queue':'jobs'}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':null}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':1}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':true}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':['ping']}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':{'name':'ping'}}", JQ_BAD_REQUEST, "'op'"),
+		/* block */
+		NAMES("{'op':'get','block':1}", JQ_BAD_REQUEST, "'block'"),
+		NAMES("{'op':'get','block':'true'}", JQ_BAD_REQUEST, "'block'"),
+		NAMES("{'op':'put','item':1,'block':0}",
+		    JQ_BAD_REQUEST, "'block'"),
+		NAMES("{'op':'join','block':[]}", JQ_BAD_REQUEST, "'block'"),
+		/* timeout */
+		NAMES("{'op':'get','timeout':-1}", JQ_BAD_REQUEST, "'timeout'"),
+		NAMES("{'op':'get','timeout':-0.001}",
+		    JQ_BAD_REQUEST, "'timeout'"),
+		NAMES("{'op':'get','timeout':'5'}",
+		    JQ_BAD_REQUEST, "'timeout'"),
+		NAMES("{'op':'get','timeout':true}",
+		    JQ_BAD_REQUEST, "'timeout'"),
+		NAMES("{'op':'put','item':1,'timeout':[]}",
+		    JQ_BAD_REQUEST, "'timeout'"),
+		NAMES("{'op':'join','timeout':-5}",
+		    JQ_BAD_REQUEST, "'timeout'"),
+		/* lease */
+		NAMES("{'op':'get','lease':0}", JQ_BAD_REQUEST, "'lease'"),
+		NAMES("{'op':'get','lease':0.0}", JQ_BAD_REQUEST, "'lease'"),
+		NAMES("{'op':'get','lease':-1}", JQ_BAD_REQUEST, "'lease'"),
+		NAMES("{'op':'get','lease':'30'}", JQ_BAD_REQUEST, "'lease'"),
+		/* task */
+		NAMES("{'op':'task_done'}", JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':null}",
+		    JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':0}", JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':-1}", JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':1.5}",
+		    JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':'3'}",
+		    JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'task_done','task':true}",
+		    JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'release'}", JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'release','task':0}", JQ_BAD_REQUEST, "'task'"),
+		NAMES("{'op':'release','task':[3]}", JQ_BAD_REQUEST, "'task'"),
+		/* delay */
+		NAMES("{'op':'release','task':3,'delay':-1}",
+		    JQ_BAD_REQUEST, "'delay'"),
+		NAMES("{'op':'release','task':3,'delay':'1'}",
+		    JQ_BAD_REQUEST, "'delay'"),
+		/* item */
+		NAMES("{'op':'put'}", JQ_BAD_REQUEST, "'item'"),
+		NAMES("{'op':'put','items':1}", JQ_BAD_REQUEST, "'item'"),
+		/* noreply */
+		NAMES("{'op':'ping','noreply':1}", JQ_BAD_REQUEST, "'noreply'"),
+		NAMES("{'op':'put','item':1,'noreply':'yes'}",
+		    JQ_BAD_REQUEST, "'noreply'"),
+		NAMES("{'op':'get','noreply':true}", JQ_BAD_REQUEST, "noreply"),
+		/* Fine: the same fields in range. */
+		ROW("{'op':'get','noreply':false}", JQ_OK),
+		ROW("{'op':'get','block':false,'timeout':0,'lease':0.001}",
+		    JQ_OK),
+		ROW("{'op':'get','timeout':-0}", JQ_OK),
+		ROW("{'op':'put','item':null}", JQ_OK),
+		ROW("{'op':'put','item':1,'noreply':true}", JQ_OK),
+		ROW("{'op':'release','task':3,'delay':0}", JQ_OK),
+		ROW("{'op':'task_done','task':9007199254740991}", JQ_OK),
+		/* A field an op does not take is ignored, whatever it holds. */
+		ROW("{'op':'task_done','task':1,'block':'x','lease':-1}",
+		    JQ_OK),
+		ROW("{'op':'qsize','timeout':'x','item':[]}", JQ_OK),
+		ROW("{'op':'ping','task':-1}", JQ_OK),
+	};
+	RUN_CASES(cases);
+}
+
+static void request_unknown_op(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		NAMES("{'op':'PING'}", JQ_UNKNOWN_OP, "'op'"),
+		ROW("{'op':'Ping'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'ping\\u0000x'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'ping\\u0000'}", JQ_UNKNOWN_OP),
+		ROW("{'op':''}", JQ_UNKNOWN_OP),
+		ROW("{'op':' ping'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'pin'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'pingg'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'taskdone'}", JQ_UNKNOWN_OP),
+		ROW("{'op':'get_nowait'}", JQ_UNKNOWN_OP),
+		/* unknown_op is judged before the queue. */
+		ROW("{'op':'nope','queue':''}", JQ_UNKNOWN_OP),
+		ROW("{'op':'nope','queue':7}", JQ_UNKNOWN_OP),
+		/* Every op of protocol 1 is known. */
+		ROW("{'op':'put','item':1}", JQ_OK),
+		ROW("{'op':'get'}", JQ_OK),
+		ROW("{'op':'task_done','task':1}", JQ_OK),
+		ROW("{'op':'release','task':1}", JQ_OK),
+		ROW("{'op':'join'}", JQ_OK),
+		ROW("{'op':'qsize'}", JQ_OK),
+		ROW("{'op':'empty'}", JQ_OK),
+		ROW("{'op':'full'}", JQ_OK),
+		ROW("{'op':'ping'}", JQ_OK),
+		ROW("{'op':'stats'}", JQ_OK),
+		ROW("{'op':'auth','token':'x'}", JQ_OK),
+	};
+	RUN_CASES(cases);
+}
+
+static void request_bad_queue(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		NAMES("{'op':'qsize','queue':''}", JQ_BAD_QUEUE, "'queue'"),
+		ROW("{'op':'qsize','queue':'a b'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':'a/b'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':'a*'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':'caf\xc3\xa9'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':'a\\u0000b'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':'a\\n'}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':1}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':true}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':['a']}", JQ_BAD_QUEUE),
+		ROW("{'op':'qsize','queue':{}}", JQ_BAD_QUEUE),
+		/* For every op, even those that ignore the queue. */
+		ROW("{'op':'ping','queue':''}", JQ_BAD_QUEUE),
+		ROW("{'op':'stats','queue':'?'}", JQ_BAD_QUEUE),
+		ROW("{'op':'auth','queue':'?'}", JQ_BAD_QUEUE),
+		ROW("{'op':'task_done','task':1,'queue':'?'}", JQ_BAD_QUEUE),
+		/* bad_queue is judged before the op's own fields. */
+		ROW("{'op':'put','queue':''}", JQ_BAD_QUEUE),
+		ROW("{'op':'get','queue':'a b','block':1}", JQ_BAD_QUEUE),
+		ROW("{'op':'get','queue':'!','noreply':true}", JQ_BAD_QUEUE),
+		ROW("{'op':'ping','queue':'!','noreply':7}", JQ_BAD_QUEUE),
+		ROW("{'op':'task_done','queue':'!','task':-1}", JQ_BAD_QUEUE),
+		/* ... but after op. */
+		ROW("{'queue':''}", JQ_BAD_REQUEST),
+		ROW("{'op':5,'queue':''}", JQ_BAD_REQUEST),
+		/* Valid names: every allowed character; null is absent. */
+		ROW("{'op':'qsize','queue':'AZaz09_.:-'}", JQ_OK),
+		ROW("{'op':'qsize','queue':'.'}", JQ_OK),
+		ROW("{'op':'qsize','queue':null}", JQ_OK),
+	};
+	RUN_CASES(cases);
+}
+
+static void request_queue_name_lengths(void **state)
+{
+	(void)state;
+	assert_int_equal(queue_verdict(1, ""), JQ_OK);
+	assert_int_equal(queue_verdict(128, ""), JQ_OK);
+	assert_int_equal(queue_verdict(129, ""), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(130, ""), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(128, ".dead"), JQ_OK);
+	/* Past 128 bytes only a dead-letter name, NAME.dead, up to 133. */
+	assert_int_equal(queue_verdict(129, ".dead"), JQ_OK);
+	assert_int_equal(queue_verdict(133, ".dead"), JQ_OK);
+	assert_int_equal(queue_verdict(134, ".dead"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(133, ".DEAD"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(130, ".deax"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(133, ".dea"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(133, "dead"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(131, "!.dead"), JQ_BAD_QUEUE);
+	assert_int_equal(queue_verdict(1000, ""), JQ_BAD_QUEUE);
+}
+
+static void queue_name_valid_direct(void **state)
+{
+	(void)state;
+	assert_true(queue_name_valid("jobs", 4));
+	assert_true(queue_name_valid("jobs!", 4));   /* only len bytes count */
+	assert_false(queue_name_valid("jobs", 0));
+	assert_false(queue_name_valid("a\0b", 3));
+	assert_false(queue_name_valid("a b", 3));
+	assert_false(queue_name_valid("\xc3\xa9", 2));
+}
+
+/* ---- request fields ------------------------------------------------------ */
+
+static void request_defaults_for_absent_fields(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f = accept_frame("{'op':'get'}", &r);
+	assert_int_equal(r.op, OP_GET);
+	assert_int_equal(r.queue_len, strlen(DEFAULT_QUEUE));
+	assert_memory_equal(r.queue, DEFAULT_QUEUE, r.queue_len);
+	assert_string_equal(r.queue, "default");
+	assert_true(r.block);
+	assert_true(r.timeout < 0);                /* wait forever */
+	assert_true(r.lease == 0);
+	assert_true(r.delay == 0);
+	assert_false(r.noreply);
+	assert_null(r.id.p);
+	assert_null(r.token);
+	assert_null(r.item.p);
+	done(&r, f);
+}
+
+static void request_null_optional_fields_are_absent(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f = accept_frame("{'op':'get','queue':null,'block':null,"
+	       "'timeout':null,'lease':null,'noreply':null,'token':null,"
+	       "'id':null}", &r);
+	assert_string_equal(r.queue, "default");
+	assert_true(r.block);
+	assert_true(r.timeout < 0);
+	assert_true(r.lease == 0);
+	assert_false(r.noreply);
+	assert_null(r.token);
+	/* id is the exception: a JSON null is kept, to be echoed. */
+	EXPECT_JTEXT(&r.id, "null");
+	done(&r, f);
+
+	f = accept_frame("{'op':'release','task':4,'delay':null}", &r);
+	assert_int_equal(r.task, 4);
+	assert_true(r.delay == 0);
+	done(&r, f);
+}
+
+static void request_put_keeps_item_of_any_type(void **state)
+{
+	(void)state;
+	static const char *const items[] = {
+		"null", "0", "-7", "1.5", "true", "false", "\"x\"", "[]", "{}",
+		"[1,{\"a\":[null]}]", "\"a\\u0000b\"",
+	};
+	for (size_t i = 0; i < sizeof items / sizeof *items; i++) {
+		char f[128];
+		struct request r;
+		struct errinfo e;
+		snprintf(f, sizeof f, "{\"op\":\"put\",\"item\":%s}", items[i]);
+		assert_int_equal(judge(f, strlen(f), DEFAULT_DEPTH, &r, &e),
+		                 JQ_OK);
+		assert_int_equal(r.op, OP_PUT);
+		json_t *want = load(items[i]);
+		json_t *got = jtext_load(&r.item);
+		assert_true(json_equal(got, want));
+		json_decref(got);
+		json_decref(want);
+		/* Compact already: the very text sent, not a copy. */
+		expect_jtext("item", &r.item, items[i], strlen(items[i]));
+		assert_true(in_frame(&r.item, f, strlen(f)));
+		request_free(&r);
+	}
+}
+
+static void request_item_with_nul_round_trips(void **state)
+{
+	(void)state;
+	struct request r;
+	struct buf b = { 0 };
+	/* The frame outlives r: r.item points into it. */
+	static const char frame[] = "{\"op\":\"put\",\"item\":\"a\\u0000b\"}";
+	struct errinfo e;
+	assert_int_equal(judge(frame, sizeof frame - 1, DEFAULT_DEPTH, &r, &e),
+	                 JQ_OK);
+	EXPECT_JTEXT(&r.item, "\"a\\u0000b\"");
+	json_t *item = jtext_load(&r.item);
+	assert_true(json_is_string(item));
+	assert_int_equal(json_string_length(item), 3);
+	assert_memory_equal(json_string_value(item), "a\0b", 3);
+	json_decref(item);
+	reply_raw(&b, "item", r.item.p, r.item.len);
+	EXPECT_BUF(&b, ",\"item\":\"a\\u0000b\"");
+	request_free(&r);
+}
+
+static void request_fields_parsed(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f;
+
+	f = accept_frame("{'op':'get','queue':'jobs','block':false,"
+	       "'timeout':2.5,'lease':0.25}", &r);
+	assert_int_equal(r.op, OP_GET);
+	assert_int_equal(r.queue_len, 4);
+	assert_memory_equal(r.queue, "jobs", 4);
+	assert_false(r.block);
+	assert_true(r.timeout == 2.5);
+	assert_true(r.lease == 0.25);
+	done(&r, f);
+
+	f = accept_frame("{'op':'put','item':1,'timeout':0,'noreply':true}",
+	                 &r);
+	assert_true(r.timeout == 0);
+	assert_true(r.noreply);
+	done(&r, f);
+
+	f = accept_frame("{'op':'release','task':12,'delay':1.5}", &r);
+	assert_int_equal(r.op, OP_RELEASE);
+	assert_int_equal(r.task, 12);
+	assert_true(r.delay == 1.5);
+	done(&r, f);
+
+	f = accept_frame("{'op':'task_done','task':9223372036854775807}", &r);
+	assert_int_equal(r.task, UINT64_C(9223372036854775807));
+	done(&r, f);
+
+	f = accept_frame("{'op':'ping','token':'s3cret'}", &r);
+	assert_true(json_is_string(r.token));
+	assert_string_equal(json_string_value(r.token), "s3cret");
+	done(&r, f);
+}
+
+static void request_huge_seconds_are_capped(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f = accept_frame("{'op':'get','timeout':1e300,'lease':1e12}", &r);
+	assert_true(r.timeout == JQ_SECONDS_MAX);
+	assert_true(r.lease == JQ_SECONDS_MAX);
+	done(&r, f);
+	f = accept_frame("{'op':'release','task':1,'delay':5000000000}", &r);
+	assert_true(r.delay == JQ_SECONDS_MAX);
+	done(&r, f);
+	f = accept_frame("{'op':'join','timeout':999999999}", &r);
+	assert_true(r.timeout == 999999999.0);
+	done(&r, f);
+}
+
+static void request_escapes_equal_raw_characters(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f;
+	/* Keys, op and queue all spelled with \u escapes. */
+	f = accept_frame("{'\\u006fp':'\\u0070ut','\\u0071ueue':'j\\u006fbs',"
+	       "'\\u0069tem':1,'\\u0069d':'\\u00e9'}", &r);
+	assert_int_equal(r.op, OP_PUT);
+	assert_string_equal(r.queue, "jobs");
+	EXPECT_JTEXT(&r.item, "1");
+	/* The id means é, and is kept as it was spelled. */
+	EXPECT_JTEXT(&r.id, "\"\\u00e9\"");
+	json_t *id = jtext_load(&r.id);
+	assert_true(json_is_string(id));
+	assert_string_equal(json_string_value(id), "\xc3\xa9");
+	json_decref(id);
+	done(&r, f);
+
+	f = accept_frame("{'op':'t\\u0061sk_done','t\\u0061sk':3}", &r);
+	assert_int_equal(r.op, OP_TASK_DONE);
+	assert_int_equal(r.task, 3);
+	done(&r, f);
+
+	/* An escaped character that is not allowed in a name stays bad. */
+	assert_int_equal(verdict("{'op':'qsize','queue':'a\\u0020b'}", 0),
+	                 JQ_BAD_QUEUE);
+	assert_int_equal(verdict("{'op':'qsize','queue':'a\\u002fb'}", 0),
+	                 JQ_BAD_QUEUE);
+	/* "\/" is "/". */
+	assert_int_equal(verdict("{'op':'qsize','queue':'a\\/b'}", 0),
+	                 JQ_BAD_QUEUE);
+}
+
+static void request_unknown_fields_ignored(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f = accept_frame("{'op':'ping','foo':[1,{'x':2}],'bar':null,"
+	       "'Op':'nope','QUEUE':''}", &r);
+	assert_int_equal(r.op, OP_PING);
+	assert_string_equal(r.queue, "default");
+	done(&r, f);
+}
+
+static void request_id_of_every_type_kept(void **state)
+{
+	(void)state;
+	static const char *const ids[] = {
+		"7", "-3", "0", "1.5", "\"abc\"", "\"\"", "null", "true",
+		"false", "[1,\"a\"]", "{\"k\":[{}]}", "9007199254740993",
+	};
+	for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+		char f[128];
+		struct request r;
+		struct errinfo e;
+		snprintf(f, sizeof f, "{\"op\":\"ping\",\"id\":%s}", ids[i]);
+		assert_int_equal(judge(f, strlen(f), DEFAULT_DEPTH, &r, &e),
+		                 JQ_OK);
+		json_t *want = load(ids[i]);
+		json_t *got = jtext_load(&r.id);
+		assert_true(json_equal(got, want));
+		assert_int_equal(json_typeof(got), json_typeof(want));
+		json_decref(got);
+		json_decref(want);
+		expect_jtext("id", &r.id, ids[i], strlen(ids[i]));
+		/* Echoed by value: the same text comes back. */
+		struct buf b = { 0 };
+		reply_ok(&b, &r.id);
+		reply_end(&b);
+		char want_line[160];
+		int n = snprintf(want_line, sizeof want_line,
+		                 "{\"ok\":true,\"id\":%s}\n", ids[i]);
+		expect_buf(&b, want_line, (size_t)n);
+		request_free(&r);
+	}
+}
+
+/* The id survives a request that fails its check, for the error reply. */
+static void request_id_kept_when_check_fails(void **state)
+{
+	(void)state;
+	struct request r;
+	struct errinfo e;
+	const char *row = "{'op':'nope','id':42}";
+	char *f = dq(row, strlen(row));
+	assert_int_equal(judge(f, strlen(f), DEFAULT_DEPTH, &r, &e),
+	                 JQ_UNKNOWN_OP);
+	EXPECT_JTEXT(&r.id, "42");
+	struct buf b = { 0 };
+	reply_error(&b, &r.id, e.code, "x");
+	EXPECT_BUF(&b, "{\"ok\":false,\"id\":42,\"error\":\"unknown_op\","
+	           "\"message\":\"x\"}\n");
+	request_free(&r);
+	free(f);
+}
+
+static void request_is_ping_only_for_exact_ping(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame;
+		bool ping;
+	} cases[] = {
+		{ "{'op':'ping'}", true },
+		{ "{'op':'p\\u0069ng'}", true },
+		{ "{'op':'ping','queue':''}", true },   /* before the check */
+		{ "{'op':'PING'}", false },
+		{ "{'op':'ping\\u0000x'}", false },
+		{ "{'op':'ping\\u0000'}", false },
+		{ "{'op':'pin'}", false },
+		{ "{'op':1}", false },
+		{ "{'op':null}", false },
+		{ "{}", false },
+		{ "{'token':'x','op':'auth'}", false },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct request r;
+		struct errinfo e;
+		char *f = dq(cases[i].frame, strlen(cases[i].frame));
+		assert_int_equal(request_decode(f, strlen(f), DEFAULT_DEPTH, &r,
+		                                &e), JQ_OK);
+		if (request_is_ping(&r) != cases[i].ping)
+			note("%s\n", f);
+		assert_int_equal(request_is_ping(&r), cases[i].ping);
+		request_free(&r);
+		free(f);
+	}
+}
+
+static void request_decode_failure_leaves_nothing(void **state)
+{
+	(void)state;
+	struct request r;
+	struct errinfo e;
+	assert_int_equal(request_decode("[1]", 3, DEFAULT_DEPTH, &r, &e),
+	                 JQ_BAD_JSON);
+	assert_null(r.root);
+	assert_null(r.id.p);
+	assert_null(r.item.p);
+	request_free(&r);            /* safe after a failure */
+	assert_int_equal(request_decode("{", 1, DEFAULT_DEPTH, &r, &e),
+	                 JQ_BAD_JSON);
+	assert_null(r.root);
+	request_free(&r);
+}
+
+/* ---- the id and item as text --------------------------------------------- *
+ * The id and the item are kept as the client's JSON text with whitespace
+ * outside strings removed.  Each row names the frame, the id and item text
+ * it must give, and which of them must be copies (whitespace removed)
+ * rather than pointers into the frame.  Every row is also checked against
+ * jansson's own reading of the frame: the same member, the same value. */
+
+#define ID_COPY 1u
+#define ITEM_COPY 2u
+
+struct mcase {
+	const char *frame;         /* ' stands for " unless raw */
+	const char *id;            /* the id's text, ' for "; NULL: absent */
+	const char *item;          /* the item's text, likewise */
+	unsigned copied;           /* ID_COPY, ITEM_COPY */
+	bool raw;                  /* frame, id and item taken byte for byte */
+};
+
+/* A row; one with copies; one taken byte for byte. */
+#define M(frame, id, item) { (frame), (id), (item), 0, false }
+#define MC(frame, id, item, copied) { (frame), (id), (item), (copied), false }
+#define MRAW(frame, id, item, copied) { (frame), (id), (item), (copied), true }
+
+/* Why member k (0: id, 1: item) of r, decoded from f[0..len), is not want
+ * (NULL: absent); NULL if it is. */
+static const char *member_wrong(const struct request *r, int k, const char *f,
+                                size_t len, const char *want, bool copied)
+{
+	const struct jtext *t = k ? &r->item : &r->id;
+	json_t *j = json_object_get(r->root, k ? "item" : "id");
+
+	if (!want)
+		return t->p ? "present, want absent" :
+		       j ? "absent, but jansson has it" : NULL;
+	if (!t->p)
+		return "absent";
+	if (t->len != strlen(want) || memcmp(t->p, want, t->len) != 0)
+		return "wrong text";
+	if (copied && (!r->owned[k] || t->p != r->owned[k]))
+		return "not a compacted copy";
+	if (!copied && (r->owned[k] || !in_frame(t, f, len)))
+		return "copied, want a pointer into the frame";
+	json_error_t err;
+	json_t *v = json_loadb(t->p, t->len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+	                       &err);
+	if (!v)   /* only a \u0000 in a key is beyond jansson */
+		return json_error_code(&err) == json_error_null_byte_in_key ?
+		       NULL : "not JSON";
+	bool same = j && json_equal(v, j);
+	json_decref(v);
+	return same ? NULL : "not the value jansson reads";
+}
+
+/* Runs every row and fails once at the end, having printed each bad row. */
+static void run_member_cases(const struct mcase *c, size_t n)
+{
+	int failures = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct request r;
+		struct errinfo e;
+		size_t len = strlen(c[i].frame);
+		char *f = c[i].raw ? strdup(c[i].frame) : dq(c[i].frame, len);
+		const char *want[2] = { c[i].id, c[i].item };
+		char *wq[2] = { NULL, NULL };
+
+		for (int k = 0; k < 2; k++)
+			if (want[k] && !c[i].raw)
+				want[k] = wq[k] = dq(want[k], strlen(want[k]));
+		int rc = request_decode(f, len, DEFAULT_DEPTH, &r, &e);
+		if (rc != JQ_OK) {
+			note("row %zu %s: %s: %s\n", i, f, jq_errname(rc),
+			     e.message);
+			failures++;
+		}
+		for (int k = 0; k < 2 && rc == JQ_OK; k++) {
+			bool copied = c[i].copied & (k ? ITEM_COPY : ID_COPY);
+			const char *why = member_wrong(&r, k, f, len, want[k],
+			                               copied);
+			if (!why)
+				continue;
+			const struct jtext *t = k ? &r.item : &r.id;
+			note("row %zu %s: %s: %s: got [%.*s], want [%s]\n", i,
+			     f, k ? "item" : "id", why, t->p ? (int)t->len : 0,
+			     t->p ? t->p : "", want[k] ? want[k] : "(absent)");
+			failures++;
+		}
+		request_free(&r);
+		free(wq[0]);
+		free(wq[1]);
+		free(f);
+	}
+	assert_int_equal(failures, 0);
+}
+
+#define RUN_MEMBERS(t) run_member_cases((t), sizeof(t) / sizeof *(t))
+
+static void request_members_top_level_only(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{}", NULL, NULL),
+		M("{'op':'ping'}", NULL, NULL),
+		/* Inside other members' values: not the request's. */
+		M("{'op':'ping','x':{'id':1,'item':2}}", NULL, NULL),
+		M("{'op':'ping','x':[{'id':1},{'item':2}]}", NULL, NULL),
+		M("{'op':'ping','x':{'y':{'id':1}},'id':2}", "2", NULL),
+		M("{'x':{'id':1},'op':'put','item':{'id':3,'item':4},"
+		  "'y':[{'item':5}]}", NULL, "{'id':3,'item':4}"),
+		M("{'op':'put','item':[{'item':1}],'id':{'id':{'id':0}}}",
+		  "{'id':{'id':0}}", "[{'item':1}]"),
+		/* A nested one after the top-level one does not replace it. */
+		M("{'id':1,'op':'ping','x':{'id':2}}", "1", NULL),
+		M("{'item':1,'op':'put','x':[{'item':2}],"
+		  "'y':{'z':{'item':3}}}", NULL, "1"),
+		/* Named in a string value, not as a key. */
+		M("{'op':'ping','x':'id','y':['item']}", NULL, NULL),
+		M("{'op':'ping','x':'\\'id\\':1,\\'item\\':2'}", NULL, NULL),
+		M("{'op':'ping','x':'{\\'id\\':1}','id':'}'}", "'}'", NULL),
+		/* Near misses. */
+		M("{'op':'ping','ids':1,'Id':2,'ID':3,' id':4,'id ':5,'i':6,"
+		  "'d':7,'':8}", NULL, NULL),
+		M("{'op':'put','items':1,'Item':2,'ite':3,'itemx':4}",
+		  NULL, NULL),
+		M("{'op':'ping','id':{'item':1}}", "{'item':1}", NULL),
+	};
+	RUN_MEMBERS(cases);
+}
+
+static void request_members_escaped_key_names(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{'op':'ping','\\u0069d':5}", "5", NULL),
+		M("{'op':'ping','i\\u0064':5}", "5", NULL),
+		M("{'op':'ping','\\u0069\\u0064':5}", "5", NULL),
+		M("{'op':'put','it\\u0065m':[1]}", NULL, "[1]"),
+		M("{'op':'put','\\u0069\\u0074\\u0065\\u006D':[1]}",
+		  NULL, "[1]"),                          /* upper-case hex */
+		M("{'\\u0069d':'x','op':'put','\\u0069tem':{}}", "'x'", "{}"),
+		/* Escapes that spell other keys. */
+		M("{'op':'ping','\\u0049d':5}", NULL, NULL),      /* Id */
+		M("{'op':'ping','i\\/d':5}", NULL, NULL),         /* i/d */
+		M("{'op':'ping','\\u0069d\\u0020':5}", NULL, NULL),
+		M("{'op':'ping','\\u0131d':5}", NULL, NULL),      /* ıd */
+		M("{'op':'ping','\\u0069\\u0000d':5}", NULL, NULL),
+		M("{'op':'ping','id\\u0000':5}", NULL, NULL),
+		M("{'op':'ping','\\u0000id':5}", NULL, NULL),
+		M("{'op':'put','item\\u0000':5}", NULL, NULL),
+		/* The value keeps its own escapes. */
+		M("{'op':'ping','\\u0069d':'\\u0069d'}", "'\\u0069d'", NULL),
+		M("{'op':'ping','\\u0069d':'\\ud834\\udd1e'}",
+		  "'\\ud834\\udd1e'", NULL),
+		M("{'op':'put','it\\u0065m':'\\/\\b\\f\\n\\r\\t\\\\\\''}",
+		  NULL, "'\\/\\b\\f\\n\\r\\t\\\\\\''"),
+	};
+	RUN_MEMBERS(cases);
+}
+
+static void request_members_duplicates_last_wins(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{'id':1,'op':'ping','id':2}", "2", NULL),
+		M("{'id':1,'id':2,'id':3,'op':'ping'}", "3", NULL),
+		M("{'id':[1],'op':'ping','\\u0069d':'two'}", "'two'", NULL),
+		M("{'\\u0069d':1,'op':'ping','id':null}", "null", NULL),
+		M("{'op':'put','item':1,'item':{'a':2}}", NULL, "{'a':2}"),
+		M("{'op':'put','item':{'a':2},'it\\u0065m':false,"
+		  "'x':{'item':9}}", NULL, "false"),
+		/* Only the winner is compacted. */
+		M("{'op':'put','item':[ 1 ],'item':[2]}", NULL, "[2]"),
+		MC("{'op':'put','item':[1],'item':[ 2 ]}", NULL, "[2]",
+		   ITEM_COPY),
+		MC("{'op':'put','item':[ 1 ],'item':2,'id':3,'id':{ }}",
+		   "{}", "2", ID_COPY),
+		/* Another key, not a duplicate. */
+		M("{'id':1,'op':'ping','id\\u0000':2}", "1", NULL),
+	};
+	RUN_MEMBERS(cases);
+}
+
+/* Every kind of value, as the id and as the item, in several places of
+ * the frame: the exact text sent comes back, never a copy, and is echoed
+ * as it is. */
+static void request_members_values_of_every_type(void **state)
+{
+	(void)state;
+	static const char *const values[] = {
+		"0", "-0", "7", "-12", "1.5", "-0.25e-3", "1E+10",
+		"9007199254740993", "1e300",
+		"true", "false", "null",
+		"''", "'x'", "' '", "'a b'", "'a,b'", "'}'", "']'", "'{'",
+		"'['", "':'", "'\\''", "'\\\\'", "'\\\\\\''", "'\\\\\\\\'",
+		"'a\\'b,c\\'}'",
+		"'\\u0000'", "'\\u00e9'", "'caf\xc3\xa9'", "'\\ud834\\udd1e'",
+		"'\\/\\b\\f\\n\\r\\t'",
+		"[]", "{}", "[[]]", "[{}]", "{'a':{}}",
+		"[1,'a',null,true,false,1.5,{}]",
+		"{'k':'}],{[','l':[']',',','\\'']}",
+		"[',',{'a':']'},'\\\\\\\\',{'}':'{'}]",
+		"{'a':{'b':[[],{}]},'c':'x\\'y'}",
+		"{'id':1,'item':2}", "[{'id':[{'item':{}}]}]",
+		"{'\\u0069d':'\\'}\\'','\\'':'\\\\'}",
+	};
+	/* @ stands for the value. */
+	static const char *const frames[] = {
+		"{'id':@,'op':'put','item':@}",
+		"{'op':'put','item':@,'id':@,'x':0}",
+		"{ 'item' : @ , 'id' : @ , 'op' : 'put' }",
+		"{'x':['id','item'],'item':@,'y':{'id':1},'id':@,'op':'put'}",
+	};
+	int failures = 0;
+
+	for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+		char *v = dq(values[i], strlen(values[i]));
+		for (size_t k = 0; k < sizeof frames / sizeof *frames; k++) {
+			char *t = dq(frames[k], strlen(frames[k]));
+			char line[512];
+			struct buf fb = { 0 };
+			struct request r;
+			struct errinfo e;
+			for (const char *c = t; *c; c++)
+				if (*c == '@')
+					buf_adds(&fb, v);
+				else
+					buf_addc(&fb, *c);
+			free(t);
+			buf_addc(&fb, '\0');
+			const char *f = fb.p;
+			size_t n = fb.len - 1;
+			int rc = judge(f, n, DEFAULT_DEPTH, &r, &e);
+			const char *why = rc != JQ_OK ? "rejected" : NULL;
+			for (int m = 0; m < 2 && !why; m++)
+				why = member_wrong(&r, m, f, n, v, false);
+			if (!why) {
+				struct buf b = { 0 };
+				reply_ok(&b, &r.id);
+				reply_raw(&b, "item", r.item.p, r.item.len);
+				reply_end(&b);
+				int m = snprintf(line, sizeof line,
+				                 "{\"ok\":true,\"id\":%s,"
+				                 "\"item\":%s}\n", v, v);
+				if (b.len != (size_t)m ||
+				    memcmp(b.p, line, b.len) != 0)
+					why = "echoed differently";
+				buf_free(&b);
+			}
+			if (why) {
+				note("%s: %s (%s)\n", f, why, e.message);
+				failures++;
+			}
+			request_free(&r);
+			buf_free(&fb);
+		}
+		free(v);
+	}
+	assert_int_equal(failures, 0);
+}
+
+static void request_members_compacted(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		MC("{'op':'put','item':[1, 2]}", NULL, "[1,2]", ITEM_COPY),
+		MC("{'op':'put','id':{ 'a' : 1 , 'b' : [ true , null ] },"
+		   "'item':0}", "{'a':1,'b':[true,null]}", "0", ID_COPY),
+		MRAW("{\"op\":\"put\",\"item\":[\t1,\r2\t]}",
+		     NULL, "[1,2]", ITEM_COPY),
+		/* A datagram may hold a LF: whitespace too. */
+		MRAW("{\"op\":\"put\",\"item\":{\n\"a\"\n:\n[\r\n]\n}}",
+		     NULL, "{\"a\":[]}", ITEM_COPY),
+		MC("{'op':'put','item':[ [ ] , { } ],'id':{ }}",
+		   "{}", "[[],{}]", ID_COPY | ITEM_COPY),
+		/* Whitespace inside strings stays, keys and values alike. */
+		MC("{'op':'put','item':[ ' a , b ' , 'c\\td' ]}",
+		   NULL, "[' a , b ','c\\td']", ITEM_COPY),
+		MC("{'op':'put','item':{ 'k e y' : ' v ' }}",
+		   NULL, "{'k e y':' v '}", ITEM_COPY),
+		MC("{'op':'put','item':[ 'caf\xc3\xa9 ' , '\\u00e9' ]}",
+		   NULL, "['caf\xc3\xa9 ','\\u00e9']", ITEM_COPY),
+		/* An escaped quote does not end a string; an escaped backslash
+		 * before the quote does not stop it ending one. */
+		MC("{'op':'put','item':[ 'x\\' ' , 1 ]}",
+		   NULL, "['x\\' ',1]", ITEM_COPY),
+		MC("{'op':'put','item':[ '\\\\' , ' ' ]}",
+		   NULL, "['\\\\',' ']", ITEM_COPY),
+		MC("{'op':'put','item':[ '\\\\\\' ' , ' \\\\' ]}",
+		   NULL, "['\\\\\\' ',' \\\\']", ITEM_COPY),
+		MC("{'op':'put','item':{ 'a\\' :' : ' b\\' ' , '\\\\' : [ ] }}",
+		   NULL, "{'a\\' :':' b\\' ','\\\\':[]}", ITEM_COPY),
+		/* Compact already: pointers into the frame, strings with
+		 * spaces or not. */
+		M("{'op':'put','item':[1,' a , b '],'id':{'k e y':' '}}",
+		  "{'k e y':' '}", "[1,' a , b ']"),
+		M("{'op':'put','item':'   '}", NULL, "'   '"),
+		M("{'op':'put','item':{'a':[1,{'b':null}]}}",
+		  NULL, "{'a':[1,{'b':null}]}"),
+	};
+	RUN_MEMBERS(cases);
+}
+
+static void request_members_whitespace_in_request_object(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{ 'op' : 'put' , 'id' : 7 , 'item' : 'x' }", "7", "'x'"),
+		M(" \t{'id' :1,'op':'put','item': 2}\t ", "1", "2"),
+		M("{'op':'put',   'item'   :   null   ,   'id'   :   true   }",
+		  "true", "null"),
+		M("{'item':'a' , 'id':'b' , 'op':'put'}", "'b'", "'a'"),
+		M("{'op':'put','item':-1.5e3 ,'id':0 }", "0", "-1.5e3"),
+		M("{'op':'put','item':true\t,'id':false\r}", "false", "true"),
+		M("{'op':'put','item' :  5  ,'id'\t:\t'x'\t}", "'x'", "5"),
+		M("{ 'op' : 'put' , 'item' : [1] , 'id' : {} }", "{}", "[1]"),
+		MRAW("{\t\"id\"\t:\t[1]\r,\r\"op\":\"put\",\"item\"\n:\n{}\n}",
+		     "[1]", "{}", 0),
+		MC("{'op':'put' , 'item' : [ 1 ] , 'id' : [ 2 ] }",
+		   "[2]", "[1]", ID_COPY | ITEM_COPY),
+	};
+	RUN_MEMBERS(cases);
+}
+
+static void request_members_escaped_quotes_in_keys(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{'op':'ping','a\\'b':1,'id':2}", "2", NULL),
+		M("{'op':'ping','\\'id\\'':1}", NULL, NULL),
+		M("{'op':'ping','\\'':{'id':1},'id':'\\''}", "'\\''", NULL),
+		/* A key holding ":"id": */
+		M("{'op':'ping','x\\':\\'id\\':':5,'id':6}", "6", NULL),
+		M("{'op':'ping','id\\\\':1}", NULL, NULL),
+		M("{'op':'ping','\\\\':1,'id':2}", "2", NULL),
+		M("{'op':'put','\\\\\\'':1,'item':[]}", NULL, "[]"),
+		M("{'op':'put','item\\'':1}", NULL, NULL),
+		M("{'a\\'\\u0000':1,'op':'ping','id':3}", "3", NULL),
+		M("{'\\u0000\\'':1,'op':'ping','id':3}", "3", NULL),
+		M("{'op':'put','item':{'\\'id\\'':'\\'','\\\\':{'id':1}},"
+		  "'id':'\\\\'}",
+		  "'\\\\'", "{'\\'id\\'':'\\'','\\\\':{'id':1}}"),
+	};
+	RUN_MEMBERS(cases);
+}
+
+/* ---- \u0000 in object keys ------------------------------------------------ *
+ * jansson cannot hold such a key; the request decodes anyway, the key is
+ * an unknown field of the request, and inside an id or item it is kept. */
+
+static void request_nul_key_is_an_unknown_field(void **state)
+{
+	(void)state;
+	static const struct rcase cases[] = {
+		ROW("{'op':'ping','o\\u0000p':'nope'}", JQ_OK),
+		ROW("{'o\\u0000p':'nope','op':'ping'}", JQ_OK),
+		ROW("{'\\u0000':1,'op':'put','item':1}", JQ_OK),
+		ROW("{'op':'put','item':1,'\\u0000\\u0000':{'\\u0000':[]}}",
+		    JQ_OK),
+		ROW("{'op':'qsize','queue\\u0000':'!'}", JQ_OK),
+		ROW("{'op':'get','block\\u0000':1,'timeout\\u0000':-1}", JQ_OK),
+		NAMES("{'op\\u0000':'ping'}", JQ_BAD_REQUEST, "'op'"),
+		NAMES("{'op':'put','item\\u0000':1}", JQ_BAD_REQUEST, "'item'"),
+		/* A NUL key hides no other fault of the frame. */
+		ROW("{'\\u0000':1,'op':'ping',}", JQ_BAD_JSON),
+		ROW("{'\\u0000':1,'op':'ping'} x", JQ_BAD_JSON),
+		ROW("{'\\u0000' 1,'op':'ping'}", JQ_BAD_JSON),
+		ROW("{'\\u0000':01,'op':'ping'}", JQ_BAD_JSON),
+		DEPTH("{'\\u0000':[[1]],'op':'ping'}", JQ_BAD_JSON, 2),
+		ROW("{'\\u0000':'\xff','op':'ping'}", JQ_BAD_UTF8),
+		ROW("{'\\u0000':1,'op':'nope'}", JQ_UNKNOWN_OP),
+		ROW("{'\\u0000':1,'op':'qsize','queue':''}", JQ_BAD_QUEUE),
+		ROW("{'\\u0000':1,'op':'get','block':1}", JQ_BAD_REQUEST),
+	};
+	RUN_CASES(cases);
+
+	/* The known fields around it are all read. */
+	struct request r;
+	char *f = accept_frame("{'a\\u0000':1,'op':'get','queue':'jobs',"
+	       "'\\u0000b':2,'timeout':2,'id':3,'token':'t','lease':5}", &r);
+	assert_int_equal(r.op, OP_GET);
+	assert_string_equal(r.queue, "jobs");
+	assert_true(r.timeout == 2);
+	assert_true(r.lease == 5);
+	assert_string_equal(json_string_value(r.token), "t");
+	EXPECT_JTEXT(&r.id, "3");
+	done(&r, f);
+}
+
+static void request_nul_key_kept_in_item(void **state)
+{
+	(void)state;
+	static const struct mcase cases[] = {
+		M("{'op':'put','item':{'a\\u0000b':1}}",
+		  NULL, "{'a\\u0000b':1}"),
+		MC("{'op':'put','item':{ 'a\\u0000b' : 1 }}",
+		   NULL, "{'a\\u0000b':1}", ITEM_COPY),
+		M("{'op':'put','item':[{'\\u0000':{'x\\u0000y':['\\u0000']}}]}",
+		  NULL, "[{'\\u0000':{'x\\u0000y':['\\u0000']}}]"),
+		M("{'op':'put','item':{'\\u0000':1,'\\u0000':2}}",
+		  NULL, "{'\\u0000':1,'\\u0000':2}"),
+		M("{'\\u0000':0,'op':'put','item':{'\\u0000':1},'id':9}",
+		  "9", "{'\\u0000':1}"),
+	};
+	RUN_MEMBERS(cases);
+
+	/* Beyond jansson, so only the text can carry it; it goes back out
+	 * byte for byte. */
+	static const char frame[] =
+		"{\"op\":\"put\",\"item\":{\"a\\u0000b\":1}}";
+	struct request r;
+	struct errinfo e;
+	struct buf b = { 0 };
+	json_error_t err;
+	assert_int_equal(judge(frame, sizeof frame - 1, DEFAULT_DEPTH, &r, &e),
+	                 JQ_OK);
+	EXPECT_JTEXT(&r.item, "{\"a\\u0000b\":1}");
+	assert_null(json_loadb(r.item.p, r.item.len, JSON_ALLOW_NUL, &err));
+	assert_int_equal(json_error_code(&err), json_error_null_byte_in_key);
+	reply_ok(&b, &r.id);
+	reply_raw(&b, "item", r.item.p, r.item.len);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true,\"item\":{\"a\\u0000b\":1}}\n");
+	request_free(&r);
+}
+
+/* An id holding such a key is echoed as sent, on success and on error. */
+static void request_nul_key_kept_in_id(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame;
+		const char *line;          /* the reply, ' for " */
+	} cases[] = {
+		{ "{'op':'ping','id':{'k\\u0000':'v'}}",
+		  "{'ok':true,'id':{'k\\u0000':'v'}}\n" },
+		{ "{'op':'ping','id':[ { '\\u0000' : 0 } ]}",
+		  "{'ok':true,'id':[{'\\u0000':0}]}\n" },
+		{ "{'op':'nope','id':{'\\u0000':0}}",
+		  "{'ok':false,'id':{'\\u0000':0},'error':'unknown_op',"
+		  "'message':'m'}\n" },
+		{ "{'id':{'\\u0000':null},'op':'qsize','queue':7}",
+		  "{'ok':false,'id':{'\\u0000':null},'error':'bad_queue',"
+		  "'message':'m'}\n" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct request r;
+		struct errinfo e;
+		struct buf b = { 0 };
+		char *f = dq(cases[i].frame, strlen(cases[i].frame));
+		char *want = dq(cases[i].line, strlen(cases[i].line));
+		int rc = judge(f, strlen(f), DEFAULT_DEPTH, &r, &e);
+		if (rc == JQ_OK) {
+			reply_ok(&b, &r.id);
+			reply_end(&b);
+		} else {
+			reply_error(&b, &r.id, rc, "m");
+		}
+		expect_buf(&b, want, strlen(want));
+		request_free(&r);
+		free(want);
+		free(f);
+	}
+}
+
+/* A \u0000 in a string value is data, even where keys hold one too. */
+static void request_nul_in_value_untouched(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame;
+		const char *token;         /* the token's bytes, 3 of them */
+	} cases[] = {
+		{ "{'op':'ping','token':'a\\u0000b'}", "a\0b" },
+		{ "{'op':'ping','k\\u0000':'\\u0000','token':'a\\u0000b'}",
+		  "a\0b" },
+		{ "{'op':'ping','k\\u0000':1,'token':'\\u0000\\':'}", "\0\":" },
+		{ "{'k\\u0000':['\\u0000',{'\\u0000':'\\u0000'}],'op':'ping',"
+		  "'token':'\\u0000\\u0000\\u0000'}", "\0\0\0" },
+		{ "{'op':'ping','token':'\\u0000 :','\\u0000':1}", "\0 :" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct request r;
+		char *f = accept_frame(cases[i].frame, &r);
+		assert_true(json_is_string(r.token));
+		if (json_string_length(r.token) != 3 ||
+		    memcmp(json_string_value(r.token), cases[i].token, 3) != 0)
+			note("%s: the token changed\n", f);
+		assert_int_equal(json_string_length(r.token), 3);
+		assert_memory_equal(json_string_value(r.token),
+		                    cases[i].token, 3);
+		done(&r, f);
+	}
+
+	static const struct mcase members[] = {
+		M("{'op':'put','item':'\\u0000','id':['\\u0000']}",
+		  "['\\u0000']", "'\\u0000'"),
+		M("{'op':'put','k\\u0000':1,'item':'\\u0000','id':'a\\u0000'}",
+		  "'a\\u0000'", "'\\u0000'"),
+		M("{'op':'put','item':{'k':'\\u0000'},'\\u0000':0}",
+		  NULL, "{'k':'\\u0000'}"),
+	};
+	RUN_MEMBERS(members);
+}
+
+/* "\\u0000" is a backslash and then "u0000": no NUL, nothing to neuter. */
+static void request_escaped_backslash_u0000_is_not_nul(void **state)
+{
+	(void)state;
+	struct request r;
+	json_t *v;
+
+	char *f = accept_frame("{'op':'ping','\\\\u0000':1}", &r);
+	v = json_object_get(r.root, "\\u0000");
+	assert_true(json_is_integer(v));
+	assert_int_equal(json_integer_value(v), 1);
+	done(&r, f);
+
+	/* Beside a real one, which sends the frame the other way. */
+	f = accept_frame("{'op':'ping','\\u0000':1,'\\\\u0000':2,"
+	                 "'\\\\\\\\u0000':3}", &r);
+	v = json_object_get(r.root, "\\u0000");
+	assert_true(json_is_integer(v));
+	assert_int_equal(json_integer_value(v), 2);
+	assert_null(json_object_get(r.root, "\\u0001"));
+	v = json_object_get(r.root, "\\\\u0000");
+	assert_true(json_is_integer(v));
+	assert_int_equal(json_integer_value(v), 3);
+	done(&r, f);
+
+	/* A backslash and then a real one. */
+	assert_int_equal(verdict("{'op':'ping','\\\\\\u0000':1}", 0), JQ_OK);
+
+	static const struct mcase members[] = {
+		M("{'op':'put','item':{'\\\\u0000':1}}",
+		  NULL, "{'\\\\u0000':1}"),
+		M("{'op':'put','\\u0000':0,'item':{'\\\\u0000':1}}",
+		  NULL, "{'\\\\u0000':1}"),
+		M("{'op':'put','item':{'\\\\\\u0000':1},'id':{'\\\\u0000':2}}",
+		  "{'\\\\u0000':2}", "{'\\\\\\u0000':1}"),
+		M("{'op':'ping','\\\\':1,'u0000':2,'id':'\\\\u0000'}",
+		  "'\\\\u0000'", NULL),
+	};
+	RUN_MEMBERS(members);
+}
+
+/* A big item, with every kind of value, spaced out and compact. */
+static void build_big_item(struct buf *spaced, struct buf *compact,
+                           bool nul_keys)
+{
+	char s[128], c[128];
+
+	buf_adds(spaced, "[ ");
+	buf_addc(compact, '[');
+	for (int i = 0; compact->len < 100 * 1024; i++) {
+		if (i) {
+			buf_adds(spaced, " ,\t");
+			buf_addc(compact, ',');
+		}
+		switch (i % 5) {
+		case 0:
+			snprintf(s, sizeof s, "\"v%d , } ] \\\" \\\\ \"", i);
+			snprintf(c, sizeof c, "%s", s);
+			break;
+		case 1:
+			snprintf(s, sizeof s,
+			         "{ \"k %d\" : [ %d , true , null ] }", i, i);
+			snprintf(c, sizeof c, "{\"k %d\":[%d,true,null]}",
+			         i, i);
+			break;
+		case 2:
+			snprintf(s, sizeof s, "\"\\u0000\\t\\u00e9 \"");
+			snprintf(c, sizeof c, "%s", s);
+			break;
+		case 3:
+			snprintf(s, sizeof s, "-%d.5e3", i);
+			snprintf(c, sizeof c, "%s", s);
+			break;
+		default:
+			snprintf(s, sizeof s, "{ \"%s%d\" :\r{ } }",
+			         nul_keys ? "n\\u0000" : "id", i);
+			snprintf(c, sizeof c, "{\"%s%d\":{}}",
+			         nul_keys ? "n\\u0000" : "id", i);
+			break;
+		}
+		buf_adds(spaced, s);
+		buf_adds(compact, c);
+	}
+	buf_adds(spaced, " ]");
+	buf_addc(compact, ']');
+}
+
+static void request_big_item_keeps_exact_text(void **state)
+{
+	(void)state;
+	for (int nul_keys = 0; nul_keys < 2; nul_keys++) {
+		for (int spaced = 0; spaced < 2; spaced++) {
+			struct buf sp = { 0 }, co = { 0 }, f = { 0 }, b = { 0 };
+			struct request r;
+			struct errinfo e;
+			build_big_item(&sp, &co, nul_keys);
+			const struct buf *v = spaced ? &sp : &co;
+			assert_true(co.len >= 100 * 1024);
+			buf_adds(&f, "{\"op\":\"put\",\"item\":");
+			buf_add(&f, v->p, v->len);
+			buf_adds(&f, ",\"id\":");
+			buf_add(&f, v->p, v->len);
+			buf_addc(&f, '}');
+			assert_int_equal(judge(f.p, f.len, DEFAULT_DEPTH, &r,
+			                       &e), JQ_OK);
+			for (int k = 0; k < 2; k++) {
+				const struct jtext *t = k ? &r.item : &r.id;
+				assert_non_null(t->p);
+				assert_int_equal(t->len, co.len);
+				assert_memory_equal(t->p, co.p, co.len);
+				if (spaced)
+					assert_ptr_equal(t->p, r.owned[k]);
+				else
+					assert_true(in_frame(t, f.p, f.len));
+			}
+			if (!nul_keys) {
+				json_t *got = jtext_load(&r.item);
+				assert_true(json_equal(got,
+				            json_object_get(r.root, "item")));
+				json_decref(got);
+			}
+			static const char head[] = "{\"ok\":true,\"id\":";
+			reply_ok(&b, &r.id);
+			assert_int_equal(b.len, sizeof head - 1 + co.len);
+			assert_memory_equal(b.p, head, sizeof head - 1);
+			assert_memory_equal(b.p + sizeof head - 1, co.p,
+			                    co.len);
+			request_free(&r);
+			buf_free(&b);
+			buf_free(&f);
+			buf_free(&sp);
+			buf_free(&co);
+		}
+	}
+}
+
+/* request_free releases the compacted copies. */
+static void request_free_releases_copies(void **state)
+{
+	(void)state;
+	struct request r;
+	char *f = accept_frame("{'op':'put','item':[ 1 ],'id':{ }}", &r);
+	assert_non_null(r.owned[0]);
+	assert_non_null(r.owned[1]);
+	assert_ptr_equal(r.id.p, r.owned[0]);
+	assert_ptr_equal(r.item.p, r.owned[1]);
+	request_free(&r);
+	assert_null(r.owned[0]);
+	assert_null(r.owned[1]);
+	assert_null(r.root);
+	request_free(&r);            /* twice is harmless */
+	free(f);
+}
+
+static void op_names(void **state)
+{
+	(void)state;
+	assert_string_equal(jq_opname(OP_PUT), "put");
+	assert_string_equal(jq_opname(OP_TASK_DONE), "task_done");
+	assert_string_equal(jq_opname(OP_AUTH), "auth");
+	assert_string_equal(jq_opname(OP_NOPS), "?");
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+static void reply_ok_without_id(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	reply_ok(&b, NULL);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true}\n");
+}
+
+static void reply_fields_exact_bytes(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	const struct jtext id = { "7", 1 };
+
+	reply_ok(&b, &id);
+	reply_u64(&b, "task", 3);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true,\"id\":7,\"task\":3}\n");
+
+	reply_ok(&b, NULL);
+	reply_u64(&b, "qsize", 0);
+	reply_u64(&b, "maxsize", UINT64_MAX);
+	reply_bool(&b, "empty", true);
+	reply_bool(&b, "full", false);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true,\"qsize\":0,"
+	           "\"maxsize\":18446744073709551615,"
+	           "\"empty\":true,\"full\":false}\n");
+
+	reply_ok(&b, NULL);
+	reply_str(&b, "version", "0.1.0");
+	reply_raw(&b, "item", "{\"a\":[1,2]}", 11);
+	reply_raw(&b, "x", "nullgarbage", 4);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true,\"version\":\"0.1.0\","
+	           "\"item\":{\"a\":[1,2]},\"x\":null}\n");
+}
+
+static void reply_error_without_id(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	reply_error(&b, NULL, JQ_BAD_JSON, "the frame is not a JSON object");
+	EXPECT_BUF(&b, "{\"ok\":false,\"error\":\"bad_json\","
+	           "\"message\":\"the frame is not a JSON object\"}\n");
+	reply_error(&b, NULL, JQ_UNKNOWN_TASK, "");
+	EXPECT_BUF(&b, "{\"ok\":false,\"error\":\"unknown_task\","
+	           "\"message\":\"\"}\n");
+}
+
+static void reply_error_with_id_of_each_type(void **state)
+{
+	(void)state;
+	static const char *const ids[] = {
+		"12", "-1", "2.5", "\"q\\\"x\"", "null", "true", "false", "[]",
+		"{\"a\":1}",
+	};
+	for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+		struct buf b = { 0 };
+		char want[160];
+		const struct jtext id = { ids[i], strlen(ids[i]) };
+		reply_error(&b, &id, JQ_FULL, "the queue is full");
+		int n = snprintf(want, sizeof want,
+		                 "{\"ok\":false,\"id\":%s,\"error\":\"full\","
+		                 "\"message\":\"the queue is full\"}\n",
+		                 ids[i]);
+		expect_buf(&b, want, (size_t)n);
+	}
+}
+
+/* Ids of every kind, as text, spliced in byte for byte by both builders. */
+static void reply_id_text_spliced_as_is(void **state)
+{
+	(void)state;
+	static const char *const ids[] = {
+		"0", "12", "-1", "2.5e-3", "1E+400", "18446744073709551616",
+		"null", "true", "false",
+		"\"\"", "\"q\\\"x\"", "\"\\\\\"", "\"a b, } ]\"",
+		"\"\\u0000\"", "\"caf\xc3\xa9\"", "\"\\ud834\\udd1e\"",
+		"[]", "{}", "[1,{\"a\":[null,\"]}\"]}]",
+		"{\"k\\u0000\":\"v\"}", "{\"\\\\u0000\":1}",
+	};
+	for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+		const struct jtext id = { ids[i], strlen(ids[i]) };
+		struct buf b = { 0 };
+		char want[200];
+		int n;
+
+		reply_ok(&b, &id);
+		reply_u64(&b, "task", 7);
+		reply_end(&b);
+		n = snprintf(want, sizeof want,
+		             "{\"ok\":true,\"id\":%s,\"task\":7}\n", ids[i]);
+		expect_buf(&b, want, (size_t)n);
+
+		reply_error(&b, &id, JQ_EMPTY, "the queue is empty");
+		n = snprintf(want, sizeof want,
+		             "{\"ok\":false,\"id\":%s,\"error\":\"empty\","
+		             "\"message\":\"the queue is empty\"}\n", ids[i]);
+		expect_buf(&b, want, (size_t)n);
+	}
+}
+
+/* No id: a NULL jtext, or one whose p is NULL; and only len bytes of p
+ * count. */
+static void reply_id_absent_or_cut(void **state)
+{
+	(void)state;
+	const struct jtext none = { NULL, 0 }, none_len = { NULL, 5 };
+	const struct jtext cut = { "123garbage", 3 };
+	struct buf b = { 0 };
+
+	reply_ok(&b, &none);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true}\n");
+	reply_ok(&b, &none_len);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true}\n");
+	reply_error(&b, &none, JQ_BAD_JSON, "m");
+	EXPECT_BUF(&b, "{\"ok\":false,\"error\":\"bad_json\","
+	           "\"message\":\"m\"}\n");
+	reply_error(&b, &none_len, JQ_BAD_JSON, "m");
+	EXPECT_BUF(&b, "{\"ok\":false,\"error\":\"bad_json\","
+	           "\"message\":\"m\"}\n");
+	reply_ok(&b, &cut);
+	reply_end(&b);
+	EXPECT_BUF(&b, "{\"ok\":true,\"id\":123}\n");
+	reply_error(&b, &cut, JQ_FULL, "m");
+	EXPECT_BUF(&b, "{\"ok\":false,\"id\":123,\"error\":\"full\","
+	           "\"message\":\"m\"}\n");
+}
+
+static void reply_is_valid_json(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	const struct jtext id = { "\"a\\\"b\"", 6 };
+	reply_error(&b, &id, JQ_BAD_REQUEST, "field 'x' \"quoted\"\n");
+	json_error_t err;
+	json_t *v = json_loadb(b.p, b.len, 0, &err);
+	assert_non_null(v);
+	assert_true(json_is_false(json_object_get(v, "ok")));
+	assert_string_equal(json_string_value(json_object_get(v, "id")),
+	                    "a\"b");
+	assert_string_equal(json_string_value(json_object_get(v, "error")),
+	                    "bad_request");
+	assert_string_equal(json_string_value(json_object_get(v, "message")),
+	                    "field 'x' \"quoted\"\n");
+	json_decref(v);
+	buf_free(&b);
+}
+
+/* json_append_string of s, compared with the literal want. */
+static void expect_jstr(const char *s, size_t len, const char *want)
+{
+	struct buf b = { 0 };
+	json_append_string(&b, s, len);
+	assert_true(utf8_valid(b.p, b.len, NULL));
+	expect_buf(&b, want, strlen(want));
+}
+
+#define JSTR(lit, want) expect_jstr((lit), sizeof(lit) - 1, (want))
+
+static void json_string_escapes(void **state)
+{
+	(void)state;
+	JSTR("", "\"\"");
+	JSTR("plain", "\"plain\"");
+	JSTR("a\"b", "\"a\\\"b\"");
+	JSTR("a\\b", "\"a\\\\b\"");
+	JSTR("/", "\"/\"");
+	JSTR("\n\t\r", "\"\\u000a\\u0009\\u000d\"");
+	JSTR("\x01\x1f", "\"\\u0001\\u001f\"");
+	JSTR("a\0b", "\"a\\u0000b\"");
+	JSTR("\x7f", "\"\x7f\"");
+	JSTR(" ~", "\" ~\"");
+}
+
+static void json_string_keeps_valid_utf8(void **state)
+{
+	(void)state;
+	JSTR("caf\xc3\xa9", "\"caf\xc3\xa9\"");
+	JSTR("\xe2\x82\xac", "\"\xe2\x82\xac\"");
+	JSTR("\xf0\x9d\x84\x9e\"", "\"\xf0\x9d\x84\x9e\\\"\"");
+	JSTR("\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\"");
+}
+
+static void json_string_replaces_invalid_bytes(void **state)
+{
+	(void)state;
+	JSTR("ok\xff", "\"ok?\"");
+	JSTR("\x80", "\"?\"");
+	JSTR("abc\xe2\x82", "\"abc??\"");         /* a character cut in two */
+	JSTR("a\xc0\x80" "b", "\"a??b\"");
+	JSTR("\xed\xa0\x80", "\"???\"");
+	JSTR("\xf4\x90\x80\x80", "\"????\"");
+	JSTR("\xe2\x82\xc3\xa9", "\"??\xc3\xa9\"");
+	JSTR("\xc3\xa9\xff\xc3\xa9", "\"\xc3\xa9?\xc3\xa9\"");
+	JSTR("\xff\"\x01", "\"?\\\"\\u0001\"");
+}
+
+/* Random bytes always come out as one valid JSON string; valid UTF-8 comes
+ * back unchanged. */
+static void json_string_random_bytes(void **state)
+{
+	(void)state;
+	srand(1234);
+	for (int round = 0; round < 20000; round++) {
+		char s[24];
+		size_t n = (size_t)rand() % sizeof s;
+		for (size_t i = 0; i < n; i++) {
+			int r = rand();
+			s[i] = (char)(r % 3 ? r % 256 : 0x20 + r % 95);
+		}
+		struct buf b = { 0 };
+		json_append_string(&b, s, n);
+		assert_true(utf8_valid(b.p, b.len, NULL));
+		json_error_t err;
+		json_t *v = json_loadb(b.p, b.len,
+		                       JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+		if (!v)
+			note("%.*s: %s\n", (int)b.len, b.p, err.text);
+		assert_non_null(v);
+		assert_true(json_is_string(v));
+		if (utf8_valid(s, n, NULL)) {
+			assert_int_equal(json_string_length(v), n);
+			assert_memory_equal(json_string_value(v), s, n);
+		} else {
+			assert_int_equal(json_string_length(v) >= 1, 1);
+		}
+		json_decref(v);
+		buf_free(&b);
+	}
+}
+
+static void json_append_compact(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	json_t *v = load("{ \"a\" : [ 1 , 2.5 , \"\\u00e9\" ] }");
+	json_append(&b, v);
+	EXPECT_BUF(&b, "{\"a\":[1,2.5,\"\xc3\xa9\"]}");
+	json_decref(v);
+	v = json_integer(-5);
+	json_append(&b, v);
+	EXPECT_BUF(&b, "-5");
+	json_decref(v);
+}
+
+/* ---- buf ----------------------------------------------------------------- */
+
+static void buf_u64_digits(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t v;
+		const char *text;
+	} cases[] = {
+		{ 0, "0" }, { 9, "9" }, { 10, "10" }, { 99, "99" },
+		{ 100, "100" },
+		{ 9007199254740991ULL, "9007199254740991" },
+		{ UINT64_C(10000000000000000000), "10000000000000000000" },
+		{ UINT64_MAX, "18446744073709551615" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct buf b = { 0 };
+		buf_adds(&b, "x=");
+		buf_add_u64(&b, cases[i].v);
+		assert_int_equal(u64_digits(cases[i].v), strlen(cases[i].text));
+		char want[32];
+		int n = snprintf(want, sizeof want, "x=%s", cases[i].text);
+		expect_buf(&b, want, (size_t)n);
+	}
+}
+
+static void buf_grows_and_consumes(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	for (int i = 0; i < 100000; i++)
+		buf_addc(&b, (char)('a' + i % 26));
+	assert_int_equal(b.len, 100000);
+	assert_true(b.cap >= b.len);
+	for (int i = 0; i < 100000; i++)
+		assert_int_equal(b.p[i], 'a' + i % 26);
+
+	buf_consume(&b, 3);
+	assert_int_equal(b.len, 99997);
+	assert_int_equal(b.p[0], 'd');
+	buf_consume(&b, 99997 - 2);
+	assert_int_equal(b.len, 2);
+	assert_memory_equal(b.p, "cd", 2);   /* bytes 99998 and 99999 */
+	buf_consume(&b, 10);
+	assert_int_equal(b.len, 0);
+	buf_reset(&b);
+	buf_add(&b, "abc", 3);
+	buf_add(&b, "", 0);
+	EXPECT_BUF(&b, "abc");
+	assert_null(b.p);
+	assert_int_equal(b.cap, 0);
+}
+
+/* ---- error names --------------------------------------------------------- */
+
+static void errcode_names_round_trip(void **state)
+{
+	(void)state;
+	for (int code = 1; code < JQ_NERR; code++) {
+		const char *name = jq_errname(code);
+		assert_string_not_equal(name, "unknown");
+		assert_int_equal(jq_errcode(name, strlen(name)), code);
+		for (int other = 1; other < code; other++)
+			assert_string_not_equal(name, jq_errname(other));
+	}
+	/* Spot checks against PROTOCOL.md's table. */
+	assert_string_equal(jq_errname(JQ_BAD_JSON), "bad_json");
+	assert_string_equal(jq_errname(JQ_FRAME_TOO_LARGE), "frame_too_large");
+	assert_string_equal(jq_errname(JQ_TOO_MANY_CONNECTIONS),
+	                    "too_many_connections");
+	assert_string_equal(jq_errname(JQ_UNAVAILABLE), "unavailable");
+	assert_int_equal(JQ_NERR, 17);
+}
+
+static void errcode_unknown_names_and_codes(void **state)
+{
+	(void)state;
+	assert_string_equal(jq_errname(JQ_OK), "ok");
+	assert_string_equal(jq_errname(-1), "unknown");
+	assert_string_equal(jq_errname(JQ_NERR), "unknown");
+	assert_string_equal(jq_errname(1000), "unknown");
+	assert_int_equal(jq_errcode("ok", 2), -1);
+	assert_int_equal(jq_errcode("unknown", 7), -1);
+	assert_int_equal(jq_errcode("", 0), -1);
+	assert_int_equal(jq_errcode("bad", 3), -1);
+	assert_int_equal(jq_errcode("bad_json_", 9), -1);
+	assert_int_equal(jq_errcode("BAD_JSON", 8), -1);
+	/* The name need not be NUL-terminated: only len bytes count. */
+	assert_int_equal(jq_errcode("fullness", 4), JQ_FULL);
+	assert_int_equal(jq_errcode("empty\0x", 5), JQ_EMPTY);
+	assert_int_equal(jq_errcode("empty\0x", 7), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(frame_single_line),
+		cmocka_unit_test(frame_several_lines_in_one_buffer),
+		cmocka_unit_test(frame_strips_only_the_cr_before_lf),
+		cmocka_unit_test(frame_blank_lines_are_empty),
+		cmocka_unit_test(frame_partial_needs_more),
+		cmocka_unit_test(frame_max_frame_bytes_before_lf_pass),
+		cmocka_unit_test(frame_max_frame_plus_one_is_too_large),
+		cmocka_unit_test(frame_too_large_without_waiting_for_lf),
+		cmocka_unit_test(frame_max_frame_zero),
+		cmocka_unit_test(frame_huge_max_frame),
+
+		cmocka_unit_test(utf8_accepts_ascii_and_multibyte),
+		cmocka_unit_test(utf8_rejects_overlongs),
+		cmocka_unit_test(utf8_rejects_surrogates_and_beyond_max),
+		cmocka_unit_test(utf8_rejects_truncated_sequences),
+		cmocka_unit_test(utf8_rejects_stray_continuation_bytes),
+		cmocka_unit_test(utf8_fast_path_reports_every_position),
+		cmocka_unit_test(utf8_matches_reference_decoder),
+
+		cmocka_unit_test(request_bad_utf8),
+		cmocka_unit_test(request_bad_json),
+		cmocka_unit_test(request_depth_limit),
+		cmocka_unit_test(request_depth_at_default_limit),
+		cmocka_unit_test(request_bad_request),
+		cmocka_unit_test(request_unknown_op),
+		cmocka_unit_test(request_bad_queue),
+		cmocka_unit_test(request_queue_name_lengths),
+		cmocka_unit_test(queue_name_valid_direct),
+		cmocka_unit_test(request_defaults_for_absent_fields),
+		cmocka_unit_test(request_null_optional_fields_are_absent),
+		cmocka_unit_test(request_put_keeps_item_of_any_type),
+		cmocka_unit_test(request_item_with_nul_round_trips),
+		cmocka_unit_test(request_fields_parsed),
+		cmocka_unit_test(request_huge_seconds_are_capped),
+		cmocka_unit_test(request_escapes_equal_raw_characters),
+		cmocka_unit_test(request_unknown_fields_ignored),
+		cmocka_unit_test(request_id_of_every_type_kept),
+		cmocka_unit_test(request_id_kept_when_check_fails),
+		cmocka_unit_test(request_is_ping_only_for_exact_ping),
+		cmocka_unit_test(request_decode_failure_leaves_nothing),
+		cmocka_unit_test(request_members_top_level_only),
+		cmocka_unit_test(request_members_escaped_key_names),
+		cmocka_unit_test(request_members_duplicates_last_wins),
+		cmocka_unit_test(request_members_values_of_every_type),
+		cmocka_unit_test(request_members_compacted),
+		cmocka_unit_test(request_members_whitespace_in_request_object),
+		cmocka_unit_test(request_members_escaped_quotes_in_keys),
+		cmocka_unit_test(request_nul_key_is_an_unknown_field),
+		cmocka_unit_test(request_nul_key_kept_in_item),
+		cmocka_unit_test(request_nul_key_kept_in_id),
+		cmocka_unit_test(request_nul_in_value_untouched),
+		cmocka_unit_test(request_escaped_backslash_u0000_is_not_nul),
+		cmocka_unit_test(request_big_item_keeps_exact_text),
+		cmocka_unit_test(request_free_releases_copies),
+		cmocka_unit_test(op_names),
+
+		cmocka_unit_test(reply_ok_without_id),
+		cmocka_unit_test(reply_fields_exact_bytes),
+		cmocka_unit_test(reply_error_without_id),
+		cmocka_unit_test(reply_error_with_id_of_each_type),
+		cmocka_unit_test(reply_id_text_spliced_as_is),
+		cmocka_unit_test(reply_id_absent_or_cut),
+		cmocka_unit_test(reply_is_valid_json),
+		cmocka_unit_test(json_string_escapes),
+		cmocka_unit_test(json_string_keeps_valid_utf8),
+		cmocka_unit_test(json_string_replaces_invalid_bytes),
+		cmocka_unit_test(json_string_random_bytes),
+		cmocka_unit_test(json_append_compact),
+
+		cmocka_unit_test(buf_u64_digits),
+		cmocka_unit_test(buf_grows_and_consumes),
+
+		cmocka_unit_test(errcode_names_round_trip),
+		cmocka_unit_test(errcode_unknown_names_and_codes),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
