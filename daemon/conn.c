@@ -12,8 +12,9 @@
  * READY -> BLOCKED when a request parks; BLOCKED -> READY when it completes
  * (conn_finish), and the connection is then run again from conn_resume, not
  * from inside the engine call that woke it.  READY -> CLOSING on a
- * frame_too_large, when the peer has closed its side and every complete
- * frame is answered, or at shutdown.  When the peer closes its side while
+ * frame_too_large, or when every complete frame is answered and the peer
+ * has closed its side or the daemon is stopping (frames that arrive while
+ * it stops are answered shutting_down).  When the peer closes its side while
  * BLOCKED, the waiting request is answered at once as if non-blocking; an
  * EV_CLOSED event notices the close even while reading is paused (below),
  * where the EOF would wait unread behind the held input.
@@ -162,8 +163,10 @@ static void run(struct conn *c)
 	}
 	if (b->len)
 		evbuffer_add(out, b->p, b->len);
-	if (c->state == CONN_READY && c->eof && drained)
-		start_closing(c);   /* a partial frame at close is dropped */
+	/* A partial frame at close is dropped; at shutdown every complete
+	 * frame was answered shutting_down by ops_execute. */
+	if (c->state == CONN_READY && (c->eof || server.shutting_down) && drained)
+		start_closing(c);
 	if (c->state == CONN_CLOSING)
 		close_when_flushed(c);
 }
@@ -175,10 +178,7 @@ static void conn_finish(struct pending *p, const struct buf *reply)
 	struct conn *c = container_of(p, struct conn, pending);
 	if (reply)
 		evbuffer_add(bufferevent_get_output(c->bev), reply->p, reply->len);
-	if (server.shutting_down)
-		start_closing(c);
-	else
-		c->state = CONN_READY;
+	c->state = CONN_READY;
 	queue_resume(c);
 }
 
@@ -328,10 +328,10 @@ void conn_shutdown_all(void)
 	struct conn *c = server.conns, *next;
 	for (; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_READY) {
-			start_closing(c);
-			close_when_flushed(c);
-		}
+		/* What arrived is answered (shutting_down); nothing more is read. */
+		bufferevent_disable(c->bev, EV_READ);
+		if (c->state == CONN_READY)
+			run(c);   /* may free c */
 	}
 }
 

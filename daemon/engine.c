@@ -657,6 +657,17 @@ void engine_queue_stats(const struct engine *e, const struct queue *q,
 	s->waiting_joins = list_len(&q->joins);
 }
 
+uint64_t engine_next_task_id(const struct engine *e)
+{
+	return e->next_id;
+}
+
+const struct queue *engine_task_queue(const struct engine *e, uint64_t id)
+{
+	const struct task *t = idmap_get(&e->inflight, id);
+	return t ? t->queue : NULL;
+}
+
 /* ---- life --------------------------------------------------------------- */
 
 struct engine *engine_new(const struct engine_conf *conf)

@@ -182,6 +182,12 @@ msec_t engine_next_deadline(const struct engine *e);
 void engine_queue_stats(const struct engine *e, const struct queue *q,
                         const char *name, size_t len, struct queue_stats *s);
 
+/* The id the next new task will take. */
+uint64_t engine_next_task_id(const struct engine *e);
+
+/* The queue of a task that is delivered and undone, else NULL. */
+const struct queue *engine_task_queue(const struct engine *e, uint64_t task);
+
 /* Queues in creation order: q = NULL gives the first, NULL at the end. */
 struct queue *engine_next_queue(const struct engine *e, const struct queue *q);
 const char *queue_name(const struct queue *q);

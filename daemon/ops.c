@@ -119,18 +119,28 @@ static bool reply_fits(void *ctx, const struct delivery *d)
 }
 
 /*
- * UDP: the longest reply of an op that changes the queues (put, task_done,
- * release, join), judged before it runs so that a reply too large changes
- * nothing.  Only its one number is unknown, and is counted at its longest.
+ * UDP: the reply of an op that changes the queues (put, task_done, release,
+ * join), judged before it runs so that a reply too large changes nothing:
+ * a put's task id is the engine's next, a task_done's count is its queue's
+ * less one.  (A put that waits takes its id later, perhaps one digit
+ * longer; that reply still goes out.)
  */
 static size_t change_reply_len(const struct request *r)
 {
+	struct queue_stats s;
 	size_t n = strlen("{\"ok\":true}\n") +
 	           (r->id.p ? strlen(",\"id\":") + r->id.len : 0);
-	if (r->op == OP_PUT)
-		n += strlen(",\"task\":") + u64_digits(TASK_ID_MAX);
-	else if (r->op == OP_TASK_DONE)
-		n += strlen(",\"unfinished\":") + u64_digits(UINT64_MAX);
+
+	if (r->op == OP_PUT) {
+		n += strlen(",\"task\":") +
+		     u64_digits(engine_next_task_id(server.engine));
+	} else if (r->op == OP_TASK_DONE) {
+		const struct queue *q = engine_task_queue(server.engine, r->task);
+		if (!q)
+			return 0;   /* unknown_task: nothing changes */
+		engine_queue_stats(server.engine, q, NULL, 0, &s);
+		n += strlen(",\"unfinished\":") + u64_digits(s.unfinished - 1);
+	}
 	return n;
 }
 
@@ -226,15 +236,175 @@ static void pending_done(struct waiter *w, int code, const struct delivery *d,
 	p->finish(p, p->noreply ? NULL : b);
 }
 
+/*
+ * The ops.  Each gets the checked request and its client, writes its reply
+ * to out, and returns JQ_OK, an error code with e filled, or JQ_PARKED when
+ * it left p->w waiting (w is NULL when the request may not wait).
+ */
+struct call {
+	struct request *r;
+	struct client *c;
+	struct pending *p;
+	struct waiter *w;
+	struct buf *out;
+	struct errinfo *e;
+};
+
+/* An engine result: its message when it is an error. */
+static int result(struct call *k, int code)
+{
+	if (code > 0)
+		errinfo_set(k->e, code, "%s", engine_message(code));
+	return code;
+}
+
+static void ok_reply(struct call *k)
+{
+	reply_ok(k->out, &k->r->id);
+	reply_end(k->out);
+}
+
+static int op_put(struct call *k)
+{
+	struct queue *q;
+	uint64_t task;
+	int code = engine_queue(server.engine, k->r->queue, k->r->queue_len,
+	                        true, &q);
+	if (code == JQ_OK)
+		code = engine_put(server.engine, q, k->r->item.p, k->r->item.len,
+		                  k->w, &task);
+	if (code == JQ_OK) {
+		reply_ok(k->out, &k->r->id);
+		reply_u64(k->out, "task", task);
+		reply_end(k->out);
+	}
+	return result(k, code);
+}
+
+static int op_get(struct call *k)
+{
+	struct take tk = {
+		.holder = k->c->holder,
+		.lease = k->r->lease > 0 ? to_ms(k->r->lease) : k->c->default_lease,
+		.fits = k->c->max_reply ? reply_fits : NULL,
+		.ctx = k->p,
+	};
+	struct delivery d;
+	struct queue *q;
+	int code = engine_queue(server.engine, k->r->queue, k->r->queue_len,
+	                        true, &q);
+	if (code == JQ_OK)
+		code = engine_get(server.engine, q, &tk, k->w, &d);
+	if (code == JQ_OK)
+		get_reply(k->out, &k->r->id, &d);
+	return result(k, code);
+}
+
+static int op_task_done(struct call *k)
+{
+	uint64_t left;
+	int code = engine_task_done(server.engine, k->r->task, &left);
+	if (code == JQ_OK) {
+		reply_ok(k->out, &k->r->id);
+		reply_u64(k->out, "unfinished", left);
+		reply_end(k->out);
+	}
+	return result(k, code);
+}
+
+static int op_release(struct call *k)
+{
+	int code = engine_release(server.engine, k->r->task, to_ms(k->r->delay));
+	if (code == JQ_OK)
+		ok_reply(k);
+	return result(k, code);
+}
+
+static int op_join(struct call *k)
+{
+	struct queue *q;
+	engine_queue(server.engine, k->r->queue, k->r->queue_len, false, &q);
+	int code = engine_join(server.engine, q, k->w);
+	if (code == JQ_OK)
+		ok_reply(k);
+	return result(k, code);
+}
+
+/* qsize, empty and full: figures of a queue, which they never create. */
+static int op_figures(struct call *k)
+{
+	const struct request *r = k->r;
+	struct queue_stats s;
+	struct queue *q;
+
+	engine_queue(server.engine, r->queue, r->queue_len, false, &q);
+	engine_queue_stats(server.engine, q, r->queue, r->queue_len, &s);
+	reply_ok(k->out, &r->id);
+	if (r->op == OP_QSIZE) {
+		reply_u64(k->out, "qsize", s.qsize);
+		reply_u64(k->out, "maxsize", s.maxsize);
+		reply_u64(k->out, "unfinished", s.unfinished);
+		reply_u64(k->out, "inflight", s.inflight);
+		reply_u64(k->out, "delayed", s.delayed);
+	}
+	if (r->op != OP_FULL)
+		reply_bool(k->out, "empty", s.qsize == 0);
+	if (r->op != OP_EMPTY)
+		reply_bool(k->out, "full", s.maxsize && s.qsize >= s.maxsize);
+	reply_end(k->out);
+	return JQ_OK;
+}
+
+static int op_ping(struct call *k)
+{
+	reply_ok(k->out, &k->r->id);
+	reply_str(k->out, "version", PACKAGE_VERSION);
+	reply_u64(k->out, "protocol", 1);
+	reply_end(k->out);
+	return JQ_OK;
+}
+
+static int op_stats(struct call *k)
+{
+	stats_reply(k->out, &k->r->id);
+	return JQ_OK;
+}
+
+/* The token, if one is configured, was checked by authorize() already. */
+static int op_auth(struct call *k)
+{
+	if (server.token && !k->r->token)
+		return errinfo_set(k->e, JQ_UNAUTHORIZED,
+		                   "field 'token' is required for auth");
+	ok_reply(k);
+	return JQ_OK;
+}
+
+static int (*const op_table[OP_NOPS])(struct call *) = {
+	[OP_PUT] = op_put,
+	[OP_GET] = op_get,
+	[OP_TASK_DONE] = op_task_done,
+	[OP_RELEASE] = op_release,
+	[OP_JOIN] = op_join,
+	[OP_QSIZE] = op_figures,
+	[OP_EMPTY] = op_figures,
+	[OP_FULL] = op_figures,
+	[OP_PING] = op_ping,
+	[OP_STATS] = op_stats,
+	[OP_AUTH] = op_auth,
+};
+
+/* Ops that change the queues, judged over UDP before they run. */
+static bool changes_queues(enum jq_op op)
+{
+	return op == OP_PUT || op == OP_TASK_DONE || op == OP_RELEASE ||
+	       op == OP_JOIN;
+}
+
 static int run(struct request *r, struct client *c, struct pending *p,
                struct buf *out, struct errinfo *e)
 {
-	struct engine *eng = server.engine;
-	struct queue *q = NULL;
-	struct queue_stats s;
 	size_t start = out->len;
-	uint64_t n;
-	int code;
 
 	p->op = r->op;
 	p->id = r->id;
@@ -242,111 +412,22 @@ static int run(struct request *r, struct client *c, struct pending *p,
 	p->max_reply = c->max_reply;
 	p->w.timeout = to_ms(r->timeout);
 	p->w.done = pending_done;
-	struct waiter *w = r->block && r->timeout != 0 && !c->nonblocking &&
-	                   !server.shutting_down ? &p->w : NULL;
 
-	bool changes = r->op == OP_PUT || r->op == OP_TASK_DONE ||
-	               r->op == OP_RELEASE || r->op == OP_JOIN;
-	if (c->max_reply && changes &&
+	struct call k = { r, c, p, NULL, out, e };
+	if (r->block && r->timeout != 0 && !c->nonblocking)
+		k.w = &p->w;
+
+	if (c->max_reply && changes_queues(r->op) &&
 	    change_reply_len(r) > c->max_reply)
 		return errinfo_set(e, JQ_TOO_LARGE, "the reply would not fit in one "
 		                   "datagram: field 'id' is too long for "
 		                   "udp_max_reply (%zu)", c->max_reply);
 
-	switch (r->op) {
-	case OP_PUT:
-		if ((code = engine_queue(eng, r->queue, r->queue_len, true, &q)))
-			break;
-		code = engine_put(eng, q, r->item.p, r->item.len, w, &n);
-		if (code == JQ_OK) {
-			reply_ok(out, &r->id);
-			reply_u64(out, "task", n);
-			reply_end(out);
-		}
-		break;
-	case OP_GET: {
-		struct take tk = {
-			.holder = c->holder,
-			.lease = r->lease > 0 ? to_ms(r->lease) : c->default_lease,
-			.fits = c->max_reply ? reply_fits : NULL,
-			.ctx = p,
-		};
-		struct delivery d;
-		if ((code = engine_queue(eng, r->queue, r->queue_len, true, &q)))
-			break;
-		code = engine_get(eng, q, &tk, w, &d);
-		if (code == JQ_OK)
-			get_reply(out, &r->id, &d);
-		break;
-	}
-	case OP_TASK_DONE:
-		code = engine_task_done(eng, r->task, &n);
-		if (code == JQ_OK) {
-			reply_ok(out, &r->id);
-			reply_u64(out, "unfinished", n);
-			reply_end(out);
-		}
-		break;
-	case OP_RELEASE:
-		code = engine_release(eng, r->task, to_ms(r->delay));
-		if (code == JQ_OK) {
-			reply_ok(out, &r->id);
-			reply_end(out);
-		}
-		break;
-	case OP_JOIN:
-		engine_queue(eng, r->queue, r->queue_len, false, &q);
-		code = engine_join(eng, q, w);
-		if (code == JQ_OK) {
-			reply_ok(out, &r->id);
-			reply_end(out);
-		}
-		break;
-	case OP_QSIZE:
-	case OP_EMPTY:
-	case OP_FULL:
-		engine_queue(eng, r->queue, r->queue_len, false, &q);
-		engine_queue_stats(eng, q, r->queue, r->queue_len, &s);
-		bool empty = s.qsize == 0, full = s.maxsize && s.qsize >= s.maxsize;
-		reply_ok(out, &r->id);
-		if (r->op == OP_QSIZE) {
-			reply_u64(out, "qsize", s.qsize);
-			reply_u64(out, "maxsize", s.maxsize);
-			reply_u64(out, "unfinished", s.unfinished);
-			reply_u64(out, "inflight", s.inflight);
-			reply_u64(out, "delayed", s.delayed);
-		}
-		if (r->op != OP_FULL)
-			reply_bool(out, "empty", empty);
-		if (r->op != OP_EMPTY)
-			reply_bool(out, "full", full);
-		reply_end(out);
-		return fits_built(out, start, c, e);
-	case OP_PING:
-		reply_ok(out, &r->id);
-		reply_str(out, "version", PACKAGE_VERSION);
-		reply_u64(out, "protocol", 1);
-		reply_end(out);
-		return fits_built(out, start, c, e);
-	case OP_STATS:
-		stats_reply(out, &r->id);
-		return fits_built(out, start, c, e);
-	case OP_AUTH:
-		if (server.token && !r->token)
-			return errinfo_set(e, JQ_UNAUTHORIZED,
-			                   "field 'token' is required for auth");
-		reply_ok(out, &r->id);
-		reply_end(out);
-		if ((code = fits_built(out, start, c, e)))
-			return code;
-		if (server.token && c->authorized)
-			*c->authorized = true;   /* the token was checked already */
-		return JQ_OK;
-	default:
-		return errinfo_set(e, JQ_UNKNOWN_OP, "unknown op");
-	}
-	if (code > 0)
-		errinfo_set(e, code, "%s", engine_message(code));
+	int code = op_table[r->op](&k);
+	if (code == JQ_OK && !changes_queues(r->op) && r->op != OP_GET)
+		code = fits_built(out, start, c, e);
+	if (code == JQ_OK && r->op == OP_AUTH && server.token && c->authorized)
+		*c->authorized = true;   /* only once its reply is sure to go */
 	return code;
 }
 
@@ -361,7 +442,7 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 	code = request_decode(frame, len, server.cfg.max_depth, &r, &e);
 	if (code == JQ_OK && (code = authorize(&r, c, &e)) == JQ_OK &&
 	    (code = request_check(&r, &e)) == JQ_OK) {
-		if (server.shutting_down)   /* UDP datagrams of the last moments */
+		if (server.shutting_down)   /* what arrives while it stops */
 			code = errinfo_set(&e, JQ_SHUTTING_DOWN, "%s",
 			                   engine_message(JQ_SHUTTING_DOWN));
 		else

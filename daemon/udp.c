@@ -98,7 +98,7 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 	if (n && data[n - 1] == '\r')
 		n--;
 	buf_reset(out);
-	if (frame_blank(data, n))
+	if (!too_large && frame_blank(data, n))
 		return;
 	if (too_large) {
 		ops_error(out, JQ_FRAME_TOO_LARGE, "the datagram passes max_frame");

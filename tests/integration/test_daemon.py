@@ -256,6 +256,61 @@ class Signals(jqtest.TestCase):
             self.assertEqual(d.stop(), 0)
 
 
+    def test_requests_behind_a_blocked_one_answered_at_shutdown(self):
+        # "Every request gets exactly one reply line (unless it sets
+        # noreply), in the order the requests arrived on that connection";
+        # doc/PROTOCOL.md, Notes: at SIGTERM "a TCP connection then gets
+        # the replies it is owed and is closed".  The frames held back
+        # behind a waiting get arrived complete: each is owed its reply
+        # (shutting_down, since the daemon takes no new work, or ok).
+        d = jqtest.Daemon()
+        with d:
+            c = d.tcp()
+            c.send(b'{"op":"get","queue":"e","id":1}\n'
+                   b'{"op":"ping","id":2}\n'
+                   b'{"op":"put","queue":"behind","item":1,"id":3}\n'
+                   b'{"op":"qsize","id":4}\n')
+            self.assertTrue(c.nothing_for(0.2 * jqtest.SLOW))
+            self.assertEqual(d.stop(), 0)
+            replies = c.replies_until_close()
+            self.assertEqual([r.get("id") for r in replies], [1, 2, 3, 4],
+                             replies)
+            self.assertError(replies[0], "shutting_down")
+            for r in replies[1:]:
+                if not r.get("ok"):
+                    self.assertError(r, "shutting_down")
+
+    def test_client_that_does_not_read_closed_within_grace(self):
+        # doc/PROTOCOL.md, Notes: at SIGTERM a TCP connection gets the
+        # replies it is owed and is closed "(within 5 seconds)", even if
+        # its client never reads them.
+        d = jqtest.Daemon()
+        with d:
+            p = d.tcp()
+            big = "x" * 1000000
+            for i in range(8):
+                p.send({"op": "put", "item": big})
+            for i in range(8):
+                self.assertOk(p.recv())
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.connect(("127.0.0.1", d.port))
+            slow.sendall(b'{"op":"get"}\n' * 8)
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize_of(d)["inflight"] >= 2))
+            start = time.monotonic()
+            d.proc.send_signal(signal.SIGTERM)
+            try:
+                d.proc.wait(5 + 2 * jqtest.SLOW)
+            except subprocess.TimeoutExpired:
+                self.fail("joinqd still runs %.1f s after SIGTERM"
+                          % (time.monotonic() - start))
+            finally:
+                slow.close()
+            self.assertElapsed(start, 0, 5 + 2)
+            self.assertEqual(d.stop(), 0)
+
+
 class Logging(jqtest.TestCase):
     def test_start_line_names_the_addresses(self):
         with jqtest.Daemon() as d:
@@ -305,6 +360,50 @@ class Logging(jqtest.TestCase):
         finally:
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(jqtest.TIMEOUT), 0)
+            d.tmp.cleanup()
+
+    def test_default_port_is_7477(self):
+        # "Default port 7477, the same number for TCP and UDP."  Started
+        # without -p.  Should something else hold 7477 here, the daemon
+        # must fail naming that port rather than pick another.
+        def free(kind):
+            s = socket.socket(socket.AF_INET, kind)
+            try:
+                s.bind(("127.0.0.1", 7477))
+                return True
+            except OSError:
+                return False
+            finally:
+                s.close()
+        is_free = free(socket.SOCK_STREAM) and free(socket.SOCK_DGRAM)
+        d = jqtest.Daemon()
+        errpath = d.path("stderr")
+        with open(errpath, "w") as err:
+            argv = jqtest.WRAPPER + [jqtest.JOINQD, "-b", "127.0.0.1"]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+
+        def log():
+            with open(errpath) as f:
+                return f.read()
+        try:
+            if not is_free:
+                self.assertNotEqual(proc.wait(jqtest.TIMEOUT), 0)
+                self.assertIn("7477", log())
+                return
+            self.assertTrue(jqtest.wait_until(lambda: "listening" in log()),
+                            log())
+            self.assertIn("listening on 127.0.0.1:7477", log())
+            c = jqtest.Conn("127.0.0.1", 7477)
+            self.assertOk(c.request({"op": "put", "item": "tcp"}))
+            c.close()
+            u = jqtest.UdpConn("127.0.0.1", 7477)
+            self.assertEqual(u.request({"op": "get"})["item"], "tcp")
+            u.close()
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(jqtest.TIMEOUT), 0)
             d.tmp.cleanup()
 
     def test_info_level_logs_no_requests(self):
@@ -495,6 +594,49 @@ class Auth(jqtest.TestCase):
             self.assertEqual(d.udp().request({"op": "auth", "token": 1}),
                              {"ok": True})
             self.assertOk(c.request({"op": "put", "item": 1}))
+
+    def test_null_token_is_absent(self):
+        # "An optional field set to null is absent": token null neither
+        # authorises nor spoils an authorised connection.
+        with self.daemon() as d:
+            c = d.tcp()
+            self.assertError(c.request({"op": "qsize", "token": None}),
+                             "unauthorized")
+            self.assertOk(c.request({"op": "auth", "token": TOKEN}))
+            self.assertQsize(c.request({"op": "qsize", "token": None}),
+                             qsize=0)
+            self.assertOk(c.request({"op": "put", "item": 1,
+                                     "token": None}))
+            u = d.udp()
+            self.assertError(u.request({"op": "qsize", "token": None}),
+                             "unauthorized")
+
+    def test_ping_answered_whatever_token(self):
+        # doc/PROTOCOL.md, Notes: "ping is answered whatever token it
+        # carries."
+        with self.daemon() as d:
+            c, u = d.tcp(), d.udp()
+            for token in ("wrong", "", 5, [TOKEN], TOKEN):
+                with self.subTest(token=token):
+                    self.assertOk(c.request({"op": "ping", "token": token}))
+                    self.assertOk(u.request({"op": "ping", "token": token}))
+            self.assertError(c.request({"op": "qsize"}), "unauthorized")
+
+    def test_token_is_the_first_line_trimmed(self):
+        # doc/PROTOCOL.md, Notes: "The token is the first line of
+        # auth_token_file, blanks around it removed".
+        d = jqtest.Daemon()
+        d.args += ["--auth-token-file",
+                   d.file("token", " \t" + TOKEN + " \t\r\nsecond line\n")]
+        with d:
+            c = d.tcp()
+            self.assertOk(c.request({"op": "qsize", "token": TOKEN}))
+            for wrong in (" " + TOKEN, TOKEN + " \t", "second line",
+                          TOKEN + "\nsecond line"):
+                with self.subTest(token=wrong):
+                    self.assertError(c.request({"op": "qsize",
+                                                "token": wrong}),
+                                     "unauthorized")
 
     def test_start_line_says_auth_required(self):
         with self.daemon() as d:

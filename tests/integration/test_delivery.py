@@ -103,6 +103,39 @@ class Redelivery(jqtest.TestCase):
             self.assertEqual((r2["task"], r2["item"], r2["deliveries"]),
                              (r["task"], "a", 2))
 
+    def test_unleased_tcp_task_stays_in_flight(self):
+        # "A task delivered over TCP without a lease stays in flight until
+        # task_done, release, or its connection closes": no lease, not even
+        # udp_lease, ever sends it back while the connection is open.
+        with jqtest.Daemon("--udp-lease", "0.1") as d:
+            d.request({"op": "put", "item": "a"})
+            c = d.tcp()
+            t = c.request({"op": "get"})["task"]
+            time.sleep(0.5)
+            self.assertQsize(d.qsize(), qsize=0, inflight=1, unfinished=1)
+            self.assertError(d.request({"op": "get", "block": False}),
+                             "empty")
+            # still delivered and undone: release and task_done know it
+            self.assertEqual(c.request({"op": "release", "task": t}),
+                             {"ok": True})
+            t2 = c.request({"op": "get"})["task"]
+            self.assertEqual(t2, t)
+            self.assertEqual(c.request({"op": "task_done", "task": t}),
+                             {"ok": True, "unfinished": 0})
+
+    def test_default_udp_lease_is_30_seconds(self):
+        # "every UDP delivery has one: lease, or the daemon's udp_lease,
+        # default 30 s".  Takes 30 s.
+        with jqtest.Daemon() as d:
+            t = d.request({"op": "put", "item": "u"})["task"]
+            start = time.monotonic()
+            self.assertEqual(d.udp().request({"op": "get"})["task"], t)
+            c = d.tcp()
+            r = c.request({"op": "get", "timeout": 40},
+                          timeout=40 * jqtest.SLOW)
+            self.assertElapsed(start, 29.9, 33)
+            self.assertEqual((r["task"], r["deliveries"]), (t, 2))
+
     def test_task_done_after_lease_expiry(self):
         with jqtest.Daemon() as d:
             d.request({"op": "put", "item": "a"})
@@ -142,6 +175,17 @@ class Redelivery(jqtest.TestCase):
         with jqtest.Daemon("--udp-lease", "0.0004") as d:
             d.request({"op": "put", "item": "u"})
             t = d.udp().request({"op": "get"})["task"]
+            r = d.request({"op": "get", "timeout": 5})
+            self.assertEqual((r["task"], r["deliveries"]), (t, 2))
+
+    def test_tiny_lease_is_still_a_lease(self):
+        # doc/PROTOCOL.md, Notes: waits are kept in milliseconds, rounded
+        # up, "so a tiny positive value still waits": lease 1e-6 is a
+        # lease of 1 ms, not a delivery without one.
+        with jqtest.Daemon() as d:
+            d.request({"op": "put", "item": "u"})
+            c = d.tcp()
+            t = c.request({"op": "get", "lease": 1e-6})["task"]
             r = d.request({"op": "get", "timeout": 5})
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 
@@ -424,6 +468,34 @@ class DeadLetters(jqtest.TestCase):
                 c.request({"op": "release", "task": t2})
             self.assertEqual(c.request({"op": "get"})["deliveries"], 6)
 
+    def test_max_deliveries_zero_is_unlimited(self):
+        # "a queue may set max_deliveries (config; 0 = unlimited)"
+        with jqtest.Daemon(config="[queue jobs]\nmax_deliveries = 0\n") as d:
+            c = d.tcp()
+            t = c.request({"op": "put", "queue": "jobs", "item": "x"})["task"]
+            for n in range(1, 8):
+                r = c.request({"op": "get", "queue": "jobs"})
+                self.assertEqual((r["task"], r["deliveries"]), (t, n))
+                c.request({"op": "release", "task": t})
+            self.assertQsize(d.qsize("jobs"), qsize=1, unfinished=1)
+            self.assertEqual(set(stats(d)["queues"]), {"jobs"})
+            self.assertEqual(queue_stats(d, "jobs")["dead_lettered"], 0)
+
+    def test_dead_letter_off_still_counted(self):
+        # doc/PROTOCOL.md, Notes: "With dead_letter = off, a task past
+        # max_deliveries is dropped; it is still counted in dead_lettered."
+        conf = "[queue jobs]\nmax_deliveries = 1\ndead_letter = off\n"
+        with jqtest.Daemon(config=conf) as d:
+            c = d.tcp()
+            t = c.request({"op": "put", "queue": "jobs", "item": "x"})["task"]
+            c.request({"op": "get", "queue": "jobs"})
+            c.request({"op": "release", "task": t})
+            q = queue_stats(d, "jobs")
+            self.assertEqual((q["dead_lettered"], q["task_dones"],
+                              q["unfinished"]), (1, 0, 0))
+            self.assertError(c.request({"op": "task_done", "task": t}),
+                             "unknown_task")
+
     def test_dead_letter_off(self):
         conf = "[queue jobs]\nmax_deliveries = 1\ndead_letter = off\n"
         with jqtest.Daemon(config=conf) as d:
@@ -535,6 +607,36 @@ class Stats(jqtest.TestCase):
             self.assertEqual(s["version"],
                              d.request({"op": "ping"})["version"])
             self.assertLessEqual(s["uptime"], 5)
+
+    def test_waiting_requests_counted(self):
+        # doc/PROTOCOL.md, Notes: stats also gives, per queue,
+        # waiting_puts, waiting_gets and waiting_joins.
+        with jqtest.Daemon("--queue", "one:1") as d:
+            d.request({"op": "put", "queue": "one", "item": 0})
+            waiters = []
+            for req in ({"op": "put", "queue": "one", "item": 1},
+                        {"op": "put", "queue": "one", "item": 2},
+                        {"op": "join", "queue": "one"},
+                        {"op": "get", "queue": "e"}):
+                c = d.tcp()
+                c.send(req)
+                waiters.append(c)
+            u = d.udp()
+            u.send({"op": "get", "queue": "e"})
+            self.assertTrue(jqtest.wait_until(
+                lambda: stats(d)["queues"]["e"]["waiting_gets"] == 2))
+            s = stats(d)["queues"]
+            self.assertEqual((s["one"]["waiting_puts"],
+                              s["one"]["waiting_gets"],
+                              s["one"]["waiting_joins"]), (2, 0, 1))
+            self.assertEqual((s["e"]["waiting_puts"],
+                              s["e"]["waiting_joins"]), (0, 0))
+            d.request({"op": "get", "queue": "one"})
+            self.assertOk(waiters[0].recv())
+            self.assertEqual(queue_stats(d, "one")["waiting_puts"], 1)
+            waiters[3].close()
+            self.assertTrue(jqtest.wait_until(
+                lambda: stats(d)["queues"]["e"]["waiting_gets"] == 1))
 
     def test_queues_listed_with_all_fields(self):
         with jqtest.Daemon("--queue", "q2:9") as d:

@@ -45,6 +45,19 @@ TRAILING = [b'{"op":"put","item":1} x', b'{"op":"put","item":1}{}',
             b'{"op":"put","item":1} {"op":"put","item":2}']
 
 
+# Frames past a max_frame of 100 that would fail a later check too: the
+# frame's size is judged first ("the frame (frame_too_large, bad_utf8,
+# bad_json), then unauthorized").
+OVERSIZE_AND_BAD = [
+    b"\xff" * 101,                                       # bad UTF-8
+    b'{"op":"put","item":"\xff' + b"x" * 100 + b'"}',    # bad UTF-8 inside
+    b"not json " * 12,                                    # bad JSON
+    b'{"op":"put","item":"' + b"x" * 100 + b'"}',         # no token
+]
+
+TOKEN = "frame-token"
+
+
 def nested(depth, open_="[", close="]"):
     """A put whose frame nests depth deep, the request object being 1."""
     inner = open_ * (depth - 1) + close * (depth - 1)
@@ -213,6 +226,39 @@ class BadFramesTcp(jqtest.TestCase):
             self.assertTrue(c.closed_by_peer())
 
 
+    def test_frame_too_large_judged_first(self):
+        d = jqtest.Daemon("--max-frame", "100")
+        d.args += ["--auth-token-file", d.file("token", TOKEN + "\n")]
+        with d:
+            for frame in OVERSIZE_AND_BAD:
+                for end in (b"", b"\n"):
+                    with self.subTest(frame=frame, end=end):
+                        c = d.tcp()
+                        c.send_raw(frame + end)
+                        self.assertError(c.recv(), "frame_too_large")
+                        self.assertTrue(c.closed_by_peer())
+            self.assertEqual(d.request({"op": "stats", "token": TOKEN})
+                             ["queues"], {})
+
+    def test_long_blank_line_is_too_large(self):
+        # doc/PROTOCOL.md, Notes: "Blank lines longer than max_frame are
+        # frame_too_large: a line cannot be known to be blank before its
+        # LF, and the limit does not wait for it."
+        with jqtest.Daemon("--max-frame", "100") as d:
+            for line in (b" " * 101 + b"\n", b" \t" * 50 + b"\r\n",
+                         b" " * 200):
+                with self.subTest(line=line):
+                    c = d.tcp()
+                    c.send_raw(line)
+                    self.assertError(c.recv(), "frame_too_large")
+                    self.assertTrue(c.closed_by_peer())
+            # up to the limit it is blank, and ignored
+            c = d.tcp()
+            c.send_raw(b" " * 99 + b"\r\n")
+            self.assertTrue(c.nothing_for(0.1 * jqtest.SLOW))
+            self.assertEqual(c.request({"op": "ping", "id": 1})["id"], 1)
+
+
 class BadFramesUdp(jqtest.TestCase):
     def check_table(self, frames, code, daemon_args=()):
         with jqtest.Daemon(*daemon_args) as d:
@@ -287,6 +333,37 @@ class BadFramesUdp(jqtest.TestCase):
             self.assertError(u.request(put_line(101, cr=True)),
                              "frame_too_large")
             self.assertQsize(d.qsize(), qsize=3)
+
+
+    def test_frame_too_large_judged_first(self):
+        d = jqtest.Daemon("--max-frame", "100")
+        d.args += ["--auth-token-file", d.file("token", TOKEN + "\n")]
+        with d:
+            u = d.udp()
+            for frame in OVERSIZE_AND_BAD:
+                for end in (b"", b"\n"):
+                    with self.subTest(frame=frame, end=end):
+                        self.assertError(u.request(frame + end),
+                                         "frame_too_large")
+            self.assertEqual(u.request({"op": "stats", "token": TOKEN})
+                             ["queues"], {})
+
+    def test_long_blank_datagram_is_too_large(self):
+        # PROTOCOL.md, Limits: passing max_frame "gets a clear error, never
+        # ... a silent drop"; doc/PROTOCOL.md, Notes: "Blank lines longer
+        # than max_frame are frame_too_large" (as over TCP, where the same
+        # bytes get frame_too_large).  Up to the limit a blank datagram is
+        # ignored (test_blank_datagrams_ignored).
+        with jqtest.Daemon("--max-frame", "100") as d:
+            u = d.udp()
+            for blank in (b" " * 101, b" " * 101 + b"\n",
+                          b" \t" * 50 + b"\r\n"):
+                with self.subTest(blank=blank):
+                    u.send(blank)
+                    self.assertFalse(u.nothing_for(0.5 * jqtest.SLOW),
+                                     "no reply: a datagram past max_frame "
+                                     "was dropped without an error")
+                    self.assertError(u.recv(), "frame_too_large")
 
 
 class Pipelining(jqtest.TestCase):

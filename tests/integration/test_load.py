@@ -167,6 +167,36 @@ class ManyClients(jqtest.TestCase):
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
+    def test_default_max_connections_is_10000(self):
+        # "max_connections (default 10,000 ...)": 10,000 clients are
+        # served at once, the next one gets too_many_connections.
+        default = 10000
+        if raise_nofile(default + 200) < default + 100:
+            self.fail("this host's open-file limit is below %d: the test "
+                      "cannot hold %d clients" % (default + 100, default))
+        with jqtest.Daemon() as d:
+            conns = []
+            try:
+                for n in range(0, default, 500):
+                    batch = [d.tcp() for _ in range(500)]
+                    for c in batch:
+                        c.send({"op": "ping"})
+                    for c in batch:
+                        self.assertOk(c.recv())
+                    conns += batch
+                self.assertEqual(conns[0].request({"op": "stats"})
+                                 ["connections"], default)
+                extra = d.tcp()
+                r = extra.recv()
+                self.assertError(r, "too_many_connections")
+                self.assertIn("max_connections", r["message"])
+                self.assertTrue(extra.closed_by_peer())
+                extra.close()
+                self.assertOk(conns[-1].request({"op": "ping"}))
+            finally:
+                for c in conns:
+                    c.close()
+
     def test_thousand_waiting_getters(self):
         raise_nofile(N_CLIENTS + 200)
         with jqtest.Daemon() as d:

@@ -230,6 +230,32 @@ class OpsMixin(Transport):
                              (1, 7, 1, 2, 1, 1))
             self.assertEqual(r["queues"]["a"]["maxsize"], 0)
 
+    def test_task_done_and_release_ignore_queue(self):
+        # "Task ids are unique across the daemon: task_done and release
+        # find the task by id alone and ignore queue."
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            t1 = c.request({"op": "put", "queue": "q1", "item": "x"})["task"]
+            t2 = c.request({"op": "put", "queue": "q2", "item": "y"})["task"]
+            self.assertNotEqual(t1, t2, "task ids are unique across queues")
+            self.assertEqual(c.request({"op": "get", "queue": "q1"})["task"],
+                             t1)
+            # released naming another queue: back at the head of q1
+            self.assertEqual(c.request({"op": "release", "task": t1,
+                                        "queue": "q2"}), {"ok": True})
+            self.assertQsize(d.qsize("q1"), qsize=1, inflight=0,
+                             unfinished=1)
+            self.assertQsize(d.qsize("q2"), qsize=1, inflight=0,
+                             unfinished=1)
+            r = c.request({"op": "get", "queue": "q1"})
+            self.assertEqual((r["task"], r["deliveries"]), (t1, 2))
+            # finished with no queue at all (that is, "default"): U is q1's
+            self.assertEqual(c.request({"op": "task_done", "task": t1}),
+                             {"ok": True, "unfinished": 0})
+            self.assertQsize(d.qsize("q1"), unfinished=0)
+            self.assertQsize(d.qsize("q2"), qsize=1, unfinished=1)
+            self.assertNotIn("default", d.request({"op": "stats"})["queues"])
+
     def test_auth_without_token_configured(self):
         with jqtest.Daemon() as d:
             c = self.conn(d)
@@ -436,6 +462,39 @@ class ErrorsMixin(Transport):
                     self.assertIn(name, r["message"])
 
 
+    def test_messages_name_the_limit(self):
+        # "message is a human sentence that names the offending field or
+        # limit": the limits a request can pass, and the token it lacks.
+        d = jqtest.Daemon("--default-maxsize", "1", "--max-frame", "200",
+                          "--max-depth", "3")
+        d.args += ["--auth-token-file", d.file("token", TOKEN + "\n")]
+        with d:
+            c = self.conn(d)
+            cases = [
+                ({"op": "put", "item": 1, "token": TOKEN}, None, None),
+                ({"op": "put", "item": 2, "block": False, "token": TOKEN},
+                 "full", "maxsize"),
+                ({"op": "put", "item": [[[1]]], "token": TOKEN},
+                 ("bad_json", "bad_request"), "max_depth"),
+                ({"op": "qsize"}, "unauthorized", "token"),
+                ({"op": "qsize", "token": "wrong"}, "unauthorized", "token"),
+            ]
+            for req, code, name in cases:
+                with self.subTest(req=req):
+                    r = c.request(req)
+                    if code is None:
+                        self.assertOk(r)
+                        continue
+                    self.assertIn(r.get("error"), code if
+                                  isinstance(code, tuple) else (code,), r)
+                    self.assertError(r, r["error"])
+                    self.assertIn(name, r["message"])
+            # last: on TCP it closes the connection
+            r = c.request(b'{"op":"ping","x":"' + b"x" * 200 + b'"}\n')
+            self.assertError(r, "frame_too_large")
+            self.assertIn("max_frame", r["message"])
+
+
 class ErrorsTcp(ErrorsMixin, jqtest.TestCase):
     UDP = False
 
@@ -463,6 +522,46 @@ class ErrorsUdp(ErrorsMixin, jqtest.TestCase):
             self.assertError(r, "too_large")
             self.assertIn("udp_max_reply", r["message"])
             self.assertQsize(d.qsize(), qsize=1, inflight=0)
+
+
+    def test_default_udp_max_reply_is_65000(self):
+        # "udp_max_reply, default 65000 bytes": a get reply of exactly
+        # 65000 bytes is sent, one of 65001 is too_large.
+        def reply_len(item, task):
+            return len(b'{"ok":true,"item":"' + item.encode() +
+                       b'","task":%d,"deliveries":1}\n' % task)
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            fits = "f" * (65000 - reply_len("", 1))
+            too = "t" * (65001 - reply_len("", 2))
+            self.assertEqual(d.request({"op": "put", "item": fits})["task"],
+                             1)
+            self.assertEqual(d.request({"op": "put", "item": too})["task"],
+                             2)
+            u.send({"op": "get"})
+            data = u.recv_raw()
+            self.assertEqual(len(data), 65000)
+            self.assertEqual(json.loads(data)["item"], fits)
+            r = u.request({"op": "get"})
+            self.assertError(r, "too_large")
+            self.assertIn("udp_max_reply", r["message"])
+            self.assertQsize(d.qsize(), qsize=1, inflight=1)
+
+    def test_too_large_error_with_a_huge_id_has_no_id(self):
+        # doc/PROTOCOL.md, Notes: "When even the too_large error would not
+        # fit (an enormous id), it is sent without the id."
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            for req in ({"op": "bogus"}, {"op": "ping"},
+                        {"op": "put", "item": 1}):
+                with self.subTest(req=req):
+                    u.send(dict(req, id="i" * 700))
+                    data = u.recv_raw()
+                    self.assertLessEqual(len(data), 600)
+                    r = json.loads(data)
+                    self.assertError(r, "too_large")
+                    self.assertNotIn("id", r)
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
 
 
 # ---- id ---------------------------------------------------------------------
@@ -616,6 +715,25 @@ class CheckOrderMixin(Transport):
                         self.assertError(r, code)
                     else:
                         self.assertOk(r)
+
+
+    def test_bad_queue_for_every_op(self):
+        # "then queue when present (bad_queue, for every op, even those
+        # that ignore it)": every op of protocol 1, its own fields valid.
+        reqs = [{"op": "put", "item": 1}, {"op": "get", "block": False},
+                {"op": "task_done", "task": 1}, {"op": "release", "task": 1},
+                {"op": "join", "block": False}, {"op": "qsize"},
+                {"op": "empty"}, {"op": "full"}, {"op": "ping"},
+                {"op": "stats"}, {"op": "auth"}]
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for req in reqs:
+                for q in ("bad q", "", 5, ["q"]):
+                    with self.subTest(req=req, queue=q):
+                        r = c.request(dict(req, queue=q, id="b"))
+                        self.assertError(r, "bad_queue")
+                        self.assertEqual(r["id"], "b")
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
 
 
 class CheckOrderTcp(CheckOrderMixin, jqtest.TestCase):
@@ -835,6 +953,67 @@ class DetailsMixin(Transport):
             self.assertNotIn("new", d.request({"op": "stats"})["queues"])
 
 
+    def raw_reply(self, c, frame):
+        """The reply line (bytes, no LF) to frame, over either transport."""
+        c.send(frame)
+        if self.UDP:
+            return c.recv_raw().rstrip(b"\n")
+        return c.recv_line()
+
+    def test_ids_and_items_travel_as_sent(self):
+        # doc/PROTOCOL.md, Notes: joinqd keeps an id and an item as the
+        # JSON text sent, whitespace between tokens removed.
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for text, want in ((b"1.0e2", b"1.0e2"), (b"-0", b"-0"),
+                               (b"1E+2", b"1E+2"),
+                               (b'"\\u00e9"', b'"\\u00e9"'),
+                               (b'{ "a" : [ 1 , 2.50 ] }', b'{"a":[1,2.50]}'),
+                               (b'{"k\\u0000":" a b "}',
+                                b'{"k\\u0000":" a b "}')):
+                with self.subTest(text=text):
+                    raw = self.raw_reply(c, b'{"op":"ping","id":' + text +
+                                         b'}\n')
+                    self.assertIn(b'"id":' + want + b",", raw)
+                    self.assertOk(json.loads(raw))
+                    self.assertOk(c.request(b'{"op":"put","item":' + text +
+                                            b'}\n'))
+                    raw = self.raw_reply(c, {"op": "get"})
+                    self.assertIn(b'"item":' + want + b",", raw)
+
+    def test_numbers_beyond_the_parser(self):
+        # doc/PROTOCOL.md, Notes: integers beyond 64 bits, reals beyond a
+        # double and lone surrogates are bad_json, even inside an item;
+        # task 3.0 is bad_request; duplicate keys: the last one wins.
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for text in (b"18446744073709551616", b"9223372036854775808",
+                         b"-9223372036854775809", b"1e400", b"-1e400",
+                         b'"\\ud800"', b'"\\udc00x"', b"[1e999]"):
+                for key in (b"item", b"id"):
+                    with self.subTest(text=text, key=key):
+                        r = c.request(b'{"op":"put","item":1,"' + key +
+                                      b'2":0,"' + key + b'":' + text +
+                                      b'}\n')
+                        self.assertError(r, "bad_json")
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            self.assertOk(c.request(b'{"op":"put","item":9223372036854775807}'
+                                    b'\n'))
+            self.assertEqual(c.request({"op": "get"})["item"], 2 ** 63 - 1)
+            t = c.request({"op": "put", "item": 1})["task"]
+            c.request({"op": "get"})
+            self.assertError(c.request(b'{"op":"task_done","task":%d.0}\n'
+                                       % t), "bad_request")
+            # duplicate keys: the last one wins, for op, item and id alike
+            r = c.request(b'{"op":"bogus","op":"put","item":1,"item":2,'
+                          b'"id":1,"id":"last"}\n')
+            self.assertOk(r)
+            self.assertEqual(r["id"], "last")
+            self.assertEqual(c.request({"op": "get"})["item"], 2)
+            self.assertError(c.request(b'{"op":"ping","op":"bogus"}\n'),
+                             "unknown_op")
+
+
 class DetailsTcp(DetailsMixin, jqtest.TestCase):
     UDP = False
 
@@ -898,6 +1077,31 @@ class QueuesMixin(Transport):
                     self.assertOk(c.request(req))
             self.assertEqual(set(d.request({"op": "stats"})["queues"]),
                              {"a", "b"})
+
+
+    def test_ops_that_ignore_queue_never_create_it(self):
+        # "the other ops never create one": ping, stats and auth with a
+        # valid, new queue name create nothing either.
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for op in ("ping", "stats", "auth"):
+                with self.subTest(op=op):
+                    self.assertOk(c.request({"op": op, "queue": "fresh"}))
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+
+    def test_emptied_queues_still_count_against_max_queues(self):
+        # doc/PROTOCOL.md, Notes: queues are never removed while the daemon
+        # runs, so max_queues bounds the queues created since start.
+        with jqtest.Daemon("--max-queues", "1") as d:
+            c = self.conn(d)
+            c.request({"op": "put", "queue": "a", "item": 1})
+            t = c.request({"op": "get", "queue": "a"})["task"]
+            c.request({"op": "task_done", "task": t})
+            self.assertQsize(d.qsize("a"), qsize=0, unfinished=0)
+            self.assertError(c.request({"op": "put", "queue": "b",
+                                        "item": 1}), "too_many_queues")
+            self.assertEqual(list(d.request({"op": "stats"})["queues"]),
+                             ["a"])
 
 
 class QueuesTcp(QueuesMixin, jqtest.TestCase):
@@ -1063,6 +1267,24 @@ class Blocking(jqtest.TestCase):
             c.request({"op": "release", "task": t, "delay": 30})
             self.assertError(c.request({"op": "join", "block": False}),
                              "timeout")
+
+    def test_huge_waits_are_forever(self):
+        # doc/PROTOCOL.md, Notes: "more than 10^9 seconds (about 31 years)
+        # is forever": such a timeout waits, and such a lease holds.
+        with jqtest.Daemon() as d:
+            g, p = d.tcp(), d.tcp()
+            g.send({"op": "get", "timeout": 1e300, "lease": 1e300, "id": 1})
+            self.assertTrue(g.nothing_for(0.2 * jqtest.SLOW))
+            t = p.request({"op": "put", "item": "x"})["task"]
+            self.assertEqual(g.recv()["task"], t)
+            g.close()   # leased: it stays in flight
+            p.request({"op": "put", "item": "y"})
+            j = d.tcp()
+            j.send({"op": "join", "timeout": 2e9})
+            self.assertTrue(j.nothing_for(0.2 * jqtest.SLOW))
+            self.assertQsize(d.qsize(), qsize=1, inflight=1, unfinished=2)
+            self.assertEqual(p.request({"op": "task_done", "task": t}),
+                             {"ok": True, "unfinished": 1})
 
     def test_several_joiners_all_return(self):
         with jqtest.Daemon() as d:

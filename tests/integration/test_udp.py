@@ -197,10 +197,39 @@ class TooLarge(jqtest.TestCase):
                                         "id": "e" * (601 - fixed)}),
                              "too_large")
 
+    def test_change_replies_judged_exactly(self):
+        # PROTOCOL.md, Details: "too_large is judged on the reply exactly
+        # as the daemon would send it" - for put and task_done too.  A put
+        # reply of exactly udp_max_reply bytes (task 1 on a fresh daemon)
+        # and a task_done reply of exactly that size ("unfinished":0) fit;
+        # one byte more is too_large and changes nothing.
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            fixed = len(b'{"ok":true,"id":"","task":1}\n')
+            self.assertError(u.request({"op": "put", "item": 1,
+                                        "id": "p" * (601 - fixed)}),
+                             "too_large")
+            self.assertQsize(d.qsize(), qsize=0, unfinished=0)
+            u.send({"op": "put", "item": 1, "id": "p" * (600 - fixed)})
+            data = u.recv_raw()
+            self.assertOk(json.loads(data), data[:80])
+            self.assertEqual(len(data), 600)
+            self.assertEqual(json.loads(data)["task"], 1)
+            t = d.request({"op": "get", "lease": 60})["task"]
+            fixed = len(b'{"ok":true,"id":"","unfinished":0}\n')
+            self.assertError(u.request({"op": "task_done", "task": t,
+                                        "id": "d" * (601 - fixed)}),
+                             "too_large")
+            self.assertQsize(d.qsize(), inflight=1, unfinished=1)
+            u.send({"op": "task_done", "task": t, "id": "d" * (600 - fixed)})
+            data = u.recv_raw()
+            self.assertOk(json.loads(data), data[:80])
+            self.assertEqual(len(data), 600)
+            self.assertQsize(d.qsize(), unfinished=0)
+
     def test_too_large_changes_nothing(self):
         # A put or task_done whose reply cannot fit is refused before it
-        # runs.  (The daemon judges these with the task id or count at its
-        # longest, since it cannot know them before the change.)
+        # runs, and changes nothing.
         with jqtest.Daemon("--udp-max-reply", "600") as d:
             u = d.udp()
             big = "i" * 600
