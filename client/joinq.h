@@ -8,8 +8,8 @@
  * encodes a plain string for you.  Every call returns JQ_OK (0) or an error
  * code and, when err is not NULL, fills it with the code and a sentence.
  *
- * Codes below JQ_NERR are the daemon's (errcode.h: JQ_FULL, JQ_EMPTY, ...);
- * the ones from JQ_ERR_SYSTEM up are the library's own.
+ * Codes below JQ_NERR are the daemon's (enum jq_err: JQ_FULL, JQ_EMPTY,
+ * ...); the ones from JQ_ERR_SYSTEM up are the library's own.
  *
  *     struct jq_options o = JQ_OPTIONS_INIT;
  *     struct jq_error err;
@@ -25,7 +25,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "errcode.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,6 +32,29 @@ extern "C" {
 
 #define JQ_DEFAULT_HOST "127.0.0.1"
 #define JQ_DEFAULT_PORT "7477"
+
+/* The daemon's error codes, PROTOCOL.md's table in its order; on the wire
+ * each goes by its name, jq_strcode(code) ("bad_json", "full", ...). */
+enum jq_err {
+	JQ_OK = 0,
+	JQ_BAD_JSON,
+	JQ_BAD_UTF8,
+	JQ_FRAME_TOO_LARGE,
+	JQ_BAD_REQUEST,
+	JQ_UNKNOWN_OP,
+	JQ_BAD_QUEUE,
+	JQ_TOO_MANY_QUEUES,
+	JQ_FULL,
+	JQ_EMPTY,
+	JQ_TIMEOUT,
+	JQ_UNKNOWN_TASK,
+	JQ_TOO_LARGE,
+	JQ_UNAUTHORIZED,
+	JQ_TOO_MANY_CONNECTIONS,
+	JQ_SHUTTING_DOWN,
+	JQ_UNAVAILABLE,
+	JQ_NERR
+};
 
 /* Library errors, above the daemon's codes. */
 enum {
@@ -42,6 +64,7 @@ enum {
 	JQ_ERR_IO_TIMEOUT,     /* no reply within the op's wait plus io_timeout */
 	JQ_ERR_PROTOCOL,       /* the reply is not what protocol 1 says */
 	JQ_ERR_ARGUMENT,       /* a bad argument (say, item is not JSON) */
+	JQ_ERR_CANCELLED,      /* UDP: the cancel descriptor turned readable */
 };
 
 enum jq_transport { JQ_TCP, JQ_UDP };
@@ -82,6 +105,7 @@ struct jq_task {
 
 struct jq_qsize {
 	uint64_t qsize, maxsize, unfinished, inflight, delayed;
+	uint64_t dead_lettered;     /* tasks this queue sent to dead letters */
 	bool empty, full;
 };
 
@@ -91,6 +115,19 @@ typedef struct jq_client jq_client;
  * is given.  NULL on failure, with err filled. */
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err);
 void jq_close(jq_client *c);
+
+/*
+ * Makes a wait for a reply stoppable from elsewhere (a signal handler that
+ * writes to a pipe, say): when fd turns readable during the wait, a TCP
+ * client closes its sending side, so the daemon answers the request at once
+ * as if it had not blocked (PROTOCOL.md, "Transports"): a waiting get
+ * returns JQ_EMPTY, or the task it was being handed, which the caller must
+ * then give back (jq_release on a new connection, or jq_close if it had no
+ * lease).  The client is then good only for jq_close.  Over UDP the call
+ * gives up at once with JQ_ERR_CANCELLED.  fd -1 (the default) turns this
+ * off; the library never reads fd.
+ */
+void jq_set_cancel_fd(jq_client *c, int fd);
 
 /* queue NULL means "default". */
 int jq_put(jq_client *c, const char *queue, const char *item_json,
@@ -139,7 +176,8 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 int jq_shutdown(jq_client *c, struct jq_error *err);
 
 /* The wire name of a code ("full", "unknown_task"), or of a library code
- * ("system", "connect", "closed", "io_timeout", "protocol", "argument"). */
+ * ("system", "connect", "closed", "io_timeout", "protocol", "argument",
+ * "cancelled"). */
 const char *jq_strcode(int code);
 
 #ifdef __cplusplus

@@ -42,6 +42,7 @@
 #include <jansson.h>
 
 #include "buf.h"
+#include "errcode.h"
 #include "frame.h"
 #include "joinq.h"
 #include "reply.h"
@@ -74,6 +75,8 @@ struct jq_client {
 	struct jq_error broken;   /* TCP: why the stream is unusable; code 0
 	                             while it is fine */
 	bool shut;                /* jq_shutdown closed the sending side */
+	int cancel_fd;            /* jq_set_cancel_fd; -1: none */
+	bool cancelled;           /* cancel_fd fired: no more watching it */
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -121,8 +124,10 @@ const char *jq_strcode(int code)
 		return "protocol";
 	case JQ_ERR_ARGUMENT:
 		return "argument";
+	case JQ_ERR_CANCELLED:
+		return "cancelled";
 	default:
-		return jq_errname(code);
+		return errcode_name(code);
 	}
 }
 
@@ -181,6 +186,46 @@ static int wait_fd(int fd, short events, int64_t deadline)
 		if (errno != EINTR)
 			return -1;
 	}
+}
+
+/*
+ * Waits until the socket is readable or deadline passes, like wait_fd, but
+ * also watches the cancel descriptor.  When it fires, TCP closes its
+ * sending side so that the daemon answers now, and the wait goes on for
+ * that answer, bounded as for an op that does not block; UDP returns -2.
+ */
+static int wait_reply(jq_client *c, int64_t *deadline)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = c->fd, .events = POLLIN },
+			{ .fd = c->cancel_fd, .events = POLLIN },
+		};
+		nfds_t n = c->cancel_fd >= 0 && !c->cancelled ? 2 : 1;
+		int r = poll(p, n, poll_ms(*deadline));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r;
+		if (p[0].revents)
+			return p[0].revents;
+		c->cancelled = true;
+		if (c->transport == JQ_UDP)
+			return -2;
+		if (!c->shut && shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+			return -1;
+		c->shut = true;
+		int64_t soon = after_ms(c->io_ms == NEVER ? UDP_IO_TIMEOUT_MS
+		                                          : c->io_ms);
+		if (*deadline == NEVER || *deadline > soon)
+			*deadline = soon;
+	}
+}
+
+void jq_set_cancel_fd(jq_client *c, int fd)
+{
+	c->cancel_fd = fd;
+	c->cancelled = false;
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -329,6 +374,7 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 	jq_client *c = xcalloc(1, sizeof *c);
 	c->transport = o->transport;
 	c->next_id = 1;
+	c->cancel_fd = -1;
 	if (o->io_timeout > 0)
 		c->io_ms = (int64_t)ceil(o->io_timeout * 1000);
 	else
@@ -477,7 +523,7 @@ static int tcp_next_line(jq_client *c, int64_t deadline, const char **line,
 			tcp_flush(c, err);   /* a failure shows on the next turn */
 			continue;
 		}
-		int r = wait_fd(c->fd, POLLIN, deadline);
+		int r = wait_reply(c, &deadline);
 		if (r < 0) {
 			fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 			return broke(c, err);
@@ -550,7 +596,10 @@ static int udp_recv(jq_client *c, int64_t deadline, const char **data,
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return udp_failed(c, "receiving from", err);
-		int r = wait_fd(c->fd, POLLIN, deadline);
+		int r = wait_reply(c, &deadline);
+		if (r == -2)
+			return fail(err, JQ_ERR_CANCELLED, "the wait for %s was "
+			            "cancelled", c->peer);
 		if (r < 0)
 			return fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 		if (r == 0)
@@ -589,7 +638,7 @@ static int decode_reply(const jq_client *c, const char *line, size_t len,
 	json_t *name = json_object_get(r, "error");
 	json_t *msg = json_object_get(r, "message");
 	int code = json_is_string(name) ?
-	           jq_errcode(json_string_value(name), json_string_length(name)) :
+	           errcode_of(json_string_value(name), json_string_length(name)) :
 	           -1;
 	const char *text = json_is_string(msg) ? json_string_value(msg) : "";
 	if (code < 0)
@@ -597,7 +646,7 @@ static int decode_reply(const jq_client *c, const char *line, size_t len,
 		     "'%s': %s", c->peer,
 		     json_is_string(name) ? json_string_value(name) : "?", text);
 	else
-		fail(err, code, "%s", *text ? text : jq_errname(code));
+		fail(err, code, "%s", *text ? text : errcode_name(code));
 	json_decref(r);
 	return err->code;
 }
@@ -983,6 +1032,8 @@ int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
 	    !reply_u64_field(c, root, "unfinished", &out->unfinished, err) &&
 	    !reply_u64_field(c, root, "inflight", &out->inflight, err) &&
 	    !reply_u64_field(c, root, "delayed", &out->delayed, err) &&
+	    !reply_u64_field(c, root, "dead_lettered", &out->dead_lettered,
+	                     err) &&
 	    !reply_bool_field(c, root, "empty", &out->empty, err))
 		reply_bool_field(c, root, "full", &out->full, err);
 	json_decref(root);

@@ -32,6 +32,8 @@ static const char usage[] =
 "      --queue NAME:MAXSIZE   bound queue NAME to MAXSIZE items (repeatable)\n"
 "      --default-maxsize N    bound every other queue to N items (default 0:\n"
 "                             unbounded)\n"
+"      --max-deliveries N     deliveries a task gets before it goes to the\n"
+"                             dead-letter queue NAME.dead (default 0: no limit)\n"
 "      --max-queues N         most queues that may exist (default 10000)\n"
 "      --max-frame BYTES      longest request line (default 1M)\n"
 "      --max-depth N          deepest JSON nesting of a request (default 64)\n"
@@ -161,6 +163,10 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		if (parse_u64(val, UINT64_MAX, false, &v))
 			return "expected a whole number of items (0: unbounded)";
 		c->default_maxsize = v;
+	} else if (!strcmp(key, "max_deliveries")) {
+		if (parse_u64(val, UINT32_MAX, false, &v))
+			return "expected a whole number (0: unlimited)";
+		c->max_deliveries = (unsigned)v;
 	} else if (!strcmp(key, "max_queues")) {
 		if (parse_u64(val, 100000000, false, &v) || v == 0)
 			return "expected a whole number from 1 to 100000000";
@@ -213,6 +219,7 @@ static const char *set_queue(struct config *c, const char *name,
 		if (parse_u64(val, UINT32_MAX, false, &v))
 			return "expected a whole number (0: unlimited)";
 		q->max_deliveries = (unsigned)v;
+		q->has_max_deliveries = true;
 	} else if (!strcmp(key, "dead_letter")) {
 		if (strcmp(val, "off") != 0 && !queue_name_valid(val, strlen(val)))
 			return "expected a queue name or off";
@@ -280,7 +287,8 @@ static int load_file(struct config *c, const char *path)
 /* ---- the flags ---------------------------------------------------------- */
 
 enum {
-	OPT_QUEUE = 256, OPT_DEFAULT_MAXSIZE, OPT_MAX_QUEUES, OPT_MAX_FRAME,
+	OPT_QUEUE = 256, OPT_DEFAULT_MAXSIZE, OPT_MAX_DELIVERIES, OPT_MAX_QUEUES,
+	OPT_MAX_FRAME,
 	OPT_MAX_DEPTH, OPT_UDP_MAX_REPLY, OPT_UDP_LEASE, OPT_MAX_CONNECTIONS,
 	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL,
 };
@@ -291,6 +299,7 @@ static const struct option options[] = {
 	{ "bind", required_argument, NULL, 'b' },
 	{ "queue", required_argument, NULL, OPT_QUEUE },
 	{ "default-maxsize", required_argument, NULL, OPT_DEFAULT_MAXSIZE },
+	{ "max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES },
 	{ "max-queues", required_argument, NULL, OPT_MAX_QUEUES },
 	{ "max-frame", required_argument, NULL, OPT_MAX_FRAME },
 	{ "max-depth", required_argument, NULL, OPT_MAX_DEPTH },
@@ -310,6 +319,7 @@ static const char *flag_key(int opt)
 	switch (opt) {
 	case 'p': return "port";
 	case OPT_DEFAULT_MAXSIZE: return "default_maxsize";
+	case OPT_MAX_DELIVERIES: return "max_deliveries";
 	case OPT_MAX_QUEUES: return "max_queues";
 	case OPT_MAX_FRAME: return "max_frame";
 	case OPT_MAX_DEPTH: return "max_depth";

@@ -20,6 +20,7 @@ struct config {
 	size_t nbinds;
 	unsigned port;
 	uint64_t default_maxsize;   /* 0: unbounded */
+	unsigned max_deliveries;    /* default per queue; 0: unlimited */
 	unsigned max_queues;
 	size_t max_frame;           /* bytes before the LF */
 	unsigned max_depth;         /* JSON nesting, the request object is 1 */

@@ -113,6 +113,19 @@ static uint64_t conf_maxsize(const struct engine *e, const struct queue_conf *c)
 	return c && c->has_maxsize ? c->maxsize : e->conf->default_maxsize;
 }
 
+static unsigned conf_max_deliveries(const struct engine *e,
+                                    const struct queue_conf *c,
+                                    const char *name, size_t len)
+{
+	static const char dead[] = ".dead";
+	if (c && c->has_max_deliveries)
+		return c->max_deliveries;
+	if (len >= sizeof dead - 1 &&
+	    memcmp(name + len - (sizeof dead - 1), dead, sizeof dead - 1) == 0)
+		return 0;
+	return e->conf->default_max_deliveries;
+}
+
 static size_t name_hash(const char *name, size_t len)
 {
 	uint64_t h = UINT64_C(0xcbf29ce484222325);   /* FNV-1a */
@@ -153,9 +166,9 @@ static struct queue *new_queue(struct engine *e, const char *name, size_t len)
 
 	const struct queue_conf *c = find_conf(e, name, len);
 	q->maxsize = conf_maxsize(e, c);
-	if (c && c->max_deliveries) {
-		q->max_deliveries = c->max_deliveries;
-		if (!c->dead_letter) {
+	q->max_deliveries = conf_max_deliveries(e, c, name, len);
+	if (q->max_deliveries) {
+		if (!c || !c->dead_letter) {
 			q->dead_letter = xmalloc(len + sizeof ".dead");
 			memcpy(q->dead_letter, name, len);
 			memcpy(q->dead_letter + len, ".dead", sizeof ".dead");

@@ -41,6 +41,7 @@ struct queue_conf {
 	char *name;
 	bool has_maxsize;          /* else default_maxsize applies */
 	uint64_t maxsize;          /* 0: unbounded */
+	bool has_max_deliveries;   /* else default_max_deliveries applies */
 	unsigned max_deliveries;   /* 0: unlimited, no dead letters */
 	char *dead_letter;         /* NULL: NAME.dead; "" or "off": none */
 };
@@ -48,6 +49,9 @@ struct queue_conf {
 struct engine_conf {
 	msec_t (*clock)(void);             /* monotonic milliseconds */
 	uint64_t default_maxsize;
+	/* For queues with no max_deliveries of their own, except dead-letter
+	 * queues (names ending in ".dead"), so that letters do not cascade. */
+	unsigned default_max_deliveries;
 	unsigned max_queues;
 	const struct queue_conf *queues;   /* per-queue settings, borrowed */
 	size_t nqueues;

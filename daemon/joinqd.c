@@ -164,6 +164,7 @@ static int start(void)
 	server.engine_conf = (struct engine_conf){
 		.clock = server_clock,
 		.default_maxsize = server.cfg.default_maxsize,
+		.default_max_deliveries = server.cfg.max_deliveries,
 		.max_queues = server.cfg.max_queues,
 		.queues = server.cfg.queues,
 		.nqueues = server.cfg.nqueues,

@@ -346,6 +346,7 @@ static int op_figures(struct call *k)
 		reply_u64(k->out, "unfinished", s.unfinished);
 		reply_u64(k->out, "inflight", s.inflight);
 		reply_u64(k->out, "delayed", s.delayed);
+		reply_u64(k->out, "dead_lettered", s.dead_lettered);
 	}
 	if (r->op != OP_FULL)
 		reply_bool(k->out, "empty", s.qsize == 0);
@@ -462,7 +463,7 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 	}
 	if (code != JQ_OK) {
 		count_error(code);
-		log_debug("%s: %s: %s", c->peer, jq_errname(code), e.message);
+		log_debug("%s: %s: %s", c->peer, errcode_name(code), e.message);
 		if (!r.noreply)
 			reply_error(out, &r.id, code, e.message);
 	}

@@ -23,14 +23,14 @@ static const char *const names[JQ_NERR] = {
 	[JQ_UNAVAILABLE] = "unavailable",
 };
 
-const char *jq_errname(int code)
+const char *errcode_name(int code)
 {
 	if (code < 0 || code >= JQ_NERR)
 		return "unknown";
 	return names[code];
 }
 
-int jq_errcode(const char *name, size_t len)
+int errcode_of(const char *name, size_t len)
 {
 	for (int i = 1; i < JQ_NERR; i++)
 		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)

@@ -106,7 +106,7 @@ void reply_error(struct buf *b, const struct jtext *id, int code,
 {
 	buf_adds(b, "{\"ok\":false");
 	id_member(b, id);
-	reply_str(b, "error", jq_errname(code));
+	reply_str(b, "error", errcode_name(code));
 	reply_str(b, "message", message);
 	reply_end(b);
 }

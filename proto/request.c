@@ -26,7 +26,7 @@ static const char *const op_names[OP_NOPS] = {
 	[OP_AUTH] = "auth",
 };
 
-const char *jq_opname(enum jq_op op)
+const char *op_name(enum jq_op op)
 {
 	return (unsigned)op < OP_NOPS ? op_names[op] : "?";
 }
@@ -365,7 +365,7 @@ static int get_task(const struct request *r, uint64_t *out, struct errinfo *e)
 	json_t *v = field(r, "task");
 	if (!v)
 		return errinfo_set(e, JQ_BAD_REQUEST,
-		                   "field 'task' is required for %s", jq_opname(r->op));
+		                   "field 'task' is required for %s", op_name(r->op));
 	if (!json_is_integer(v) || json_integer_value(v) <= 0)
 		return errinfo_set(e, JQ_BAD_REQUEST,
 		                   "field 'task' must be a positive integer");

@@ -87,7 +87,7 @@ void request_free(struct request *r);
 /* True if name[0..len) is a valid queue name (PROTOCOL.md). */
 bool queue_name_valid(const char *name, size_t len);
 
-const char *jq_opname(enum jq_op op);
+const char *op_name(enum jq_op op);
 
 /* Sets e and returns code, for one-line error returns. */
 int errinfo_set(struct errinfo *e, int code, const char *fmt, ...)

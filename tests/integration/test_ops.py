@@ -13,8 +13,9 @@ import jqtest
 
 PUT_KEYS = {"ok", "task"}
 GET_KEYS = {"ok", "item", "task", "deliveries"}
+# qsize adds dead_lettered to PROTOCOL.md's fields (issue 3).
 QSIZE_KEYS = {"ok", "qsize", "maxsize", "unfinished", "inflight", "delayed",
-              "empty", "full"}
+              "dead_lettered", "empty", "full"}
 STATS_KEYS = {"ok", "version", "uptime", "connections", "queues"}
 QUEUE_STATS_KEYS = {"qsize", "maxsize", "unfinished", "inflight", "delayed",
                     "puts", "gets", "task_dones", "releases", "redeliveries",
@@ -1031,8 +1032,8 @@ class QueuesMixin(Transport):
             r = c.request({"op": "qsize", "queue": "ghost"})
             self.assertEqual(r, {"ok": True, "qsize": 0, "maxsize": 0,
                                  "unfinished": 0, "inflight": 0,
-                                 "delayed": 0, "empty": True,
-                                 "full": False})
+                                 "delayed": 0, "dead_lettered": 0,
+                                 "empty": True, "full": False})
             # a configured but unused queue answers with its maxsize
             r = c.request({"op": "qsize", "queue": "ghost2"})
             self.assertQsize(r, qsize=0, maxsize=4, unfinished=0)

@@ -44,11 +44,14 @@ static msec_t fake_clock(void)
 static struct queue_conf std_queues[] = {
 	{ .name = "small", .has_maxsize = true, .maxsize = 2 },
 	{ .name = "one", .has_maxsize = true, .maxsize = 1 },
-	{ .name = "jobs", .max_deliveries = 2 },
+	{ .name = "jobs", .has_max_deliveries = true, .max_deliveries = 2 },
 	{ .name = "jobs.dead", .has_maxsize = true, .maxsize = 1 },
-	{ .name = "drop", .max_deliveries = 1, .dead_letter = "off" },
-	{ .name = "nodl", .max_deliveries = 1, .dead_letter = "" },
-	{ .name = "custom", .max_deliveries = 1, .dead_letter = "morgue" },
+	{ .name = "drop", .has_max_deliveries = true, .max_deliveries = 1,
+	  .dead_letter = "off" },
+	{ .name = "nodl", .has_max_deliveries = true, .max_deliveries = 1,
+	  .dead_letter = "" },
+	{ .name = "custom", .has_max_deliveries = true, .max_deliveries = 1,
+	  .dead_letter = "morgue" },
 	{ .name = "unbounded", .has_maxsize = true, .maxsize = 0 },
 };
 
@@ -1476,7 +1479,7 @@ static void dead_letter_custom_name(void **state)
 static void dead_letter_enters_past_max_queues_and_when_full(void **state)
 {
 	static struct queue_conf qc[] = {
-		{ .name = "jobs", .max_deliveries = 1 },
+		{ .name = "jobs", .has_max_deliveries = true, .max_deliveries = 1 },
 		{ .name = "jobs.dead", .has_maxsize = true, .maxsize = 1 },
 	};
 	static const struct engine_conf conf = {
@@ -1957,11 +1960,14 @@ static struct model {
 } *m;
 
 static struct queue_conf model_queues[] = {
-	{ .name = "a", .has_maxsize = true, .maxsize = 2, .max_deliveries = 3 },
-	{ .name = "b", .has_maxsize = true, .maxsize = 1, .max_deliveries = 2,
+	{ .name = "a", .has_maxsize = true, .maxsize = 2,
+	  .has_max_deliveries = true, .max_deliveries = 3 },
+	{ .name = "b", .has_maxsize = true, .maxsize = 1,
+	  .has_max_deliveries = true, .max_deliveries = 2,
 	  .dead_letter = "off" },
 	{ .name = "c", .has_maxsize = true, .maxsize = 0 },
-	{ .name = "d", .has_maxsize = true, .maxsize = 3, .max_deliveries = 1,
+	{ .name = "d", .has_maxsize = true, .maxsize = 3,
+	  .has_max_deliveries = true, .max_deliveries = 1,
 	  .dead_letter = "grave" },
 	{ .name = "a.dead", .has_maxsize = true, .maxsize = 1 },
 };

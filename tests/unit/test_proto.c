@@ -72,7 +72,7 @@ static char *accept_frame(const char *frame, struct request *r)
 	char *f = dq(frame, strlen(frame));
 	int rc = judge(f, strlen(f), DEFAULT_DEPTH, r, &e);
 	if (rc != JQ_OK)
-		note("frame %s: %s: %s\n", f, jq_errname(rc), e.message);
+		note("frame %s: %s: %s\n", f, errcode_name(rc), e.message);
 	assert_int_equal(rc, JQ_OK);
 	return f;
 }
@@ -593,8 +593,8 @@ static void run_cases(const struct rcase *c, size_t n)
 			why = "message does not name the field";
 		if (why) {
 			note("row %zu %s: got %s (%s), want %s: %s\n", i, f,
-			            jq_errname(rc), rc ? e.message : "",
-			            jq_errname(c[i].code), why);
+			            errcode_name(rc), rc ? e.message : "",
+			            errcode_name(c[i].code), why);
 			failures++;
 		}
 		request_free(&r);
@@ -1277,7 +1277,7 @@ static void run_member_cases(const struct mcase *c, size_t n)
 				want[k] = wq[k] = dq(want[k], strlen(want[k]));
 		int rc = request_decode(f, len, DEFAULT_DEPTH, &r, &e);
 		if (rc != JQ_OK) {
-			note("row %zu %s: %s: %s\n", i, f, jq_errname(rc),
+			note("row %zu %s: %s: %s\n", i, f, errcode_name(rc),
 			     e.message);
 			failures++;
 		}
@@ -1867,10 +1867,10 @@ static void request_free_releases_copies(void **state)
 static void op_names(void **state)
 {
 	(void)state;
-	assert_string_equal(jq_opname(OP_PUT), "put");
-	assert_string_equal(jq_opname(OP_TASK_DONE), "task_done");
-	assert_string_equal(jq_opname(OP_AUTH), "auth");
-	assert_string_equal(jq_opname(OP_NOPS), "?");
+	assert_string_equal(op_name(OP_PUT), "put");
+	assert_string_equal(op_name(OP_TASK_DONE), "task_done");
+	assert_string_equal(op_name(OP_AUTH), "auth");
+	assert_string_equal(op_name(OP_NOPS), "?");
 }
 
 /* ---- replies ------------------------------------------------------------- */
@@ -2184,38 +2184,38 @@ static void errcode_names_round_trip(void **state)
 {
 	(void)state;
 	for (int code = 1; code < JQ_NERR; code++) {
-		const char *name = jq_errname(code);
+		const char *name = errcode_name(code);
 		assert_string_not_equal(name, "unknown");
-		assert_int_equal(jq_errcode(name, strlen(name)), code);
+		assert_int_equal(errcode_of(name, strlen(name)), code);
 		for (int other = 1; other < code; other++)
-			assert_string_not_equal(name, jq_errname(other));
+			assert_string_not_equal(name, errcode_name(other));
 	}
 	/* Spot checks against PROTOCOL.md's table. */
-	assert_string_equal(jq_errname(JQ_BAD_JSON), "bad_json");
-	assert_string_equal(jq_errname(JQ_FRAME_TOO_LARGE), "frame_too_large");
-	assert_string_equal(jq_errname(JQ_TOO_MANY_CONNECTIONS),
+	assert_string_equal(errcode_name(JQ_BAD_JSON), "bad_json");
+	assert_string_equal(errcode_name(JQ_FRAME_TOO_LARGE), "frame_too_large");
+	assert_string_equal(errcode_name(JQ_TOO_MANY_CONNECTIONS),
 	                    "too_many_connections");
-	assert_string_equal(jq_errname(JQ_UNAVAILABLE), "unavailable");
+	assert_string_equal(errcode_name(JQ_UNAVAILABLE), "unavailable");
 	assert_int_equal(JQ_NERR, 17);
 }
 
 static void errcode_unknown_names_and_codes(void **state)
 {
 	(void)state;
-	assert_string_equal(jq_errname(JQ_OK), "ok");
-	assert_string_equal(jq_errname(-1), "unknown");
-	assert_string_equal(jq_errname(JQ_NERR), "unknown");
-	assert_string_equal(jq_errname(1000), "unknown");
-	assert_int_equal(jq_errcode("ok", 2), -1);
-	assert_int_equal(jq_errcode("unknown", 7), -1);
-	assert_int_equal(jq_errcode("", 0), -1);
-	assert_int_equal(jq_errcode("bad", 3), -1);
-	assert_int_equal(jq_errcode("bad_json_", 9), -1);
-	assert_int_equal(jq_errcode("BAD_JSON", 8), -1);
+	assert_string_equal(errcode_name(JQ_OK), "ok");
+	assert_string_equal(errcode_name(-1), "unknown");
+	assert_string_equal(errcode_name(JQ_NERR), "unknown");
+	assert_string_equal(errcode_name(1000), "unknown");
+	assert_int_equal(errcode_of("ok", 2), -1);
+	assert_int_equal(errcode_of("unknown", 7), -1);
+	assert_int_equal(errcode_of("", 0), -1);
+	assert_int_equal(errcode_of("bad", 3), -1);
+	assert_int_equal(errcode_of("bad_json_", 9), -1);
+	assert_int_equal(errcode_of("BAD_JSON", 8), -1);
 	/* The name need not be NUL-terminated: only len bytes count. */
-	assert_int_equal(jq_errcode("fullness", 4), JQ_FULL);
-	assert_int_equal(jq_errcode("empty\0x", 5), JQ_EMPTY);
-	assert_int_equal(jq_errcode("empty\0x", 7), -1);
+	assert_int_equal(errcode_of("fullness", 4), JQ_FULL);
+	assert_int_equal(errcode_of("empty\0x", 5), JQ_EMPTY);
+	assert_int_equal(errcode_of("empty\0x", 7), -1);
 }
 
 int main(void)
