@@ -7,6 +7,12 @@
  * up to WINDOW requests stay in flight, so a million lines take seconds
  * rather than a million round trips.
  *
+ * join --progress (and put --join --progress) watches the queue from a
+ * thread of its own, on a second connection, while the main thread waits
+ * in one plain join: polling with short joins instead could miss the
+ * count touching zero between two of them, and the display must never
+ * change when or how the join ends.
+ *
  * Exit status (also in --help):
  *   0  success
  *   1  any other error: an error reply (unknown_task, bad_request, ...)
@@ -23,12 +29,14 @@
 #include <getopt.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +46,7 @@
 #include "joinq.h"
 #include "reply.h"
 #include "utf8.h"
+#include "work.h"
 #include "xalloc.h"
 
 enum {
@@ -65,12 +74,18 @@ enum {
 	OPT_LEASE = 1 << 4,
 	OPT_DELAY = 1 << 5,
 	OPT_VERBOSE = 1 << 6,
+	OPT_JOIN = 1 << 7,
+	OPT_JOIN_TIMEOUT = 1 << 8,
+	OPT_PROGRESS = 1 << 9,
+	OPT_OWN_ARGS = 1 << 15,     /* the command parses its own argv (work) */
 };
 
 struct cmd_options {
 	bool json, show_task, verbose;
 	struct jq_wait wait;        /* --nowait, --timeout */
 	double lease, delay;        /* 0: none */
+	bool join, progress;        /* put --join, --progress */
+	double join_timeout;        /* put --join-timeout; < 0: forever */
 };
 
 /* What every command gets: where the daemon is and which queue. */
@@ -222,6 +237,288 @@ static int read_token(const struct session *s, const char *path, char **token)
 		return usage_error(s, "the token file %s is empty", path);
 	*token = xstrdup(buf);
 	return EXIT_OK;
+}
+
+/* ---- join, and its progress display ------------------------------------ */
+
+#define TICK_MS 250                 /* progress: a sample, a bar redrawn */
+#define LOG_EVERY 5.0               /* seconds between plain progress lines */
+#define RATE_SAMPLES 21             /* the rate spans the last 5 s of ticks */
+#define BAR_MAX 40                  /* the widest bar, in characters */
+
+/*
+ * The watcher of a join: a thread with its own connection asks qsize every
+ * tick and draws what it sees.  It owns every field but stop[1], which the
+ * joining thread closes when its join returns; it reads the rest only after
+ * pthread_join.
+ */
+struct progress {
+	struct session s;           /* a copy with an io_timeout of its own */
+	jq_client *c;
+	int stop[2];                /* a pipe; its write end closed: stop */
+	pthread_t thread;
+	bool tty;                   /* stderr is a terminal: draw a bar */
+	bool drawn;                 /* a bar is on the terminal's last line */
+	double start, logged;       /* when it began, and last printed a line */
+	uint64_t peak;              /* the bar's 100%: most unfinished seen */
+	struct sample {
+		double t;
+		uint64_t unfinished;
+	} ring[RATE_SAMPLES];
+	unsigned nsamples;          /* taken in all; ring holds the last ones */
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *queue_name(const struct session *s)
+{
+	return s->queue ? s->queue : "default";
+}
+
+/* n with a comma every three digits: 1234567 is "1,234,567". */
+static void group_digits(uint64_t n, char *out, size_t size)
+{
+	char digits[24];
+	int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)n);
+	size_t j = 0;
+
+	for (int i = 0; i < len && j + 2 < size; i++) {
+		if (i && (len - i) % 3 == 0)
+			out[j++] = ',';
+		out[j++] = digits[i];
+	}
+	out[j] = '\0';
+}
+
+/* "45s", "2m05s", "3h02m". */
+static void format_duration(double seconds, char *out, size_t size)
+{
+	if (!(seconds < 1e9))
+		seconds = 1e9;      /* and beyond: all the same to a person */
+	unsigned long long t = seconds > 0 ? (unsigned long long)(seconds + 0.5)
+	                                   : 0;
+	if (t >= 3600)
+		snprintf(out, size, "%lluh%02llum", t / 3600, t / 60 % 60);
+	else if (t >= 60)
+		snprintf(out, size, "%llum%02llus", t / 60, t % 60);
+	else
+		snprintf(out, size, "%llus", t);
+}
+
+/* Tasks finished per second over the last few seconds of samples; a count
+ * that grew (puts outran the workers) makes 0.  -1: not known yet. */
+static double progress_rate(const struct progress *p)
+{
+	unsigned n = p->nsamples < RATE_SAMPLES ? p->nsamples : RATE_SAMPLES;
+	if (n < 2)
+		return -1;
+	const struct sample *last = &p->ring[(p->nsamples - 1) % RATE_SAMPLES];
+	const struct sample *first = &p->ring[(p->nsamples - n) % RATE_SAMPLES];
+	double dt = last->t - first->t;
+	if (dt < 0.2)
+		return -1;
+	if (first->unfinished <= last->unfinished)
+		return 0;
+	return (double)(first->unfinished - last->unfinished) / dt;
+}
+
+/* "4,321 unfinished, 1,234 done, 250/s, ETA 17s".  "done" is how far the
+ * count has come down from its peak.  A log gets plain digits, which
+ * scripts read more easily than grouped ones. */
+static void progress_text(const struct progress *p, uint64_t unfinished,
+                          char *out, size_t size)
+{
+	char left[32], done[32], rate_text[32], eta[32];
+	double rate = progress_rate(p);
+
+	if (p->tty) {
+		group_digits(unfinished, left, sizeof left);
+		group_digits(p->peak - unfinished, done, sizeof done);
+	} else {
+		snprintf(left, sizeof left, "%llu", (unsigned long long)unfinished);
+		snprintf(done, sizeof done, "%llu",
+		         (unsigned long long)(p->peak - unfinished));
+	}
+	if (rate < 0)
+		snprintf(rate_text, sizeof rate_text, "-");
+	else if (rate == 0 || rate >= 10)
+		snprintf(rate_text, sizeof rate_text, "%.0f", rate);
+	else
+		snprintf(rate_text, sizeof rate_text, "%.1f", rate);
+	if (!unfinished)
+		snprintf(eta, sizeof eta, "0s");
+	else if (rate > 0)
+		format_duration(ceil((double)unfinished / rate), eta,
+		                sizeof eta);
+	else
+		snprintf(eta, sizeof eta, "-");
+	snprintf(out, size, "%s unfinished, %s done, %s/s, ETA %s", left, done,
+	         rate_text, eta);
+}
+
+/* "[#########.........] 4,321 unfinished, ..." over the line the cursor is
+ * on, in one write so that it never shows half drawn. */
+static void progress_draw(struct progress *p, uint64_t unfinished)
+{
+	char text[160], line[256];
+	struct winsize ws;
+	int cols = 80;
+	size_t n = 0;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		cols = ws.ws_col;
+	progress_text(p, unfinished, text, sizeof text);
+	/* Keep off the last column: a full line may wrap, and the next \r
+	 * would then redraw on the wrong line. */
+	int room = cols - 1;
+	int bar = room - 3 - (int)strlen(text);     /* 3: "[", "] " */
+	if (bar > BAR_MAX)
+		bar = BAR_MAX;
+	line[n++] = '\r';
+	if (bar >= 5) {
+		int filled = bar;
+		if (p->peak)
+			filled = (int)((double)bar * (double)(p->peak - unfinished) /
+			               (double)p->peak);
+		line[n++] = '[';
+		for (int i = 0; i < bar; i++)
+			line[n++] = i < filled ? '#' : '.';
+		line[n++] = ']';
+		line[n++] = ' ';
+		room -= bar + 3;
+	}
+	if (room < 0)
+		room = 0;
+	n += (size_t)snprintf(line + n, sizeof line - n, "%.*s\033[K", room,
+	                      text);
+	fwrite(line, 1, n, stderr);
+	p->drawn = true;
+}
+
+static void progress_clear(struct progress *p)
+{
+	if (p->drawn)
+		fputs("\r\033[K", stderr);
+	p->drawn = false;
+}
+
+static void *progress_watch(void *arg)
+{
+	struct progress *p = arg;
+	struct jq_error err;
+	struct jq_qsize q;
+	char text[160];
+
+	for (;;) {
+		if (jq_qsize(p->c, p->s.queue, &q, &err)) {
+			/* The display is a nicety: say once why it stopped, and
+			 * leave the join to its own outcome. */
+			progress_clear(p);
+			fprintf(stderr, "joinq: join %s: no more progress: %s\n",
+			        queue_name(&p->s), err.message);
+			return NULL;
+		}
+		double t = now_s();
+		struct sample *k = &p->ring[p->nsamples++ % RATE_SAMPLES];
+		k->t = t;
+		k->unfinished = q.unfinished;
+		if (q.unfinished > p->peak)
+			p->peak = q.unfinished;
+		if (p->tty) {
+			progress_draw(p, q.unfinished);
+		} else if (p->nsamples == 1 || t - p->logged >= LOG_EVERY) {
+			progress_text(p, q.unfinished, text, sizeof text);
+			fprintf(stderr, "joinq: join %s: %s\n", queue_name(&p->s),
+			        text);
+			p->logged = t;
+		}
+		struct pollfd stop = { .fd = p->stop[0], .events = POLLIN };
+		int r = poll(&stop, 1, TICK_MS);
+		if (r > 0 || (r < 0 && errno != EINTR))
+			return NULL;
+	}
+}
+
+/* Starts the watcher; NULL when it cannot, with the failure reported and
+ * *status set. */
+static struct progress *progress_start(const struct session *s, int *status)
+{
+	const struct jq_options defaults = JQ_OPTIONS_INIT;
+	struct progress *p = xcalloc(1, sizeof *p);
+	int e;
+
+	/* put --join may have lifted the I/O limit for its puts; a qsize
+	 * has no reason to wait long, and joinq's exit waits for the
+	 * watcher's last one. */
+	p->s = *s;
+	p->s.opt.io_timeout = defaults.io_timeout;
+	p->tty = isatty(STDERR_FILENO);
+	p->start = now_s();
+	if (!(p->c = open_client(&p->s, status))) {
+		free(p);
+		return NULL;
+	}
+	if (pipe(p->stop) < 0) {
+		fprintf(stderr, "joinq: join: pipe: %s\n", strerror(errno));
+		goto fail;
+	}
+	if ((e = pthread_create(&p->thread, NULL, progress_watch, p))) {
+		fprintf(stderr, "joinq: join: cannot start a thread: %s\n",
+		        strerror(e));
+		close(p->stop[0]);
+		close(p->stop[1]);
+		goto fail;
+	}
+	return p;
+fail:
+	jq_close(p->c);
+	free(p);
+	*status = EXIT_ERROR;
+	return NULL;
+}
+
+/* Stops the watcher and wipes its bar; a log gets a last line when the
+ * join succeeded. */
+static void progress_stop(struct progress *p, bool joined)
+{
+	char took[32];
+
+	close(p->stop[1]);      /* the read end turns readable: stop */
+	pthread_join(p->thread, NULL);
+	close(p->stop[0]);
+	progress_clear(p);
+	if (!p->tty && joined) {
+		format_duration(now_s() - p->start, took, sizeof took);
+		fprintf(stderr, "joinq: join %s: 0 unfinished, %llu done, joined "
+		        "after %s\n", queue_name(&p->s),
+		        (unsigned long long)p->peak, took);
+	}
+	jq_close(p->c);
+	free(p);
+}
+
+/* Waits on c until the queue's unfinished count is zero, as wait w allows,
+ * watched when progress is asked for.  Returns the exit status. */
+static int join_queue(const struct session *s, jq_client *c,
+                      const struct jq_wait *w, bool progress)
+{
+	struct progress *p = NULL;
+	struct jq_error err;
+	int status = EXIT_OK;
+
+	if (progress && !(p = progress_start(s, &status)))
+		return status;
+	int code = jq_join(c, s->queue, w, &err);
+	if (p)
+		progress_stop(p, code == JQ_OK);
+	if (code)
+		status = report(NULL, &err);
+	return status;
 }
 
 /* ---- put: items --------------------------------------------------------- */
@@ -555,6 +852,10 @@ static int cmd_put(struct session *s, const struct cmd_options *o, int argc,
 	struct items it = { .unit = argc ? "item" : "line" };
 	int status;
 
+	if (!o->join && o->join_timeout >= 0)
+		return usage_error(s, "--join-timeout needs --join");
+	if (!o->join && o->progress)
+		return usage_error(s, "--progress needs --join");
 	if (argc) {
 		/* Check every argument before anything is sent. */
 		struct buf scratch = { 0 };
@@ -583,6 +884,12 @@ static int cmd_put(struct session *s, const struct cmd_options *o, int argc,
 		status = put_one_by_one(s, o, &it, c);
 	else
 		status = put_pipelined(s, o, &it, c);
+	/* Only once every item is in: a join after a failed put would wait
+	 * for tasks that were never queued, or for ever. */
+	if (o->join && status == EXIT_OK) {
+		struct jq_wait w = { .block = true, .timeout = o->join_timeout };
+		status = join_queue(s, c, &w, o->progress);
+	}
 	jq_close(c);
 	buf_free(&it.in);
 	return status;
@@ -670,7 +977,6 @@ static int cmd_release(struct session *s, const struct cmd_options *o,
 static int cmd_join(struct session *s, const struct cmd_options *o, int argc,
                     char **argv)
 {
-	struct jq_error err;
 	int status = EXIT_OK;
 
 	(void)argc;
@@ -678,8 +984,7 @@ static int cmd_join(struct session *s, const struct cmd_options *o, int argc,
 	jq_client *c = open_client(s, &status);
 	if (!c)
 		return status;
-	if (jq_join(c, s->queue, &o->wait, &err))
-		status = report(NULL, &err);
+	status = join_queue(s, c, &o->wait, o->progress);
 	jq_close(c);
 	return status;
 }
@@ -703,20 +1008,24 @@ static int show_qsize(struct session *s, const struct cmd_options *o,
 		puts(q.full ? "true" : "false");
 	} else if (o->json) {
 		printf("{\"qsize\":%llu,\"maxsize\":%llu,\"unfinished\":%llu,"
-		       "\"inflight\":%llu,\"delayed\":%llu,\"empty\":%s,"
-		       "\"full\":%s}\n", (unsigned long long)q.qsize,
+		       "\"inflight\":%llu,\"delayed\":%llu,"
+		       "\"dead_lettered\":%llu,\"empty\":%s,\"full\":%s}\n",
+		       (unsigned long long)q.qsize,
 		       (unsigned long long)q.maxsize,
 		       (unsigned long long)q.unfinished,
 		       (unsigned long long)q.inflight,
 		       (unsigned long long)q.delayed,
+		       (unsigned long long)q.dead_lettered,
 		       q.empty ? "true" : "false", q.full ? "true" : "false");
 	} else {
 		printf("qsize %llu maxsize %llu unfinished %llu inflight %llu "
-		       "delayed %llu\n", (unsigned long long)q.qsize,
+		       "delayed %llu dead_lettered %llu\n",
+		       (unsigned long long)q.qsize,
 		       (unsigned long long)q.maxsize,
 		       (unsigned long long)q.unfinished,
 		       (unsigned long long)q.inflight,
-		       (unsigned long long)q.delayed);
+		       (unsigned long long)q.delayed,
+		       (unsigned long long)q.dead_lettered);
 	}
 	jq_close(c);
 	return status;
@@ -900,9 +1209,20 @@ static int cmd_stats(struct session *s, const struct cmd_options *o,
 
 /* ---- the command line --------------------------------------------------- */
 
+/* work: the pool is work.c's.  It reads its own options: CMD's options
+ * after them must not be taken for joinq's. */
+static int cmd_work(struct session *s, const struct cmd_options *o,
+                    int argc, char **argv)
+{
+	(void)o;
+	return work_main(&s->opt, s->queue, argc, argv);
+}
+
 static const struct command commands[] = {
-	{ "put", cmd_put, OPT_JSON | OPT_NOWAIT | OPT_TIMEOUT | OPT_SHOW_TASK,
-	  0, -1, "put [--json] [--nowait] [--timeout S] [--show-task] [ITEM...]",
+	{ "put", cmd_put, OPT_JSON | OPT_NOWAIT | OPT_TIMEOUT | OPT_SHOW_TASK |
+	  OPT_JOIN | OPT_JOIN_TIMEOUT | OPT_PROGRESS, 0, -1,
+	  "put [--json] [--nowait] [--timeout S] [--show-task]\n"
+	  "      [--join [--join-timeout S] [--progress]] [ITEM...]",
 	  "Put items on the queue.  Each ITEM is a string item; with --json each\n"
 	  "is a JSON value instead.  With no ITEM, each line of stdin is one item\n"
 	  "(the LF and a CR before it removed; an empty line is an empty string);\n"
@@ -911,10 +1231,18 @@ static const struct command commands[] = {
 	  "sent and joinq says which line or item failed; items sent before it\n"
 	  "stay queued.  Put '--' before an ITEM that starts with '-'.\n"
 	  "\n"
+	  "With --join, once every item is in, wait as 'joinq join' does until\n"
+	  "every task on the queue is done, these and any others; exits 5 if the\n"
+	  "join times out.  --timeout and --nowait are for the puts only; the join\n"
+	  "waits for ever unless --join-timeout.\n"
+	  "\n"
 	  "      --json         items are JSON values (checked before sending)\n"
 	  "      --nowait       fail with 'full' at once if the queue is full\n"
 	  "      --timeout S    wait at most S seconds for room (default: no limit)\n"
-	  "      --show-task    print each task id, one a line, in input order\n" },
+	  "      --show-task    print each task id, one a line, in input order\n"
+	  "      --join         then wait until the queue's tasks are all done\n"
+	  "      --join-timeout S  wait at most S seconds for that\n"
+	  "      --progress     show the join's progress (see join --help)\n" },
 	{ "get", cmd_get, OPT_NOWAIT | OPT_TIMEOUT | OPT_LEASE | OPT_SHOW_TASK,
 	  0, 0, "get [--nowait] [--timeout S] [--lease S] [--show-task]",
 	  "Take the item at the head of the queue and print it, then a newline:\n"
@@ -945,16 +1273,29 @@ static const struct command commands[] = {
 	  "queue, after S seconds with --delay.\n"
 	  "\n"
 	  "      --delay S      hold the task back S seconds first\n" },
-	{ "join", cmd_join, OPT_NOWAIT | OPT_TIMEOUT, 0, 0,
-	  "join [--nowait] [--timeout S]",
+	{ "join", cmd_join, OPT_NOWAIT | OPT_TIMEOUT | OPT_PROGRESS, 0, 0,
+	  "join [--nowait] [--timeout S] [--progress]",
 	  "Wait until every task put on the queue is done (task_done).\n"
 	  "Exits 5 (timeout) if tasks are still unfinished when the wait ends.\n"
 	  "\n"
+	  "--progress watches the queue on a second connection meanwhile.  On a\n"
+	  "terminal, stderr shows a bar redrawn 4 times a second and wiped at\n"
+	  "the end:\n"
+	  "    [#########.........] 4,321 unfinished, 1,234 done, 250/s, ETA 17s\n"
+	  "'done' is how far the unfinished count has come down from the largest\n"
+	  "seen (the bar's 100%); the rate is taken over the last 5 seconds.\n"
+	  "When stderr is not a terminal it gets a plain line at the start,\n"
+	  "every 5 seconds, and when the join returns:\n"
+	  "    joinq: join QUEUE: 4321 unfinished, 1234 done, 250/s, ETA 17s\n"
+	  "    joinq: join QUEUE: 0 unfinished, 5555 done, joined after 22s\n"
+	  "\n"
 	  "      --nowait       answer at once\n"
-	  "      --timeout S    wait at most S seconds (default: forever)\n" },
+	  "      --timeout S    wait at most S seconds (default: forever)\n"
+	  "      --progress     show progress on stderr\n" },
 	{ "qsize", cmd_qsize, OPT_JSON, 0, 0, "qsize [--json]",
 	  "Print the queue's figures: queued items, maxsize (0: unbounded),\n"
-	  "unfinished tasks, tasks in flight and delayed tasks.\n"
+	  "unfinished tasks, tasks in flight, delayed tasks, and the tasks it\n"
+	  "sent to its dead-letter queue (dead_lettered).\n"
 	  "\n"
 	  "      --json         print them as one JSON object\n" },
 	{ "empty", cmd_empty, 0, 0, 0, "empty",
@@ -968,6 +1309,7 @@ static const struct command commands[] = {
 	  "      --json         print the daemon's reply as it is\n" },
 	{ "ping", cmd_ping, 0, 0, 0, "ping",
 	  "Ask the daemon for its version, and time the round trip.\n" },
+	{ "work", cmd_work, OPT_OWN_ARGS, 0, -1, WORK_USAGE, work_help },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -999,6 +1341,9 @@ static void print_command_help(const struct command *cmd)
 	       exit_status_help);
 }
 
+/* Long options with no letter of their own. */
+enum { LONG_JOIN = 300, LONG_JOIN_TIMEOUT, LONG_PROGRESS };
+
 static const struct option cmd_longopts[] = {
 	{ "json", no_argument, NULL, 'j' },
 	{ "nowait", no_argument, NULL, 'n' },
@@ -1007,6 +1352,9 @@ static const struct option cmd_longopts[] = {
 	{ "lease", required_argument, NULL, 'l' },
 	{ "delay", required_argument, NULL, 'd' },
 	{ "verbose", no_argument, NULL, 'v' },
+	{ "join", no_argument, NULL, LONG_JOIN },
+	{ "join-timeout", required_argument, NULL, LONG_JOIN_TIMEOUT },
+	{ "progress", no_argument, NULL, LONG_PROGRESS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -1031,6 +1379,7 @@ static int parse_command(struct session *s, const struct command *cmd,
 	memset(o, 0, sizeof *o);
 	o->wait.block = true;
 	o->wait.timeout = -1;
+	o->join_timeout = -1;
 	optind = 0;   /* GNU getopt: start afresh on this argv */
 	while ((ch = getopt_long(argc, argv, "hv", cmd_longopts, NULL)) != -1) {
 		unsigned flag;
@@ -1045,6 +1394,9 @@ static int parse_command(struct session *s, const struct command *cmd,
 		case 'l': flag = OPT_LEASE; break;
 		case 'd': flag = OPT_DELAY; break;
 		case 'v': flag = OPT_VERBOSE; break;
+		case LONG_JOIN: flag = OPT_JOIN; break;
+		case LONG_JOIN_TIMEOUT: flag = OPT_JOIN_TIMEOUT; break;
+		case LONG_PROGRESS: flag = OPT_PROGRESS; break;
 		default:
 			/* getopt has said what is wrong */
 			fprintf(stderr, "Try 'joinq %s --help'.\n", cmd->name);
@@ -1057,6 +1409,13 @@ static int parse_command(struct session *s, const struct command *cmd,
 		case 'n': o->wait.block = false; break;
 		case 's': o->show_task = true; break;
 		case 'v': o->verbose = true; break;
+		case LONG_JOIN: o->join = true; break;
+		case LONG_PROGRESS: o->progress = true; break;
+		case LONG_JOIN_TIMEOUT:
+			if (!parse_seconds(optarg, &o->join_timeout))
+				return usage_error(s, "--join-timeout wants seconds >= 0, "
+				                   "not '%s'", optarg);
+			break;
 		case 't':
 			if (!parse_seconds(optarg, &o->wait.timeout))
 				return usage_error(s, "--timeout wants seconds >= 0, not "
@@ -1169,7 +1528,15 @@ int main(int argc, char **argv)
 	cargv[0] = label;
 	struct cmd_options o;
 	bool done;
-	status = parse_command(&s, cmd, cargc, cargv, &o, &done);
+	if (cmd->options & OPT_OWN_ARGS) {
+		/* It gets its argv whole, its name first. */
+		memset(&o, 0, sizeof o);
+		status = EXIT_OK;
+		done = false;
+		optind = 0;
+	} else {
+		status = parse_command(&s, cmd, cargc, cargv, &o, &done);
+	}
 	if (done)
 		return finish_output(status);
 

@@ -105,7 +105,8 @@ struct jq_task {
 
 struct jq_qsize {
 	uint64_t qsize, maxsize, unfinished, inflight, delayed;
-	uint64_t dead_lettered;     /* tasks this queue sent to dead letters */
+	uint64_t dead_lettered;     /* tasks this queue sent to dead letters
+	                               (joinqd; 0 from a daemon without it) */
 	bool empty, full;
 };
 

@@ -1032,10 +1032,13 @@ int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
 	    !reply_u64_field(c, root, "unfinished", &out->unfinished, err) &&
 	    !reply_u64_field(c, root, "inflight", &out->inflight, err) &&
 	    !reply_u64_field(c, root, "delayed", &out->delayed, err) &&
-	    !reply_u64_field(c, root, "dead_lettered", &out->dead_lettered,
-	                     err) &&
 	    !reply_bool_field(c, root, "empty", &out->empty, err))
 		reply_bool_field(c, root, "full", &out->full, err);
+	/* joinqd adds dead_lettered to PROTOCOL.md's fields; another daemon
+	 * may not send it. */
+	json_t *dl = json_object_get(root, "dead_lettered");
+	if (json_is_integer(dl) && json_integer_value(dl) > 0)
+		out->dead_lettered = (uint64_t)json_integer_value(dl);
 	json_decref(root);
 	return err->code;
 }

@@ -18,6 +18,8 @@ void buf_reserve(struct buf *b, size_t more)
 
 void buf_add(struct buf *b, const void *data, size_t len)
 {
+	if (len == 0)
+		return;   /* b->p may still be NULL: memcpy(NULL, ...) is undefined */
 	buf_reserve(b, len);
 	memcpy(b->p + b->len, data, len);
 	b->len += len;

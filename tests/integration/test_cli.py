@@ -1,12 +1,17 @@
 """The joinq CLI against a real joinqd: every command, every output form and
 every exit status (0 ok, 1 error reply, 2 usage, 3 empty, 4 full,
 5 timeout, 6 connection)."""
+import fcntl
 import itertools
 import json
 import os
+import pty
 import re
+import select
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -433,6 +438,228 @@ class Join(SharedDaemon):
         self.assertEqual(status, 0)
 
 
+def finish(d, queue, n, pause=0.0):
+    """Takes n tasks off queue and finishes each, pause seconds apart, over
+    one raw TCP connection, as a consumer would."""
+    c = d.tcp()
+    try:
+        for _ in range(n):
+            r = c.request({"op": "get", "queue": queue, "timeout": TIMEOUT})
+            assert r.get("ok"), r
+            time.sleep(pause)
+            r = c.request({"op": "task_done", "task": r["task"]})
+            assert r.get("ok"), r
+    finally:
+        c.close()
+
+
+def outcome(proc, timeout=TIMEOUT):
+    """(status, stdout, stderr) of a cli_start process, killing it if it
+    hangs."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError("joinq did not exit within %.1f s; stderr %r"
+                             % (timeout, err))
+    return proc.returncode, out, err
+
+
+def in_background(fn, *args, **kw):
+    """Runs fn in a thread; join() it before checking what it did."""
+    t = threading.Thread(target=fn, args=args, kwargs=kw, daemon=True)
+    t.start()
+    return t
+
+
+class PutJoin(SharedDaemon):
+    def test_returns_once_consumers_finish(self):
+        proc = self.d.cli_start("-q", self.q, "put", "--join", "a", "b", "c")
+        try:
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize()["unfinished"] == 3))
+            finish(self.d, self.q, 2)
+            time.sleep(0.2)
+            self.assertIsNone(proc.poll(), "one task is still unfinished")
+            finish(self.d, self.q, 1)
+        finally:
+            status = wait_exit(proc)
+        self.assertEqual(status, 0)
+        self.assertEqual(self.qsize()["unfinished"], 0)
+
+    def test_stdin_items_then_join(self):
+        consumer = in_background(finish, self.d, self.q, 3, pause=0.05)
+        p = self.cli("put", "--join", input="x\ny\nz\n")
+        consumer.join(TIMEOUT)
+        self.assertExit(p, 0)
+        self.assertEqual((p.stdout, p.stderr), ("", ""))
+        r = self.qsize()
+        self.assertEqual((r["unfinished"], r["qsize"]), (0, 0))
+
+    def test_join_waits_for_other_producers_tasks_too(self):
+        self.assertExit(self.cli("put", "earlier"), 0)
+        proc = self.d.cli_start("-q", self.q, "put", "--join", "mine")
+        try:
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize()["unfinished"] == 2))
+            finish(self.d, self.q, 1)
+            time.sleep(0.2)
+            self.assertIsNone(proc.poll(), "joins the queue, not its items")
+            finish(self.d, self.q, 1)
+        finally:
+            status = wait_exit(proc)
+        self.assertEqual(status, 0)
+
+    def test_join_timeout_exits_5_with_items_queued(self):
+        start = time.monotonic()
+        p = self.cli("put", "--join", "--join-timeout", "0.3", "x", "y")
+        self.assertExit(p, 5)
+        self.assertGreaterEqual(time.monotonic() - start, 0.3)
+        self.assertRegex(p.stderr, r"^joinq: timeout: ")
+        self.assertEqual(self.qsize()["unfinished"], 2, "the puts stay")
+
+    def test_join_timeout_over_udp(self):
+        p = self.cli("put", "--join", "--join-timeout", "0.2", "x", udp=True)
+        self.assertExit(p, 5)
+        finish(self.d, self.q, 1)
+        p = self.cli("put", "--join", "--join-timeout", "5", udp=True,
+                     input="")
+        self.assertExit(p, 0)
+
+    def test_join_options_need_join(self):
+        for args in (["--join-timeout", "1"], ["--progress"]):
+            p = self.cli("put", *args, "x")
+            self.assertExit(p, 2, args)
+            self.assertIn("needs --join", p.stderr)
+        p = self.cli("put", "--join", "--join-timeout", "-1", "x")
+        self.assertExit(p, 2)
+        p = self.cli("join", "--join-timeout", "1")
+        self.assertExit(p, 2)
+        self.assertEqual(self.qsize()["unfinished"], 0, "nothing was put")
+
+    def test_failed_put_does_not_join(self):
+        with jqtest.Daemon("--queue", "one:1") as d:
+            self.assertEqual(d.cli("-q", "one", "put", "a").returncode, 0)
+            start = time.monotonic()
+            p = d.cli("-q", "one", "put", "--nowait", "--join", "b")
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertLess(time.monotonic() - start, 2)
+            self.assertNotIn("timeout", p.stderr)
+
+    def test_put_join_with_progress(self):
+        consumer = in_background(finish, self.d, self.q, 2, pause=0.1)
+        p = self.cli("put", "--join", "--progress", "a", "b")
+        consumer.join(TIMEOUT)
+        self.assertExit(p, 0)
+        lines = p.stderr.splitlines()
+        self.assertRegex(lines[-1], r"^joinq: join %s: 0 unfinished, "
+                         r"2 done, joined after \d+s$" % self.q)
+
+
+class JoinProgress(SharedDaemon):
+    LINE = r"^joinq: join %s: (\d+) unfinished, (\d+) done, (\S+)/s, ETA (\S+)$"
+
+    def test_plain_lines_when_not_a_terminal(self):
+        self.assertExit(self.cli("put", "a", "b", "c"), 0)
+        proc = self.d.cli_start("-q", self.q, "join", "--progress")
+        try:
+            time.sleep(0.3)
+            finish(self.d, self.q, 3, pause=0.1)
+        finally:
+            status, out, err = outcome(proc)
+        self.assertEqual(status, 0, err)
+        self.assertEqual(out, "")
+        lines = err.splitlines()
+        self.assertGreaterEqual(len(lines), 2, lines)
+        self.assertEqual(lines[0], "joinq: join %s: 3 unfinished, 0 done, "
+                         "-/s, ETA -" % self.q)
+        self.assertRegex(lines[-1], r"^joinq: join %s: 0 unfinished, 3 "
+                         r"done, joined after \d+s$" % self.q)
+
+    def test_a_line_every_5_seconds(self):
+        self.assertExit(self.cli("put", "a", "b"), 0)
+        proc = self.d.cli_start("-q", self.q, "join", "--progress")
+        try:
+            time.sleep(0.3)
+            finish(self.d, self.q, 1)
+            time.sleep(5.5)
+            finish(self.d, self.q, 1)
+        finally:
+            status, out, err = outcome(proc)
+        self.assertEqual(status, 0, err)
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        m = re.match(self.LINE % self.q, lines[1])
+        self.assertTrue(m, lines[1])
+        self.assertEqual(m.group(1, 2), ("1", "1"))
+        self.assertNotEqual(m.group(3), "-", "the rate is known by then")
+        self.assertIn("0 unfinished, 2 done, joined after", lines[2])
+
+    def test_timeout_exits_5(self):
+        self.assertExit(self.cli("put", "a"), 0)
+        p = self.cli("join", "--progress", "--timeout", "0.3")
+        self.assertExit(p, 5)
+        lines = p.stderr.splitlines()
+        self.assertRegex(lines[0], self.LINE % self.q)
+        self.assertRegex(lines[-1], r"^joinq: timeout: ")
+        self.assertNotIn("joined", p.stderr)
+
+    def test_finished_queue_returns_at_once(self):
+        p = self.cli("join", "--progress", "--timeout", "5")
+        self.assertExit(p, 0)
+        self.assertIn("0 unfinished, 0 done, joined after 0s", p.stderr)
+
+    def test_bar_on_a_terminal(self):
+        self.assertExit(self.cli("put", *"abcd"), 0)
+        master, slave = pty.openpty()
+        # A narrow terminal: the bar must fit it and leave the last column.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", 24, 60, 0, 0))
+        proc = subprocess.Popen(
+            [jqtest.JOINQ, "-H", self.d.host, "-p", str(self.d.port),
+             "-q", self.q, "join", "--progress"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        out = b""
+        try:
+            time.sleep(0.4)
+            finish(self.d, self.q, 4, pause=0.15)
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([master], [], [], 0.1)
+                if r:
+                    try:
+                        chunk = os.read(master, 65536)
+                    except OSError:     # EIO: the terminal has no writer
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+            self.assertEqual(proc.wait(TIMEOUT), 0, out)
+            self.assertEqual(proc.stdout.read(), b"")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            os.close(master)
+        text = out.decode()
+        self.assertTrue(text.endswith("\r\x1b[K"), "the bar is wiped: %r"
+                        % text[-80:])
+        draws = [d[:-len("\x1b[K")] for d in text.split("\r")
+                 if d.endswith("\x1b[K") and d != "\x1b[K"]
+        self.assertGreaterEqual(len(draws), 3, text)
+        bar = r"^\[([#.]+)\] (\d+) unfinished, (\d+) done, \S+/s, ETA \S+$"
+        for draw in draws:
+            self.assertRegex(draw, bar)
+            self.assertLessEqual(len(draw), 59, draw)
+        first = re.match(bar, draws[0])
+        self.assertEqual(first.group(2, 3), ("4", "0"))
+        self.assertNotIn("#", first.group(1), "nothing done yet")
+        self.assertNotIn("\n", text, "a bar never ends a line")
+
+
 class Inspect(SharedDaemon):
     def test_qsize_readable_and_json(self):
         self.assertExit(self.cli("put", "a", "b", "c"), 0)
@@ -440,13 +667,33 @@ class Inspect(SharedDaemon):
         p = self.cli("qsize")
         self.assertExit(p, 0)
         self.assertEqual(p.stdout, "qsize 2 maxsize 0 unfinished 3 "
-                         "inflight 1 delayed 0\n")
+                         "inflight 1 delayed 0 dead_lettered 0\n")
         p = self.cli("qsize", "--json")
         self.assertExit(p, 0)
         self.assertEqual(json.loads(p.stdout),
                          {"qsize": 2, "maxsize": 0, "unfinished": 3,
-                          "inflight": 1, "delayed": 0, "empty": False,
-                          "full": False})
+                          "inflight": 1, "delayed": 0, "dead_lettered": 0,
+                          "empty": False, "full": False})
+
+    def test_qsize_shows_dead_lettered(self):
+        with jqtest.Daemon("--max-deliveries", "1") as d:
+            self.assertEqual(d.cli("-q", "jobs", "put", "x", "y").returncode,
+                             0)
+            for _ in range(2):
+                p = d.cli("-q", "jobs", "get", "--lease", "60", "--show-task")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                task = p.stdout.split("\t")[0]
+                self.assertEqual(d.cli("release", task).returncode, 0)
+            p = d.cli("-q", "jobs", "qsize")
+            self.assertEqual((p.returncode, p.stdout),
+                             (0, "qsize 0 maxsize 0 unfinished 0 inflight 0 "
+                              "delayed 0 dead_lettered 2\n"), p.stderr)
+            p = d.cli("-q", "jobs", "qsize", "--json")
+            self.assertEqual(json.loads(p.stdout)["dead_lettered"], 2)
+            p = d.cli("-q", "jobs.dead", "qsize")
+            self.assertEqual(p.stdout, "qsize 2 maxsize 0 unfinished 2 "
+                             "inflight 0 delayed 0 dead_lettered 0\n",
+                             "a dead-letter queue is not itself limited")
 
     def test_empty_and_full(self):
         self.assertEqual(self.cli("empty").stdout, "true\n")

@@ -553,6 +553,60 @@ class DeadLetters(jqtest.TestCase):
                              {"ok": True})
 
 
+    def bounce(self, d, queue, times):
+        """Puts one item on queue and gives it back `times` times."""
+        c = d.tcp()
+        t = c.request({"op": "put", "queue": queue, "item": "x"})["task"]
+        for _ in range(times):
+            r = c.request({"op": "get", "queue": queue, "timeout": 5})
+            self.assertEqual(r["task"], t)
+            c.request({"op": "release", "task": t})
+        c.close()
+        return t
+
+    def test_default_max_deliveries_from_flag_and_file(self):
+        # The daemon-wide max_deliveries applies to every queue without
+        # its own; a flag wins over the file.
+        for args, config in ((["--max-deliveries", "2"], None),
+                             ([], "max_deliveries = 2\n"),
+                             (["--max-deliveries", "2"],
+                              "max_deliveries = 9\n")):
+            with self.subTest(args=args, config=config), \
+                    jqtest.Daemon(*args, config=config) as d:
+                t = self.bounce(d, "jobs", 2)
+                self.check_dead(d, "x", t)
+                self.assertEqual(d.qsize("jobs")["dead_lettered"], 1)
+
+    def test_own_max_deliveries_wins_over_default(self):
+        config = "max_deliveries = 1\n[queue jobs]\nmax_deliveries = 3\n"
+        with jqtest.Daemon(config=config) as d:
+            self.bounce(d, "jobs", 2)
+            self.assertQsize(d.qsize("jobs"), qsize=1, unfinished=1)
+            self.assertEqual(d.qsize("jobs")["dead_lettered"], 0)
+            self.bounce(d, "other", 1)   # the default: gone at once
+            self.assertEqual(d.qsize("other")["dead_lettered"], 1)
+            self.assertQsize(d.qsize("other.dead"), qsize=1)
+
+    def test_default_spares_dead_letter_queues(self):
+        # A dead-letter queue has no limit of its own unless configured,
+        # so letters do not cascade to NAME.dead.dead.
+        with jqtest.Daemon("--max-deliveries", "1") as d:
+            self.bounce(d, "fresh.dead", 5)
+            self.assertQsize(d.qsize("fresh.dead"), qsize=1, unfinished=1)
+            self.assertEqual(d.qsize("fresh.dead")["dead_lettered"], 0)
+            self.assertNotIn("fresh.dead.dead", stats(d)["queues"])
+
+    def test_qsize_counts_dead_letters(self):
+        with jqtest.Daemon(config=DEAD) as d:
+            self.assertEqual(d.qsize("jobs")["dead_lettered"], 0)
+            for _ in range(3):
+                self.bounce(d, "jobs", 2)
+            r = d.qsize("jobs")
+            self.assertEqual(r["dead_lettered"], 3)
+            self.assertQsize(r, qsize=0, unfinished=0)
+            self.assertEqual(queue_stats(d, "jobs")["dead_lettered"], 3)
+
+
 class Stats(jqtest.TestCase):
     def test_counters(self):
         with jqtest.Daemon() as d:

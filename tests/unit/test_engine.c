@@ -1476,6 +1476,38 @@ static void dead_letter_custom_name(void **state)
 	expect_get(e, findq(e, "morgue"), "x", 1);
 }
 
+/* The daemon-wide max_deliveries: for queues without their own, not for
+ * dead-letter queues, and never over a queue's own setting (even 0). */
+static void default_max_deliveries_spares_dead_queues(void **state)
+{
+	static struct queue_conf qc[] = {
+		{ .name = "own", .has_max_deliveries = true, .max_deliveries = 0 },
+	};
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 64, .default_max_deliveries = 1,
+		.queues = qc, .nqueues = LEN(qc),
+	};
+	struct engine *e = restart(state, &conf);
+
+	struct queue *q = mkq(e, "plain");
+	put(e, q, "x");
+	assert_int_equal(release(e, get(e, q).task, 0), JQ_OK);
+	assert_int_equal(qstats(e, "plain").dead_lettered, 1);
+	struct queue *dq = findq(e, "plain.dead");
+	assert_non_null(dq);
+	for (int i = 0; i < 3; i++)   /* no limit: it keeps coming back */
+		assert_int_equal(release(e, get(e, dq).task, 0), JQ_OK);
+	assert_int_equal(qstats(e, "plain.dead").qsize, 1);
+	assert_null(findq(e, "plain.dead.dead"));
+
+	q = mkq(e, "own");            /* its own 0 wins over the default 1 */
+	put(e, q, "y");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(release(e, get(e, q).task, 0), JQ_OK);
+	assert_int_equal(qstats(e, "own").dead_lettered, 0);
+	check_engine(e);
+}
+
 static void dead_letter_enters_past_max_queues_and_when_full(void **state)
 {
 	static struct queue_conf qc[] = {
@@ -3015,6 +3047,7 @@ int main(void)
 		T(dead_letter_wakes_getter_of_dead_queue),
 		T(dead_letter_off_drops_task),
 		T(dead_letter_custom_name),
+		T(default_max_deliveries_spares_dead_queues),
 		T(dead_letter_enters_past_max_queues_and_when_full),
 
 		T(too_many_queues),
