@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "xalloc.h"
 
@@ -42,10 +43,13 @@ static const char usage[] =
 "      --max-connections N    most TCP clients at once (default 10000)\n"
 "      --auth-token-file FILE require the token in FILE from every client\n"
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
+"      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
+"                             http://ADDR:PORT/metrics (default: off)\n"
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
-"Flags win over the config file.  SIGTERM or SIGINT stops the daemon.\n";
+"Flags win over the config file.  SIGTERM or SIGINT stops the daemon;\n"
+"SIGHUP reads the config file again.\n";
 
 static void defaults(struct config *c)
 {
@@ -195,6 +199,11 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		if (level < 0)
 			return "expected error, warning, info or debug";
 		c->log_level = level;
+	} else if (!strcmp(key, "metrics_listen")) {
+		if (*val && !metrics_valid_addr(val))
+			return "expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477";
+		free(c->metrics_listen);
+		c->metrics_listen = *val ? xstrdup(val) : NULL;
 	} else if (!strcmp(key, "auth_token_file")) {
 		free(c->auth_token_file);
 		c->auth_token_file = *val ? xstrdup(val) : NULL;
@@ -263,13 +272,14 @@ static int on_entry(void *user, const char *section, const char *key,
 	return err == NULL;
 }
 
-static int load_file(struct config *c, const char *path)
+static int load_file(struct config *c, const char *path, char *err,
+                     size_t errlen)
 {
 	struct file_ctx ctx = { .c = c };
 	FILE *f = fopen(path, "r");
 	if (!f) {
-		fprintf(stderr, "joinqd: cannot read config file %s: %s\n", path,
-		        strerror(errno));
+		snprintf(err, errlen, "cannot read config file %s: %s", path,
+		         strerror(errno));
 		return -1;
 	}
 	int line = ini_parse_file(f, on_entry, &ctx);
@@ -277,10 +287,10 @@ static int load_file(struct config *c, const char *path)
 	if (line == 0)
 		return 0;
 	if (ctx.error[0])
-		fprintf(stderr, "joinqd: %s:%d: %s\n", path, line, ctx.error);
+		snprintf(err, errlen, "%s:%d: %s", path, line, ctx.error);
 	else
-		fprintf(stderr, "joinqd: %s:%d: not a setting (expected key = value "
-		        "or [queue NAME])\n", path, line);
+		snprintf(err, errlen, "%s:%d: not a setting (expected key = value "
+		         "or [queue NAME])", path, line);
 	return -1;
 }
 
@@ -290,7 +300,7 @@ enum {
 	OPT_QUEUE = 256, OPT_DEFAULT_MAXSIZE, OPT_MAX_DELIVERIES, OPT_MAX_QUEUES,
 	OPT_MAX_FRAME,
 	OPT_MAX_DEPTH, OPT_UDP_MAX_REPLY, OPT_UDP_LEASE, OPT_MAX_CONNECTIONS,
-	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL,
+	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL, OPT_METRICS_LISTEN,
 };
 
 static const struct option options[] = {
@@ -308,6 +318,7 @@ static const struct option options[] = {
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
 	{ "auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -328,6 +339,7 @@ static const char *flag_key(int opt)
 	case OPT_MAX_CONNECTIONS: return "max_connections";
 	case OPT_AUTH_TOKEN_FILE: return "auth_token_file";
 	case OPT_LOG_LEVEL: return "log_level";
+	case OPT_METRICS_LISTEN: return "metrics_listen";
 	default: return NULL;
 	}
 }
@@ -353,7 +365,8 @@ static void flag_name(int opt, int longindex, char *out, size_t len)
 		snprintf(out, len, "-%c", opt);
 }
 
-static int apply_flags(struct config *c, int argc, char **argv)
+static int apply_flags(struct config *c, int argc, char **argv, char *errbuf,
+                       size_t errlen)
 {
 	bool binds_from_flags = false;
 	int opt, longindex = -1;
@@ -383,50 +396,69 @@ static int apply_flags(struct config *c, int argc, char **argv)
 		}
 		if (err) {
 			flag_name(opt, longindex, name, sizeof name);
-			fprintf(stderr, "joinqd: %s: %s: %s\n", name, optarg, err);
+			snprintf(errbuf, errlen, "%s: %s: %s", name, optarg, err);
 			return -1;
 		}
 		longindex = -1;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "joinqd: unexpected argument '%s'\n", argv[optind]);
+		snprintf(errbuf, errlen, "unexpected argument '%s'", argv[optind]);
 		return -1;
 	}
 	return 0;
 }
 
 /* Checks what no single value shows: dead-letter names that cannot be. */
-static int check(const struct config *c)
+static int check(const struct config *c, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < c->nqueues; i++) {
 		const struct queue_conf *q = &c->queues[i];
 		size_t len = strlen(q->name);
 		if (q->max_deliveries && !q->dead_letter &&
 		    len + strlen(QUEUE_DEAD_SUFFIX) > QUEUE_NAME_LIMIT) {
-			fprintf(stderr, "joinqd: queue %s: its dead-letter queue %s%s "
-			        "would be too long a name; set dead_letter\n",
-			        q->name, q->name, QUEUE_DEAD_SUFFIX);
+			snprintf(err, errlen, "queue %s: its dead-letter queue %s%s "
+			         "would be too long a name; set dead_letter",
+			         q->name, q->name, QUEUE_DEAD_SUFFIX);
 			return -1;
 		}
 	}
 	return 0;
 }
 
-int config_init(struct config *c, int argc, char **argv)
+int config_load(struct config *c, int argc, char **argv, char *err,
+                size_t errlen)
 {
-	int opt;
-
 	defaults(c);
 	add_bind(c, "127.0.0.1", 9);
 	add_bind(c, "::1", 3);
+	/* The file first, wherever -c stands among the flags; argv was
+	 * checked by config_init, so getopt has nothing to say here. */
+	int opt, was_opterr = opterr;
+	opterr = 0;
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options, NULL)) != -1)
+		if (opt == 'c') {
+			free(c->file);
+			c->file = xstrdup(optarg);
+		}
+	opterr = was_opterr;
+	if ((c->file && load_file(c, c->file, err, errlen)) ||
+	    apply_flags(c, argc, argv, err, errlen) || check(c, err, errlen)) {
+		config_free(c);
+		return -1;
+	}
+	return 0;
+}
 
+int config_init(struct config *c, int argc, char **argv)
+{
+	char err[CONFIG_ERR_MAX];
+	int opt;
+
+	memset(c, 0, sizeof *c);
 	opterr = 1;
 	while ((opt = getopt_long(argc, argv, "c:p:b:hV", options, NULL)) != -1) {
 		switch (opt) {
-		case 'c':
-			free(c->file);
-			c->file = xstrdup(optarg);
-			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -438,10 +470,8 @@ int config_init(struct config *c, int argc, char **argv)
 			return 2;
 		}
 	}
-	if (c->file && load_file(c, c->file))
-		return 2;
-	if (apply_flags(c, argc, argv) || check(c)) {
-		fputs("Try 'joinqd --help'.\n", stderr);
+	if (config_load(c, argc, argv, err, sizeof err) < 0) {
+		fprintf(stderr, "joinqd: %s\nTry 'joinqd --help'.\n", err);
 		return 2;
 	}
 	return -1;
@@ -456,6 +486,7 @@ void config_free(struct config *c)
 	}
 	free(c->queues);
 	free(c->auth_token_file);
+	free(c->metrics_listen);
 	free(c->file);
 	memset(c, 0, sizeof *c);
 }

@@ -29,9 +29,12 @@ struct config {
 	unsigned max_connections;
 	int log_level;              /* enum log_level */
 	char *auth_token_file;      /* NULL: no authentication */
+	char *metrics_listen;       /* ADDR:PORT for /metrics; NULL: off */
 	struct queue_conf *queues;  /* [queue NAME] sections and --queue */
 	size_t nqueues;
 };
+
+#define CONFIG_ERR_MAX 512
 
 /*
  * Fills c from defaults, the file named by -c and the flags.  Returns -1 to
@@ -39,6 +42,14 @@ struct config {
  * configuration error (already reported on stderr).
  */
 int config_init(struct config *c, int argc, char **argv);
+
+/*
+ * The same settings again (SIGHUP): defaults, the file, then the flags,
+ * which still win.  Returns 0, or -1 with why in err (file and line, or the
+ * flag) and c left empty.
+ */
+int config_load(struct config *c, int argc, char **argv, char *err,
+                size_t errlen);
 
 void config_free(struct config *c);
 

@@ -335,6 +335,16 @@ void conn_shutdown_all(void)
 	}
 }
 
+void conn_reconfigure(bool new_token)
+{
+	for (struct conn *c = server.conns; c; c = c->next) {
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+		                         server.cfg.max_frame + READ_SLACK);
+		if (new_token)
+			c->authorized = false;
+	}
+}
+
 void conn_free_all(void)
 {
 	while (server.conns)

@@ -7,6 +7,7 @@
 #define JQ_CONN_H
 
 #include <event2/listener.h>
+#include <stdbool.h>
 
 /* evconnlistener callback: takes a new client, or turns it away with
  * too_many_connections. */
@@ -19,6 +20,11 @@ void conn_resume(evutil_socket_t fd, short what, void *arg);
 
 /* Shutdown: every connection stops executing, writes what it owes, closes. */
 void conn_shutdown_all(void);
+
+/* A reload changed the settings: max_frame bounds every connection's
+ * held input anew, and with a new token every client must authenticate
+ * again. */
+void conn_reconfigure(bool new_token);
 
 /* Frees every connection at once (exit). */
 void conn_free_all(void);

@@ -158,24 +158,33 @@ static void rehash(struct engine *e, size_t nbuckets)
 	}
 }
 
+/* A queue's settings from the configuration: at creation and on reload. */
+static void apply_conf(struct engine *e, struct queue *q)
+{
+	const struct queue_conf *c = find_conf(e, q->name, q->len);
+
+	q->maxsize = conf_maxsize(e, c);
+	q->max_deliveries = conf_max_deliveries(e, c, q->name, q->len);
+	free(q->dead_letter);
+	q->dead_letter = NULL;
+	if (!q->max_deliveries)
+		return;
+	if (!c || !c->dead_letter) {
+		q->dead_letter = xmalloc(q->len + sizeof ".dead");
+		memcpy(q->dead_letter, q->name, q->len);
+		memcpy(q->dead_letter + q->len, ".dead", sizeof ".dead");
+	} else if (*c->dead_letter && strcmp(c->dead_letter, "off") != 0) {
+		q->dead_letter = xstrdup(c->dead_letter);
+	}
+}
+
 static struct queue *new_queue(struct engine *e, const char *name, size_t len)
 {
 	struct queue *q = xcalloc(1, sizeof *q + len + 1);
 	memcpy(q->name, name, len);
 	q->len = len;
 
-	const struct queue_conf *c = find_conf(e, name, len);
-	q->maxsize = conf_maxsize(e, c);
-	q->max_deliveries = conf_max_deliveries(e, c, name, len);
-	if (q->max_deliveries) {
-		if (!c || !c->dead_letter) {
-			q->dead_letter = xmalloc(len + sizeof ".dead");
-			memcpy(q->dead_letter, name, len);
-			memcpy(q->dead_letter + len, ".dead", sizeof ".dead");
-		} else if (*c->dead_letter && strcmp(c->dead_letter, "off") != 0) {
-			q->dead_letter = xstrdup(c->dead_letter);
-		}
-	}
+	apply_conf(e, q);
 
 	if (e->last)
 		e->last->next = q;
@@ -203,6 +212,16 @@ int engine_queue(struct engine *e, const char *name, size_t len, bool create,
 		return JQ_TOO_MANY_QUEUES;
 	*out = new_queue(e, name, len);
 	return JQ_OK;
+}
+
+void engine_reconfigure(struct engine *e, const struct engine_conf *conf)
+{
+	e->conf = conf;
+	for (struct queue *q = e->first; q; q = q->next)
+		apply_conf(e, q);
+	/* A larger maxsize lets blocked puts in now. */
+	for (struct queue *q = e->first; q; q = q->next)
+		service(e, q);
 }
 
 struct queue *engine_next_queue(const struct engine *e, const struct queue *q)

@@ -124,6 +124,11 @@ struct queue_stats {
 struct engine *engine_new(const struct engine_conf *conf);
 void engine_free(struct engine *e);
 
+/* Takes new settings (a reload): every queue's maxsize, max_deliveries and
+ * dead-letter queue follow them, and blocked puts that now fit go in.  The
+ * same rule as engine_new: conf must outlive the engine. */
+void engine_reconfigure(struct engine *e, const struct engine_conf *conf);
+
 /*
  * Finds a queue by name.  With create, makes it on first use (JQ_OK) or
  * answers JQ_TOO_MANY_QUEUES; without, *q is NULL for an unknown name and

@@ -1,6 +1,6 @@
 /*
  * joinqd.c - the daemon's main: settings, the event loop, the engine's
- * timer, signals and the orderly stop.
+ * timer, signals (stop, reload), systemd notification and the watchdog.
  */
 #include <errno.h>
 #include <signal.h>
@@ -14,11 +14,14 @@
 #include "conn.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "udp.h"
 #include "xalloc.h"
 
-#define STOP_GRACE 5   /* seconds for clients to take their last replies */
+#define STOP_GRACE 5        /* seconds for clients to take their last replies */
+#define STATUS_PERIOD 5     /* seconds between STATUS= lines for systemd */
+#define TOKEN_MAX 4096
 
 struct server server;
 
@@ -28,6 +31,8 @@ msec_t server_clock(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (msec_t)ts.tv_sec * 1000 + (msec_t)ts.tv_nsec / 1000000;
 }
+
+/* ---- the engine's timer ------------------------------------------------- */
 
 void server_rearm(void)
 {
@@ -56,6 +61,63 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	server_rearm();
 }
 
+/* ---- systemd ------------------------------------------------------------ */
+
+/* STATUS=: what systemctl status shows, refreshed every few seconds. */
+static void send_status(void)
+{
+	uint64_t unfinished = 0;
+	struct queue_stats s;
+
+	if (!server.notify)
+		return;
+	for (struct queue *q = engine_next_queue(server.engine, NULL); q;
+	     q = engine_next_queue(server.engine, q)) {
+		engine_queue_stats(server.engine, q, NULL, 0, &s);
+		unfinished += s.unfinished;
+	}
+	size_t queues = engine_queue_count(server.engine);
+	sd_notifyf(0, "STATUS=%zu queue%s, %llu unfinished task%s, %u client%s",
+	           queues, queues == 1 ? "" : "s",
+	           (unsigned long long)unfinished, unfinished == 1 ? "" : "s",
+	           server.nconns, server.nconns == 1 ? "" : "s");
+}
+
+static void on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	send_status();
+}
+
+static void on_watchdog_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* With WatchdogSec= set, systemd restarts a joinqd that stops pinging: a
+ * timer on the loop itself pings, so a stuck loop is what stops it. */
+static void start_watchdog(void)
+{
+	uint64_t usec;
+	if (sd_watchdog_enabled(0, &usec) <= 0)
+		return;
+	struct timeval half = { (time_t)(usec / 2000000),
+	                        (suseconds_t)(usec / 2 % 1000000) };
+	server.watchdog_timer = event_new(server.base, -1, EV_PERSIST,
+	                                  on_watchdog_timer, NULL);
+	event_add(server.watchdog_timer, &half);
+	sd_notify(0, "WATCHDOG=1");
+	log_info("watchdog: pinging systemd every %.3f s",
+	         (double)usec / 2e6);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
 void server_maybe_done(void)
 {
 	if (server.shutting_down && server.nconns == 0)
@@ -79,38 +141,30 @@ void server_shutdown(void)
 	server.shutting_down = true;
 	sd_notify(0, "STOPPING=1");
 	listen_stop_tcp();
+	metrics_stop();
 	engine_cancel_waiters(server.engine, JQ_SHUTTING_DOWN);
 	conn_shutdown_all();
 	evtimer_add(server.stop_timer, &grace);
 	server_maybe_done();
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	if (server.shutting_down) {
-		log_warning("%s again: stopping now", strsignal((int)sig));
-		event_base_loopbreak(server.base);
-		return;
-	}
-	log_info("%s: shutting down", strsignal((int)sig));
-	server_shutdown();
-}
+/* ---- settings ----------------------------------------------------------- */
 
-/* The token is the file's first line, without surrounding blanks. */
-static int load_token(void)
+/* The token is the file's first line, without surrounding blanks.  Returns
+ * it (malloc'd; *len its length), NULL for no file, or (char *)-1 with why
+ * in err. */
+static char *read_token(const char *path, size_t *len, char *err,
+                        size_t errlen)
 {
-	const char *path = server.cfg.auth_token_file;
-	char line[4096];
+	char line[TOKEN_MAX];
 
 	if (!path)
-		return 0;
+		return NULL;
 	FILE *f = fopen(path, "r");
 	if (!f) {
-		fprintf(stderr, "joinqd: cannot read auth_token_file %s: %s\n", path,
-		        strerror(errno));
-		return -1;
+		snprintf(err, errlen, "cannot read auth_token_file %s: %s", path,
+		         strerror(errno));
+		return (char *)-1;
 	}
 	char *s = fgets(line, sizeof line, f);
 	fclose(f);
@@ -121,14 +175,128 @@ static int load_token(void)
 		s++;
 		n--;
 	}
-	if (!n) {
-		fprintf(stderr, "joinqd: auth_token_file %s holds no token\n", path);
-		return -1;
-	}
-	server.token = xstrndup(s, n);
-	server.token_len = n;
+	char *token = n ? xstrndup(s, n) : (char *)-1;
 	explicit_bzero(line, sizeof line);
-	return 0;
+	if (!n)
+		snprintf(err, errlen, "auth_token_file %s holds no token", path);
+	*len = n;
+	return token;
+}
+
+static void forget_token(void)
+{
+	if (server.token)
+		explicit_bzero(server.token, server.token_len);
+	free(server.token);
+	server.token = NULL;
+	server.token_len = 0;
+}
+
+static void set_engine_conf(void)
+{
+	server.engine_conf = (struct engine_conf){
+		.clock = server_clock,
+		.default_maxsize = server.cfg.default_maxsize,
+		.default_max_deliveries = server.cfg.max_deliveries,
+		.max_queues = server.cfg.max_queues,
+		.queues = server.cfg.queues,
+		.nqueues = server.cfg.nqueues,
+	};
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Settings a reload cannot change, since the sockets are bound already:
+ * says so, and keeps in next what is bound, so that server.cfg always
+ * tells what is served. */
+static void keep_bound(struct config *next)
+{
+	bool binds = next->port != server.cfg.port ||
+	             next->nbinds != server.cfg.nbinds;
+	for (size_t i = 0; !binds && i < next->nbinds; i++)
+		binds = strcmp(next->binds[i], server.cfg.binds[i]) != 0;
+	if (binds && !server.activated)
+		log_warning("reload: bind and port take effect at the next start");
+	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
+		log_warning("reload: metrics_listen takes effect at the next start");
+
+	struct config bound = server.cfg;
+	server.cfg.binds = next->binds;
+	server.cfg.nbinds = next->nbinds;
+	server.cfg.metrics_listen = next->metrics_listen;
+	next->binds = bound.binds;
+	next->nbinds = bound.nbinds;
+	next->port = bound.port;
+	next->metrics_listen = bound.metrics_listen;
+}
+
+/*
+ * SIGHUP: the file and the flags again.  Queue bounds, max_deliveries,
+ * limits, the log level and the token change at once; a file with an error
+ * changes nothing.
+ */
+static void reload(void)
+{
+	struct config next;
+	char err[CONFIG_ERR_MAX];
+	size_t token_len = 0;
+	char *token;
+
+	sd_notify(0, "RELOADING=1");
+	if (config_load(&next, server.argc, server.argv, err, sizeof err) < 0) {
+		log_error("reload: %s; the running configuration stays", err);
+		goto done;
+	}
+	token = read_token(next.auth_token_file, &token_len, err, sizeof err);
+	if (token == (char *)-1) {
+		log_error("reload: %s; the running configuration stays", err);
+		config_free(&next);
+		goto done;
+	}
+	keep_bound(&next);
+
+	/* A new token ends what the old one opened: a leaked token must stop
+	 * working on connections that authenticated with it. */
+	bool new_token = token && (token_len != server.token_len ||
+	                           memcmp(token, server.token, token_len) != 0);
+	config_free(&server.cfg);
+	server.cfg = next;
+	forget_token();
+	server.token = token;
+	server.token_len = token_len;
+	set_engine_conf();
+	engine_reconfigure(server.engine, &server.engine_conf);
+	conn_reconfigure(new_token);
+	if (new_token)
+		log_info("reload: a new token; connected clients must authenticate "
+		         "again");
+	server_rearm();
+	log_info("reloaded %s", server.cfg.file ? server.cfg.file :
+	         "the settings (no config file)");
+done:
+	sd_notify(0, "READY=1");
+	send_status();
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP) {
+		if (!server.shutting_down)
+			reload();
+		return;
+	}
+	if (server.shutting_down) {
+		log_warning("%s again: stopping now", strsignal((int)sig));
+		event_base_loopbreak(server.base);
+		return;
+	}
+	log_info("%s: shutting down", strsignal((int)sig));
+	server_shutdown();
 }
 
 /* Every client is a descriptor: raise the soft limit toward what
@@ -150,8 +318,13 @@ static void raise_nofile(void)
 		            server.cfg.max_connections);
 }
 
+/* ---- life --------------------------------------------------------------- */
+
 static int start(void)
 {
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	static const struct timeval status_period = { STATUS_PERIOD, 0 };
+
 	struct event_config *ec = event_config_new();
 	event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
 	server.base = event_base_new_with_config(ec);
@@ -161,26 +334,28 @@ static int start(void)
 		return -1;
 	}
 
-	server.engine_conf = (struct engine_conf){
-		.clock = server_clock,
-		.default_maxsize = server.cfg.default_maxsize,
-		.default_max_deliveries = server.cfg.max_deliveries,
-		.max_queues = server.cfg.max_queues,
-		.queues = server.cfg.queues,
-		.nqueues = server.cfg.nqueues,
-	};
+	set_engine_conf();
 	server.engine = engine_new(&server.engine_conf);
 	server.tick = evtimer_new(server.base, on_tick, NULL);
 	server.tick_at = NEVER;
 	server.resume_ev = event_new(server.base, -1, 0, conn_resume, NULL);
 	server.stop_timer = evtimer_new(server.base, on_stop_timer, NULL);
-	server.signals[0] = evsignal_new(server.base, SIGTERM, on_signal, NULL);
-	server.signals[1] = evsignal_new(server.base, SIGINT, on_signal, NULL);
-	for (size_t i = 0; i < 2; i++)
+	for (size_t i = 0; i < 3; i++) {
+		server.signals[i] = evsignal_new(server.base, signals[i], on_signal,
+		                                 NULL);
 		evsignal_add(server.signals[i], NULL);
+	}
 
-	if (listen_open() < 0 || listen_start() < 0)
+	if (listen_open() < 0 || listen_start() < 0 ||
+	    metrics_start(server.metrics_fd) < 0)
 		return -1;
+
+	if (server.notify) {
+		server.status_timer = event_new(server.base, -1, EV_PERSIST,
+		                                on_status_timer, NULL);
+		event_add(server.status_timer, &status_period);
+	}
+	start_watchdog();
 	return 0;
 }
 
@@ -189,39 +364,45 @@ static void stop(void)
 	conn_free_all();
 	udp_free_all();
 	listen_close();
+	metrics_stop();
 	engine_free(server.engine);
-	for (size_t i = 0; i < 2; i++)
-		if (server.signals[i])
-			event_free(server.signals[i]);
-	if (server.tick)
-		event_free(server.tick);
-	if (server.resume_ev)
-		event_free(server.resume_ev);
-	if (server.stop_timer)
-		event_free(server.stop_timer);
+	struct event *events[] = {
+		server.signals[0], server.signals[1], server.signals[2],
+		server.tick, server.resume_ev, server.stop_timer,
+		server.status_timer, server.watchdog_timer,
+	};
+	for (size_t i = 0; i < sizeof events / sizeof *events; i++)
+		if (events[i])
+			event_free(events[i]);
 	if (server.base)
 		event_base_free(server.base);
 	buf_free(&server.scratch);
 	buf_free(&server.wake_buf);
-	if (server.token)
-		explicit_bzero(server.token, server.token_len);
-	free(server.token);
+	forget_token();
 	log_info("stopped");
 	config_free(&server.cfg);
 }
 
 int main(int argc, char **argv)
 {
-	char addrs[512];
+	char addrs[512], err[CONFIG_ERR_MAX];
 
 	int rc = config_init(&server.cfg, argc, argv);
 	if (rc >= 0) {
 		config_free(&server.cfg);
 		return rc;
 	}
+	server.argc = argc;
+	server.argv = argv;
+	server.metrics_fd = -1;
+	server.notify = getenv("NOTIFY_SOCKET") != NULL;
 	log_init();
 	signal(SIGPIPE, SIG_IGN);
-	if (load_token() < 0) {
+	server.token = read_token(server.cfg.auth_token_file, &server.token_len,
+	                          err, sizeof err);
+	if (server.token == (char *)-1) {
+		server.token = NULL;
+		fprintf(stderr, "joinqd: %s\n", err);
 		config_free(&server.cfg);
 		return 2;
 	}
@@ -229,13 +410,15 @@ int main(int argc, char **argv)
 	server.started = time(NULL);
 
 	if (start() < 0) {
+		sd_notifyf(0, "STATUS=failed to start; see the log\nERRNO=%d", EINVAL);
 		stop();
 		return 1;
 	}
 	listen_describe(addrs, sizeof addrs);
-	log_info("joinqd %s listening on %s (TCP and UDP)%s", PACKAGE_VERSION,
-	         addrs, server.token ? "; clients must authenticate" : "");
+	log_info("joinqd %s listening on %s%s", PACKAGE_VERSION, addrs,
+	         server.token ? "; clients must authenticate" : "");
 	sd_notify(0, "READY=1");
+	send_status();
 
 	event_base_dispatch(server.base);
 

@@ -1,11 +1,20 @@
-/* listen.c - binding and serving the TCP and UDP sockets (see listen.h). */
+/*
+ * listen.c - binding and serving the TCP and UDP sockets (see listen.h).
+ *
+ * Under socket activation (systemd's joinqd.socket), the sockets come ready
+ * from systemd (sd_listen_fds_with_names) and nothing is bound here: every
+ * listening stream socket is a TCP listener, every datagram socket a UDP
+ * one, and a stream socket named "metrics" serves /metrics.
+ */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -162,8 +171,78 @@ static int bind_all(unsigned *port)
 	return 0;
 }
 
+static void name_bound(struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0)
+		name_of((struct sockaddr *)&ss, len, bound_port(l->fd), l->name,
+		        sizeof l->name);
+	else
+		snprintf(l->name, sizeof l->name, "fd %d", l->fd);
+}
+
+/* Takes the n sockets systemd passed. */
+static int adopt(int n, char **names)
+{
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		const char *name = names && names[i] ? names[i] : "";
+		bool stream = sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0;
+		bool dgram = sd_is_socket(fd, AF_UNSPEC, SOCK_DGRAM, -1) > 0;
+		if (!stream && !dgram) {
+			log_error("socket activation: descriptor %d (%s) is neither a "
+			          "listening stream socket nor a datagram socket", fd,
+			          name);
+			return -1;
+		}
+		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+			log_error("socket activation: descriptor %d: %s", fd,
+			          strerror(errno));
+			return -1;
+		}
+		if (stream && strcmp(name, "metrics") == 0) {
+			server.metrics_fd = fd;
+			continue;
+		}
+		server.listeners = xrealloc(server.listeners,
+		                            (server.nlisteners + 1) *
+		                            sizeof *server.listeners);
+		struct listener *l = &server.listeners[server.nlisteners++];
+		memset(l, 0, sizeof *l);
+		l->fd = fd;
+		l->udp = dgram;
+		name_bound(l);
+	}
+	if (!server.nlisteners) {
+		log_error("socket activation: systemd passed no socket for queues");
+		return -1;
+	}
+	return 0;
+}
+
 int listen_open(void)
 {
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names);
+	if (n < 0) {
+		log_error("socket activation: %s", strerror(-n));
+		return -1;
+	}
+	if (n > 0) {
+		int rc = adopt(n, names);
+		for (int i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+		if (rc == 0) {
+			server.activated = true;
+			log_info("socket-activated: %d socket%s from systemd; binding "
+			         "nothing", n, n == 1 ? "" : "s");
+		}
+		return rc;
+	}
+
 	for (int tries = 0; tries < PORT_TRIES; tries++) {
 		unsigned port = server.cfg.port;
 		int rc = bind_all(&port);
@@ -258,9 +337,20 @@ void listen_close(void)
 void listen_describe(char *out, size_t len)
 {
 	size_t n = 0;
+	bool both = true;   /* every address serves TCP and UDP */
 	out[0] = '\0';
-	for (size_t i = 0; i < server.nlisteners && n < len; i++)
-		if (!server.listeners[i].udp)
-			n += (size_t)snprintf(out + n, len - n, "%s%s", n ? " " : "",
-			                      server.listeners[i].name);
+	for (size_t i = 0; i < server.nlisteners && n < len; i++) {
+		const struct listener *l = &server.listeners[i];
+		bool twin = false;
+		for (size_t k = 0; k < server.nlisteners; k++)
+			twin |= k != i && server.listeners[k].udp != l->udp &&
+			        strcmp(server.listeners[k].name, l->name) == 0;
+		both &= twin;
+		if (!l->udp || !twin)
+			n += (size_t)snprintf(out + n, len - n, "%s%s%s", n ? " " : "",
+			                      l->name, twin ? "" : l->udp ? " (UDP)" :
+			                      " (TCP)");
+	}
+	if (n < len)
+		snprintf(out + n, len - n, "%s", both ? " (TCP and UDP)" : "");
 }

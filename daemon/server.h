@@ -18,17 +18,23 @@
 #include "engine.h"
 
 struct conn;
+struct evhttp;
 struct udp_pending;
 struct listener;
 
 struct server {
 	struct config cfg;
+	int argc;                       /* the command line, read again on */
+	char **argv;                    /* SIGHUP */
 	struct engine_conf engine_conf;
 	struct engine *engine;
 	struct event_base *base;
 
 	struct listener *listeners;     /* TCP and UDP sockets */
 	size_t nlisteners;
+	bool activated;                 /* the sockets came from systemd */
+	int metrics_fd;                 /* from systemd, named "metrics"; or -1 */
+	struct evhttp *metrics;         /* the /metrics listener, or NULL */
 
 	struct conn *conns;             /* open TCP connections */
 	unsigned nconns;
@@ -40,8 +46,11 @@ struct server {
 
 	struct event *tick;             /* the engine's next deadline */
 	msec_t tick_at;                 /* when tick is armed for; NEVER: not */
-	struct event *signals[2];       /* SIGTERM, SIGINT */
+	struct event *signals[3];       /* SIGTERM, SIGINT, SIGHUP */
 	struct event *stop_timer;       /* bounds the shutdown */
+	struct event *status_timer;     /* STATUS= for systemd, every few s */
+	struct event *watchdog_timer;   /* WATCHDOG=1 at half the interval */
+	bool notify;                    /* NOTIFY_SOCKET is set */
 
 	char *token;                    /* from auth_token_file; NULL: none */
 	size_t token_len;

@@ -39,14 +39,15 @@ struct udp_pending {
 };
 
 /* Sends a reply; one that passes udp_max_reply (an error echoing a huge
- * id) is replaced by too_large without the id. */
+ * id, already counted as the too_large it is) is replaced by too_large
+ * without the id. */
 static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
                        const struct buf *b)
 {
 	struct buf small = { 0 };
 	if (b->len > server.cfg.udp_max_reply) {
-		ops_error(&small, JQ_TOO_LARGE, "the reply would not fit in one "
-		          "datagram (udp_max_reply); its id is left out");
+		reply_error(&small, NULL, JQ_TOO_LARGE, "the reply would not fit "
+		            "in one datagram (udp_max_reply); its id is left out");
 		b = &small;
 	}
 	if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0)
