@@ -45,6 +45,18 @@ static const char usage[] =
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
 "      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
 "                             http://ADDR:PORT/metrics (default: off)\n"
+"      --journal on|off       keep tasks in a journal across restarts and\n"
+"                             crashes (default off)\n"
+"      --fsync always|interval|never  when the journal reaches the disk:\n"
+"                             before each reply that reports a change\n"
+"                             (default), every --fsync-interval MS\n"
+"                             (default 1000), or when the OS decides\n"
+"      --state-dir DIR        the journal's directory (default\n"
+"                             $STATE_DIRECTORY, else /var/lib/joinq)\n"
+"      --check-journal        check the journal in the state directory,\n"
+"                             say what it holds or where it is damaged,\n"
+"                             and exit; with --repair, cut it at the last\n"
+"                             good record\n"
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
@@ -53,7 +65,16 @@ static const char usage[] =
 
 static void defaults(struct config *c)
 {
+	const char *state = getenv("STATE_DIRECTORY");   /* systemd's */
+
 	memset(c, 0, sizeof *c);
+	/* StateDirectory= may list several; the first is ours. */
+	c->state_dir = state && *state ? xstrndup(state, strcspn(state, ":"))
+	                               : xstrdup("/var/lib/joinq");
+	c->fsync = FSYNC_ALWAYS;
+	c->fsync_interval = 1000;
+	c->compact_size = 64u << 20;
+	c->compact_ratio = 4;
 	c->port = JOINQ_DEFAULT_PORT;
 	c->max_queues = 10000;
 	c->max_frame = 1024 * 1024;
@@ -204,6 +225,36 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 			return "expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477";
 		free(c->metrics_listen);
 		c->metrics_listen = *val ? xstrdup(val) : NULL;
+	} else if (!strcmp(key, "journal")) {
+		if (strcmp(val, "on") && strcmp(val, "off"))
+			return "expected on or off";
+		c->journal = !strcmp(val, "on");
+	} else if (!strcmp(key, "fsync")) {
+		if (!strcmp(val, "always"))
+			c->fsync = FSYNC_ALWAYS;
+		else if (!strcmp(val, "interval"))
+			c->fsync = FSYNC_INTERVAL;
+		else if (!strcmp(val, "never"))
+			c->fsync = FSYNC_NEVER;
+		else
+			return "expected always, interval or never";
+	} else if (!strcmp(key, "fsync_interval")) {
+		if (parse_u64(val, 3600000, false, &v) || v == 0)
+			return "expected milliseconds from 1 to 3600000";
+		c->fsync_interval = (unsigned)v;
+	} else if (!strcmp(key, "state_dir")) {
+		if (!*val)
+			return "expected a directory";
+		free(c->state_dir);
+		c->state_dir = xstrdup(val);
+	} else if (!strcmp(key, "compact_size")) {
+		if (parse_u64(val, UINT64_MAX >> 1, true, &v) || v < 4096)
+			return "expected a size of at least 4k";
+		c->compact_size = v;
+	} else if (!strcmp(key, "compact_ratio")) {
+		if (parse_u64(val, 1000, false, &v) || v < 2)
+			return "expected a whole number from 2 to 1000";
+		c->compact_ratio = (unsigned)v;
 	} else if (!strcmp(key, "auth_token_file")) {
 		free(c->auth_token_file);
 		c->auth_token_file = *val ? xstrdup(val) : NULL;
@@ -300,7 +351,9 @@ enum {
 	OPT_QUEUE = 256, OPT_DEFAULT_MAXSIZE, OPT_MAX_DELIVERIES, OPT_MAX_QUEUES,
 	OPT_MAX_FRAME,
 	OPT_MAX_DEPTH, OPT_UDP_MAX_REPLY, OPT_UDP_LEASE, OPT_MAX_CONNECTIONS,
-	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL, OPT_METRICS_LISTEN,
+	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL, OPT_METRICS_LISTEN, OPT_JOURNAL,
+	OPT_FSYNC, OPT_FSYNC_INTERVAL, OPT_STATE_DIR, OPT_CHECK_JOURNAL,
+	OPT_REPAIR,
 };
 
 static const struct option options[] = {
@@ -319,6 +372,12 @@ static const struct option options[] = {
 	{ "auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+	{ "journal", required_argument, NULL, OPT_JOURNAL },
+	{ "fsync", required_argument, NULL, OPT_FSYNC },
+	{ "fsync-interval", required_argument, NULL, OPT_FSYNC_INTERVAL },
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "check-journal", no_argument, NULL, OPT_CHECK_JOURNAL },
+	{ "repair", no_argument, NULL, OPT_REPAIR },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -340,6 +399,10 @@ static const char *flag_key(int opt)
 	case OPT_AUTH_TOKEN_FILE: return "auth_token_file";
 	case OPT_LOG_LEVEL: return "log_level";
 	case OPT_METRICS_LISTEN: return "metrics_listen";
+	case OPT_JOURNAL: return "journal";
+	case OPT_FSYNC: return "fsync";
+	case OPT_FSYNC_INTERVAL: return "fsync_interval";
+	case OPT_STATE_DIR: return "state_dir";
 	default: return NULL;
 	}
 }
@@ -380,6 +443,11 @@ static int apply_flags(struct config *c, int argc, char **argv, char *errbuf,
 			continue;          /* handled by config_init */
 		if (opt == '?')
 			return -1;
+		if (opt == OPT_CHECK_JOURNAL || opt == OPT_REPAIR) {
+			c->check_journal = true;
+			c->repair |= opt == OPT_REPAIR;
+			continue;
+		}
 		if (opt == 'b') {
 			if (!binds_from_flags)
 				free_binds(c);
@@ -487,6 +555,7 @@ void config_free(struct config *c)
 	free(c->queues);
 	free(c->auth_token_file);
 	free(c->metrics_listen);
+	free(c->state_dir);
 	free(c->file);
 	memset(c, 0, sizeof *c);
 }

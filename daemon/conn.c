@@ -22,6 +22,11 @@
  * Reading stops by itself (a bufferevent high watermark) while input piles
  * up behind a blocked request, and executing pauses while too much output
  * is unsent, so a client that does not read cannot grow our memory.
+ *
+ * With a journal, the replies of requests that changed something wait in
+ * `held` until the journal says their records are safe (conn_release, at
+ * the end of the loop's turn); the replies behind them wait too, so that
+ * order holds.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -38,6 +43,7 @@
 
 #include "conn.h"
 #include "frame.h"
+#include "journal.h"
 #include "log.h"
 #include "ops.h"
 #include "reply.h"
@@ -64,6 +70,10 @@ struct conn {
 	struct client client;
 	struct conn *prev, *next;  /* server.conns */
 	struct conn *resume_next;  /* server.resume */
+	struct evbuffer *held;     /* replies waiting for the journal */
+	uint64_t held_until;       /* the record they wait for */
+	bool holding;              /* on server.holding */
+	struct conn *held_next;
 	char peer[64];
 };
 
@@ -79,6 +89,14 @@ static void conn_free(struct conn *c)
 				*pp = c->resume_next;
 				break;
 			}
+	if (c->holding)
+		for (struct conn **pp = &server.holding; *pp; pp = &(*pp)->held_next)
+			if (*pp == c) {
+				*pp = c->held_next;
+				break;
+			}
+	if (c->held)
+		evbuffer_free(c->held);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -108,8 +126,48 @@ static void queue_resume(struct conn *c)
 /* CLOSING: closes once everything owed is written. */
 static void close_when_flushed(struct conn *c)
 {
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	if (!c->holding &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		conn_free(c);
+}
+
+/* Sends replies, or holds them while a change they report (or one before
+ * them) is not yet safe in the journal. */
+static void send_replies(struct conn *c, const char *p, size_t len,
+                         bool changed)
+{
+	const struct journal *j = server.journal;
+	if (!len)
+		return;
+	if (c->holding || (changed && j && journal_safe(j) < journal_appended(j))) {
+		if (!c->held)
+			c->held = evbuffer_new();
+		evbuffer_add(c->held, p, len);
+		c->held_until = journal_appended(j);
+		if (!c->holding) {
+			c->holding = true;
+			c->held_next = server.holding;
+			server.holding = c;
+		}
+		return;
+	}
+	evbuffer_add(bufferevent_get_output(c->bev), p, len);
+}
+
+void conn_release(uint64_t safe)
+{
+	struct conn **pp = &server.holding;
+	while (*pp) {
+		struct conn *c = *pp;
+		if (c->held_until > safe) {
+			pp = &c->held_next;
+			continue;
+		}
+		*pp = c->held_next;
+		c->holding = false;
+		/* on_write closes a CLOSING connection once this is written */
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->held);
+	}
 }
 
 static void start_closing(struct conn *c)
@@ -128,6 +186,7 @@ static void run(struct conn *c)
 	struct buf *b = &server.scratch;
 	size_t max = server.cfg.max_frame;
 	bool drained = false;   /* no complete frame is left in the input */
+	uint64_t before = server.journal ? journal_appended(server.journal) : 0;
 
 	buf_reset(b);
 	while (c->state == CONN_READY) {
@@ -136,7 +195,8 @@ static void run(struct conn *c)
 			drained = true;
 			break;
 		}
-		if (b->len + evbuffer_get_length(out) >= OUTPUT_HIGH)
+		if (b->len + evbuffer_get_length(out) +
+		    (c->held ? evbuffer_get_length(c->held) : 0) >= OUTPUT_HIGH)
 			break;   /* on_write runs us again once the output drains */
 		size_t want = avail <= max ? avail : max + 1;
 		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
@@ -161,8 +221,8 @@ static void run(struct conn *c)
 			c->state = CONN_BLOCKED;
 		evbuffer_drain(in, f.consumed);
 	}
-	if (b->len)
-		evbuffer_add(out, b->p, b->len);
+	send_replies(c, b->p, b->len, server.journal &&
+	             journal_appended(server.journal) > before);
 	/* A partial frame at close is dropped; at shutdown every complete
 	 * frame was answered shutting_down by ops_execute. */
 	if (c->state == CONN_READY && (c->eof || server.shutting_down) && drained)
@@ -176,8 +236,8 @@ static void run(struct conn *c)
 static void conn_finish(struct pending *p, const struct buf *reply)
 {
 	struct conn *c = container_of(p, struct conn, pending);
-	if (reply)
-		evbuffer_add(bufferevent_get_output(c->bev), reply->p, reply->len);
+	if (reply)   /* the change that woke it may not be safe yet */
+		send_replies(c, reply->p, reply->len, true);
 	c->state = CONN_READY;
 	queue_resume(c);
 }

@@ -8,6 +8,7 @@
 
 #include <event2/listener.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* evconnlistener callback: takes a new client, or turns it away with
  * too_many_connections. */
@@ -20,6 +21,9 @@ void conn_resume(evutil_socket_t fd, short what, void *arg);
 
 /* Shutdown: every connection stops executing, writes what it owes, closes. */
 void conn_shutdown_all(void);
+
+/* The journal is safe up to record `safe`: the replies waiting for it go. */
+void conn_release(uint64_t safe);
 
 /* A reload changed the settings: max_frame bounds every connection's
  * held input anew, and with a new token every client must authenticate

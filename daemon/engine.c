@@ -24,7 +24,11 @@
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-enum task_state { TASK_QUEUED, TASK_INFLIGHT, TASK_DELAYED };
+enum task_state {
+	TASK_QUEUED = ENGINE_QUEUED,
+	TASK_INFLIGHT = ENGINE_INFLIGHT,
+	TASK_DELAYED = ENGINE_DELAYED,
+};
 enum deadline_kind { DL_TASK, DL_WAITER };
 
 struct task {
@@ -50,6 +54,7 @@ struct waitlist {
 };
 
 struct queue {
+	uint32_t id;                  /* its place in creation order, from 0 */
 	struct queue *hnext;          /* hash chain */
 	struct queue *next;           /* creation order */
 	struct task *head, *tail;
@@ -70,14 +75,25 @@ struct engine {
 	struct queue **buckets;
 	size_t nbuckets, nqueues;
 	struct queue *first, *last;
-	struct idmap inflight;
+	struct queue **by_id;         /* queues by id */
+	struct idmap out;             /* tasks out of their queue: in flight
+	                                 or delayed (task->state tells) */
 	struct heap deadlines;
+	const struct engine_log *log; /* told of every change, or NULL */
+	uint64_t live_bytes;          /* items and ids of the tasks held */
 	uint64_t next_id;
 	bool defer;                   /* service() only notes the queue */
 	struct queue *deferred;       /* queues to serve when defer ends */
 };
 
 static void service(struct engine *e, struct queue *q);
+
+/* Tells the journal (if any) of a change just made. */
+#define LOG(e, fn, ...) \
+	do { \
+		if ((e)->log) \
+			(e)->log->fn((e)->log->ctx, __VA_ARGS__); \
+	} while (0)
 
 static uint64_t unfinished(const struct queue *q)
 {
@@ -185,6 +201,10 @@ static struct queue *new_queue(struct engine *e, const char *name, size_t len)
 	q->len = len;
 
 	apply_conf(e, q);
+	q->id = (uint32_t)e->nqueues;
+	e->by_id = xrealloc(e->by_id, (e->nqueues + 1) * sizeof *e->by_id);
+	e->by_id[q->id] = q;
+	LOG(e, queue, q->id, name, len);
 
 	if (e->last)
 		e->last->next = q;
@@ -241,6 +261,15 @@ size_t engine_queue_count(const struct engine *e)
 
 /* ---- tasks -------------------------------------------------------------- */
 
+/* A task's weight in live_bytes: its item and its id and counts. */
+#define TASK_BYTES(t) ((uint64_t)(t)->len + 24)
+
+static void task_free(struct engine *e, struct task *t)
+{
+	e->live_bytes -= TASK_BYTES(t);
+	free(t);
+}
+
 static struct task *task_new(const char *item, size_t len)
 {
 	struct task *t = xmalloc(sizeof *t + len);
@@ -290,6 +319,7 @@ static void enqueue_new(struct engine *e, struct queue *q, struct task *t)
 	t->deliveries = 0;
 	push_tail(q, t);
 	q->n_puts++;
+	e->live_bytes += TASK_BYTES(t);
 }
 
 static void hold(struct holder *h, struct task *t)
@@ -331,7 +361,8 @@ static void deliver(struct engine *e, struct queue *q, const struct take *tk,
 	q->n_gets++;
 	if (t->deliveries > 1)
 		q->n_redeliveries++;
-	idmap_put(&e->inflight, t->id, t);
+	idmap_put(&e->out, t->id, t);
+	LOG(e, take, q->id, t->id);
 	if (tk->lease) {
 		t->leased = true;
 		t->u.timer.kind = DL_TASK;
@@ -361,38 +392,53 @@ static struct delivery preview(const struct queue *q)
 static void dead_letter(struct engine *e, struct task *t)
 {
 	struct queue *q = t->queue;
+	uint64_t id = t->id;
 	q->n_dead_lettered++;
 	if (!q->dead_letter) {
-		free(t);
+		task_free(e, t);
+		LOG(e, dead, id, 0, -1);
 	} else {
 		size_t len = strlen(q->dead_letter);
 		struct queue *dq = find_queue(e, q->dead_letter, len);
 		if (!dq)
 			dq = new_queue(e, q->dead_letter, len);
 		enqueue_new(e, dq, t);
+		LOG(e, dead, id, t->id, (int64_t)dq->id);
 		service(e, dq);
 	}
 	service(e, q);
 }
 
 /* An in-flight task comes back undone (release, lease expiry, holder
- * dropped): to the head of its queue, after a delay, or to dead letters. */
+ * dropped; detached already): to the head of its queue, after a delay, or
+ * to dead letters. */
 static void come_back(struct engine *e, struct task *t, msec_t delay)
 {
 	struct queue *q = t->queue;
 	q->inflight--;
 	if (q->max_deliveries && t->deliveries >= q->max_deliveries) {
+		idmap_del(&e->out, t->id);
 		dead_letter(e, t);
 	} else if (delay) {
-		t->state = TASK_DELAYED;
+		t->state = TASK_DELAYED;   /* stays in e->out */
 		t->u.timer.kind = DL_TASK;
 		t->u.timer.at = deadline_after(e, delay);
 		heap_push(&e->deadlines, &t->u.timer);
 		q->delayed++;
+		LOG(e, delay, t->id, t->u.timer.at);
 	} else {
+		idmap_del(&e->out, t->id);
 		push_head(q, t);
+		LOG(e, back, t->id);
 		service(e, q);
 	}
+}
+
+/* An in-flight task, or NULL for an id that names none. */
+static struct task *inflight(const struct engine *e, uint64_t id)
+{
+	struct task *t = idmap_get(&e->out, id);
+	return t && t->state == TASK_INFLIGHT ? t : NULL;
 }
 
 /* ---- waiters ------------------------------------------------------------ */
@@ -470,6 +516,7 @@ static void service(struct engine *e, struct queue *q)
 			unpark(e, w);
 			w->put_task = NULL;
 			enqueue_new(e, q, t);
+			LOG(e, put, q->id, t->id, t->item, t->len);
 			w->done(w, JQ_OK, NULL, t->id);
 			admitted = true;
 		}
@@ -499,6 +546,7 @@ int engine_put(struct engine *e, struct queue *q, const char *item,
 	}
 	struct task *t = task_new(item, len);
 	enqueue_new(e, q, t);
+	LOG(e, put, q->id, t->id, t->item, t->len);
 	*task = t->id;
 	service(e, q);
 	return JQ_OK;
@@ -540,12 +588,14 @@ int engine_join(struct engine *e, struct queue *q, struct waiter *w)
 
 int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 {
-	struct task *t = idmap_del(&e->inflight, id);
+	struct task *t = inflight(e, id);
 	if (!t)
 		return JQ_UNKNOWN_TASK;
 	struct queue *q = t->queue;
+	idmap_del(&e->out, id);
 	detach(e, t);
-	free(t);
+	task_free(e, t);
+	LOG(e, done, id);
 	q->inflight--;
 	q->n_task_dones++;
 	*left = unfinished(q);
@@ -555,7 +605,7 @@ int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 
 int engine_release(struct engine *e, uint64_t id, msec_t delay)
 {
-	struct task *t = idmap_del(&e->inflight, id);
+	struct task *t = inflight(e, id);
 	if (!t)
 		return JQ_UNKNOWN_TASK;
 	detach(e, t);
@@ -576,7 +626,6 @@ void engine_drop_holder(struct engine *e, struct holder *h)
 	e->defer = true;
 	while ((t = h->tasks)) {
 		detach(e, t);
-		idmap_del(&e->inflight, t->id);
 		come_back(e, t, 0);
 	}
 	e->defer = false;
@@ -613,12 +662,13 @@ void engine_cancel_waiters(struct engine *e, int code)
 static void task_deadline(struct engine *e, struct task *t)
 {
 	if (t->state == TASK_DELAYED) {     /* the delay is over */
+		idmap_del(&e->out, t->id);
 		t->queue->delayed--;
 		push_head(t->queue, t);
+		LOG(e, back, t->id);
 		service(e, t->queue);
 	} else {                            /* the lease ran out */
 		t->leased = false;
-		idmap_del(&e->inflight, t->id);
 		come_back(e, t, 0);
 	}
 }
@@ -696,8 +746,202 @@ uint64_t engine_next_task_id(const struct engine *e)
 
 const struct queue *engine_task_queue(const struct engine *e, uint64_t id)
 {
-	const struct task *t = idmap_get(&e->inflight, id);
+	const struct task *t = inflight(e, id);
 	return t ? t->queue : NULL;
+}
+
+/* ---- journal ------------------------------------------------------------ */
+
+void engine_set_log(struct engine *e, const struct engine_log *log)
+{
+	e->log = log;
+}
+
+static struct queue *queue_by_id(const struct engine *e, uint32_t qid)
+{
+	return qid < e->nqueues ? e->by_id[qid] : NULL;
+}
+
+static void note_id(struct engine *e, uint64_t task)
+{
+	if (task >= e->next_id)
+		e->next_id = task + 1;
+}
+
+int engine_replay_queue(struct engine *e, uint32_t qid, const char *name,
+                        size_t len)
+{
+	if (qid != e->nqueues || find_queue(e, name, len))
+		return -1;
+	new_queue(e, name, len);
+	return 0;
+}
+
+int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
+                       uint32_t deliveries, enum engine_task_state state,
+                       msec_t until, const char *item, size_t len)
+{
+	struct queue *q = queue_by_id(e, qid);
+	if (!q || task == 0 || task > TASK_ID_MAX || idmap_get(&e->out, task))
+		return -1;
+	struct task *t = task_new(item, len);
+	t->id = task;
+	t->queue = q;
+	t->deliveries = deliveries;
+	note_id(e, task);
+	e->live_bytes += TASK_BYTES(t);
+	switch (state) {
+	case ENGINE_QUEUED:
+		push_tail(q, t);
+		break;
+	case ENGINE_INFLIGHT:
+		t->state = TASK_INFLIGHT;
+		idmap_put(&e->out, task, t);
+		q->inflight++;
+		break;
+	case ENGINE_DELAYED:
+		t->state = TASK_DELAYED;
+		t->u.timer.kind = DL_TASK;
+		t->u.timer.at = until;
+		heap_push(&e->deadlines, &t->u.timer);
+		idmap_put(&e->out, task, t);
+		q->delayed++;
+		break;
+	}
+	return 0;
+}
+
+int engine_replay_take(struct engine *e, uint32_t qid, uint64_t task)
+{
+	struct queue *q = queue_by_id(e, qid);
+	if (!q || !q->head || q->head->id != task)
+		return -1;
+	struct task *t = pop_head(q);
+	t->state = TASK_INFLIGHT;
+	t->deliveries++;
+	t->leased = false;
+	t->u.held.holder = NULL;
+	q->inflight++;
+	idmap_put(&e->out, task, t);
+	return 0;
+}
+
+int engine_replay_done(struct engine *e, uint64_t task)
+{
+	struct task *t = inflight(e, task);
+	if (!t)
+		return -1;
+	idmap_del(&e->out, task);
+	t->queue->inflight--;
+	task_free(e, t);
+	return 0;
+}
+
+int engine_replay_back(struct engine *e, uint64_t task)
+{
+	struct task *t = idmap_del(&e->out, task);
+	if (!t)
+		return -1;
+	if (t->state == TASK_DELAYED) {
+		heap_remove(&e->deadlines, &t->u.timer);
+		t->queue->delayed--;
+	} else {
+		t->queue->inflight--;
+	}
+	push_head(t->queue, t);
+	return 0;
+}
+
+int engine_replay_delay(struct engine *e, uint64_t task, msec_t until)
+{
+	struct task *t = inflight(e, task);
+	if (!t)
+		return -1;
+	t->state = TASK_DELAYED;
+	t->u.timer.kind = DL_TASK;
+	t->u.timer.at = until;
+	heap_push(&e->deadlines, &t->u.timer);
+	t->queue->inflight--;
+	t->queue->delayed++;
+	return 0;
+}
+
+int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
+                       int64_t dqid)
+{
+	struct task *t = inflight(e, task);
+	struct queue *dq = dqid < 0 ? NULL : queue_by_id(e, (uint32_t)dqid);
+	if (!t || (dqid >= 0 && (!dq || new_task == 0)))
+		return -1;
+	idmap_del(&e->out, task);
+	t->queue->inflight--;
+	if (!dq) {
+		task_free(e, t);
+		return 0;
+	}
+	t->id = new_task;
+	t->deliveries = 0;
+	push_tail(dq, t);
+	note_id(e, new_task);
+	return 0;
+}
+
+void engine_replay_next_id(struct engine *e, uint64_t next)
+{
+	if (next > e->next_id)
+		e->next_id = next;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+	const struct task *x = *(struct task *const *)a;
+	const struct task *y = *(struct task *const *)b;
+	return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+void engine_replay_end(struct engine *e)
+{
+	size_t n = 0;
+	struct task **v = xmalloc((e->out.len + 1) * sizeof *v);
+	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
+		struct task *t = e->out.slots[i].val;
+		if (e->out.slots[i].key && t->state == TASK_INFLIGHT)
+			v[n++] = t;
+	}
+	/* Each goes to the head in turn, newest first: the oldest ends up
+	 * first in line, as when a connection closes. */
+	qsort(v, n, sizeof *v, newest_first);
+	for (size_t i = 0; i < n; i++) {
+		idmap_del(&e->out, v[i]->id);
+		v[i]->queue->inflight--;
+		push_head(v[i]->queue, v[i]);
+		LOG(e, back, v[i]->id);
+	}
+	free(v);
+}
+
+void engine_dump(const struct engine *e, const struct engine_dump *d)
+{
+	for (const struct queue *q = e->first; q; q = q->next)
+		d->queue(d->ctx, q->id, q->name, q->len);
+	d->next_id(d->ctx, e->next_id);
+	for (const struct queue *q = e->first; q; q = q->next)
+		for (const struct task *t = q->head; t; t = t->next)
+			d->task(d->ctx, q->id, t->id, t->deliveries, ENGINE_QUEUED, 0,
+			        t->item, t->len);
+	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
+		const struct task *t = e->out.slots[i].val;
+		if (!e->out.slots[i].key)
+			continue;
+		d->task(d->ctx, t->queue->id, t->id, t->deliveries,
+		        (enum engine_task_state)t->state,
+		        t->state == TASK_DELAYED ? t->u.timer.at : 0, t->item, t->len);
+	}
+}
+
+uint64_t engine_live_bytes(const struct engine *e)
+{
+	return e->live_bytes;
 }
 
 /* ---- life --------------------------------------------------------------- */
@@ -715,17 +959,9 @@ void engine_free(struct engine *e)
 	if (!e)
 		return;
 	/* Parked waiters belong to their owners; their put items to us. */
-	for (size_t i = 0; i < e->deadlines.len; i++) {
-		struct deadline *d = e->deadlines.v[i];
-		if (d->kind == DL_TASK) {
-			struct task *t = container_of(d, struct task, u.timer);
-			if (t->state == TASK_DELAYED)
-				free(t);   /* leased ones are freed with the in-flight */
-		}
-	}
-	for (size_t i = 0; e->inflight.slots && i <= e->inflight.mask; i++)
-		if (e->inflight.slots[i].key)
-			free(e->inflight.slots[i].val);
+	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++)
+		if (e->out.slots[i].key)
+			free(e->out.slots[i].val);
 	struct queue *q = e->first;
 	while (q) {
 		struct queue *next = q->next;
@@ -742,7 +978,8 @@ void engine_free(struct engine *e)
 		q = next;
 	}
 	heap_free(&e->deadlines);
-	idmap_free(&e->inflight);
+	idmap_free(&e->out);
+	free(e->by_id);
 	free(e->buckets);
 	free(e);
 }

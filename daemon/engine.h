@@ -113,6 +113,76 @@ struct waiter {
 	struct take take;          /* WAIT_GET */
 };
 
+/* Where a task is. */
+enum engine_task_state { ENGINE_QUEUED, ENGINE_INFLIGHT, ENGINE_DELAYED };
+
+/*
+ * What the engine tells a journal (journal.c) of every change, right after
+ * making it in memory.  Queues are named by id (their place in creation
+ * order, from 0), tasks by task id; times are the engine clock's.
+ */
+struct engine_log {
+	void *ctx;
+	void (*queue)(void *ctx, uint32_t qid, const char *name, size_t len);
+	/* a new task at the tail (a put, or a blocked put let in) */
+	void (*put)(void *ctx, uint32_t qid, uint64_t task, const char *item,
+	            size_t len);
+	/* the head task of queue qid delivered: its deliveries + 1 */
+	void (*take)(void *ctx, uint32_t qid, uint64_t task);
+	void (*done)(void *ctx, uint64_t task);
+	/* back to the head of its queue: released, lease out, holder gone,
+	 * delay over */
+	void (*back)(void *ctx, uint64_t task);
+	/* released with a delay, back at until */
+	void (*delay)(void *ctx, uint64_t task, msec_t until);
+	/* past max_deliveries: finished in its queue and, unless dqid is -1
+	 * (dropped), put on queue dqid as new_task */
+	void (*dead)(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid);
+};
+
+/* From now on, every change is told to log (NULL: none). */
+void engine_set_log(struct engine *e, const struct engine_log *log);
+
+/*
+ * Replay: journal.c rebuilds the state record by record into a fresh
+ * engine, with no log set and no waiters.  Each call returns 0, or -1 when
+ * the record does not fit the state (the journal is damaged).  The state
+ * is taken as recorded, never decided again: a max_deliveries changed
+ * since does not rewrite history.
+ */
+int engine_replay_queue(struct engine *e, uint32_t qid, const char *name,
+                        size_t len);
+/* A task as a snapshot or a put records it: queued ones at the tail. */
+int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
+                       uint32_t deliveries, enum engine_task_state state,
+                       msec_t until, const char *item, size_t len);
+int engine_replay_take(struct engine *e, uint32_t qid, uint64_t task);
+int engine_replay_done(struct engine *e, uint64_t task);
+int engine_replay_back(struct engine *e, uint64_t task);
+int engine_replay_delay(struct engine *e, uint64_t task, msec_t until);
+int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
+                       int64_t dqid);
+void engine_replay_next_id(struct engine *e, uint64_t next);
+/* Ends the replay: tasks that were in flight when the journal stopped go
+ * back to the heads of their queues, oldest first, deliveries kept; this
+ * is told to the log, so set it first. */
+void engine_replay_end(struct engine *e);
+
+/* The whole state, for a snapshot that a replay turns back into it. */
+struct engine_dump {
+	void *ctx;
+	void (*queue)(void *ctx, uint32_t qid, const char *name, size_t len);
+	void (*next_id)(void *ctx, uint64_t next);
+	/* each queue's queued tasks in order, then its others */
+	void (*task)(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
+	             enum engine_task_state state, msec_t until, const char *item,
+	             size_t len);
+};
+void engine_dump(const struct engine *e, const struct engine_dump *d);
+
+/* Bytes the tasks' items and ids take: what a snapshot would hold. */
+uint64_t engine_live_bytes(const struct engine *e);
+
 /* Figures of one queue, for qsize and stats. */
 struct queue_stats {
 	uint64_t qsize, inflight, delayed, unfinished, maxsize;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "conn.h"
+#include "journal.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -59,6 +60,82 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	server.tick_at = NEVER;   /* spent: server_rearm must set it again */
 	engine_advance(server.engine);
 	server_rearm();
+}
+
+/* ---- the journal -------------------------------------------------------- */
+
+/*
+ * After every turn of the loop, before it sleeps (Redis's beforeSleep):
+ * what the turn's requests changed goes to the journal in one write and,
+ * under fsync=always, one fdatasync for all clients (group commit); the
+ * replies that waited for it go out.
+ */
+static void after_turn(void)
+{
+	if (server.journal) {
+		if (journal_commit(server.journal) < 0) {
+			/* The changes in memory are not on disk and never will be:
+			 * stop as a crash would, and recover what is on disk. */
+			log_error("journal: stopping now; a restart recovers what is "
+			          "on disk");
+			_exit(EXIT_FAILURE);
+		}
+		uint64_t safe = journal_safe(server.journal);
+		conn_release(safe);
+		udp_release(safe);
+		journal_maybe_compact(server.journal);
+	}
+	server_rearm();
+}
+
+static void on_child(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (server.journal)
+		journal_reap(server.journal);
+}
+
+static void on_sync_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (journal_sync(server.journal) < 0) {
+		log_error("journal: stopping now; a restart recovers what is on "
+		          "disk");
+		_exit(EXIT_FAILURE);
+	}
+}
+
+static int open_journal(void)
+{
+	char err[CONFIG_ERR_MAX];
+	struct journal_conf jc = {
+		.dir = server.cfg.state_dir,
+		.fsync = server.cfg.fsync,
+		.compact_size = server.cfg.compact_size,
+		.compact_ratio = server.cfg.compact_ratio,
+	};
+
+	if (!server.cfg.journal)
+		return 0;
+	server.journal = journal_open(&jc, server.engine, err, sizeof err);
+	if (!server.journal) {
+		log_error("journal: %s", err);
+		return -1;
+	}
+	server.child_ev = evsignal_new(server.base, SIGCHLD, on_child, NULL);
+	evsignal_add(server.child_ev, NULL);
+	if (server.cfg.fsync == FSYNC_INTERVAL) {
+		struct timeval tv = { server.cfg.fsync_interval / 1000,
+		                      server.cfg.fsync_interval % 1000 * 1000 };
+		server.sync_timer = event_new(server.base, -1, EV_PERSIST,
+		                              on_sync_timer, NULL);
+		event_add(server.sync_timer, &tv);
+	}
+	return 0;
 }
 
 /* ---- systemd ------------------------------------------------------------ */
@@ -222,6 +299,13 @@ static void keep_bound(struct config *next)
 		log_warning("reload: bind and port take effect at the next start");
 	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
 		log_warning("reload: metrics_listen takes effect at the next start");
+	if (next->journal != server.cfg.journal || next->fsync != server.cfg.fsync ||
+	    next->fsync_interval != server.cfg.fsync_interval ||
+	    strcmp(next->state_dir, server.cfg.state_dir) != 0 ||
+	    next->compact_size != server.cfg.compact_size ||
+	    next->compact_ratio != server.cfg.compact_ratio)
+		log_warning("reload: the journal's settings take effect at the "
+		            "next start");
 
 	struct config bound = server.cfg;
 	server.cfg.binds = next->binds;
@@ -336,6 +420,8 @@ static int start(void)
 
 	set_engine_conf();
 	server.engine = engine_new(&server.engine_conf);
+	if (open_journal() < 0)
+		return -1;
 	server.tick = evtimer_new(server.base, on_tick, NULL);
 	server.tick_at = NEVER;
 	server.resume_ev = event_new(server.base, -1, 0, conn_resume, NULL);
@@ -365,11 +451,13 @@ static void stop(void)
 	udp_free_all();
 	listen_close();
 	metrics_stop();
+	journal_close(server.journal);
 	engine_free(server.engine);
 	struct event *events[] = {
 		server.signals[0], server.signals[1], server.signals[2],
 		server.tick, server.resume_ev, server.stop_timer,
-		server.status_timer, server.watchdog_timer,
+		server.status_timer, server.watchdog_timer, server.child_ev,
+		server.sync_timer,
 	};
 	for (size_t i = 0; i < sizeof events / sizeof *events; i++)
 		if (events[i])
@@ -388,6 +476,8 @@ int main(int argc, char **argv)
 	char addrs[512], err[CONFIG_ERR_MAX];
 
 	int rc = config_init(&server.cfg, argc, argv);
+	if (rc < 0 && server.cfg.check_journal)
+		rc = journal_check(server.cfg.state_dir, server.cfg.repair);
 	if (rc >= 0) {
 		config_free(&server.cfg);
 		return rc;
@@ -420,7 +510,11 @@ int main(int argc, char **argv)
 	sd_notify(0, "READY=1");
 	send_status();
 
-	event_base_dispatch(server.base);
+	while (!event_base_got_exit(server.base) &&
+	       !event_base_got_break(server.base)) {
+		event_base_loop(server.base, EVLOOP_ONCE);
+		after_turn();
+	}
 
 	stop();
 	return 0;

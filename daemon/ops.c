@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "journal.h"
 #include "log.h"
 #include "ops.h"
 #include "reply.h"
@@ -258,6 +259,16 @@ static int result(struct call *k, int code)
 	return code;
 }
 
+/* A change the journal cannot take now is refused before it is made. */
+static int journal_room(struct call *k, size_t bytes, bool small)
+{
+	if (server.journal && journal_reserve(server.journal, bytes, small) < 0)
+		return errinfo_set(k->e, JQ_UNAVAILABLE, "the journal cannot take "
+		                   "this change now (the disk is full); nothing "
+		                   "was changed");
+	return JQ_OK;
+}
+
 static void ok_reply(struct call *k)
 {
 	reply_ok(k->out, &k->r->id);
@@ -268,8 +279,11 @@ static int op_put(struct call *k)
 {
 	struct queue *q;
 	uint64_t task;
-	int code = engine_queue(server.engine, k->r->queue, k->r->queue_len,
-	                        true, &q);
+	int code = journal_room(k, k->r->item.len + k->r->queue_len, false);
+	if (code)
+		return code;
+	code = engine_queue(server.engine, k->r->queue, k->r->queue_len, true,
+	                    &q);
 	if (code == JQ_OK)
 		code = engine_put(server.engine, q, k->r->item.p, k->r->item.len,
 		                  k->w, &task);
@@ -291,8 +305,11 @@ static int op_get(struct call *k)
 	};
 	struct delivery d;
 	struct queue *q;
-	int code = engine_queue(server.engine, k->r->queue, k->r->queue_len,
-	                        true, &q);
+	int code = journal_room(k, k->r->queue_len, true);
+	if (code)
+		return code;
+	code = engine_queue(server.engine, k->r->queue, k->r->queue_len, true,
+	                    &q);
 	if (code == JQ_OK)
 		code = engine_get(server.engine, q, &tk, k->w, &d);
 	if (code == JQ_OK)
@@ -303,7 +320,10 @@ static int op_get(struct call *k)
 static int op_task_done(struct call *k)
 {
 	uint64_t left;
-	int code = engine_task_done(server.engine, k->r->task, &left);
+	int code = journal_room(k, 0, true);
+	if (code)
+		return code;
+	code = engine_task_done(server.engine, k->r->task, &left);
 	if (code == JQ_OK) {
 		reply_ok(k->out, &k->r->id);
 		reply_u64(k->out, "unfinished", left);
@@ -314,7 +334,10 @@ static int op_task_done(struct call *k)
 
 static int op_release(struct call *k)
 {
-	int code = engine_release(server.engine, k->r->task, to_ms(k->r->delay));
+	int code = journal_room(k, 0, true);
+	if (code)
+		return code;
+	code = engine_release(server.engine, k->r->task, to_ms(k->r->delay));
 	if (code == JQ_OK)
 		ok_reply(k);
 	return result(k, code);

@@ -19,6 +19,8 @@
 
 struct conn;
 struct evhttp;
+struct held_datagram;
+struct journal;
 struct udp_pending;
 struct listener;
 
@@ -28,6 +30,7 @@ struct server {
 	char **argv;                    /* SIGHUP */
 	struct engine_conf engine_conf;
 	struct engine *engine;
+	struct journal *journal;        /* NULL: journal = off */
 	struct event_base *base;
 
 	struct listener *listeners;     /* TCP and UDP sockets */
@@ -39,6 +42,8 @@ struct server {
 	struct conn *conns;             /* open TCP connections */
 	unsigned nconns;
 	struct conn *resume;            /* unblocked, to run before sleeping */
+	struct conn *holding;           /* replies wait for the journal */
+	struct held_datagram *udp_held, *udp_held_last;   /* likewise, UDP */
 	struct event *resume_ev;
 	struct udp_pending *udp_waiting;/* parked UDP requests */
 	struct udp_pending *udp_spare;  /* ready for the next datagram */
@@ -50,6 +55,8 @@ struct server {
 	struct event *stop_timer;       /* bounds the shutdown */
 	struct event *status_timer;     /* STATUS= for systemd, every few s */
 	struct event *watchdog_timer;   /* WATCHDOG=1 at half the interval */
+	struct event *child_ev;         /* SIGCHLD: a compaction is done */
+	struct event *sync_timer;       /* fsync = interval */
 	bool notify;                    /* NOTIFY_SOCKET is set */
 
 	char *token;                    /* from auth_token_file; NULL: none */

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "ops.h"
 #include "frame.h"
+#include "journal.h"
 #include "reply.h"
 #include "server.h"
 #include "udp.h"
@@ -38,28 +39,71 @@ struct udp_pending {
 	struct sockaddr_storage peer;
 };
 
+/* A reply that waits until the journal has the change it reports. */
+struct held_datagram {
+	struct held_datagram *next;
+	uint64_t until;             /* the journal record it waits for */
+	int fd;
+	socklen_t peer_len;
+	struct sockaddr_storage peer;
+	size_t len;
+	char data[];
+};
+
 /* Sends a reply; one that passes udp_max_reply (an error echoing a huge
  * id, already counted as the too_large it is) is replaced by too_large
- * without the id. */
+ * without the id.  A reply reporting a change that the journal does not
+ * hold safely yet waits (udp_release). */
 static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
-                       const struct buf *b)
+                       const struct buf *b, bool changed)
 {
+	const struct journal *j = server.journal;
 	struct buf small = { 0 };
 	if (b->len > server.cfg.udp_max_reply) {
 		reply_error(&small, NULL, JQ_TOO_LARGE, "the reply would not fit "
 		            "in one datagram (udp_max_reply); its id is left out");
 		b = &small;
 	}
-	if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0)
+	if (changed && j && journal_safe(j) < journal_appended(j)) {
+		struct held_datagram *h = xmalloc(sizeof *h + b->len);
+		h->next = NULL;
+		h->until = journal_appended(j);
+		h->fd = fd;
+		h->peer_len = len;
+		memcpy(&h->peer, peer, len);
+		h->len = b->len;
+		memcpy(h->data, b->p, b->len);
+		if (server.udp_held_last)
+			server.udp_held_last->next = h;
+		else
+			server.udp_held = h;
+		server.udp_held_last = h;
+	} else if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0) {
 		log_debug("udp: cannot send a reply: %s", strerror(errno));
+	}
 	buf_free(&small);
+}
+
+void udp_release(uint64_t safe)
+{
+	struct held_datagram *h;
+	while ((h = server.udp_held) && h->until <= safe) {
+		server.udp_held = h->next;
+		if (!h->next)
+			server.udp_held_last = NULL;
+		if (sendto(h->fd, h->data, h->len, MSG_DONTWAIT,
+		           (struct sockaddr *)&h->peer, h->peer_len) < 0)
+			log_debug("udp: cannot send a reply: %s", strerror(errno));
+		free(h);
+	}
 }
 
 static void udp_finish(struct pending *p, const struct buf *reply)
 {
 	struct udp_pending *u = container_of(p, struct udp_pending, p);
 	if (reply)
-		send_reply(u->fd, (struct sockaddr *)&u->peer, u->peer_len, reply);
+		send_reply(u->fd, (struct sockaddr *)&u->peer, u->peer_len, reply,
+		           true);
 	if (u->prev)
 		u->prev->next = u->next;
 	else
@@ -81,6 +125,7 @@ static void park(struct udp_pending *u)
 static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 {
 	struct buf *out = &server.scratch;
+	uint64_t before = 0;
 	char peer[NI_MAXHOST + NI_MAXSERV + 8] = "udp client";
 
 	if (server.cfg.log_level >= LOG_DEBUG) {
@@ -111,13 +156,15 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 			.max_reply = server.cfg.udp_max_reply,
 		};
 		u->fd = fd;
+		before = server.journal ? journal_appended(server.journal) : 0;
 		if (ops_execute(data, n, &c, &u->p, out) == EXEC_PARKED) {
 			park(u);
 			server.udp_spare = NULL;
 		}
 	}
 	if (out->len)
-		send_reply(fd, (struct sockaddr *)&u->peer, u->peer_len, out);
+		send_reply(fd, (struct sockaddr *)&u->peer, u->peer_len, out,
+		           server.journal && journal_appended(server.journal) > before);
 }
 
 void udp_read(evutil_socket_t fd, short what, void *arg)
@@ -155,6 +202,12 @@ void udp_free_all(void)
 	}
 	free(server.udp_spare);
 	server.udp_spare = NULL;
+	struct held_datagram *h;
+	while ((h = server.udp_held)) {
+		server.udp_held = h->next;
+		free(h);
+	}
+	server.udp_held_last = NULL;
 	free(server.udp_buf);
 	server.udp_buf = NULL;
 }

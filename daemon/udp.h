@@ -9,9 +9,13 @@
 #define JQ_UDP_H
 
 #include <event2/event.h>
+#include <stdint.h>
 
 /* Read callback of a UDP socket (arg: its struct listener). */
 void udp_read(evutil_socket_t fd, short what, void *arg);
+
+/* The journal is safe up to record `safe`: the replies waiting for it go. */
+void udp_release(uint64_t safe);
 
 /* Forgets every parked UDP request (exit). */
 void udp_free_all(void);
