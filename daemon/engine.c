@@ -319,7 +319,15 @@ static void enqueue_new(struct engine *e, struct queue *q, struct task *t)
 	t->deliveries = 0;
 	push_tail(q, t);
 	q->n_puts++;
+}
+
+/* A put's task enters the state: counted live, and told to the journal.
+ * (A dead letter enters by enqueue_new alone: it was live already.) */
+static void put_new(struct engine *e, struct queue *q, struct task *t)
+{
+	enqueue_new(e, q, t);
 	e->live_bytes += TASK_BYTES(t);
+	LOG(e, put, q->id, t->id, t->item, t->len);
 }
 
 static void hold(struct holder *h, struct task *t)
@@ -515,8 +523,7 @@ static void service(struct engine *e, struct queue *q)
 			struct task *t = w->put_task;
 			unpark(e, w);
 			w->put_task = NULL;
-			enqueue_new(e, q, t);
-			LOG(e, put, q->id, t->id, t->item, t->len);
+			put_new(e, q, t);
 			w->done(w, JQ_OK, NULL, t->id);
 			admitted = true;
 		}
@@ -545,8 +552,7 @@ int engine_put(struct engine *e, struct queue *q, const char *item,
 		return JQ_PARKED;
 	}
 	struct task *t = task_new(item, len);
-	enqueue_new(e, q, t);
-	LOG(e, put, q->id, t->id, t->item, t->len);
+	put_new(e, q, t);
 	*task = t->id;
 	service(e, q);
 	return JQ_OK;
@@ -871,7 +877,7 @@ int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
 {
 	struct task *t = inflight(e, task);
 	struct queue *dq = dqid < 0 ? NULL : queue_by_id(e, (uint32_t)dqid);
-	if (!t || (dqid >= 0 && (!dq || new_task == 0)))
+	if (!t || (dqid >= 0 && (!dq || new_task == 0 || new_task > TASK_ID_MAX)))
 		return -1;
 	idmap_del(&e->out, task);
 	t->queue->inflight--;

@@ -34,12 +34,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -173,14 +175,14 @@ static size_t jrec_begin(struct journal *j, enum record_type type)
 	return rec_begin(&j->out, type);
 }
 
-/* The BATCH record at the start of b gets the length of the records after
- * it, and its own frame (which covers only itself). */
-static void seal_batch(struct buf *b)
+/* The BATCH record at `at` in b gets the length of the records after it,
+ * and its own frame (which covers only itself). */
+static void seal_batch(struct buf *b, size_t at)
 {
-	set_u32_at(b->p + HEADER_BYTES + 1, (uint32_t)(b->len - BATCH_BYTES));
-	set_u32_at(b->p, BATCH_BYTES - HEADER_BYTES);
-	set_u32_at(b->p + 4, crc32c(b->p + HEADER_BYTES,
-	                            BATCH_BYTES - HEADER_BYTES));
+	char *p = b->p + at;
+	set_u32_at(p + HEADER_BYTES + 1, (uint32_t)(b->len - at - BATCH_BYTES));
+	set_u32_at(p, BATCH_BYTES - HEADER_BYTES);
+	set_u32_at(p + 4, crc32c(p + HEADER_BYTES, BATCH_BYTES - HEADER_BYTES));
 }
 
 /* The journal's own records go to the file and, while a child writes a
@@ -429,26 +431,41 @@ struct scan {
 	char why[200];
 };
 
+/* True if a sound BATCH record starts somewhere in map(off..size): a
+ * write that came after the one that holds off. */
+static bool later_batch(const unsigned char *map, size_t size, size_t off)
+{
+	for (size_t k = off + 1; k + BATCH_BYTES <= size; k++)
+		if (map[k + HEADER_BYTES] == R_BATCH &&
+		    frame_at(map, size, k) == BATCH_BYTES)
+			return true;
+	return false;
+}
+
 /* A bad record at off, with the current batch ending at batch_end (0: off
  * is between batches): the tail of the last write, or damage? */
 static enum scan_end judge(const unsigned char *map, size_t size, size_t off,
                            size_t batch_end, struct scan *s)
 {
 	s->good = off;
-	if (batch_end > off && batch_end < size) {
+	if (off == 0) {
+		/* No header: a file cut while it was made holds a part of one;
+		 * anything else is not ours to cut. */
+		struct buf h = { 0 };
+		header_record(&h);
+		bool part = size < h.len && memcmp(map, h.p, size) == 0;
+		buf_free(&h);
+		if (!part) {
+			snprintf(s->why, sizeof s->why, "not a joinq journal");
+			return SCAN_DAMAGED;
+		}
+	} else if (batch_end > off ? batch_end < size
+	                           : later_batch(map, size, off)) {
+		/* Inside a batch that others follow, or at a batch's own record
+		 * with a later batch after it: an earlier write is spoilt. */
 		snprintf(s->why, sizeof s->why, "a record that does not frame (bad "
-		         "length or checksum) inside a batch that others follow");
+		         "length or checksum) before the last write");
 		return SCAN_DAMAGED;
-	}
-	if (batch_end <= off) {
-		/* Between batches the batch's own record is bad: a whole record
-		 * after it means damage. */
-		for (size_t k = off + 1; k < size; k++)
-			if (frame_at(map, size, k)) {
-				snprintf(s->why, sizeof s->why, "a record that does not "
-				         "frame, with sound records after it (at %zu)", k);
-				return SCAN_DAMAGED;
-			}
 	}
 	snprintf(s->why, sizeof s->why, "the last write is torn (%zu bytes)",
 	         size - off);
@@ -574,7 +591,7 @@ int journal_reserve(struct journal *j, size_t len, bool small)
 int journal_commit(struct journal *j)
 {
 	if (j->out.len) {
-		seal_batch(&j->out);
+		seal_batch(&j->out, 0);
 		if (write_all(j->fd, j->out.p, j->out.len, (off_t)j->end) < 0) {
 			log_error("journal: cannot write %s: %s", j->path,
 			          strerror(errno));
@@ -677,6 +694,11 @@ static int write_snapshot(struct journal *j)
 		return 1;
 	header_record(&s.b);
 	engine_dump(j->engine, &d);
+	/* An empty batch closes the snapshot, so that damage inside it has a
+	 * later batch after it and is never taken for a torn tail. */
+	size_t at = rec_begin(&s.b, R_BATCH);
+	put_u32(&s.b, 0);
+	seal_batch(&s.b, at);
 	snap_flush(&s, 0);
 	if (s.failed || fdatasync(s.fd) < 0 || close(s.fd) < 0)
 		return 1;
@@ -690,9 +712,15 @@ void journal_maybe_compact(struct journal *j)
 	    j->end < j->conf.compact_ratio * (live ? live : 1) ||
 	    mono_ms() < j->next_compact)
 		return;
+	pid_t parent = getpid();
 	pid_t pid = fork();
-	if (pid == 0)
-		_exit(write_snapshot(j));
+	if (pid == 0) {
+		/* The child holds nothing of the parent's: no listening socket
+		 * may outlive a parent that crashed, so a restart can bind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close_range(3, ~0u, 0);
+		_exit(getppid() != parent ? 1 : write_snapshot(j));
+	}
 	if (pid < 0) {
 		log_warning("journal: cannot fork to compact %s: %s", j->path,
 		            strerror(errno));
@@ -717,7 +745,7 @@ static int switch_to_snapshot(struct journal *j)
 		rec_begin(&batch, R_BATCH);
 		put_u32(&batch, 0);
 		buf_add(&batch, j->tail.p, j->tail.len);
-		seal_batch(&batch);
+		seal_batch(&batch, 0);
 	}
 	int rc = fd < 0 || fstat(fd, &st) < 0 ||
 	         write_all(fd, batch.p, batch.len, st.st_size) < 0;
@@ -818,9 +846,6 @@ struct journal *journal_open(const struct journal_conf *conf, struct engine *e,
 	};
 	if ((j->dirfd = open_dir(conf->dir, err, errlen)) < 0)
 		goto fail;
-	if (unlink(j->tmp_path) == 0)
-		log_info("journal: removed %s, left by a compaction that did not "
-		         "finish", j->tmp_path);
 	j->fd = open(j->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (j->fd < 0) {
 		snprintf(err, errlen, "cannot open %s: %s", j->path, strerror(errno));
@@ -831,6 +856,10 @@ struct journal *journal_open(const struct journal_conf *conf, struct engine *e,
 		         strerror(errno));
 		goto fail;
 	}
+	/* Ours now: a snapshot left over is from a compaction that died. */
+	if (unlink(j->tmp_path) == 0)
+		log_info("journal: removed %s, left by a compaction that did not "
+		         "finish", j->tmp_path);
 	if (map_file(j->fd, &map, &size) < 0) {
 		snprintf(err, errlen, "cannot read %s: %s", j->path, strerror(errno));
 		goto fail;
@@ -917,6 +946,15 @@ int journal_check(const char *dir, bool repair)
 	int fd = open(path, (repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0 || map_file(fd, &map, &size) < 0) {
 		fprintf(stderr, "joinqd: cannot read %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	/* Cutting a journal that a running joinqd appends to would lose what
+	 * it writes next: repair only what nobody holds. */
+	if (repair && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr, "joinqd: %s is in use by a running joinqd; stop it "
+		        "first\n", path);
+		if (map)
+			munmap((void *)map, size);
 		goto out;
 	}
 	struct engine_conf conf = { .clock = check_clock, .max_queues = UINT32_MAX };

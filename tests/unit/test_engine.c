@@ -1908,6 +1908,1314 @@ static void free_with_everything_outstanding(void **state)
 	*state = NULL;
 }
 
+/* ---- the journal's hooks: engine_log, replay, dump ----------------------- */
+
+/*
+ * The engine tells a journal of every change through struct engine_log,
+ * rebuilds its state from the records with engine_replay_*, and writes a
+ * snapshot through engine_dump.  A recording log keeps every call; replay
+ * tests build states record by record; the round trips replay what a log
+ * recorded or a dump gave into a fresh engine and compare the two.
+ *
+ * A replayed engine starts its counters (puts, gets, ...) from zero, so
+ * check_engine's "puts = task_dones + dead_lettered + unfinished" does not
+ * hold for it: replayed engines are checked with check_counts instead and
+ * driven through the engine's calls directly.
+ */
+
+enum lkind { L_QUEUE, L_PUT, L_TAKE, L_DONE, L_BACK, L_DELAY, L_DEAD };
+
+struct lev {
+	enum lkind kind;
+	uint32_t qid;
+	uint64_t task, new_task;
+	int64_t dqid;
+	msec_t until;
+	char *text;                /* a queue's name or an item, NUL added */
+	size_t len;
+};
+
+static struct {
+	struct lev *v;
+	size_t n, cap;
+	unsigned bad_ctx;          /* calls with another ctx than ours */
+} lr;
+
+static char lr_token;          /* the ctx the recording log is given */
+
+static void lr_reset(void)
+{
+	for (size_t i = 0; i < lr.n; i++)
+		free(lr.v[i].text);
+	lr.n = 0;
+	lr.bad_ctx = 0;
+}
+
+static void lr_free(void)
+{
+	lr_reset();
+	free(lr.v);
+	lr.v = NULL;
+	lr.cap = 0;
+}
+
+static struct lev *lev_add(void *ctx, enum lkind kind, const char *text,
+                           size_t len)
+{
+	if (ctx != &lr_token)
+		lr.bad_ctx++;
+	if (lr.n == lr.cap) {
+		lr.cap = lr.cap ? 2 * lr.cap : 64;
+		lr.v = realloc(lr.v, lr.cap * sizeof *lr.v);
+		assert_non_null(lr.v);
+	}
+	struct lev *ev = &lr.v[lr.n++];
+	memset(ev, 0, sizeof *ev);
+	ev->kind = kind;
+	if (text) {
+		ev->text = malloc(len + 1);
+		assert_non_null(ev->text);
+		memcpy(ev->text, text, len);
+		ev->text[len] = '\0';
+		ev->len = len;
+	}
+	return ev;
+}
+
+static void l_queue(void *ctx, uint32_t qid, const char *name, size_t len)
+{
+	lev_add(ctx, L_QUEUE, name, len)->qid = qid;
+}
+
+static void l_put(void *ctx, uint32_t qid, uint64_t task, const char *item,
+                  size_t len)
+{
+	struct lev *ev = lev_add(ctx, L_PUT, item, len);
+	ev->qid = qid;
+	ev->task = task;
+}
+
+static void l_take(void *ctx, uint32_t qid, uint64_t task)
+{
+	struct lev *ev = lev_add(ctx, L_TAKE, NULL, 0);
+	ev->qid = qid;
+	ev->task = task;
+}
+
+static void l_done(void *ctx, uint64_t task)
+{
+	lev_add(ctx, L_DONE, NULL, 0)->task = task;
+}
+
+static void l_back(void *ctx, uint64_t task)
+{
+	lev_add(ctx, L_BACK, NULL, 0)->task = task;
+}
+
+static void l_delay(void *ctx, uint64_t task, msec_t until)
+{
+	struct lev *ev = lev_add(ctx, L_DELAY, NULL, 0);
+	ev->task = task;
+	ev->until = until;
+}
+
+static void l_dead(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid)
+{
+	struct lev *ev = lev_add(ctx, L_DEAD, NULL, 0);
+	ev->task = task;
+	ev->new_task = new_task;
+	ev->dqid = dqid;
+}
+
+static const struct engine_log rec_log = {
+	.ctx = &lr_token, .queue = l_queue, .put = l_put, .take = l_take,
+	.done = l_done, .back = l_back, .delay = l_delay, .dead = l_dead,
+};
+
+/* From now on e's changes are recorded, from an empty record. */
+static void record_log(struct engine *e)
+{
+	lr_reset();
+	engine_set_log(e, &rec_log);
+}
+
+static const char *const lkind_names[] = {
+	"QUEUE", "PUT", "TAKE", "DONE", "BACK", "DELAY", "DEAD",
+};
+
+/* The i-th call recorded was of this kind for this task. */
+static const struct lev *expect_ev(size_t i, enum lkind kind, uint64_t task)
+{
+	if (i >= lr.n)
+		fail_msg("only %zu log calls, expected a %s as call %zu", lr.n,
+		         lkind_names[kind], i);
+	const struct lev *ev = &lr.v[i];
+	if (ev->kind != kind)
+		fail_msg("log call %zu is a %s, expected a %s", i,
+		         lkind_names[ev->kind], lkind_names[kind]);
+	assert_int_equal(ev->task, task);
+	assert_int_equal(lr.bad_ctx, 0);
+	return ev;
+}
+
+static void expect_no_more_ev(size_t n)
+{
+	if (lr.n != n)
+		fail_msg("%zu log calls, expected %zu (call %zu is a %s)", lr.n, n,
+		         n, n < lr.n ? lkind_names[lr.v[n].kind] : "-");
+}
+
+static uint32_t qid_of(struct engine *e, const char *name)
+{
+	uint32_t id = 0;
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q), id++)
+		if (strcmp(queue_name(q), name) == 0)
+			return id;
+	fail_msg("no queue %s", name);
+	return 0;
+}
+
+/* Applies one recorded change to a replaying engine, as journal.c does. */
+static int replay_ev(struct engine *e, const struct lev *ev)
+{
+	switch (ev->kind) {
+	case L_QUEUE:
+		return engine_replay_queue(e, ev->qid, ev->text, ev->len);
+	case L_PUT:
+		return engine_replay_task(e, ev->qid, ev->task, 0, ENGINE_QUEUED, 0,
+		                          ev->text, ev->len);
+	case L_TAKE:
+		return engine_replay_take(e, ev->qid, ev->task);
+	case L_DONE:
+		return engine_replay_done(e, ev->task);
+	case L_BACK:
+		return engine_replay_back(e, ev->task);
+	case L_DELAY:
+		return engine_replay_delay(e, ev->task, ev->until);
+	case L_DEAD:
+		return engine_replay_dead(e, ev->task, ev->new_task, ev->dqid);
+	}
+	return -1;
+}
+
+/* U = Q + F + D for every queue, and nobody waits for what is there. */
+static void check_counts(const struct engine *e)
+{
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q)) {
+		struct queue_stats s;
+		engine_queue_stats(e, q, NULL, 0, &s);
+		assert_int_equal(s.unfinished, s.qsize + s.inflight + s.delayed);
+		if (s.waiting_gets)
+			assert_int_equal(s.qsize, 0);
+	}
+}
+
+static void expect_counts(struct engine *e, const char *name, uint64_t qsize,
+                          uint64_t inflight, uint64_t delayed)
+{
+	struct queue_stats s = qstats(e, name);
+	check_counts(e);
+	assert_int_equal(s.qsize, qsize);
+	assert_int_equal(s.inflight, inflight);
+	assert_int_equal(s.delayed, delayed);
+	assert_int_equal(s.unfinished, qsize + inflight + delayed);
+}
+
+/* ---- what engine_dump gives ---------------------------------------------- */
+
+struct dtask {
+	uint32_t qid;
+	uint64_t task;
+	uint32_t deliveries;
+	enum engine_task_state state;
+	msec_t until;
+	char item[64];
+	size_t len;
+};
+
+struct dumped {
+	struct { uint32_t qid; char name[140]; } q[64];
+	size_t nq;
+	uint64_t next_id;
+	unsigned next_id_calls;
+	struct dtask *t;
+	size_t nt, cap;
+	bool queue_after_task;     /* a queue came after a task */
+};
+
+static void d_queue(void *ctx, uint32_t qid, const char *name, size_t len)
+{
+	struct dumped *d = ctx;
+	assert_true(d->nq < LEN(d->q));
+	assert_true(len < sizeof d->q[0].name);
+	if (d->nt || d->next_id_calls)
+		d->queue_after_task = true;
+	d->q[d->nq].qid = qid;
+	memcpy(d->q[d->nq].name, name, len);
+	d->q[d->nq].name[len] = '\0';
+	d->nq++;
+}
+
+static void d_next_id(void *ctx, uint64_t next)
+{
+	struct dumped *d = ctx;
+	d->next_id = next;
+	d->next_id_calls++;
+}
+
+static void d_task(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
+                   enum engine_task_state state, msec_t until, const char *item,
+                   size_t len)
+{
+	struct dumped *d = ctx;
+	if (d->nt == d->cap) {
+		d->cap = d->cap ? 2 * d->cap : 64;
+		d->t = realloc(d->t, d->cap * sizeof *d->t);
+		assert_non_null(d->t);
+	}
+	struct dtask *t = &d->t[d->nt++];
+	memset(t, 0, sizeof *t);
+	assert_true(len < sizeof t->item);
+	*t = (struct dtask){ qid, task, deliveries, state, until, "", len };
+	memcpy(t->item, item, len);
+}
+
+static void dump(const struct engine *e, struct dumped *d)
+{
+	memset(d, 0, sizeof *d);
+	const struct engine_dump cb = {
+		.ctx = d, .queue = d_queue, .next_id = d_next_id, .task = d_task,
+	};
+	engine_dump(e, &cb);
+	assert_int_equal(d->next_id_calls, 1);
+	assert_false(d->queue_after_task);
+}
+
+static void dumped_free(struct dumped *d)
+{
+	free(d->t);
+	d->t = NULL;
+}
+
+/* The dumped tasks of queue qid in state st, in the dump's order. */
+static size_t dumped_of(const struct dumped *d, uint32_t qid,
+                        enum engine_task_state st, const struct dtask **out,
+                        size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < d->nt; i++)
+		if (d->t[i].qid == qid && d->t[i].state == st) {
+			assert_true(n < max);
+			out[n++] = &d->t[i];
+		}
+	return n;
+}
+
+static int by_task(const void *a, const void *b)
+{
+	const struct dtask *x = *(const struct dtask *const *)a;
+	const struct dtask *y = *(const struct dtask *const *)b;
+	return x->task < y->task ? -1 : x->task > y->task;
+}
+
+static void expect_same_dtask(const struct dtask *a, const struct dtask *b)
+{
+	assert_int_equal(a->qid, b->qid);
+	assert_int_equal(a->task, b->task);
+	assert_int_equal(a->deliveries, b->deliveries);
+	assert_int_equal(a->state, b->state);
+	assert_int_equal(a->until, b->until);
+	assert_int_equal(a->len, b->len);
+	assert_memory_equal(a->item, b->item, a->len);
+}
+
+/*
+ * Two engines hold the same state: the same queues by id, next id and
+ * live bytes, the same queued tasks in the same order, the same tasks in
+ * flight and delayed (until included), the same figures.
+ */
+static void expect_same_tasks(struct engine *a, struct engine *b);
+
+static void expect_same_state(struct engine *a, struct engine *b)
+{
+	expect_same_tasks(a, b);
+	/* Last, so that a wrong count does not hide the rest. */
+	assert_int_equal(engine_live_bytes(a), engine_live_bytes(b));
+}
+
+/* All of expect_same_state but the live bytes. */
+static void expect_same_tasks(struct engine *a, struct engine *b)
+{
+	struct dumped da, db;
+	dump(a, &da);
+	dump(b, &db);
+	assert_int_equal(da.nq, db.nq);
+	for (size_t i = 0; i < da.nq; i++) {
+		assert_int_equal(da.q[i].qid, i);
+		assert_int_equal(db.q[i].qid, i);
+		assert_string_equal(da.q[i].name, db.q[i].name);
+	}
+	assert_int_equal(da.next_id, db.next_id);
+	assert_int_equal(engine_next_task_id(a), engine_next_task_id(b));
+	assert_int_equal(da.nt, db.nt);
+
+	size_t max = da.nt + 1;
+	const struct dtask **xa = malloc(max * sizeof *xa);
+	const struct dtask **xb = malloc(max * sizeof *xb);
+	assert_non_null(xa);
+	assert_non_null(xb);
+	for (uint32_t qid = 0; qid < da.nq; qid++) {
+		for (int st = ENGINE_QUEUED; st <= ENGINE_DELAYED; st++) {
+			size_t na = dumped_of(&da, qid, st, xa, max);
+			size_t nb = dumped_of(&db, qid, st, xb, max);
+			assert_int_equal(na, nb);
+			if (st != ENGINE_QUEUED) {   /* no order among these */
+				qsort(xa, na, sizeof *xa, by_task);
+				qsort(xb, nb, sizeof *xb, by_task);
+			}
+			for (size_t i = 0; i < na; i++)
+				expect_same_dtask(xa[i], xb[i]);
+		}
+		struct queue_stats sa, sb;
+		struct queue *qa = engine_next_queue(a, NULL);
+		struct queue *qb = engine_next_queue(b, NULL);
+		for (uint32_t k = 0; k < qid; k++) {
+			qa = engine_next_queue(a, qa);
+			qb = engine_next_queue(b, qb);
+		}
+		engine_queue_stats(a, qa, NULL, 0, &sa);
+		engine_queue_stats(b, qb, NULL, 0, &sb);
+		assert_int_equal(sa.qsize, sb.qsize);
+		assert_int_equal(sa.inflight, sb.inflight);
+		assert_int_equal(sa.delayed, sb.delayed);
+		assert_int_equal(sa.unfinished, sb.unfinished);
+		assert_int_equal(sa.maxsize, sb.maxsize);
+	}
+	free(xa);
+	free(xb);
+	dumped_free(&da);
+	dumped_free(&db);
+}
+
+/* A fresh engine (std_conf) holding what d gave, as a snapshot replays. */
+static struct engine *replay_dump(const struct dumped *d)
+{
+	struct engine *e = engine_new(&std_conf);
+	for (size_t i = 0; i < d->nq; i++)
+		assert_int_equal(engine_replay_queue(e, d->q[i].qid, d->q[i].name,
+		                                     strlen(d->q[i].name)), 0);
+	engine_replay_next_id(e, d->next_id);
+	for (size_t i = 0; i < d->nt; i++) {
+		const struct dtask *t = &d->t[i];
+		assert_int_equal(engine_replay_task(e, t->qid, t->task,
+		                                    t->deliveries, t->state, t->until,
+		                                    t->item, t->len), 0);
+	}
+	check_counts(e);
+	return e;
+}
+
+/* A fresh engine holding what the recorded log tells, record by record. */
+static struct engine *replay_log(void)
+{
+	struct engine *e = engine_new(&std_conf);
+	for (size_t i = 0; i < lr.n; i++)
+		if (replay_ev(e, &lr.v[i]) != 0)
+			fail_msg("log call %zu (a %s of task %llu) does not replay", i,
+			         lkind_names[lr.v[i].kind],
+			         (unsigned long long)lr.v[i].task);
+	check_counts(e);
+	return e;
+}
+
+/* ---- the log: every kind of change, with its arguments ------------------ */
+
+static void log_tells_new_queues_and_puts(void **state)
+{
+	struct engine *e = *state;
+	record_log(e);
+	struct queue *a = mkq(e, "a");
+	const struct lev *ev = expect_ev(0, L_QUEUE, 0);
+	assert_int_equal(ev->qid, 0);
+	assert_string_equal(ev->text, "a");
+	uint64_t t = put(e, a, "{\"k\":1}");
+	ev = expect_ev(1, L_PUT, t);
+	assert_int_equal(ev->qid, 0);
+	assert_int_equal(ev->len, 7);
+	assert_string_equal(ev->text, "{\"k\":1}");
+	struct queue *b = mkq(e, "bee");
+	ev = expect_ev(2, L_QUEUE, 0);
+	assert_int_equal(ev->qid, 1);
+	assert_string_equal(ev->text, "bee");
+	/* Bytes, not strings. */
+	uint64_t u;
+	assert_int_equal(engine_put(e, b, "a\0b", 3, NULL, &u), JQ_OK);
+	ev = expect_ev(3, L_PUT, u);
+	assert_int_equal(ev->qid, 1);
+	assert_int_equal(ev->len, 3);
+	assert_memory_equal(ev->text, "a\0b", 3);
+	/* Finding a queue that exists tells nothing. */
+	mkq(e, "a");
+	expect_no_more_ev(4);
+	lr_free();
+}
+
+static void log_tells_blocked_put_when_admitted(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");
+	uint64_t a = put(e, q, "a"), task;
+	struct tw w;
+	record_log(e);
+	tw_init(&w, NEVER);
+	assert_int_equal(try_put(e, q, "b", &w, &task), JQ_PARKED);
+	expect_no_more_ev(0);                /* parked: nothing changed */
+	get(e, q);
+	/* The get takes a; then b gets in, with the next id. */
+	expect_ev(0, L_TAKE, a);
+	expect_done(&w, JQ_OK, a + 1, NULL, 0);
+	const struct lev *ev = expect_ev(1, L_PUT, a + 1);
+	assert_int_equal(ev->qid, qid_of(e, "one"));
+	assert_string_equal(ev->text, "b");
+	expect_no_more_ev(2);
+	lr_free();
+}
+
+static void log_tells_take_and_done(void **state)
+{
+	struct engine *e = *state;
+	struct queue *d = mkq(e, "default"), *o = mkq(e, "other");
+	uint64_t a = put(e, d, "a");
+	uint64_t b = put(e, o, "b");
+	record_log(e);
+	get(e, o);
+	const struct lev *ev = expect_ev(0, L_TAKE, b);
+	assert_int_equal(ev->qid, 1);
+	get_leased(e, d, 100);
+	ev = expect_ev(1, L_TAKE, a);
+	assert_int_equal(ev->qid, 0);
+	done_ok(e, a);
+	expect_ev(2, L_DONE, a);
+	done_ok(e, b);
+	expect_ev(3, L_DONE, b);
+	/* A getter that waited is told as a take when served. */
+	struct tw w;
+	assert_int_equal(park_get(e, d, &w, NEVER), JQ_PARKED);
+	uint64_t c = put(e, d, "c");
+	expect_ev(4, L_PUT, c);
+	ev = expect_ev(5, L_TAKE, c);
+	assert_int_equal(ev->qid, 0);
+	expect_no_more_ev(6);
+	lr_free();
+}
+
+static void log_tells_back_for_each_way_back(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	struct holder h = { 0 };
+	uint64_t a = put(e, q, "a"), b = put(e, q, "b"), c = put(e, q, "c");
+	uint64_t d = put(e, q, "d");
+	record_log(e);
+
+	/* release */
+	get(e, q);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	expect_ev(1, L_BACK, a);
+	/* lease out */
+	assert_int_equal(get_leased(e, q, 50).task, a);
+	advance_to(e, now + 50);
+	expect_ev(3, L_BACK, a);
+	/* holder gone: the newest goes back first, so that the oldest ends up
+	 * first in line, in a replay too */
+	get_held(e, q, &h);
+	get_held(e, q, &h);
+	assert_int_equal(lr.n, 6);
+	drop_holder(e, &h);
+	expect_ev(6, L_BACK, b);
+	expect_ev(7, L_BACK, a);
+	/* delay over */
+	assert_int_equal(get(e, q).task, a);
+	assert_int_equal(release(e, a, 30), JQ_OK);
+	expect_ev(9, L_DELAY, a);
+	advance_to(e, now + 30);
+	expect_ev(10, L_BACK, a);
+	expect_no_more_ev(11);
+	(void)c;
+	(void)d;
+	lr_free();
+}
+
+static void log_tells_delay_with_its_deadline(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "default");
+	uint64_t a = put(e, q, "a");
+	get(e, q);
+	record_log(e);
+	assert_int_equal(release(e, a, 250), JQ_OK);
+	const struct lev *ev = expect_ev(0, L_DELAY, a);
+	assert_int_equal(ev->until, now + 250);
+	/* A zero delay is a plain release. */
+	advance_to(e, now + 250);
+	expect_ev(1, L_BACK, a);
+	get(e, q);
+	assert_int_equal(release(e, a, 0), JQ_OK);
+	expect_ev(3, L_BACK, a);
+	/* A delay that never ends. */
+	get(e, q);
+	assert_int_equal(release(e, a, NEVER), JQ_OK);
+	ev = expect_ev(5, L_DELAY, a);
+	assert_int_equal(ev->until, NEVER);
+	expect_no_more_ev(6);
+	lr_free();
+}
+
+static void log_tells_dead_letters_with_and_without_a_queue(void **state)
+{
+	struct engine *e = *state;
+	struct queue *jobs = mkq(e, "jobs"), *drop = mkq(e, "drop");
+	struct queue *custom = mkq(e, "custom");
+	struct holder h = { 0 };
+
+	/* Released after its last delivery: to jobs.dead, made then. */
+	uint64_t t = put(e, jobs, "x");
+	use_up_deliveries(e, jobs);
+	record_log(e);
+	assert_int_equal(release(e, t, 0), JQ_OK);
+	const struct lev *ev = expect_ev(0, L_QUEUE, 0);
+	assert_string_equal(ev->text, "jobs.dead");
+	uint32_t dq = ev->qid;
+	assert_int_equal(dq, qid_of(e, "jobs.dead"));
+	ev = expect_ev(1, L_DEAD, t);
+	assert_int_equal(ev->dqid, dq);
+	assert_int_equal(ev->new_task, t + 1);
+	expect_no_more_ev(2);
+
+	/* Dropped (dead_letter = off): no new task, dqid -1. */
+	uint64_t u = put(e, drop, "y");
+	get(e, drop);
+	record_log(e);
+	assert_int_equal(release(e, u, 0), JQ_OK);
+	ev = expect_ev(0, L_DEAD, u);
+	assert_int_equal(ev->dqid, -1);
+	assert_int_equal(ev->new_task, 0);
+	expect_no_more_ev(1);
+
+	/* By a lease that runs out, a holder that goes, a delayed release
+	 * (at once); the dead-letter queue exists by then. */
+	uint64_t v = put(e, custom, "l"), w = put(e, custom, "m");
+	uint64_t x = put(e, custom, "n");
+	get_leased(e, custom, 10);
+	get_held(e, custom, &h);
+	get(e, custom);
+	record_log(e);
+	advance_to(e, now + 10);
+	ev = expect_ev(0, L_QUEUE, 0);
+	assert_string_equal(ev->text, "morgue");
+	uint32_t mq = ev->qid;
+	ev = expect_ev(1, L_DEAD, v);
+	assert_int_equal(ev->dqid, mq);
+	uint64_t next = ev->new_task;
+	drop_holder(e, &h);
+	ev = expect_ev(2, L_DEAD, w);
+	assert_int_equal(ev->dqid, mq);
+	assert_int_equal(ev->new_task, next + 1);
+	assert_int_equal(release(e, x, 1000), JQ_OK);
+	ev = expect_ev(3, L_DEAD, x);
+	assert_int_equal(ev->dqid, mq);
+	assert_int_equal(ev->new_task, next + 2);
+	expect_no_more_ev(4);
+	lr_free();
+}
+
+static void log_tells_nothing_of_what_changes_nothing(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one"), *empty = mkq(e, "empty");
+	struct tw g, j, p;
+	uint64_t task, left;
+	uint64_t a = put(e, q, "a");
+	record_log(e);
+	assert_int_equal(try_put(e, q, "full", NULL, &task), JQ_FULL);
+	assert_int_equal(try_get(e, empty, NULL, NULL).code, JQ_EMPTY);
+	assert_int_equal(task_done(e, a, &left), JQ_UNKNOWN_TASK);
+	assert_int_equal(release(e, 99, 0), JQ_UNKNOWN_TASK);
+	assert_int_equal(join(e, q, NULL), JQ_TIMEOUT);
+	assert_int_equal(park_get(e, empty, &g, 10), JQ_PARKED);
+	tw_init(&p, 10);
+	assert_int_equal(try_put(e, q, "waits", &p, &task), JQ_PARKED);
+	tw_init(&j, 10);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+	advance_to(e, now + 10);                  /* all three time out */
+	assert_int_equal(g.code, JQ_EMPTY);
+	assert_int_equal(p.code, JQ_FULL);
+	assert_int_equal(j.code, JQ_TIMEOUT);
+	struct fits_log fl = { .answer = false };
+	struct take tk = { .fits = log_fits, .ctx = &fl };
+	assert_int_equal(try_get(e, q, &tk, NULL).code, JQ_TOO_LARGE);
+	engine_queue_stats(e, q, NULL, 0, &(struct queue_stats){ 0 });
+	expect_no_more_ev(0);
+
+	/* With no log, changes tell nothing; the engine works the same. */
+	engine_set_log(e, NULL);
+	get(e, q);
+	done_ok(e, a);
+	put(e, mkq(e, "new"), "b");
+	expect_no_more_ev(0);
+	lr_free();
+}
+
+/* ---- replay: each call's effect and the records that do not fit --------- */
+
+static void replay_queue_takes_ids_in_order(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 1, "a", 1), -1);   /* skips 0 */
+	assert_int_equal(engine_replay_queue(e, 0, "small", 5), 0);
+	assert_int_equal(engine_replay_queue(e, 0, "b", 1), -1);   /* taken */
+	assert_int_equal(engine_replay_queue(e, 1, "small", 5), -1); /* name */
+	assert_int_equal(engine_replay_queue(e, 1, "b", 1), 0);
+	assert_int_equal(engine_queue_count(e), 2);
+	assert_int_equal(qid_of(e, "small"), 0);
+	assert_int_equal(qid_of(e, "b"), 1);
+	/* The queue's settings come from the configuration. */
+	assert_int_equal(qstats(e, "small").maxsize, 2);
+	struct queue *q = findq(e, "small");
+	assert_non_null(q);
+	uint64_t t;
+	assert_int_equal(engine_put(e, q, "x", 1, NULL, &t), JQ_OK);
+	assert_int_equal(t, 1);
+}
+
+static void replay_task_places_each_state(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 7, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 3, 2, ENGINE_QUEUED, 0, "b", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 9, 1, ENGINE_INFLIGHT, 0, "c",
+	                                    1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 5, 3, ENGINE_DELAYED, 1500,
+	                                    "d", 1), 0);
+	expect_counts(e, "q", 2, 1, 1);
+	assert_int_equal(engine_next_task_id(e), 10);
+	assert_int_equal(engine_live_bytes(e), 4 * (1 + 24));
+	assert_int_equal(engine_next_deadline(e), 1500);
+	assert_ptr_equal(engine_task_queue(e, 9), findq(e, "q"));
+	assert_null(engine_task_queue(e, 5));   /* delayed: not in flight */
+
+	/* Queued ones at the tail, in the order given, deliveries kept. */
+	struct queue *q = findq(e, "q");
+	struct take plain = { 0 };
+	struct delivery d;
+	assert_int_equal(engine_get(e, q, &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 7);
+	assert_int_equal(d.deliveries, 1);
+	assert_int_equal(engine_get(e, q, &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 3);
+	assert_int_equal(d.deliveries, 3);
+	/* The one in flight can be finished; the delayed one comes back at
+	 * its time, deliveries kept. */
+	uint64_t left;
+	assert_int_equal(engine_task_done(e, 9, &left), JQ_OK);
+	assert_int_equal(left, 3);
+	now = 1500;
+	engine_advance(e);
+	expect_counts(e, "q", 1, 2, 0);
+	assert_int_equal(engine_get(e, q, &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 5);
+	assert_int_equal(d.deliveries, 4);
+	check_counts(e);
+}
+
+static void replay_task_rejects_what_does_not_fit(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 -1);                               /* no queue 0 yet */
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_task(e, 1, 1, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 -1);                               /* no queue 1 */
+	assert_int_equal(engine_replay_task(e, UINT32_MAX, 1, 0, ENGINE_QUEUED, 0,
+	                                    "a", 1), -1);
+	assert_int_equal(engine_replay_task(e, 0, 0, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 -1);                               /* task 0 */
+	assert_int_equal(engine_replay_task(e, 0, TASK_ID_MAX + 1, 0,
+	                                    ENGINE_QUEUED, 0, "a", 1), -1);
+	assert_int_equal(engine_replay_task(e, 0, TASK_ID_MAX, 0, ENGINE_INFLIGHT,
+	                                    0, "a", 1), 0);
+	/* An id in flight (or delayed) already. */
+	assert_int_equal(engine_replay_task(e, 0, TASK_ID_MAX, 0, ENGINE_QUEUED,
+	                                    0, "b", 1), -1);
+	assert_int_equal(engine_replay_task(e, 0, 4, 0, ENGINE_DELAYED, 2000, "c",
+	                                    1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 4, 0, ENGINE_INFLIGHT, 0, "d",
+	                                    1), -1);
+	expect_counts(e, "q", 0, 1, 1);
+	/* The ids are used up: a put cannot be given one. */
+	uint64_t t;
+	assert_int_equal(engine_put(e, findq(e, "q"), "x", 1, NULL, &t),
+	                 JQ_UNAVAILABLE);
+}
+
+static void replay_take_delivers_the_head_only(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_take(e, 0, 1), -1);     /* no queue */
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_queue(e, 1, "r", 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), -1);     /* empty */
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 2, 0, ENGINE_QUEUED, 0, "b", 1),
+	                 0);
+	assert_int_equal(engine_replay_take(e, 0, 2), -1);     /* not the head */
+	assert_int_equal(engine_replay_take(e, 1, 1), -1);     /* other queue */
+	assert_int_equal(engine_replay_take(e, 2, 1), -1);     /* no queue 2 */
+	expect_counts(e, "q", 2, 0, 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	expect_counts(e, "q", 1, 1, 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), -1);     /* taken */
+	assert_ptr_equal(engine_task_queue(e, 1), findq(e, "q"));
+	assert_int_equal(engine_replay_take(e, 0, 2), 0);
+	expect_counts(e, "q", 0, 2, 0);
+	/* Each take is one more delivery. */
+	assert_int_equal(engine_replay_back(e, 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_back(e, 1), 0);
+	struct take plain = { 0 };
+	struct delivery d;
+	assert_int_equal(engine_get(e, findq(e, "q"), &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 1);
+	assert_int_equal(d.deliveries, 3);
+}
+
+static void replay_done_needs_a_task_in_flight(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 2, 1, ENGINE_DELAYED, 5000,
+	                                    "b", 1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 3, 0, ENGINE_QUEUED, 0, "c", 1),
+	                 0);
+	assert_int_equal(engine_replay_done(e, 1), -1);       /* queued */
+	assert_int_equal(engine_replay_done(e, 2), -1);       /* delayed */
+	assert_int_equal(engine_replay_done(e, 4), -1);       /* never issued */
+	assert_int_equal(engine_replay_done(e, 0), -1);
+	expect_counts(e, "q", 2, 0, 1);
+	uint64_t live = engine_live_bytes(e);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_done(e, 1), 0);
+	expect_counts(e, "q", 1, 0, 1);
+	assert_int_equal(engine_live_bytes(e), live - 25);
+	assert_int_equal(engine_replay_done(e, 1), -1);       /* done already */
+	assert_null(engine_task_queue(e, 1));
+	/* Its id is not given again. */
+	assert_int_equal(engine_next_task_id(e), 4);
+}
+
+static void replay_back_returns_to_the_head(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	for (uint64_t t = 1; t <= 4; t++)
+		assert_int_equal(engine_replay_task(e, 0, t, 0, ENGINE_QUEUED, 0,
+		                                    (const char *[]){ "a", "b", "c",
+		                                                      "d" }[t - 1], 1),
+		                 0);
+	assert_int_equal(engine_replay_back(e, 1), -1);       /* queued */
+	assert_int_equal(engine_replay_back(e, 9), -1);       /* unknown */
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 2), 0);
+	assert_int_equal(engine_replay_take(e, 0, 3), 0);
+	assert_int_equal(engine_replay_delay(e, 2, 7000), 0);
+	expect_counts(e, "q", 1, 2, 1);
+	/* In flight: to the head. */
+	assert_int_equal(engine_replay_back(e, 3), 0);
+	expect_counts(e, "q", 2, 1, 1);
+	/* Delayed: to the head, its deadline gone. */
+	assert_int_equal(engine_next_deadline(e), 7000);
+	assert_int_equal(engine_replay_back(e, 2), 0);
+	assert_int_equal(engine_next_deadline(e), NEVER);
+	expect_counts(e, "q", 3, 1, 0);
+	assert_int_equal(engine_replay_back(e, 2), -1);       /* back already */
+	assert_int_equal(engine_replay_back(e, 1), 0);
+	expect_counts(e, "q", 4, 0, 0);
+	/* Each to the head in turn: 1, 2, 3, then 4. */
+	struct take plain = { 0 };
+	struct delivery d;
+	uint64_t want[] = { 1, 2, 3, 4 };
+	for (size_t i = 0; i < LEN(want); i++) {
+		assert_int_equal(engine_get(e, findq(e, "q"), &plain, NULL, &d),
+		                 JQ_OK);
+		assert_int_equal(d.task, want[i]);
+		assert_int_equal(d.deliveries, want[i] == 4 ? 1 : 2);
+	}
+}
+
+static void replay_delay_needs_a_task_in_flight(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 2, 0, ENGINE_QUEUED, 0, "b", 1),
+	                 0);
+	assert_int_equal(engine_replay_delay(e, 1, 2000), -1);   /* queued */
+	assert_int_equal(engine_replay_delay(e, 3, 2000), -1);   /* unknown */
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_delay(e, 1, 2000), 0);
+	expect_counts(e, "q", 1, 0, 1);
+	assert_int_equal(engine_replay_delay(e, 1, 3000), -1);   /* delayed */
+	assert_null(engine_task_queue(e, 1));
+	assert_int_equal(engine_next_deadline(e), 2000);
+	/* The delay ends at its time: back to the head. */
+	now = 1999;
+	engine_advance(e);
+	expect_counts(e, "q", 1, 0, 1);
+	now = 2000;
+	engine_advance(e);
+	expect_counts(e, "q", 2, 0, 0);
+	struct take plain = { 0 };
+	struct delivery d;
+	assert_int_equal(engine_get(e, findq(e, "q"), &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 1);
+	assert_int_equal(d.deliveries, 2);
+	/* A deadline already past at replay comes at the next advance. */
+	assert_int_equal(engine_replay_take(e, 0, 2), 0);
+	assert_int_equal(engine_replay_delay(e, 2, 10), 0);
+	engine_advance(e);
+	expect_counts(e, "q", 1, 1, 0);
+}
+
+static void replay_dead_moves_or_drops(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "jobs", 4), 0);
+	assert_int_equal(engine_replay_queue(e, 1, "jobs.dead", 9), 0);
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "x", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 2, 0, ENGINE_QUEUED, 0, "y", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 1, 3, 0, ENGINE_QUEUED, 0, "z", 1),
+	                 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 2), 0);
+	uint64_t live = engine_live_bytes(e);
+	/* To the dead-letter queue's tail as a new task, deliveries 0. */
+	assert_int_equal(engine_replay_dead(e, 1, 4, 1), 0);
+	expect_counts(e, "jobs", 0, 1, 0);
+	expect_counts(e, "jobs.dead", 2, 0, 0);
+	assert_null(engine_task_queue(e, 1));
+	assert_int_equal(engine_next_task_id(e), 5);
+	assert_int_equal(engine_live_bytes(e), live);
+	/* Dropped. */
+	assert_int_equal(engine_replay_dead(e, 2, 0, -1), 0);
+	expect_counts(e, "jobs", 0, 0, 0);
+	assert_int_equal(engine_live_bytes(e), live - 25);
+	assert_int_equal(engine_next_task_id(e), 5);
+	struct take plain = { 0 };
+	struct delivery d;
+	struct queue *dq = findq(e, "jobs.dead");
+	assert_int_equal(engine_get(e, dq, &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 3);
+	assert_int_equal(engine_get(e, dq, &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 4);
+	assert_int_equal(d.deliveries, 1);
+	assert_int_equal(d.item_len, 1);
+	assert_memory_equal(d.item, "x", 1);
+}
+
+static void replay_dead_rejects_what_does_not_fit(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "jobs", 4), 0);
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "x", 1),
+	                 0);
+	assert_int_equal(engine_replay_task(e, 0, 2, 2, ENGINE_DELAYED, 9000, "y",
+	                                    1), 0);
+	assert_int_equal(engine_replay_dead(e, 1, 5, 0), -1);   /* queued */
+	assert_int_equal(engine_replay_dead(e, 1, 0, -1), -1);
+	assert_int_equal(engine_replay_dead(e, 2, 5, 0), -1);   /* delayed */
+	assert_int_equal(engine_replay_dead(e, 7, 5, 0), -1);   /* unknown */
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_dead(e, 1, 5, 1), -1);   /* no queue 1 */
+	assert_int_equal(engine_replay_dead(e, 1, 5, 0x7fffffff), -1);
+	assert_int_equal(engine_replay_dead(e, 1, 0, 0), -1);   /* no new id */
+	/* Nothing changed by the refusals. */
+	expect_counts(e, "jobs", 0, 1, 1);
+	assert_int_equal(engine_next_task_id(e), 3);
+	assert_int_equal(engine_replay_dead(e, 1, 5, 0), 0);    /* to itself */
+	expect_counts(e, "jobs", 1, 0, 1);
+}
+
+/* A new id past the last one a put may take does not fit, as for
+ * engine_replay_task: it would leave the engine unable to take a put. */
+static void replay_dead_rejects_a_new_id_past_the_limit(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "jobs", 4), 0);
+	assert_int_equal(engine_replay_task(e, 0, 1, 0, ENGINE_QUEUED, 0, "x", 1),
+	                 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_dead(e, 1, TASK_ID_MAX + 1, 0), -1);
+	expect_counts(e, "jobs", 0, 1, 0);
+	assert_int_equal(engine_next_task_id(e), 2);
+}
+
+static void replay_next_id_only_raises(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_next_task_id(e), 1);
+	engine_replay_next_id(e, 50);
+	assert_int_equal(engine_next_task_id(e), 50);
+	engine_replay_next_id(e, 20);
+	assert_int_equal(engine_next_task_id(e), 50);
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 10, 0, ENGINE_QUEUED, 0, "a", 1),
+	                 0);
+	assert_int_equal(engine_next_task_id(e), 50);
+	assert_int_equal(engine_replay_task(e, 0, 70, 0, ENGINE_QUEUED, 0, "b", 1),
+	                 0);
+	assert_int_equal(engine_next_task_id(e), 71);
+	uint64_t t;
+	assert_int_equal(engine_put(e, findq(e, "q"), "c", 1, NULL, &t), JQ_OK);
+	assert_int_equal(t, 71);
+}
+
+static void replay_end_returns_tasks_in_flight_oldest_first(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_queue(e, 1, "r", 1), 0);
+	const char *items[] = { "", "a", "b", "c", "d", "e", "f", "g" };
+	for (uint64_t t = 1; t <= 5; t++)
+		assert_int_equal(engine_replay_task(e, 0, t, 0, ENGINE_QUEUED, 0,
+		                                    items[t], 1), 0);
+	for (uint64_t t = 6; t <= 7; t++)
+		assert_int_equal(engine_replay_task(e, 1, t, 0, ENGINE_QUEUED, 0,
+		                                    items[t], 1), 0);
+	/* In flight: 1 (twice delivered), 2, 4 (taken after a back), 6; 3
+	 * delayed; 5 and 7 queued. */
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_back(e, 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 1), 0);
+	assert_int_equal(engine_replay_take(e, 0, 2), 0);
+	assert_int_equal(engine_replay_take(e, 0, 3), 0);
+	assert_int_equal(engine_replay_delay(e, 3, 5000), 0);
+	assert_int_equal(engine_replay_take(e, 0, 4), 0);
+	assert_int_equal(engine_replay_take(e, 1, 6), 0);
+	expect_counts(e, "q", 1, 3, 1);
+	expect_counts(e, "r", 1, 1, 0);
+
+	record_log(e);
+	engine_replay_end(e);
+	expect_counts(e, "q", 4, 0, 1);
+	expect_counts(e, "r", 2, 0, 0);
+	/* The log hears of each, newest first, so that a replay of these
+	 * records puts the oldest first in line too. */
+	expect_ev(0, L_BACK, 6);
+	expect_ev(1, L_BACK, 4);
+	expect_ev(2, L_BACK, 2);
+	expect_ev(3, L_BACK, 1);
+	expect_no_more_ev(4);
+	assert_int_equal(engine_next_deadline(e), 5000);
+
+	struct take plain = { 0 };
+	struct delivery d;
+	uint64_t want_q[][2] = { { 1, 3 }, { 2, 2 }, { 4, 2 }, { 5, 1 } };
+	for (size_t i = 0; i < LEN(want_q); i++) {
+		assert_int_equal(engine_get(e, findq(e, "q"), &plain, NULL, &d),
+		                 JQ_OK);
+		assert_int_equal(d.task, want_q[i][0]);
+		assert_int_equal(d.deliveries, want_q[i][1]);
+	}
+	assert_int_equal(engine_get(e, findq(e, "r"), &plain, NULL, &d), JQ_OK);
+	assert_int_equal(d.task, 6);
+	assert_int_equal(d.deliveries, 2);
+	assert_memory_equal(d.item, "f", 1);
+	/* Nothing in flight: replay_end tells nothing. */
+	struct engine *f = engine_new(&std_conf);
+	record_log(f);
+	engine_replay_end(f);
+	expect_no_more_ev(0);
+	engine_free(f);
+	lr_free();
+}
+
+/* ---- dump: a snapshot that replays into the same state ------------------- */
+
+static void dump_then_replay_gives_the_same_state(void **state)
+{
+	struct engine *e = *state;
+	struct queue *d = mkq(e, "default"), *jobs = mkq(e, "jobs");
+	struct queue *one = mkq(e, "one");
+	struct holder h = { 0 };
+	mkq(e, "empty");
+
+	for (int i = 0; i < 8; i++) {
+		char item[8];
+		snprintf(item, sizeof item, "d%d", i);
+		put(e, d, item);
+	}
+	uint64_t t1 = get(e, d).task;          /* d0: released, twice */
+	assert_int_equal(release(e, t1, 0), JQ_OK);
+	assert_int_equal(get(e, d).task, t1);
+	assert_int_equal(release(e, t1, 0), JQ_OK);
+	get_held(e, d, &h);                    /* d0, held */
+	get_leased(e, d, 5000);                /* d1, leased past the test */
+	uint64_t t3 = get(e, d).task;          /* d2, delayed */
+	assert_int_equal(release(e, t3, 700), JQ_OK);
+	done_ok(e, get(e, d).task);            /* d3, finished */
+	uint64_t x = put(e, jobs, "x");        /* dead-lettered: jobs.dead */
+	use_up_deliveries(e, jobs);
+	assert_int_equal(release(e, x, 0), JQ_OK);
+	put(e, one, "last");
+	uint64_t last = put(e, jobs, "gone");  /* the newest id, finished */
+	done_ok(e, get(e, jobs).task);
+	assert_int_equal(last, engine_next_task_id(e) - 1);
+
+	struct dumped dd;
+	dump(e, &dd);
+	assert_int_equal(dd.nq, 5);
+	assert_string_equal(dd.q[4].name, "jobs.dead");
+	assert_int_equal(dd.next_id, last + 1);
+	/* Each queue's queued tasks in order, as gets would deliver them. */
+	const struct dtask *v[16];
+	size_t n = dumped_of(&dd, 0, ENGINE_QUEUED, v, LEN(v));
+	assert_int_equal(n, 4);
+	const char *want[] = { "d4", "d5", "d6", "d7" };
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(v[i]->len, 2);
+		assert_memory_equal(v[i]->item, want[i], 2);
+		assert_int_equal(v[i]->deliveries, 0);
+	}
+	n = dumped_of(&dd, 0, ENGINE_INFLIGHT, v, LEN(v));
+	assert_int_equal(n, 2);
+	n = dumped_of(&dd, 0, ENGINE_DELAYED, v, LEN(v));
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0]->task, t3);
+	assert_int_equal(v[0]->until, now + 700);
+	assert_int_equal(v[0]->deliveries, 1);
+	/* Queued tasks come first (snapshot order: each queue's FIFO). */
+	bool others = false;
+	for (size_t i = 0; i < dd.nt; i++) {
+		if (dd.t[i].state != ENGINE_QUEUED)
+			others = true;
+		else
+			assert_false(others);
+	}
+
+	struct engine *copy = replay_dump(&dd);
+	expect_same_state(e, copy);
+	/* The copy works on: the delay ends at the same time, new ids follow,
+	 * and at the end of the replay the tasks in flight go back. */
+	now += 700;
+	engine_advance(e);
+	engine_advance(copy);
+	expect_same_state(e, copy);
+	uint64_t te, tc;
+	assert_int_equal(engine_put(copy, findq(copy, "jobs"), "n", 1, NULL,
+	                            &tc), JQ_OK);
+	assert_int_equal(engine_put(e, jobs, "n", 1, NULL, &te), JQ_OK);
+	assert_int_equal(tc, te);
+	engine_replay_end(copy);
+	expect_counts(copy, "default", 7, 0, 0);
+	dumped_free(&dd);
+	engine_free(copy);
+}
+
+static void dump_of_an_empty_engine(void **state)
+{
+	struct engine *e = *state;
+	struct dumped dd;
+	dump(e, &dd);
+	assert_int_equal(dd.nq, 0);
+	assert_int_equal(dd.nt, 0);
+	assert_int_equal(dd.next_id, 1);
+	struct queue *a = mkq(e, "a");
+	put(e, a, "x");
+	done_ok(e, get(e, a).task);
+	dumped_free(&dd);
+	dump(e, &dd);
+	assert_int_equal(dd.nq, 1);
+	assert_int_equal(dd.nt, 0);
+	assert_int_equal(dd.next_id, 2);   /* the finished id is not reused */
+	struct engine *copy = replay_dump(&dd);
+	expect_same_state(e, copy);
+	dumped_free(&dd);
+	engine_free(copy);
+}
+
+/* engine_live_bytes counts the tasks held: none held, none counted,
+ * whichever way they went (finished, dropped, dead-lettered and then
+ * finished).  The journal compacts by it. */
+static void live_bytes_come_back_to_zero(void **state)
+{
+	struct engine *e = *state;
+	struct queue *d = mkq(e, "default"), *jobs = mkq(e, "jobs");
+	struct queue *drop = mkq(e, "drop");
+	assert_int_equal(engine_live_bytes(e), 0);
+	put(e, d, "abc");
+	assert_true(engine_live_bytes(e) > 0);
+	done_ok(e, get(e, d).task);
+	assert_int_equal(engine_live_bytes(e), 0);
+	/* Dropped past max_deliveries. */
+	put(e, drop, "abc");
+	assert_int_equal(release(e, get(e, drop).task, 0), JQ_OK);
+	assert_int_equal(engine_live_bytes(e), 0);
+	/* Dead-lettered, then finished in the dead-letter queue. */
+	uint64_t x = put(e, jobs, "abc");
+	uint64_t one = engine_live_bytes(e);
+	use_up_deliveries(e, jobs);
+	assert_int_equal(release(e, x, 0), JQ_OK);
+	assert_int_equal(engine_live_bytes(e), one);     /* the same task */
+	done_ok(e, get(e, findq(e, "jobs.dead")).task);
+	assert_int_equal(engine_live_bytes(e), 0);
+}
+
+/* ---- the log and the replay agree, over a random history ----------------- */
+
+static uint64_t lrng = 88172645463325252ull;
+
+static unsigned lrnd(unsigned n)
+{
+	lrng ^= lrng << 13;
+	lrng ^= lrng >> 7;
+	lrng ^= lrng << 17;
+	return (unsigned)(lrng % n);
+}
+
+#define LR_WAITERS 12
+#define LR_RECENT 32
+
+/*
+ * Thousands of random steps (puts, blocked puts, gets held, leased and
+ * plain, waiting getters, task_done, release with and without delay,
+ * holders dropped, leases and delays running out, dead letters with and
+ * without a queue), the log recording every change.  Every so often the
+ * log so far is replayed into a fresh engine, which must hold exactly the
+ * same state; a dump of it must replay into the same state again.
+ */
+static void log_replay_reproduces_a_random_history(void **state)
+{
+	static const char *const names[] = {
+		"small", "one", "jobs", "drop", "custom", "plain", "nodl",
+	};
+	struct engine *e = *state;
+	struct queue *qs[LEN(names)];
+	struct holder h[2] = { { 0 }, { 0 } };
+	struct tw w[LR_WAITERS];
+	uint64_t recent[LR_RECENT] = { 0 };
+	unsigned checks = 0, dead = 0;
+
+	memset(w, 0, sizeof w);
+	for (size_t i = 0; i < LR_WAITERS; i++)
+		w[i].calls = 1;                       /* free */
+	record_log(e);
+	for (size_t i = 0; i < LEN(names); i++)
+		qs[i] = mkq(e, names[i]);
+
+	for (unsigned step = 1; step <= 6000; step++) {
+		struct queue *q = qs[lrnd(LEN(names))];
+		unsigned op = lrnd(100);
+		struct tw *free_w = NULL;
+		for (size_t i = 0; i < LR_WAITERS; i++)
+			if (w[i].calls)
+				free_w = &w[i];
+		if (op < 30) {                        /* put */
+			char item[24];
+			uint64_t t;
+			snprintf(item, sizeof item, "s%u", step);
+			if (free_w && lrnd(2)) {
+				tw_init(free_w, lrnd(3) ? NEVER : lrnd(40));
+				if (try_put(e, q, item, free_w, &t) != JQ_PARKED)
+					free_w->calls = 1;
+			} else {
+				try_put(e, q, item, NULL, &t);
+			}
+		} else if (op < 55) {                 /* get */
+			struct take tk = { 0 };
+			unsigned how = lrnd(3);
+			if (how == 0)
+				tk.holder = &h[lrnd(2)];
+			else if (how == 1)
+				tk.lease = 1 + lrnd(40);
+			if (free_w && lrnd(4) == 0) {
+				tw_init(free_w, lrnd(2) ? NEVER : lrnd(40));
+				struct got g = try_get(e, q, &tk, free_w);
+				if (g.code != JQ_PARKED)
+					free_w->calls = 1;
+				if (g.code == JQ_OK)
+					recent[lrnd(LR_RECENT)] = g.task;
+			} else {
+				struct got g = try_get(e, q, &tk, NULL);
+				if (g.code == JQ_OK)
+					recent[lrnd(LR_RECENT)] = g.task;
+			}
+		} else if (op < 70) {                 /* task_done */
+			uint64_t left;
+			task_done(e, recent[lrnd(LR_RECENT)], &left);
+		} else if (op < 85) {                 /* release */
+			release(e, recent[lrnd(LR_RECENT)],
+			        lrnd(2) ? 0 : 1 + lrnd(40));
+		} else if (op < 88) {
+			drop_holder(e, &h[lrnd(2)]);
+		} else {
+			advance_to(e, now + lrnd(12));
+		}
+		/* Tasks that waiting getters got are recent too. */
+		for (size_t i = 0; i < LR_WAITERS; i++)
+			if (w[i].calls == 1 && w[i].code == JQ_OK && w[i].deliveries) {
+				recent[lrnd(LR_RECENT)] = w[i].task;
+				w[i].deliveries = 0;
+			}
+		assert_int_equal(lr.bad_ctx, 0);
+
+		if (step % 500 == 0) {
+			/* The live bytes are compared at the end only, so that a
+			 * wrong count does not stop the other checks. */
+			struct engine *copy = replay_log();
+			expect_same_tasks(e, copy);
+			struct dumped dd;
+			dump(copy, &dd);
+			struct engine *again = replay_dump(&dd);
+			expect_same_state(copy, again);
+			expect_same_tasks(e, again);
+			dumped_free(&dd);
+			engine_free(again);
+			engine_free(copy);
+			checks++;
+		}
+	}
+	for (size_t i = 0; i < lr.n; i++)
+		dead += lr.v[i].kind == L_DEAD;
+	assert_true(checks >= 10);
+	assert_true(dead > 0);
+	/* Each kind of change happened. */
+	for (int k = L_QUEUE; k <= L_DEAD; k++) {
+		bool seen = false;
+		for (size_t i = 0; i < lr.n && !seen; i++)
+			seen = lr.v[i].kind == (enum lkind)k;
+		if (!seen)
+			fail_msg("no %s in the random history", lkind_names[k]);
+	}
+	end_waits(e);
+	drop_holder(e, &h[0]);
+	drop_holder(e, &h[1]);
+	struct engine *copy = replay_log();
+	expect_same_state(e, copy);
+	engine_free(copy);
+	lr_free();
+}
+
 /* ---- the reference model ------------------------------------------------- */
 
 /*
@@ -3066,6 +4374,30 @@ int main(void)
 		T(stats_count_every_op),
 		T(stats_count_waiters),
 		T(free_with_everything_outstanding),
+
+		T(log_tells_new_queues_and_puts),
+		T(log_tells_blocked_put_when_admitted),
+		T(log_tells_take_and_done),
+		T(log_tells_back_for_each_way_back),
+		T(log_tells_delay_with_its_deadline),
+		T(log_tells_dead_letters_with_and_without_a_queue),
+		T(log_tells_nothing_of_what_changes_nothing),
+		T(replay_queue_takes_ids_in_order),
+		T(replay_task_places_each_state),
+		T(replay_task_rejects_what_does_not_fit),
+		T(replay_take_delivers_the_head_only),
+		T(replay_done_needs_a_task_in_flight),
+		T(replay_back_returns_to_the_head),
+		T(replay_delay_needs_a_task_in_flight),
+		T(replay_dead_moves_or_drops),
+		T(replay_dead_rejects_what_does_not_fit),
+		T(replay_dead_rejects_a_new_id_past_the_limit),
+		T(replay_next_id_only_raises),
+		T(replay_end_returns_tasks_in_flight_oldest_first),
+		T(dump_then_replay_gives_the_same_state),
+		T(dump_of_an_empty_engine),
+		T(live_bytes_come_back_to_zero),
+		T(log_replay_reproduces_a_random_history),
 
 		T(random_ops_match_model),
 

@@ -1,0 +1,185 @@
+/*
+ * fault.c - a fault shim for the journal tests (tests/integration/
+ * test_journal.py), LD_PRELOADed into joinqd.
+ *
+ * It wraps the calls the journal makes to reserve, write and sync its
+ * file, and makes them fail while a control file exists, so that a test
+ * can fill the disk or break it at the moment it chooses (create the file)
+ * and mend it (remove the file), without root, a loop device or a full
+ * file system:
+ *
+ *   JOINQ_FAULT_DISKFULL=PATH   fallocate, fallocate64, posix_fallocate
+ *                               and posix_fallocate64 fail with ENOSPC
+ *                               while PATH exists
+ *   JOINQ_FAULT_EIO=PATH        pwrite, pwrite64, fdatasync and fsync on a
+ *                               regular file fail with EIO while PATH
+ *                               exists
+ *   JOINQ_FAULT_EIO_ONLY=NAME   with JOINQ_FAULT_EIO: only this call
+ *                               ("pwrite" or "fdatasync") fails
+ *   JOINQ_FAULT_SYNC_DELAY=PATH fdatasync first sleeps as many
+ *                               milliseconds as PATH's first line says
+ *                               (while PATH exists), so that a test can
+ *                               see replies wait for the commit
+ *
+ * With none of them set, every call goes straight to the real one
+ * (dlsym(RTLD_NEXT)).  Built by make check as a libtool module, without
+ * the sanitizers: under the ASan build the tests preload it with
+ * ASAN_OPTIONS=verify_asan_link_order=0.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The prototypes, for -Wmissing-prototypes: these are the wrappers. */
+int fallocate(int fd, int mode, off_t offset, off_t len);
+int fallocate64(int fd, int mode, off_t offset, off_t len);
+int posix_fallocate(int fd, off_t offset, off_t len);
+int posix_fallocate64(int fd, off_t offset, off_t len);
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset);
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset);
+int fdatasync(int fd);
+int fsync(int fd);
+
+/* The real function behind a wrapper, looked up once. */
+#define REAL(type, name) \
+	static type real_##name; \
+	if (!real_##name) \
+		real_##name = (type)dlsym(RTLD_NEXT, #name)
+
+/* True while the control file that env names exists. */
+static int armed(const char *env)
+{
+	const char *path = getenv(env);
+	return path && *path && access(path, F_OK) == 0;
+}
+
+static int is_regular(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* EIO for call on fd, now? */
+static int eio(const char *call, int fd)
+{
+	if (!armed("JOINQ_FAULT_EIO") || !is_regular(fd))
+		return 0;
+	const char *only = getenv("JOINQ_FAULT_EIO_ONLY");
+	if (only && *only && strcmp(only, call) != 0 &&
+	    !(strcmp(only, "fdatasync") == 0 && strcmp(call, "fsync") == 0) &&
+	    !(strcmp(only, "pwrite") == 0 && strcmp(call, "pwrite64") == 0))
+		return 0;
+	return 1;
+}
+
+static void sync_delay(void)
+{
+	const char *path = getenv("JOINQ_FAULT_SYNC_DELAY");
+	if (!path || !*path)
+		return;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	long ms = 0;
+	if (fscanf(f, "%ld", &ms) != 1)
+		ms = 0;
+	fclose(f);
+	if (ms > 0) {
+		struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+}
+
+typedef int (*fallocate_fn)(int, int, off_t, off_t);
+typedef int (*posix_fallocate_fn)(int, off_t, off_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef int (*sync_fn)(int);
+
+int fallocate(int fd, int mode, off_t offset, off_t len)
+{
+	REAL(fallocate_fn, fallocate);
+	if (armed("JOINQ_FAULT_DISKFULL")) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return real_fallocate(fd, mode, offset, len);
+}
+
+int fallocate64(int fd, int mode, off_t offset, off_t len)
+{
+	REAL(fallocate_fn, fallocate64);
+	if (armed("JOINQ_FAULT_DISKFULL")) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return real_fallocate64(fd, mode, offset, len);
+}
+
+/* posix_fallocate returns the error instead of setting errno. */
+int posix_fallocate(int fd, off_t offset, off_t len)
+{
+	REAL(posix_fallocate_fn, posix_fallocate);
+	if (armed("JOINQ_FAULT_DISKFULL"))
+		return ENOSPC;
+	return real_posix_fallocate(fd, offset, len);
+}
+
+int posix_fallocate64(int fd, off_t offset, off_t len)
+{
+	REAL(posix_fallocate_fn, posix_fallocate64);
+	if (armed("JOINQ_FAULT_DISKFULL"))
+		return ENOSPC;
+	return real_posix_fallocate64(fd, offset, len);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+{
+	REAL(pwrite_fn, pwrite);
+	if (eio("pwrite", fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_pwrite(fd, buf, count, offset);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
+{
+	REAL(pwrite_fn, pwrite64);
+	if (eio("pwrite64", fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_pwrite64(fd, buf, count, offset);
+}
+
+int fdatasync(int fd)
+{
+	REAL(sync_fn, fdatasync);
+	sync_delay();
+	if (eio("fdatasync", fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_fdatasync(fd);
+}
+
+int fsync(int fd)
+{
+	REAL(sync_fn, fsync);
+	if (eio("fsync", fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_fsync(fd);
+}
