@@ -5,8 +5,10 @@
  * wins.  Every value is checked here, with the file and line or the flag
  * named in the message, so the rest of the daemon can trust its settings.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <ini.h>
 #include <math.h>
 #include <stdarg.h>
@@ -41,6 +43,16 @@ static const char usage[] =
 "      --udp-max-reply BYTES  largest reply datagram (default 65000)\n"
 "      --udp-lease SECONDS    lease of a UDP get that names none (default 30)\n"
 "      --max-connections N    most TCP clients at once (default 10000)\n"
+"      --frame-timeout S      close a client that takes longer than S to\n"
+"                             finish a request line (default 30; 0: never)\n"
+"      --idle-timeout S       close a client idle for S with nothing\n"
+"                             pending (default 0: never)\n"
+"      --max-output BYTES     unsent replies at which a client's requests\n"
+"                             wait (default 4M)\n"
+"      --output-timeout S     close a client that takes none of its\n"
+"                             replies for S (default 60; 0: never)\n"
+"      --udp-allow LIST       UDP senders served (default: 127.0.0.0/8\n"
+"                             ::1/128; * for all)\n"
 "      --auth-token-file FILE require the token in FILE from every client\n"
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
 "      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
@@ -63,6 +75,98 @@ static const char usage[] =
 "Flags win over the config file.  SIGTERM or SIGINT stops the daemon;\n"
 "SIGHUP reads the config file again.\n";
 
+/* "10.0.0.0/8", "::1", "192.168.1.7/32"; NULL for a bad one. */
+static bool parse_cidr(const char *s, size_t len, struct cidr *out)
+{
+	char text[INET6_ADDRSTRLEN + 5];
+	if (len >= sizeof text)
+		return false;
+	memcpy(text, s, len);
+	text[len] = '\0';
+	char *slash = strchr(text, '/');
+	if (slash)
+		*slash++ = '\0';
+	memset(out, 0, sizeof *out);
+	if (inet_pton(AF_INET, text, out->addr) == 1) {
+		out->family = AF_INET;
+		out->bits = 32;
+	} else if (inet_pton(AF_INET6, text, out->addr) == 1) {
+		out->family = AF_INET6;
+		out->bits = 128;
+	} else {
+		return false;
+	}
+	if (slash) {
+		char *end;
+		unsigned long b = strtoul(slash, &end, 10);
+		if (!*slash || *end || b > out->bits)
+			return false;
+		out->bits = (unsigned)b;
+	}
+	return true;
+}
+
+/* A list of blocks separated by spaces or commas; "*" or "any" admits
+ * every sender.  Returns false (c unchanged) for a bad entry. */
+static bool set_udp_allow(struct config *c, const char *list)
+{
+	struct cidr *v = NULL;
+	size_t n = 0;
+	for (const char *p = list + strspn(list, " \t,"); *p;) {
+		size_t len = strcspn(p, " \t,");
+		if ((len == 1 && *p == '*') || (len == 3 && !strncmp(p, "any", 3))) {
+			free(v);
+			free(c->udp_allow);
+			c->udp_allow = NULL;
+			c->nudp_allow = 0;
+			return true;
+		}
+		v = xrealloc(v, (n + 1) * sizeof *v);
+		if (!parse_cidr(p, len, &v[n++])) {
+			free(v);
+			return false;
+		}
+		p += len;
+		p += strspn(p, " \t,");
+	}
+	free(c->udp_allow);
+	c->udp_allow = v;
+	c->nudp_allow = n;
+	return true;
+}
+
+bool cidr_match(const struct cidr *v, size_t n, const void *sockaddr)
+{
+	const struct sockaddr *sa = sockaddr;
+	unsigned char addr[16];
+	int family = sa->sa_family;
+
+	if (family == AF_INET) {
+		memcpy(addr, &((const struct sockaddr_in *)sockaddr)->sin_addr, 4);
+	} else if (family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = sockaddr;
+		memcpy(addr, &s6->sin6_addr, 16);
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {   /* ::ffff:a.b.c.d */
+			family = AF_INET;
+			memmove(addr, addr + 12, 4);
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].family != family)
+			continue;
+		unsigned whole = v[i].bits / 8, rest = v[i].bits % 8;
+		if (memcmp(addr, v[i].addr, whole) != 0)
+			continue;
+		if (rest && ((addr[whole] ^ v[i].addr[whole]) &
+		             (0xFF << (8 - rest)) & 0xFF))
+			continue;
+		return true;
+	}
+	return false;
+}
+
 static void defaults(struct config *c)
 {
 	const char *state = getenv("STATE_DIRECTORY");   /* systemd's */
@@ -82,6 +186,10 @@ static void defaults(struct config *c)
 	c->udp_max_reply = 65000;
 	c->udp_lease = 30;
 	c->max_connections = 10000;
+	c->frame_timeout = 30;
+	c->max_output = 4u << 20;
+	c->output_timeout = 60;
+	set_udp_allow(c, "127.0.0.0/8 ::1/128");
 	c->log_level = LOG_INFO;
 }
 
@@ -159,6 +267,18 @@ static int parse_u64(const char *s, uint64_t max, bool sized, uint64_t *out)
 	return 0;
 }
 
+/* Seconds >= 0, 0 meaning none; at most a day's worth of a timeout. */
+static int parse_timeout(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < 0 || v > 86400)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 static int parse_seconds(const char *s, double *out)
 {
 	char *end;
@@ -215,6 +335,22 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		if (parse_u64(val, 10000000, false, &v) || v == 0)
 			return "expected a whole number from 1 to 10000000";
 		c->max_connections = (unsigned)v;
+	} else if (!strcmp(key, "frame_timeout")) {
+		if (parse_timeout(val, &c->frame_timeout))
+			return "expected a number of seconds (0: none)";
+	} else if (!strcmp(key, "idle_timeout")) {
+		if (parse_timeout(val, &c->idle_timeout))
+			return "expected a number of seconds (0: none)";
+	} else if (!strcmp(key, "output_timeout")) {
+		if (parse_timeout(val, &c->output_timeout))
+			return "expected a number of seconds (0: none)";
+	} else if (!strcmp(key, "max_output")) {
+		if (parse_u64(val, 1u << 30, true, &v) || v < 4096)
+			return "expected a size from 4k to 1G";
+		c->max_output = (size_t)v;
+	} else if (!strcmp(key, "udp_allow")) {
+		if (!set_udp_allow(c, val))
+			return "expected address blocks (127.0.0.0/8 ::1/128 ...) or *";
 	} else if (!strcmp(key, "log_level")) {
 		int level = log_level_parse(val);
 		if (level < 0)
@@ -353,7 +489,8 @@ enum {
 	OPT_MAX_DEPTH, OPT_UDP_MAX_REPLY, OPT_UDP_LEASE, OPT_MAX_CONNECTIONS,
 	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL, OPT_METRICS_LISTEN, OPT_JOURNAL,
 	OPT_FSYNC, OPT_FSYNC_INTERVAL, OPT_STATE_DIR, OPT_CHECK_JOURNAL,
-	OPT_REPAIR,
+	OPT_REPAIR, OPT_FRAME_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_OUTPUT,
+	OPT_OUTPUT_TIMEOUT, OPT_UDP_ALLOW,
 };
 
 static const struct option options[] = {
@@ -378,6 +515,11 @@ static const struct option options[] = {
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 	{ "check-journal", no_argument, NULL, OPT_CHECK_JOURNAL },
 	{ "repair", no_argument, NULL, OPT_REPAIR },
+	{ "frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "max-output", required_argument, NULL, OPT_MAX_OUTPUT },
+	{ "output-timeout", required_argument, NULL, OPT_OUTPUT_TIMEOUT },
+	{ "udp-allow", required_argument, NULL, OPT_UDP_ALLOW },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -403,6 +545,11 @@ static const char *flag_key(int opt)
 	case OPT_FSYNC: return "fsync";
 	case OPT_FSYNC_INTERVAL: return "fsync_interval";
 	case OPT_STATE_DIR: return "state_dir";
+	case OPT_FRAME_TIMEOUT: return "frame_timeout";
+	case OPT_IDLE_TIMEOUT: return "idle_timeout";
+	case OPT_MAX_OUTPUT: return "max_output";
+	case OPT_OUTPUT_TIMEOUT: return "output_timeout";
+	case OPT_UDP_ALLOW: return "udp_allow";
 	default: return NULL;
 	}
 }
@@ -556,6 +703,7 @@ void config_free(struct config *c)
 	free(c->auth_token_file);
 	free(c->metrics_listen);
 	free(c->state_dir);
+	free(c->udp_allow);
 	free(c->file);
 	memset(c, 0, sizeof *c);
 }

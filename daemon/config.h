@@ -15,6 +15,16 @@
 
 #define JOINQ_DEFAULT_PORT 7477
 
+/* An address block: udp_allow. */
+struct cidr {
+	int family;                 /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned bits;
+};
+
+/* True if the address (a sockaddr) lies in one of the blocks. */
+bool cidr_match(const struct cidr *v, size_t n, const void *sockaddr);
+
 struct config {
 	char *file;                 /* -c, or NULL: defaults and flags only */
 	char **binds;               /* addresses to listen on */
@@ -28,6 +38,12 @@ struct config {
 	size_t udp_max_reply;       /* bytes in one reply datagram */
 	double udp_lease;           /* seconds */
 	unsigned max_connections;
+	double frame_timeout;       /* s a started frame may take; 0: none */
+	double idle_timeout;        /* s an idle client may stay; 0: ever */
+	size_t max_output;          /* unsent reply bytes before reading stops */
+	double output_timeout;      /* s replies may wait unread; 0: ever */
+	struct cidr *udp_allow;     /* UDP senders served; NULL: any */
+	size_t nudp_allow;
 	int log_level;              /* enum log_level */
 	char *auth_token_file;      /* NULL: no authentication */
 	char *metrics_listen;       /* ADDR:PORT for /metrics; NULL: off */

@@ -20,8 +20,12 @@
  * where the EOF would wait unread behind the held input.
  *
  * Reading stops by itself (a bufferevent high watermark) while input piles
- * up behind a blocked request, and executing pauses while too much output
- * is unsent, so a client that does not read cannot grow our memory.
+ * up behind a blocked request, and executing pauses while more than
+ * max_output is unsent, so a client that does not read cannot grow our
+ * memory; one that takes none of its replies for output_timeout is closed
+ * (the bufferevent's write timeout).  One timer per connection closes a
+ * client that leaves a frame unfinished for frame_timeout (slowloris), or,
+ * with idle_timeout set, one that has nothing pending for that long.
  *
  * With a journal, the replies of requests that changed something wait in
  * `held` until the journal says their records are safe (conn_release, at
@@ -53,7 +57,6 @@
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-#define OUTPUT_HIGH (4u << 20)   /* executing pauses above this unsent */
 #define READ_SLACK 65536         /* input held beyond one max_frame */
 
 enum conn_state { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
@@ -70,6 +73,9 @@ struct conn {
 	struct client client;
 	struct conn *prev, *next;  /* server.conns */
 	struct conn *resume_next;  /* server.resume */
+	struct event *timer;       /* frame_timeout, idle_timeout */
+	msec_t frame_since;        /* when the unfinished frame began; 0 */
+	bool partial;              /* a frame is started and not finished */
 	struct evbuffer *held;     /* replies waiting for the journal */
 	uint64_t held_until;       /* the record they wait for */
 	bool holding;              /* on server.holding */
@@ -97,6 +103,8 @@ static void conn_free(struct conn *c)
 			}
 	if (c->held)
 		evbuffer_free(c->held);
+	if (c->timer)
+		event_free(c->timer);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -178,6 +186,66 @@ static void start_closing(struct conn *c)
 	evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+static bool idle(const struct conn *c)
+{
+	return c->state == CONN_READY && !c->partial && !c->holder.tasks &&
+	       !c->holding && !c->eof &&
+	       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+/* Arms the connection's timer for what it waits on now: the end of an
+ * unfinished frame, or (idle_timeout) anything at all. */
+static void watch(struct conn *c)
+{
+	double wait = 0;
+
+	if (!c->partial) {
+		c->frame_since = 0;
+	} else if (server.cfg.frame_timeout > 0) {
+		msec_t now = server_clock();
+		if (!c->frame_since)
+			c->frame_since = now;
+		msec_t end = c->frame_since +
+		             (msec_t)(server.cfg.frame_timeout * 1000);
+		wait = end > now ? (double)(end - now) / 1000 : 0.001;
+	}
+	if (!wait && server.cfg.idle_timeout > 0 && idle(c))
+		wait = server.cfg.idle_timeout;
+	if (!wait) {
+		if (c->timer)
+			evtimer_del(c->timer);
+		return;
+	}
+	if (!c->timer)
+		c->timer = evtimer_new(server.base, on_timer, c);
+	struct timeval tv = { (time_t)wait,
+	                      (suseconds_t)((wait - (double)(time_t)wait) * 1e6) };
+	evtimer_add(c->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->partial && c->frame_since &&
+	    server_clock() >= c->frame_since +
+	                      (msec_t)(server.cfg.frame_timeout * 1000)) {
+		log_debug("%s: a frame unfinished for frame_timeout (%g s); "
+		          "closing", c->peer, server.cfg.frame_timeout);
+		conn_free(c);
+	} else if (!c->partial && idle(c) && server.cfg.idle_timeout > 0) {
+		log_debug("%s: idle for idle_timeout (%g s); closing", c->peer,
+		          server.cfg.idle_timeout);
+		conn_free(c);
+	} else {
+		watch(c);
+	}
+	server_rearm();
+}
+
 /* READY: executes the complete frames in the input, in order. */
 static void run(struct conn *c)
 {
@@ -189,6 +257,7 @@ static void run(struct conn *c)
 	uint64_t before = server.journal ? journal_appended(server.journal) : 0;
 
 	buf_reset(b);
+	c->partial = false;
 	while (c->state == CONN_READY) {
 		size_t avail = evbuffer_get_length(in);
 		if (!avail) {
@@ -196,7 +265,8 @@ static void run(struct conn *c)
 			break;
 		}
 		if (b->len + evbuffer_get_length(out) +
-		    (c->held ? evbuffer_get_length(c->held) : 0) >= OUTPUT_HIGH)
+		    (c->held ? evbuffer_get_length(c->held) : 0) >=
+		    server.cfg.max_output)
 			break;   /* on_write runs us again once the output drains */
 		size_t want = avail <= max ? avail : max + 1;
 		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
@@ -204,6 +274,7 @@ static void run(struct conn *c)
 		enum frame_status st = frame_next(p, want, max, &f);
 		if (st == FRAME_NEED_MORE) {
 			drained = true;
+			c->partial = true;
 			break;
 		}
 		if (st == FRAME_TOO_LARGE) {
@@ -223,6 +294,7 @@ static void run(struct conn *c)
 	}
 	send_replies(c, b->p, b->len, server.journal &&
 	             journal_appended(server.journal) > before);
+	watch(c);
 	/* A partial frame at close is dropped; at shutdown every complete
 	 * frame was answered shutting_down by ops_execute. */
 	if (c->state == CONN_READY && (c->eof || server.shutting_down) && drained)
@@ -287,6 +359,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_ERROR) {
 		log_debug("%s: %s", c->peer, strerror(EVUTIL_SOCKET_ERROR()));
 		conn_free(c);
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		log_debug("%s: took none of its replies for output_timeout (%g s); "
+		          "closing", c->peer, server.cfg.output_timeout);
+		conn_free(c);
 	} else if (what & BEV_EVENT_EOF) {
 		/* The peer closed its side: what it sent is still answered, and
 		 * nothing may wait any more. */
@@ -312,6 +388,18 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 	if (c->state == CONN_BLOCKED)
 		ops_expire(&c->pending);   /* conn_finish queues a resume */
 	server_rearm();
+}
+
+/* The settings a connection is held to: input held behind a blocked
+ * request, and how long its replies may wait unread. */
+static void set_limits(struct conn *c)
+{
+	double t = server.cfg.output_timeout;
+	struct timeval tv = { (time_t)t,
+	                      (suseconds_t)((t - (double)(time_t)t) * 1e6) };
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+	                         server.cfg.max_frame + READ_SLACK);
+	bufferevent_set_timeouts(c->bev, NULL, t > 0 ? &tv : NULL);
 }
 
 /* Past max_connections: one error line, then close. */
@@ -368,8 +456,7 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	c->client.holder = &c->holder;
 	c->pending.finish = conn_finish;
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-	                         server.cfg.max_frame + READ_SLACK);
+	set_limits(c);
 	bufferevent_enable(c->bev, EV_READ);
 	c->hup = event_new(server.base, fd, EV_CLOSED, on_hup, c);
 	if (c->hup)
@@ -398,8 +485,7 @@ void conn_shutdown_all(void)
 void conn_reconfigure(bool new_token)
 {
 	for (struct conn *c = server.conns; c; c = c->next) {
-		bufferevent_setwatermark(c->bev, EV_READ, 0,
-		                         server.cfg.max_frame + READ_SLACK);
+		set_limits(c);
 		if (new_token)
 			c->authorized = false;
 	}

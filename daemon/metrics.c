@@ -119,6 +119,10 @@ static void daemon_families(struct evbuffer *b)
 		                    (unsigned long long)server.errors[code]);
 	family(b, "joinq_connections", "gauge", "Open TCP connections.");
 	evbuffer_add_printf(b, "joinq_connections %u\n", server.nconns);
+	family(b, "joinq_udp_denied_total", "counter",
+	       "Datagrams dropped: their sender is outside udp_allow.");
+	evbuffer_add_printf(b, "joinq_udp_denied_total %llu\n",
+	                    (unsigned long long)server.udp_denied);
 	family(b, "joinq_queues", "gauge", "Queues that exist.");
 	evbuffer_add_printf(b, "joinq_queues %zu\n",
 	                    engine_queue_count(server.engine));

@@ -197,6 +197,7 @@ static void stats_reply(struct buf *b, const struct jtext *id)
 	reply_str(b, "version", PACKAGE_VERSION);
 	reply_u64(b, "uptime", (uint64_t)(time(NULL) - server.started));
 	reply_u64(b, "connections", server.nconns);
+	reply_u64(b, "udp_denied", server.udp_denied);
 	buf_adds(b, ",\"queues\":{");
 	for (struct queue *q = engine_next_queue(server.engine, NULL); q;
 	     q = engine_next_queue(server.engine, q)) {

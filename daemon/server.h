@@ -68,6 +68,7 @@ struct server {
 	bool shutting_down;
 	bool log_to_journal;
 	uint64_t errors[JQ_NERR];       /* error replies by code */
+	uint64_t udp_denied;            /* datagrams from outside udp_allow */
 };
 
 extern struct server server;

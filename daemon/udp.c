@@ -187,6 +187,14 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 				log_debug("udp: recvfrom: %s", strerror(errno));
 			break;
 		}
+		/* Only senders udp_allow names are served; the rest are dropped
+		 * unanswered, so joinqd cannot be made to send anywhere else. */
+		if (server.cfg.udp_allow &&
+		    !cidr_match(server.cfg.udp_allow, server.cfg.nudp_allow,
+		                &u->peer)) {
+			server.udp_denied++;
+			continue;
+		}
 		handle(fd, server.udp_buf, (size_t)n, u);
 	}
 	server_rearm();

@@ -1286,12 +1286,17 @@ class Compaction(Helpers):
                 self.done(c, dead["task"])
             for name in ("w", "w.dead"):
                 self.assertQsize(self.qsize_of(d, name), unfinished=0)
+            # A compacting child starved on a busy machine lets the file
+            # grow meanwhile; it shrinks at the next compaction after it.
+            small = jqtest.wait_until(
+                lambda: os.path.getsize(journal_path(d)) < 64 * 1024)
             size = os.path.getsize(journal_path(d))
-            compacting = re.findall(r"journal: compacting .*", d.log())
+            compacting = re.findall(r"journal: compact.*", d.log())
             self.assertTrue(compacting, "60 tasks of 2 kB came and went "
                             "and the journal, now %d bytes, never compacted"
                             % size)
-            self.assertLess(size, 64 * 1024)
+            self.assertTrue(small, "the journal stays at %d bytes:\n%s"
+                            % (size, "\n".join(compacting[-6:])))
 
     def test_sigkill_during_compaction(self):
         # The compacting child is held in fdatasync (the shim) when the
