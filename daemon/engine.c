@@ -631,7 +631,11 @@ void engine_drop_holder(struct engine *e, struct holder *h)
 
 	e->defer = true;
 	while ((t = h->tasks)) {
-		detach(e, t);
+		/* Off the list it is on (tasks on a holder have no lease). */
+		h->tasks = t->next;
+		if (h->tasks)
+			h->tasks->u.held.prev = NULL;
+		t->u.held.holder = NULL;
 		come_back(e, t, 0);
 	}
 	e->defer = false;

@@ -35,6 +35,7 @@ int errinfo_set(struct errinfo *e, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
+	/* cppcheck-suppress ctuuninitvar ; e->message is written, not read */
 	vsnprintf(e->message, sizeof e->message, fmt, ap);
 	va_end(ap);
 	e->code = code;
