@@ -838,7 +838,7 @@ static int put_json(jq_client *c, const char *queue, const char *item,
 	buf_add(&c->req, item, len);
 	if (call(c, w, &root, err))
 		return err->code;
-	uint64_t t;
+	uint64_t t = 0;
 	if (reply_u64_field(c, root, "task", &t, err) == JQ_OK && task)
 		*task = t;
 	json_decref(root);
@@ -908,7 +908,7 @@ int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
 {
 	struct jq_error spare;
 	json_t *root;
-	uint64_t task, deliveries;
+	uint64_t task = 0, deliveries = 0;
 
 	if (!err)
 		err = &spare;
@@ -1047,7 +1047,7 @@ int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err)
 {
 	struct jq_error spare;
 	json_t *root;
-	uint64_t protocol;
+	uint64_t protocol = 0;
 
 	if (!err)
 		err = &spare;
@@ -1172,8 +1172,8 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
             struct jq_error *err)
 {
 	struct jq_error spare;
-	const char *line;
-	size_t n;
+	const char *line = "";
+	size_t n = 0;
 	json_t *root;
 	int code;
 

@@ -1647,7 +1647,7 @@ static int ask_qsize(const struct pool *p, struct jq_qsize *q,
  */
 static int queue_drained(struct pool *p, int64_t now, bool final)
 {
-	struct jq_qsize q;
+	struct jq_qsize q = { 0 };
 	struct jq_error err;
 
 	p->drain_gen = p->gen;

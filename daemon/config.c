@@ -107,7 +107,8 @@ static bool parse_cidr(const char *s, size_t len, struct cidr *out)
 }
 
 /* A list of blocks separated by spaces or commas; "*" or "any" admits
- * every sender.  Returns false (c unchanged) for a bad entry. */
+ * every sender, and an empty list none (UDP served to no one).  Returns
+ * false (c unchanged) for a bad entry. */
 static bool set_udp_allow(struct config *c, const char *list)
 {
 	struct cidr *v = NULL;
@@ -119,6 +120,7 @@ static bool set_udp_allow(struct config *c, const char *list)
 			free(c->udp_allow);
 			c->udp_allow = NULL;
 			c->nudp_allow = 0;
+			c->udp_allow_any = true;
 			return true;
 		}
 		v = xrealloc(v, (n + 1) * sizeof *v);
@@ -132,6 +134,7 @@ static bool set_udp_allow(struct config *c, const char *list)
 	free(c->udp_allow);
 	c->udp_allow = v;
 	c->nudp_allow = n;
+	c->udp_allow_any = false;
 	return true;
 }
 
@@ -181,7 +184,7 @@ static void defaults(struct config *c)
 	c->compact_ratio = 4;
 	c->port = JOINQ_DEFAULT_PORT;
 	c->max_queues = 10000;
-	c->max_frame = 1024 * 1024;
+	c->max_frame = 1u << 20;
 	c->max_depth = 64;
 	c->udp_max_reply = 65000;
 	c->udp_lease = 30;
@@ -362,7 +365,7 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		free(c->metrics_listen);
 		c->metrics_listen = *val ? xstrdup(val) : NULL;
 	} else if (!strcmp(key, "journal")) {
-		if (strcmp(val, "on") && strcmp(val, "off"))
+		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
 			return "expected on or off";
 		c->journal = !strcmp(val, "on");
 	} else if (!strcmp(key, "fsync")) {

@@ -42,8 +42,9 @@ struct config {
 	double idle_timeout;        /* s an idle client may stay; 0: ever */
 	size_t max_output;          /* unsent reply bytes before reading stops */
 	double output_timeout;      /* s replies may wait unread; 0: ever */
-	struct cidr *udp_allow;     /* UDP senders served; NULL: any */
+	struct cidr *udp_allow;     /* UDP senders served */
 	size_t nudp_allow;
+	bool udp_allow_any;         /* "*": every sender */
 	int log_level;              /* enum log_level */
 	char *auth_token_file;      /* NULL: no authentication */
 	char *metrics_listen;       /* ADDR:PORT for /metrics; NULL: off */

@@ -75,6 +75,7 @@ struct conn {
 	struct conn *resume_next;  /* server.resume */
 	struct event *timer;       /* frame_timeout, idle_timeout */
 	msec_t frame_since;        /* when the unfinished frame began; 0 */
+	msec_t idle_since;         /* when it was last seen idle; 0 */
 	bool partial;              /* a frame is started and not finished */
 	struct evbuffer *held;     /* replies waiting for the journal */
 	uint64_t held_until;       /* the record they wait for */
@@ -196,23 +197,35 @@ static bool idle(const struct conn *c)
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 /* Arms the connection's timer for what it waits on now: the end of an
- * unfinished frame, or (idle_timeout) anything at all. */
+ * unfinished frame, or (idle_timeout) a connection with nothing pending.
+ * Another client's task_done or release can leave a connection idle
+ * without a word on it, so one that is not idle is looked at again every
+ * idle_timeout; it is closed idle_timeout after first being seen idle. */
 static void watch(struct conn *c)
 {
 	double wait = 0;
+	msec_t now = server_clock();
 
 	if (!c->partial) {
 		c->frame_since = 0;
 	} else if (server.cfg.frame_timeout > 0) {
-		msec_t now = server_clock();
 		if (!c->frame_since)
 			c->frame_since = now;
 		msec_t end = c->frame_since +
 		             (msec_t)(server.cfg.frame_timeout * 1000);
 		wait = end > now ? (double)(end - now) / 1000 : 0.001;
 	}
-	if (!wait && server.cfg.idle_timeout > 0 && idle(c))
+	if (!wait && server.cfg.idle_timeout > 0 && c->state != CONN_CLOSING) {
 		wait = server.cfg.idle_timeout;
+		if (!idle(c)) {
+			c->idle_since = 0;
+		} else if (!c->idle_since) {
+			c->idle_since = now;
+		} else {
+			msec_t end = c->idle_since + (msec_t)(wait * 1000);
+			wait = end > now ? (double)(end - now) / 1000 : 0.001;
+		}
+	}
 	if (!wait) {
 		if (c->timer)
 			evtimer_del(c->timer);
@@ -228,15 +241,17 @@ static void watch(struct conn *c)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	msec_t now = server_clock();
 	(void)fd;
 	(void)what;
 	if (c->partial && c->frame_since &&
-	    server_clock() >= c->frame_since +
-	                      (msec_t)(server.cfg.frame_timeout * 1000)) {
+	    now >= c->frame_since + (msec_t)(server.cfg.frame_timeout * 1000)) {
 		log_debug("%s: a frame unfinished for frame_timeout (%g s); "
 		          "closing", c->peer, server.cfg.frame_timeout);
 		conn_free(c);
-	} else if (!c->partial && idle(c) && server.cfg.idle_timeout > 0) {
+	} else if (!c->partial && idle(c) && c->idle_since &&
+	           now >= c->idle_since +
+	                  (msec_t)(server.cfg.idle_timeout * 1000)) {
 		log_debug("%s: idle for idle_timeout (%g s); closing", c->peer,
 		          server.cfg.idle_timeout);
 		conn_free(c);
@@ -258,6 +273,7 @@ static void run(struct conn *c)
 
 	buf_reset(b);
 	c->partial = false;
+	c->idle_since = 0;
 	while (c->state == CONN_READY) {
 		size_t avail = evbuffer_get_length(in);
 		if (!avail) {
@@ -291,6 +307,7 @@ static void run(struct conn *c)
 		    EXEC_PARKED)
 			c->state = CONN_BLOCKED;
 		evbuffer_drain(in, f.consumed);
+		c->frame_since = 0;   /* what follows is a frame of its own */
 	}
 	send_replies(c, b->p, b->len, server.journal &&
 	             journal_appended(server.journal) > before);

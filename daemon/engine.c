@@ -165,7 +165,7 @@ static struct queue *find_queue(const struct engine *e, const char *name,
 static void rehash(struct engine *e, size_t nbuckets)
 {
 	free(e->buckets);
-	e->buckets = xcalloc(nbuckets, sizeof *e->buckets);
+	e->buckets = xcalloc(nbuckets, sizeof(struct queue *));
 	e->nbuckets = nbuckets;
 	for (struct queue *q = e->first; q; q = q->next) {
 		size_t b = name_hash(q->name, q->len) & (nbuckets - 1);
@@ -202,7 +202,7 @@ static struct queue *new_queue(struct engine *e, const char *name, size_t len)
 
 	apply_conf(e, q);
 	q->id = (uint32_t)e->nqueues;
-	e->by_id = xrealloc(e->by_id, (e->nqueues + 1) * sizeof *e->by_id);
+	e->by_id = xrealloc(e->by_id, (e->nqueues + 1) * sizeof(struct queue *));
 	e->by_id[q->id] = q;
 	LOG(e, queue, q->id, name, len);
 
@@ -912,7 +912,7 @@ static int newest_first(const void *a, const void *b)
 void engine_replay_end(struct engine *e)
 {
 	size_t n = 0;
-	struct task **v = xmalloc((e->out.len + 1) * sizeof *v);
+	struct task **v = xmalloc((e->out.len + 1) * sizeof(struct task *));
 	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
 		struct task *t = e->out.slots[i].val;
 		if (e->out.slots[i].key && t->state == TASK_INFLIGHT)
@@ -920,7 +920,7 @@ void engine_replay_end(struct engine *e)
 	}
 	/* Each goes to the head in turn, newest first: the oldest ends up
 	 * first in line, as when a connection closes. */
-	qsort(v, n, sizeof *v, newest_first);
+	qsort(v, n, sizeof(struct task *), newest_first);
 	for (size_t i = 0; i < n; i++) {
 		idmap_del(&e->out, v[i]->id);
 		v[i]->queue->inflight--;

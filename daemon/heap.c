@@ -44,7 +44,7 @@ void heap_push(struct heap *h, struct deadline *d)
 {
 	if (h->len == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 64;
-		h->v = xrealloc(h->v, cap * sizeof *h->v);
+		h->v = xrealloc(h->v, cap * sizeof(struct deadline *));
 		h->cap = cap;
 	}
 	set(h, h->len++, d);

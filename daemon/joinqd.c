@@ -129,8 +129,8 @@ static int open_journal(void)
 	server.child_ev = evsignal_new(server.base, SIGCHLD, on_child, NULL);
 	evsignal_add(server.child_ev, NULL);
 	if (server.cfg.fsync == FSYNC_INTERVAL) {
-		struct timeval tv = { server.cfg.fsync_interval / 1000,
-		                      server.cfg.fsync_interval % 1000 * 1000 };
+		unsigned ms = server.cfg.fsync_interval;
+		struct timeval tv = { ms / 1000, (suseconds_t)(ms % 1000) * 1000 };
 		server.sync_timer = event_new(server.base, -1, EV_PERSIST,
 		                              on_sync_timer, NULL);
 		event_add(server.sync_timer, &tv);
@@ -227,21 +227,23 @@ void server_shutdown(void)
 
 /* ---- settings ----------------------------------------------------------- */
 
-/* The token is the file's first line, without surrounding blanks.  Returns
- * it (malloc'd; *len its length), NULL for no file, or (char *)-1 with why
- * in err. */
-static char *read_token(const char *path, size_t *len, char *err,
-                        size_t errlen)
+/* The token is the file's first line, without surrounding blanks.  Sets
+ * *token to it (malloc'd; *len its length), or to NULL for no file, and
+ * returns 0; or returns -1 with why in err. */
+static int read_token(const char *path, char **token, size_t *len, char *err,
+                      size_t errlen)
 {
 	char line[TOKEN_MAX];
 
+	*token = NULL;
+	*len = 0;
 	if (!path)
-		return NULL;
+		return 0;
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		snprintf(err, errlen, "cannot read auth_token_file %s: %s", path,
 		         strerror(errno));
-		return (char *)-1;
+		return -1;
 	}
 	char *s = fgets(line, sizeof line, f);
 	fclose(f);
@@ -252,12 +254,14 @@ static char *read_token(const char *path, size_t *len, char *err,
 		s++;
 		n--;
 	}
-	char *token = n ? xstrndup(s, n) : (char *)-1;
-	explicit_bzero(line, sizeof line);
-	if (!n)
+	if (n) {
+		*token = xstrndup(s, n);
+		*len = n;
+	} else {
 		snprintf(err, errlen, "auth_token_file %s holds no token", path);
-	*len = n;
-	return token;
+	}
+	explicit_bzero(line, sizeof line);
+	return n ? 0 : -1;
 }
 
 static void forget_token(void)
@@ -334,8 +338,8 @@ static void reload(void)
 		log_error("reload: %s; the running configuration stays", err);
 		goto done;
 	}
-	token = read_token(next.auth_token_file, &token_len, err, sizeof err);
-	if (token == (char *)-1) {
+	if (read_token(next.auth_token_file, &token, &token_len, err,
+	               sizeof err) < 0) {
 		log_error("reload: %s; the running configuration stays", err);
 		config_free(&next);
 		goto done;
@@ -459,7 +463,7 @@ static void stop(void)
 		server.status_timer, server.watchdog_timer, server.child_ev,
 		server.sync_timer,
 	};
-	for (size_t i = 0; i < sizeof events / sizeof *events; i++)
+	for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
 		if (events[i])
 			event_free(events[i]);
 	if (server.base)
@@ -488,10 +492,8 @@ int main(int argc, char **argv)
 	server.notify = getenv("NOTIFY_SOCKET") != NULL;
 	log_init();
 	signal(SIGPIPE, SIG_IGN);
-	server.token = read_token(server.cfg.auth_token_file, &server.token_len,
-	                          err, sizeof err);
-	if (server.token == (char *)-1) {
-		server.token = NULL;
+	if (read_token(server.cfg.auth_token_file, &server.token,
+	               &server.token_len, err, sizeof err) < 0) {
 		fprintf(stderr, "joinqd: %s\n", err);
 		config_free(&server.cfg);
 		return 2;

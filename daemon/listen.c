@@ -37,13 +37,15 @@ static void set_port(struct sockaddr *sa, unsigned port)
 
 static unsigned bound_port(int fd)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t len = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return 0;
 	if (ss.ss_family == AF_INET)
 		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;   /* a socket systemd passed may be a Unix one */
 }
 
 static void name_of(const struct sockaddr *sa, socklen_t len, unsigned port,
@@ -173,7 +175,7 @@ static int bind_all(unsigned *port)
 
 static void name_bound(struct listener *l)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t len = sizeof ss;
 	if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0)
 		name_of((struct sockaddr *)&ss, len, bound_port(l->fd), l->name,

@@ -1,5 +1,7 @@
 /* log.c - stderr logging (see log.h).  The level lives in server.cfg. */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +16,28 @@ static const char *const names[] = { "error", "warning", "info", "debug" };
 /* sd-daemon priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
 static const char *const prefixes[] = { "<3>", "<4>", "<6>", "<7>" };
 
-void log_init(void)
+/* True if JOURNAL_STREAM ("DEVICE:INODE") names our stderr. */
+static bool stderr_is_journal(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
-	unsigned long long dev, ino;
+	char *end;
 	struct stat st;
 
-	server.log_to_journal = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
-	                        fstat(STDERR_FILENO, &st) == 0 &&
-	                        st.st_dev == dev && st.st_ino == ino;
+	if (!js || fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	errno = 0;
+	unsigned long long dev = strtoull(js, &end, 10);
+	if (end == js || *end != ':')
+		return false;
+	const char *ino_text = end + 1;
+	unsigned long long ino = strtoull(ino_text, &end, 10);
+	return errno == 0 && end != ino_text && !*end &&
+	       st.st_dev == dev && st.st_ino == ino;
+}
+
+void log_init(void)
+{
+	server.log_to_journal = stderr_is_journal();
 }
 
 int log_level_parse(const char *name)

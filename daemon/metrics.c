@@ -8,6 +8,7 @@
  * (seconds, bytes), and the usual process_ metrics of an exporter.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -95,15 +97,23 @@ static unsigned open_fds(void)
 	return n - 1;   /* less the directory's own descriptor */
 }
 
+/* statm's second figure: the resident pages. */
 static unsigned long long rss_bytes(void)
 {
-	unsigned long long size, resident = 0;
+	char line[128];
 	FILE *f = fopen("/proc/self/statm", "r");
 	if (!f)
 		return 0;
-	if (fscanf(f, "%llu %llu", &size, &resident) != 2)
-		resident = 0;
+	const char *got = fgets(line, sizeof line, f);
 	fclose(f);
+	const char *p = got ? strchr(line, ' ') : NULL;
+	if (!p)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long resident = strtoull(p, &end, 10);
+	if (errno || end == p)
+		return 0;
 	return resident * (unsigned long long)sysconf(_SC_PAGESIZE);
 }
 
@@ -134,11 +144,11 @@ static void daemon_families(struct evbuffer *b)
 	                    PACKAGE_VERSION);
 
 	getrusage(RUSAGE_SELF, &ru);
+	double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	             (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 	family(b, "process_cpu_seconds_total", "counter",
 	       "User and system CPU time spent in seconds.");
-	evbuffer_add_printf(b, "process_cpu_seconds_total %.3f\n",
-	                    (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	                    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+	evbuffer_add_printf(b, "process_cpu_seconds_total %.3f\n", cpu);
 	family(b, "process_resident_memory_bytes", "gauge",
 	       "Resident memory size in bytes.");
 	evbuffer_add_printf(b, "process_resident_memory_bytes %llu\n", rss_bytes());
@@ -207,6 +217,41 @@ int metrics_valid_addr(const char *spec)
 	return split_addr(spec, host, sizeof host, &port) == 0 && *host;
 }
 
+static void retry_accept(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!server.shutting_down)
+		evconnlistener_enable(server.metrics_lev);
+}
+
+/* As for the queue listeners (listen.c): out of descriptors, the listener
+ * pauses for a second rather than wake the loop again at once.  Without
+ * this callback libevent would log every failed accept. */
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+	static const struct timeval pause = { 1, 0 };
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)arg;
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		log_warning("metrics: cannot accept: %s; pausing for a second",
+		            strerror(err));
+		evconnlistener_disable(lev);
+		evtimer_add(server.metrics_retry, &pause);
+	} else if (err != EINTR && err != ECONNABORTED && err != EAGAIN) {
+		log_warning("metrics: accept: %s", strerror(err));
+	}
+}
+
+static void on_bound(struct evhttp_bound_socket *bound)
+{
+	server.metrics_lev = evhttp_bound_socket_get_listener(bound);
+	server.metrics_retry = evtimer_new(server.base, retry_accept, NULL);
+	evconnlistener_set_error_cb(server.metrics_lev, accept_error);
+}
+
 int metrics_start(int activated_fd)
 {
 	const char *spec = server.cfg.metrics_listen;
@@ -228,10 +273,13 @@ int metrics_start(int activated_fd)
 	evhttp_set_timeout(server.metrics, 10);
 
 	if (activated_fd >= 0) {
-		if (!evhttp_accept_socket_with_handle(server.metrics, activated_fd)) {
+		struct evhttp_bound_socket *bound =
+			evhttp_accept_socket_with_handle(server.metrics, activated_fd);
+		if (!bound) {
 			log_error("metrics: cannot serve the socket systemd passed");
 			return -1;
 		}
+		on_bound(bound);
 		log_info("metrics: serving /metrics on the socket from systemd");
 		return 0;
 	}
@@ -243,8 +291,9 @@ int metrics_start(int activated_fd)
 		log_error("metrics: cannot listen on %s", spec);
 		return -1;
 	}
+	on_bound(bound);
 	/* The address as bound: with port 0 the kernel picked one. */
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sslen = sizeof ss;
 	char h[NI_MAXHOST], p[NI_MAXSERV];
 	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss,
@@ -259,7 +308,11 @@ int metrics_start(int activated_fd)
 
 void metrics_stop(void)
 {
+	if (server.metrics_retry)
+		event_free(server.metrics_retry);
 	if (server.metrics)
 		evhttp_free(server.metrics);
 	server.metrics = NULL;
+	server.metrics_lev = NULL;
+	server.metrics_retry = NULL;
 }

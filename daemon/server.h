@@ -38,6 +38,8 @@ struct server {
 	bool activated;                 /* the sockets came from systemd */
 	int metrics_fd;                 /* from systemd, named "metrics"; or -1 */
 	struct evhttp *metrics;         /* the /metrics listener, or NULL */
+	struct evconnlistener *metrics_lev;   /* its socket */
+	struct event *metrics_retry;    /* re-enables it after EMFILE */
 
 	struct conn *conns;             /* open TCP connections */
 	unsigned nconns;

@@ -189,7 +189,7 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 		}
 		/* Only senders udp_allow names are served; the rest are dropped
 		 * unanswered, so joinqd cannot be made to send anywhere else. */
-		if (server.cfg.udp_allow &&
+		if (!server.cfg.udp_allow_any &&
 		    !cidr_match(server.cfg.udp_allow, server.cfg.nudp_allow,
 		                &u->peer)) {
 			server.udp_denied++;

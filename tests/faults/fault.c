@@ -90,9 +90,8 @@ static void sync_delay(void)
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return;
-	long ms = 0;
-	if (fscanf(f, "%ld", &ms) != 1)
-		ms = 0;
+	char line[32];
+	long ms = fgets(line, sizeof line, f) ? strtol(line, NULL, 10) : 0;
 	fclose(f);
 	if (ms > 0) {
 		struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };

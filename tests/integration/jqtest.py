@@ -310,6 +310,22 @@ class Daemon:
         return False
 
 
+def diag(text):
+    """A TAP diagnostic line a line of text (the figures a test measured)."""
+    for line in text.splitlines():
+        sys.stdout.write("# " + line + "\n")
+    sys.stdout.flush()
+
+
+def rss_bytes(pid):
+    """The resident memory of process pid, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
 def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
     """Polls predicate until it is true; False after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -30,7 +30,7 @@
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
-#define LEN(a) (sizeof(a) / sizeof *(a))
+#define LEN(a) (sizeof(a) / sizeof(a)[0])
 
 /* ---- the fake clock and the standard configuration ----------------------- */
 
@@ -2262,8 +2262,8 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 	assert_int_equal(da.nt, db.nt);
 
 	size_t max = da.nt + 1;
-	const struct dtask **xa = malloc(max * sizeof *xa);
-	const struct dtask **xb = malloc(max * sizeof *xb);
+	const struct dtask **xa = malloc(max * sizeof(struct dtask *));
+	const struct dtask **xb = malloc(max * sizeof(struct dtask *));
 	assert_non_null(xa);
 	assert_non_null(xb);
 	for (uint32_t qid = 0; qid < da.nq; qid++) {
@@ -2272,8 +2272,8 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 			size_t nb = dumped_of(&db, qid, st, xb, max);
 			assert_int_equal(na, nb);
 			if (st != ENGINE_QUEUED) {   /* no order among these */
-				qsort(xa, na, sizeof *xa, by_task);
-				qsort(xb, nb, sizeof *xb, by_task);
+				qsort(xa, na, sizeof(struct dtask *), by_task);
+				qsort(xb, nb, sizeof(struct dtask *), by_task);
 			}
 			for (size_t i = 0; i < na; i++)
 				expect_same_dtask(xa[i], xb[i]);
@@ -3110,7 +3110,7 @@ static void log_replay_reproduces_a_random_history(void **state)
 		"small", "one", "jobs", "drop", "custom", "plain", "nodl",
 	};
 	struct engine *e = *state;
-	struct queue *qs[LEN(names)];
+	struct queue *qs[LEN(names)] = { 0 };
 	struct holder h[2] = { { 0 }, { 0 } };
 	struct tw w[LR_WAITERS];
 	uint64_t recent[LR_RECENT] = { 0 };
@@ -3742,7 +3742,7 @@ static void m_step_release(struct engine *e)
 
 static void m_step_advance(struct engine *e)
 {
-	now += 4 * rnd(13);
+	now += 4 * (msec_t)rnd(13);
 	engine_advance(e);
 	for (int guard = 0; guard < 100000; guard++) {
 		int wi;
@@ -3985,7 +3985,7 @@ static void random_ops_match_model(void **state)
 	 * to another queue (a put there) or dropped.
 	 */
 	m_step_cancel_all(e);
-	now += 4 * 100000;
+	now += 4 * (msec_t)100000;
 	engine_advance(e);
 	m_step_advance(e);    /* the model's side of the same deadlines */
 	for (int h = 0; h < M_HOLDERS; h++)
@@ -4116,7 +4116,8 @@ static void heap_pops_in_order(void **state)
 
 static void *val_of(uint64_t key)
 {
-	return (void *)(uintptr_t)(key * 16 + 8);
+	/* The idmap never dereferences its values: a made-up pointer a key. */
+	return (void *)(uintptr_t)(key * 16 + 8); // NOLINT(performance-no-int-to-ptr): never dereferenced
 }
 
 /* Key i of the random test: small sequential ids like the engine's for odd

@@ -1,0 +1,522 @@
+/*
+ * fuzz_request.c - libFuzzer harness of the wire code (proto/): framing,
+ * UTF-8 validation, request decoding and checking, reply building.
+ *
+ * The input is two settings bytes and then the bytes a client sends:
+ *     byte 0   max_frame: 0 means 1 MiB (the default), else 1 to 255 bytes,
+ *              so that frame_too_large is reached often;
+ *     byte 1   max_depth: 1 + (byte & 63);
+ *     rest     a TCP byte stream, cut into frames by frame_next() as
+ *              daemon/conn.c does, and also the whole of it as one UDP
+ *              datagram, as daemon/udp.c takes it.
+ * Every frame is decoded and checked, and the replies the daemon would
+ * build for it are built.  Properties, not just the absence of crashes,
+ * are checked against independent references: a UTF-8 decoder of our own,
+ * jansson on the frame itself, and jansson on every reply.  A violation
+ * abort()s with the property's line, which libFuzzer reports as a crash.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "errcode.h"
+#include "frame.h"
+#include "reply.h"
+#include "request.h"
+#include "utf8.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void violated(const char *what, int line)
+{
+	fprintf(stderr, "fuzz_request.c:%d: property violated: %s\n", line, what);
+	abort();
+}
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) \
+			violated(#cond, __LINE__); \
+	} while (0)
+
+/* ---- references ---------------------------------------------------------- */
+
+/*
+ * UTF-8 (RFC 3629) decoded the long way: a sequence is valid when its
+ * continuation bytes are there and the code point it spells is in range
+ * for its length, not a surrogate and not above U+10FFFF.  *bad is the
+ * offset of the lead byte of the first invalid sequence.
+ */
+static bool ref_utf8(const char *s, size_t n, size_t *bad)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = p[i];
+		size_t k;
+		uint32_t cp, min;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if ((c & 0xE0) == 0xC0) {
+			k = 1, cp = c & 0x1F, min = 0x80;
+		} else if ((c & 0xF0) == 0xE0) {
+			k = 2, cp = c & 0x0F, min = 0x800;
+		} else if ((c & 0xF8) == 0xF0) {
+			k = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			break;
+		}
+		if (n - i - 1 < k)
+			break;
+		size_t j;
+		for (j = 1; j <= k && (p[i + j] & 0xC0) == 0x80; j++)
+			cp = cp << 6 | (p[i + j] & 0x3F);
+		if (j <= k || cp < min || cp > 0x10FFFF ||
+		    (cp >= 0xD800 && cp <= 0xDFFF))
+			break;
+		i += k + 1;
+	}
+	if (i < n) {
+		if (bad)
+			*bad = i;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A copy of the JSON text p[0..n) with "\u0000" turned into "\u0001" in
+ * every object key, or NULL if no key holds one.  jansson refuses such
+ * keys; the copy parses to the same value but for those keys.  Written
+ * apart from request.c's neuter_nul_keys on purpose: it scans strings
+ * with their escapes, and a string is a key when ':' follows it.
+ */
+static char *nul_keys_neutered(const char *p, size_t n)
+{
+	char *copy = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '"')
+			continue;
+		size_t start = i++, nuls[64], nnul = 0;
+		bool many = false;
+		for (; i < n && p[i] != '"'; i++) {
+			if (p[i] != '\\')
+				continue;
+			if (i + 5 < n && memcmp(p + i + 1, "u0000", 5) == 0) {
+				if (nnul < 64)
+					nuls[nnul++] = i + 5;
+				else
+					many = true;
+			}
+			i++;
+		}
+		size_t after = i + 1;
+		while (after < n && (p[after] == ' ' || p[after] == '\t' ||
+		                     p[after] == '\r' || p[after] == '\n'))
+			after++;
+		if (after >= n || p[after] != ':' || !(nnul || many))
+			continue;
+		if (!copy) {
+			copy = malloc(n ? n : 1);
+			CHECK(copy);
+			memcpy(copy, p, n);
+		}
+		if (many) {        /* rescan this key, every escape of it */
+			for (size_t k = start + 1; k < i; k++)
+				if (p[k] == '\\') {
+					if (k + 5 < i && memcmp(p + k + 1, "u0000", 5) == 0)
+						copy[k + 5] = '1';
+					k++;
+				}
+		} else {
+			for (size_t k = 0; k < nnul; k++)
+				copy[nuls[k]] = '1';
+		}
+	}
+	return copy;
+}
+
+/* jansson's reading of p[0..n), keys with \u0000 neutered as above if
+ * that is all that stops it.  NULL if it is not JSON. */
+static json_t *jparse(const char *p, size_t n, size_t flags)
+{
+	json_error_t err;
+	json_t *v = json_loadb(p, n, flags | JSON_ALLOW_NUL, &err);
+	if (!v && json_error_code(&err) == json_error_null_byte_in_key) {
+		char *copy = nul_keys_neutered(p, n);
+		if (copy) {
+			v = json_loadb(copy, n, flags | JSON_ALLOW_NUL, &err);
+			free(copy);
+		}
+	}
+	return v;
+}
+
+/* The nesting depth of a value: an object or array counts 1. */
+static unsigned tree_depth(const json_t *v)
+{
+	unsigned d = 0;
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *m;
+		json_object_foreach((json_t *)v, k, m) {
+			unsigned c = tree_depth(m);
+			if (c > d)
+				d = c;
+		}
+		return d + 1;
+	}
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *m;
+		json_array_foreach(v, i, m) {
+			unsigned c = tree_depth(m);
+			if (c > d)
+				d = c;
+		}
+		return d + 1;
+	}
+	return 0;
+}
+
+/* True if the JSON text has no whitespace outside its strings. */
+static bool compacted(const char *p, size_t n)
+{
+	bool in_string = false;
+	for (size_t i = 0; i < n; i++) {
+		if (in_string) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_string = false;
+		} else if (p[i] == '"') {
+			in_string = true;
+		} else if (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' ||
+		           p[i] == '\n') {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Two optional values are the same: both absent, or equal. */
+static bool same(const json_t *a, const json_t *b)
+{
+	if (!a || !b)
+		return !a && !b;
+	return json_equal((json_t *)a, (json_t *)b);
+}
+
+/* PROTOCOL.md's queue names, spelled out again. */
+static bool ref_queue_name(const char *s, size_t n)
+{
+	if (n < 1 || n > 133)
+		return false;
+	if (n > 128 && memcmp(s + n - 5, ".dead", 5) != 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		            "0123456789_.:-", s[i]) || s[i] == '\0')
+			return false;
+	return true;
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+/*
+ * The reply line b->p[from..) is one line ended by one LF, valid UTF-8, and
+ * one JSON object; returns that object (json_decref it).
+ */
+static json_t *check_reply(const struct buf *b, size_t from)
+{
+	const char *p = b->p + from;
+	size_t n = b->len - from;
+
+	CHECK(n >= 3 && p[n - 1] == '\n');
+	CHECK(memchr(p, '\n', n - 1) == NULL);
+	CHECK(ref_utf8(p, n, NULL));
+	CHECK(utf8_valid(p, n, NULL));
+	json_t *v = jparse(p, n - 1, 0);
+	CHECK(v && json_is_object(v));
+	CHECK(json_is_boolean(json_object_get(v, "ok")));
+	return v;
+}
+
+/* An error code as PROTOCOL.md names it. */
+static void check_code(int code)
+{
+	CHECK(code > JQ_OK && code < JQ_NERR);
+	const char *name = errcode_name(code);
+	CHECK(name && name[0] && strcmp(name, "unknown") != 0);
+	CHECK(errcode_of(name, strlen(name)) == code);
+}
+
+/*
+ * s[0..n) as json_append_string writes it: a JSON string, valid UTF-8, that
+ * decodes to s byte for byte where s is valid, with '?' for each byte that
+ * does not start a valid sequence.
+ */
+static void check_string(const char *s, size_t n)
+{
+	struct buf b = { 0 };
+	json_append_string(&b, s, n);
+	CHECK(b.len >= 2 && b.p[0] == '"' && b.p[b.len - 1] == '"');
+	CHECK(ref_utf8(b.p, b.len, NULL));
+	json_error_t err;
+	json_t *v = json_loadb(b.p, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+	CHECK(v && json_is_string(v));
+	CHECK(json_string_length(v) == n);
+	const char *out = json_string_value(v);
+	bool valid = ref_utf8(s, n, NULL);
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] < 0x80 || valid)
+			CHECK(out[i] == s[i]);
+		else
+			CHECK(out[i] == s[i] || out[i] == '?');
+	}
+	json_decref(v);
+	buf_free(&b);
+}
+
+/* ---- one frame ----------------------------------------------------------- */
+
+static void check_error_reply(const struct request *r, const json_t *root,
+                              int code, const char *message)
+{
+	struct buf b = { 0 };
+	buf_adds(&b, "x");     /* replies are appended to what is there */
+	reply_error(&b, &r->id, code, message);
+	CHECK(b.p[0] == 'x');
+	json_t *v = check_reply(&b, 1);
+	CHECK(json_is_false(json_object_get(v, "ok")));
+	json_t *err = json_object_get(v, "error");
+	CHECK(json_is_string(err) &&
+	      strcmp(json_string_value(err), errcode_name(code)) == 0);
+	json_t *msg = json_object_get(v, "message");
+	CHECK(json_is_string(msg) && json_string_length(msg) == strlen(message));
+	CHECK(same(json_object_get(v, "id"), json_object_get(root, "id")));
+	json_decref(v);
+	buf_free(&b);
+	check_string(message, strlen(message));
+}
+
+/* What request_check promised of a request it passed. */
+static void check_fields(const struct request *r)
+{
+	CHECK((unsigned)r->op < OP_NOPS);
+	json_t *op = json_object_get(r->root, "op");
+	CHECK(json_is_string(op) &&
+	      json_string_length(op) == strlen(op_name(r->op)) &&
+	      memcmp(json_string_value(op), op_name(r->op),
+	             json_string_length(op)) == 0);
+	CHECK(request_is_ping(r) == (r->op == OP_PING));
+
+	json_t *q = json_object_get(r->root, "queue");
+	CHECK(r->queue && r->queue[r->queue_len] == '\0');
+	if (q && !json_is_null(q))
+		CHECK(r->queue == json_string_value(q) &&
+		      r->queue_len == json_string_length(q));
+	else
+		CHECK(strcmp(r->queue, DEFAULT_QUEUE) == 0);
+	CHECK(queue_name_valid(r->queue, r->queue_len));
+	CHECK(ref_queue_name(r->queue, r->queue_len));
+
+	CHECK(r->timeout == -1 || (r->timeout >= 0 && r->timeout <= JQ_SECONDS_MAX));
+	CHECK(r->lease >= 0 && r->lease <= JQ_SECONDS_MAX);
+	CHECK(r->delay >= 0 && r->delay <= JQ_SECONDS_MAX);
+	switch (r->op) {
+	case OP_PUT:
+		CHECK(r->item.p);
+		break;
+	case OP_GET:
+		CHECK(!r->noreply);
+		break;
+	case OP_TASK_DONE:
+	case OP_RELEASE: {
+		json_t *t = json_object_get(r->root, "task");
+		CHECK(json_is_integer(t) && json_integer_value(t) > 0 &&
+		      r->task == (uint64_t)json_integer_value(t));
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* The replies of a request that passed: an ok line with the id and every
+ * kind of member, the item spliced in as a get would. */
+static void check_ok_reply(const struct request *r, const json_t *root)
+{
+	struct buf b = { 0 };
+	reply_ok(&b, &r->id);
+	reply_str(&b, "queue", r->queue);
+	reply_bool(&b, "block", r->block);
+	reply_u64(&b, "task", r->task);
+	if (r->item.p)
+		reply_raw(&b, "item", r->item.p, r->item.len);
+	reply_end(&b);
+	json_t *v = check_reply(&b, 0);
+	CHECK(json_is_true(json_object_get(v, "ok")));
+	CHECK(same(json_object_get(v, "id"), json_object_get(root, "id")));
+	CHECK(same(json_object_get(v, "item"), json_object_get(root, "item")));
+	json_t *q = json_object_get(v, "queue");
+	CHECK(json_is_string(q) && json_string_length(q) == r->queue_len &&
+	      memcmp(json_string_value(q), r->queue, r->queue_len) == 0);
+	json_t *t = json_object_get(v, "task");
+	CHECK(json_is_integer(t) && (uint64_t)json_integer_value(t) == r->task);
+	json_decref(v);
+	buf_free(&b);
+}
+
+/* A member's text as request_decode kept it: present exactly when jansson
+ * has the member, compacted, and the same value. */
+static void check_member(const struct jtext *t, const json_t *want)
+{
+	CHECK(!t->p == !want);
+	if (!t->p)
+		return;
+	CHECK(t->len > 0 && compacted(t->p, t->len));
+	json_t *v = jparse(t->p, t->len, JSON_DECODE_ANY);
+	CHECK(v && json_equal(v, (json_t *)want));
+	json_decref(v);
+}
+
+static void one_frame(const char *frame, size_t len, unsigned max_depth)
+{
+	struct request r;
+	struct errinfo e = { 0 };
+	size_t bad = 0, ref_bad = 0;
+
+	bool valid = utf8_valid(frame, len, &bad);
+	CHECK(valid == ref_utf8(frame, len, &ref_bad));
+	CHECK(valid || bad == ref_bad);
+
+	/* What the frame is, by jansson alone. */
+	json_t *want = valid ? jparse(frame, len, 0) : NULL;
+	if (want && !json_is_object(want)) {
+		json_decref(want);
+		want = NULL;
+	}
+
+	int code = request_decode(frame, len, max_depth, &r, &e);
+	if (!valid)
+		CHECK(code == JQ_BAD_UTF8);
+	else if (!want || tree_depth(want) > max_depth)
+		CHECK(code == JQ_BAD_JSON);
+	else
+		CHECK(code == JQ_OK);
+
+	if (code == JQ_OK) {
+		CHECK(r.root && json_equal(r.root, want));
+		check_member(&r.id, json_object_get(r.root, "id"));
+		check_member(&r.item, json_object_get(r.root, "item"));
+		CHECK(r.noreply == json_is_true(json_object_get(r.root, "noreply")));
+		json_t *tok = json_object_get(r.root, "token");
+		CHECK(r.token == (json_is_null(tok) ? NULL : tok));
+
+		code = request_check(&r, &e);
+		if (code == JQ_OK) {
+			check_fields(&r);
+			check_ok_reply(&r, r.root);
+		} else {
+			CHECK(code == JQ_BAD_REQUEST || code == JQ_UNKNOWN_OP ||
+			      code == JQ_BAD_QUEUE);
+		}
+	} else {
+		CHECK(!r.root && !r.id.p && !r.item.p);
+	}
+	if (code != JQ_OK) {
+		CHECK(e.code == code);
+		CHECK(e.message[0] != '\0');
+		CHECK(memchr(e.message, '\0', sizeof e.message) != NULL);
+		check_code(code);
+		check_error_reply(&r, r.root, code, e.message);
+	}
+	request_free(&r);
+	CHECK(!r.root && !r.owned[0] && !r.owned[1]);
+	json_decref(want);
+}
+
+/* ---- the transports ------------------------------------------------------ */
+
+/* A whole stream over TCP, as daemon/conn.c reads it: at most max_frame + 1
+ * bytes are looked at for one frame. */
+static void tcp(const char *p, size_t avail, size_t max_frame,
+                unsigned max_depth)
+{
+	while (avail) {
+		size_t want = avail <= max_frame ? avail : max_frame + 1;
+		struct frame f;
+		enum frame_status st = frame_next(p, want, max_frame, &f);
+		const char *lf = memchr(p, '\n', want);
+
+		switch (st) {
+		case FRAME_NEED_MORE:
+			CHECK(!lf && want <= max_frame);
+			return;            /* a partial frame at close is dropped */
+		case FRAME_TOO_LARGE:
+			CHECK(!lf && want > max_frame);
+			check_error_reply(&(struct request){ 0 }, NULL,
+			                  JQ_FRAME_TOO_LARGE, "the frame passes "
+			                  "max_frame; closing");
+			return;            /* the connection closes */
+		case FRAME_OK:
+		case FRAME_EMPTY:
+			CHECK(lf && f.consumed == (size_t)(lf - p) + 1);
+			CHECK(f.consumed - 1 <= max_frame);
+			CHECK(f.start == p);
+			CHECK(f.len == f.consumed - 1 ||
+			      (f.len == f.consumed - 2 && p[f.len] == '\r'));
+			CHECK((st == FRAME_EMPTY) == frame_blank(f.start, f.len));
+			if (st == FRAME_OK)
+				one_frame(f.start, f.len, max_depth);
+			break;
+		default:
+			CHECK(!"a frame status of frame.h");
+		}
+		p += f.consumed;
+		avail -= f.consumed;
+	}
+}
+
+/* The same bytes as one datagram, as daemon/udp.c takes it. */
+static void udp(const char *p, size_t n, size_t max_frame, unsigned max_depth)
+{
+	if (n && p[n - 1] == '\n')
+		n--;
+	bool too_large = n > max_frame;
+	if (n && p[n - 1] == '\r')
+		n--;
+	if (too_large)
+		check_error_reply(&(struct request){ 0 }, NULL, JQ_FRAME_TOO_LARGE,
+		                  "the datagram passes max_frame");
+	else if (!frame_blank(p, n))
+		one_frame(p, n, max_depth);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 2)
+		return 0;
+	size_t max_frame = data[0] ? data[0] : (size_t)1 << 20;
+	unsigned max_depth = 1 + (data[1] & 63);
+	const char *p = (const char *)data + 2;
+	size_t n = size - 2;
+
+	tcp(p, n, max_frame, max_depth);
+	udp(p, n, max_frame, max_depth);
+	/* Any bytes, such as jansson's error text cut anywhere, make a
+	 * valid JSON string. */
+	check_string(p, n);
+	return 0;
+}

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""make-corpus.py - writes the seed corpora of the fuzz harnesses.
+
+    python3 tests/fuzz/make-corpus.py [SRCDIR]
+
+tests/fuzz/corpus/request/: the frames of PROTOCOL.md's examples, every
+JSON-looking literal of tests/unit/test_proto.c and tests/integration/*.py,
+and hand-made ones (bad UTF-8, deep nesting, \\u0000 in keys and values,
+huge numbers, CRLF, pipelines, frames past a small max_frame).  Each input
+is two settings bytes (max_frame, max_depth; see fuzz_request.c) and the
+bytes a client sends.
+
+tests/fuzz/corpus/engine/: short op programs for fuzz_engine.c.
+
+The files are named by their content, so running it again adds what is new
+and keeps what libFuzzer added (a regression input, say).
+"""
+import ast
+import hashlib
+import os
+import re
+import sys
+
+SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), '..', '..')
+OUT = os.path.join(SRC, 'tests', 'fuzz', 'corpus')
+
+DEFAULT = b'\x00\x3f'          # max_frame 1 MiB, max_depth 64
+
+
+def write(kind, prefix, data):
+    d = os.path.join(OUT, kind)
+    os.makedirs(d, exist_ok=True)
+    name = '%s-%s' % (prefix, hashlib.sha1(data).hexdigest()[:12])
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+# ---- request frames ---------------------------------------------------------
+
+def c_unescape(s):
+    """The bytes of a C string literal's body."""
+    out = bytearray()
+    i = 0
+    simple = {'n': 10, 'r': 13, 't': 9, '\\': 92, '"': 34, "'": 39,
+              '0': 0, 'a': 7, 'b': 8, 'f': 12, 'v': 11, '?': 63}
+    while i < len(s):
+        c = s[i]
+        if c != '\\':
+            out += c.encode()
+            i += 1
+            continue
+        e = s[i + 1]
+        if e == 'x':
+            m = re.match(r'[0-9a-fA-F]{1,2}', s[i + 2:])
+            out.append(int(m.group(0), 16))
+            i += 2 + len(m.group(0))
+        else:
+            out.append(simple[e])
+            i += 2
+    return bytes(out)
+
+
+def from_test_proto():
+    src = open(os.path.join(SRC, 'tests', 'unit', 'test_proto.c')).read()
+    # adjacent literals ("a" "b") are one string in C
+    src = re.sub(r'"\s*\n\s*"', '', src)
+    for m in re.finditer(r'"((?:[^"\\\n]|\\.)*)"', src):
+        body = m.group(1)
+        if not body.lstrip(' \\t').startswith(('{', '[')):
+            continue
+        if re.search(r'%[-.*0-9]*[sdzul]|@', body):
+            continue            # printf formats and templates
+        frame = c_unescape(body)
+        if b'"' not in frame:   # rows write ' for " (dq() in test_proto.c)
+            frame = frame.replace(b"'", b'"')
+        yield frame
+
+
+def from_integration():
+    d = os.path.join(SRC, 'tests', 'integration')
+    for name in sorted(os.listdir(d)):
+        if not name.endswith('.py'):
+            continue
+        tree = ast.parse(open(os.path.join(d, name)).read())
+        docs = {id(n.value) for n in ast.walk(tree)
+                if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Constant) or id(node) in docs:
+                continue
+            v = node.value
+            if isinstance(v, str):
+                v = v.encode('utf-8', 'surrogateescape')
+            if isinstance(v, bytes) and v.lstrip(b' \t\r\n').startswith(b'{') \
+                    and b'%' not in v and b'{}' != v.strip():
+                yield v
+
+
+# PROTOCOL.md's examples and the details it says implementations get wrong
+PROTOCOL = [
+    b'{"op":"put","item":"hello"}',
+    b'{"op": "put", "queue": "jobs", "id": 1, "item": {"n": 1}}',
+    b'{"op": "get", "queue": "jobs", "id": "g", "lease": 30}',
+    b'{"op": "get", "block": false}',
+    b'{"op": "get", "timeout": 0.5}',
+    b'{"op": "task_done", "task": 1}',
+    b'{"op": "release", "task": 1, "delay": 2.5}',
+    b'{"op": "join", "queue": "jobs", "timeout": 10}',
+    b'{"op": "qsize", "queue": "jobs"}',
+    b'{"op": "empty"}', b'{"op": "full"}', b'{"op": "ping"}',
+    b'{"op": "stats"}', b'{"op": "auth", "token": "s3cret"}',
+    b'{"op": "put", "item": 1, "noreply": true}',
+    b'{"op": "get", "noreply": true}',
+    b'{"op": "put", "item": 1, "token": "s3cret"}',
+    b'{"op": "qsize", "queue": "jobs.dead"}',
+    b'{"op": "qsize", "queue": "' + b'q' * 128 + b'"}',
+    b'{"op": "qsize", "queue": "' + b'q' * 129 + b'"}',
+    b'{"op": "qsize", "queue": "' + b'q' * 128 + b'.dead"}',
+    b'{"op": "qsize", "queue": "' + b'q' * 129 + b'.dead"}',
+    b'{"op":"ping\\u0000x"}',
+    b'{"op":"put","queue":"a\\u0000","item":1}',
+    b'{"op":"put","item":"a\\u0000b","id":"\\u0000"}',
+    b'{"op":"put","item":{"k\\u0000":1},"id":{"\\u0000":[{"\\u0000":0}]}}',
+    b'{"op":"put","item":"\\ud800"}',
+    b'{"op":"put","item":"\\ud83d\\ude00","id":"\\udbff\\udfff"}',
+    b'{"op":"put","item":1.0e2}',
+    b'{"op":"put","item":1e400}',
+    b'{"op":"put","item":-1e400}',
+    b'{"op":"put","item":1e-400}',
+    b'{"op":"put","item":18446744073709551616}',
+    b'{"op":"put","item":9223372036854775807,"id":-9223372036854775808}',
+    b'{"op":"put","item":-9223372036854775809}',
+    b'{"op":"task_done","task":9007199254740992}',
+    b'{"op":"task_done","task":3.0}',
+    b'{"op":"get","timeout":1e9,"lease":1000000001}',
+    b'{"op":"get","timeout":1e308,"lease":5e-324}',
+    b'{"op":"release","task":1,"delay":-0.0}',
+    b'{"op":"put","item":1,"id":null}',
+    b'{"op":"put","item":1,"block":null,"timeout":null,"queue":null}',
+    b'{"op":"put","item":1,"op":"get"}',
+    b'{"op":"put","item":1} x',
+    b'{"op":"put",}',
+    b'{"op":"put","item":NaN}',
+    b'{"op":"put","item":"\x01"}',
+    b'// c\n{"op":"ping"}',
+    b'{"op":"ping"}\x00',
+    b'[{"op":"ping"}]', b'"ping"', b'null', b'1', b'{}',
+]
+
+UTF8 = [
+    b'\xc0\x80', b'\xc1\xbf', b'\xe0\x80\x80', b'\xe0\x9f\xbf', b'\xed\xa0\x80',
+    b'\xed\xbf\xbf', b'\xf0\x80\x80\x80', b'\xf0\x8f\xbf\xbf',
+    b'\xf4\x90\x80\x80', b'\xf5\x80\x80\x80', b'\xf8\x88\x80\x80\x80',
+    b'\xfe', b'\xff', b'\x80', b'\xbf', b'\xc2', b'\xe2\x82', b'\xf0\x9f\x98',
+    b'\xc2\x41', b'\xe2\x28\xa1', b'\xef\xbf\xbf', b'\xf4\x8f\xbf\xbf',
+    b'\xc3\xa9', b'\xf0\x9f\x98\x80', b'\xe2\x82\xac\xe2\x82',
+]
+
+
+def nest(depth, inner=b'1'):
+    return b'[' * depth + inner + b']' * depth
+
+
+def hand_made():
+    """(settings, stream) pairs."""
+    for bad in UTF8:
+        yield DEFAULT, b'{"op":"put","item":"' + bad + b'"}\n'
+        yield DEFAULT, b'{"op":"put","item":1,"' + bad + b'":1}\n'
+        yield DEFAULT, b'{"op":"ping","id":"' + b'x' * 7 + bad + b'"}\n'
+        yield DEFAULT, bad + b'{"op":"ping"}\n'
+    # nesting: the object is depth 1, so an item 63 deep is 64
+    for d in (62, 63, 64, 65):
+        yield DEFAULT, b'{"op":"put","item":' + nest(d) + b'}\n'
+    yield DEFAULT, b'{"op":"put","item":{"a":' * 40 + b'1' + b'}' * 40 + b'}\n'
+    yield DEFAULT, b'{"op":"put","item":"' + b'[' * 100 + b'"}\n'
+    yield DEFAULT, b'{"op":"put","item":' + nest(3000) + b'}\n'
+    for depth in (1, 2, 3, 8):
+        yield bytes([0, depth - 1]), b'{"op":"put","item":' + nest(depth) + b'}\n'
+        yield bytes([0, depth - 1]), b'{"op":"put","item":' + nest(depth - 1) + b'}\n'
+    # CRLF, blank lines, whitespace
+    yield DEFAULT, b'{"op":"ping"}\r\n\r\n \t\r\n{"op":"ping","id":2}\r\n'
+    yield DEFAULT, b'{"op":"ping"}\r\r\n'
+    yield DEFAULT, b'\r{"op":\r"ping"}\n'
+    yield DEFAULT, b'\n\n\n \n\t\n'
+    yield DEFAULT, b'{"op":"ping"}'          # partial at close
+    # pipelines
+    yield DEFAULT, (b'{"op":"put","queue":"q","item":{"n":1},"id":1}\n'
+                    b'{"op":"get","queue":"q","id":2}\n'
+                    b'{"op":"task_done","task":1,"id":3}\n'
+                    b'{"op":"join","queue":"q","id":4}\n'
+                    b'{"op":"qsize","queue":"q","id":5}\n'
+                    b'{"op":"stats","id":6}\n')
+    yield DEFAULT, (b'{"op":"ping","id":1}\n{"op":"bogus","id":2}\n'
+                    b'{"op":"put","id":3}\nnot json\n{"op":"ping"\n'
+                    b'{"op":"ping","id":\xff}\n{"op":"ping","id":6}\n')
+    yield DEFAULT, (b'{"op":"put","item":1,"noreply":true}\n' * 3 +
+                    b'{"op":"get","noreply":true}\n{"op":"ping"}\n')
+    # frames past a small max_frame: 16 bytes, and exactly at it
+    yield b'\x10\x3f', b'{"op":"ping"}\n{"op":"ping","id":12345}\n'
+    yield b'\x0d\x3f', b'{"op":"ping"}\n{"op":"ping"}\r\n'
+    yield b'\x0e\x3f', b'{"op":"ping"}\r\n'
+    yield b'\x04\x3f', b'          \n'
+    yield b'\x04\x3f', b'  \n    \r\n'
+    yield b'\x20\x3f', b'{"op":"put","item":"' + b'x' * 40 + b'"}\n{"op":"ping"}\n'
+    # \u0000 in keys, values, op and queue
+    yield DEFAULT, b'{"\\u0000":1,"op":"put","item":{"\\u0000":"\\u0000"},"id":{"a\\u0000b":[]}}\n'
+    yield DEFAULT, b'{"op\\u0000":"ping","op":"ping","i\\u0000d":1,"id":"\\u0000"}\n'
+    yield DEFAULT, b'{"op":"put","item":{"\\\\u0000":1,"\\\\\\u0000":2}}\n'
+    yield DEFAULT, b'{"\\u0069d":1,"\\u006fp":"\\u0070ing","\\u0069tem":[1]}\n'
+    # escapes of every kind
+    yield DEFAULT, b'{"op":"put","item":"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\\u00e9\\uffff"}\n'
+    yield DEFAULT, b'{"op":"put","item":"\\u12"}\n'
+    yield DEFAULT, b'{"op":"put","item":"\\q"}\n'
+
+
+def requests():
+    n = 0
+    seen = set()
+    for src, frames in (('proto', from_test_proto()),
+                        ('tests', from_integration()),
+                        ('protocol', iter(PROTOCOL))):
+        for f in frames:
+            data = DEFAULT + f + (b'' if f.endswith(b'\n') else b'\n')
+            if data not in seen:
+                seen.add(data)
+                write('request', src, data)
+                n += 1
+    for settings, stream in hand_made():
+        data = settings + stream
+        if data not in seen:
+            seen.add(data)
+            write('request', 'made', data)
+            n += 1
+    return n
+
+
+# ---- engine programs -----------------------------------------------------------
+
+(PUT, PUT_WAIT, GET, GET_WAIT, TASK_DONE, RELEASE, JOIN, JOIN_WAIT, ADVANCE,
+ DROP_HOLDER, CANCEL, EXPIRE, CANCEL_ALL, REPLAY) = range(14)
+A, B, C, D, E, A_DEAD, B_DEAD, D_DEAD = range(8)
+FOREVER = 0xC0
+LAST = 0          # task_done/release: the newest task id
+
+
+def settings(max_queues=6, default_max_deliveries=0, near_never=False):
+    return bytes([(max_queues - 2) | default_max_deliveries << 3 |
+                  (0x80 if near_never else 0)])
+
+
+def put(q, item=b'x', wait=False, timeout=FOREVER):
+    b = bytes([PUT_WAIT if wait else PUT, q, len(item)]) + item
+    return b + (bytes([timeout]) if wait else b'')
+
+
+def get(q, holder=0, lease=None, fit=0, wait=False, timeout=FOREVER, long=False):
+    how = holder | (4 if lease else 0) | (8 if long else 0) | fit << 4
+    b = bytes([GET_WAIT if wait else GET, q, how])
+    if lease:
+        b += bytes([lease - 1])
+    return b + (bytes([timeout]) if wait else b'')
+
+
+def done(back=LAST):
+    return bytes([TASK_DONE, back])
+
+
+def release(back=LAST, delay=0):
+    return bytes([RELEASE, back, 0x80 | delay if delay else 0])
+
+
+def join(q, wait=False, timeout=FOREVER):
+    return bytes([JOIN_WAIT, q, timeout]) if wait else bytes([JOIN, q])
+
+
+def advance(ms):
+    return bytes([ADVANCE, ms])
+
+
+PROGRAMS = {
+    'basic': settings() + put(A) + get(A, holder=1) + done() + join(A) +
+    bytes([REPLAY]),
+    'blocking-get': settings() + get(A, wait=True) + put(A, b'hello') +
+    done() + join(B, wait=True) + put(B) + get(B, lease=10) + done(),
+    'full-queue': settings() + put(A, b'1') + put(A, b'2') +
+    put(A, b'3', wait=True, timeout=10) + put(A, b'4') + get(A) +
+    advance(50) + get(A, holder=2) + done() + done(1) + join(A, wait=True) +
+    get(A) + done(),
+    'lease-and-dead-letter': settings() + put(B, b'job') + get(B, lease=5) +
+    advance(10) + get(B, lease=5) + release() + get(B_DEAD, holder=1) +
+    done() + join(B),
+    'dead-letter-into-full': settings() + put(D, b'd') + put(C, b'c') +
+    get(C, holder=1) + bytes([DROP_HOLDER, 0]) + get(D) + get(D) +
+    done() + done(1),
+    'dropped-dead-letter': settings() + put(E, b'e') + get(E) + release() +
+    join(E),
+    'delay': settings() + put(A, b'later') + get(A, holder=2) +
+    release(delay=50) + get(A, wait=True, timeout=10) + advance(20) +
+    advance(40) + get(A) + done(),
+    'waiters': settings() + get(A, wait=True, fit=2) + get(A, wait=True, fit=4) +
+    get(A, wait=True, fit=3) + get(A, wait=True) + put(A, b'long item') +
+    put(A, b'ok') + bytes([EXPIRE, 0, CANCEL, 0]) + join(A, wait=True) +
+    put(B, wait=True) + bytes([CANCEL_ALL]),
+    'near-never-clock': settings(near_never=True) + put(A) +
+    get(A, lease=200, long=True) + put(A) + get(A, holder=1) +
+    release(delay=0x7F) + bytes([RELEASE, 0, 0xFF]) + get(A, wait=True, timeout=3) +
+    advance(0xFF) + advance(0xF8),
+    'max-queues': settings(max_queues=2, default_max_deliveries=1) + put(A) +
+    put(B) + put(C) + get(D) + get(A, holder=1) + bytes([DROP_HOLDER, 0]) +
+    get(A_DEAD) + done(),
+    'default-max-deliveries': settings(default_max_deliveries=2) + put(D) +
+    get(D, lease=1) + advance(5) + get(D, lease=1) + advance(5) +
+    get(D_DEAD) + done() + bytes([REPLAY]),
+    'redelivery-to-waiter': settings() + put(A) + get(A, holder=3) +
+    get(A, wait=True, holder=1) + bytes([DROP_HOLDER, 2]) + done() +
+    join(A, wait=True, timeout=0) + advance(1),
+}
+
+
+def engines():
+    for name, prog in PROGRAMS.items():
+        write('engine', name, prog)
+    return len(PROGRAMS)
+
+
+if __name__ == '__main__':
+    print('%d request inputs, %d engine programs in %s' %
+          (requests(), engines(), OUT))
