@@ -518,7 +518,8 @@ class MaxOutput(LimitsCase):
         nqueues = 1000                       # a stats reply of ~150 KiB
         nreq = 200 if UNDER_TOOL else 800    # ~30 or ~120 MiB of replies
         nitems = 40
-        with jqtest.Daemon("--max-output", "1M") as d:
+        with jqtest.Daemon("--max-output", "1M",
+                           env=jqtest.MEASURED_ENV) as d:
             pid = d.proc.pid
             existing = d.tcp()
             big = {}
@@ -604,7 +605,8 @@ class MaxOutput(LimitsCase):
         the sender stalls, the daemon's memory stays bounded."""
         pad = "p" * (128 * 1024)
         nreq = 160 if UNDER_TOOL else 640     # 20 or 80 MiB each way
-        with jqtest.Daemon("--max-output", "1M", "--max-frame", "1M") as d:
+        with jqtest.Daemon("--max-output", "1M", "--max-frame", "1M",
+                           env=jqtest.MEASURED_ENV) as d:
             pid = d.proc.pid
             existing = d.tcp()
             self.assertOk(existing.request({"op": "ping"}))

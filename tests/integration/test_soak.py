@@ -691,7 +691,8 @@ class Soak(jqtest.TestCase):
         with jqtest.Daemon("--max-frame", str(MAX_FRAME), "--max-depth",
                            str(MAX_DEPTH), "--udp-lease", str(UDP_LEASE),
                            "--frame-timeout", str(FRAME_TIMEOUT),
-                           "--log-level", "info", config=CONFIG) as d:
+                           "--log-level", "info", config=CONFIG,
+                           env=jqtest.MEASURED_ENV) as d:
             pid = d.proc.pid
             ledger = Ledger()
             rss = []
