@@ -19,13 +19,23 @@
  * EV_CLOSED event notices the close even while reading is paused (below),
  * where the EOF would wait unread behind the held input.
  *
- * Reading stops by itself (a bufferevent high watermark) while input piles
- * up behind a blocked request, and executing pauses while more than
- * max_output is unsent, so a client that does not read cannot grow our
- * memory; one that takes none of its replies for output_timeout is closed
- * (the bufferevent's write timeout).  One timer per connection closes a
- * client that leaves a frame unfinished for frame_timeout (slowloris), or,
- * with idle_timeout set, one that has nothing pending for that long.
+ * I/O is plain read() and write() on a non-blocking socket, as in Redis: a
+ * readable socket is read once (at most READ_CHUNK bytes, so a client that
+ * pipelines cannot starve the others), its complete frames are executed,
+ * and their replies are written at once, in one write; only what the
+ * kernel does not take waits for a writable event.  A connection owns
+ * buffers only while something waits in them (a partial frame, frames
+ * behind a blocked request, unsent replies): the common exchange runs
+ * through the server's shared buffers, so ten thousand idle clients cost
+ * little.
+ *
+ * Reading stops while input piles up behind a blocked request (past
+ * max_frame + READ_SLACK), and executing pauses while more than max_output
+ * is unsent, so a client that does not read cannot grow our memory; one
+ * that takes none of its replies for output_timeout is closed.  One timer
+ * per connection closes a client that leaves a frame unfinished for
+ * frame_timeout (slowloris), or, with idle_timeout set, one that has
+ * nothing pending for that long.
  *
  * With a journal, the replies of requests that changed something wait in
  * `held` until the journal says their records are safe (conn_release, at
@@ -42,9 +52,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-
 #include "conn.h"
 #include "frame.h"
 #include "journal.h"
@@ -57,17 +64,25 @@
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
+#define READ_CHUNK 65536         /* bytes read per readable event */
 #define READ_SLACK 65536         /* input held beyond one max_frame */
 
 enum conn_state { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
 
 struct conn {
-	struct bufferevent *bev;
+	int fd;
+	struct event *rev;         /* readable */
+	struct event *wev;         /* writable, while output waits */
 	struct event *hup;         /* EV_CLOSED: the peer closed its side */
 	enum conn_state state;
+	bool reading;              /* rev is added */
 	bool eof;                  /* the peer closed its sending side */
 	bool authorized;
 	bool resume_queued;
+	struct buf in;             /* input not yet executed */
+	size_t in_off;             /* in.p[in_off..in.len) waits */
+	struct buf out;            /* replies the kernel has not taken */
+	size_t out_off;            /* out.p[out_off..out.len) waits */
 	struct holder holder;      /* tasks delivered here without a lease */
 	struct pending pending;    /* the request it is blocked on */
 	struct client client;
@@ -77,12 +92,29 @@ struct conn {
 	msec_t frame_since;        /* when the unfinished frame began; 0 */
 	msec_t idle_since;         /* when it was last seen idle; 0 */
 	bool partial;              /* a frame is started and not finished */
-	struct evbuffer *held;     /* replies waiting for the journal */
+	struct buf held;           /* replies waiting for the journal */
 	uint64_t held_until;       /* the record they wait for */
 	bool holding;              /* on server.holding */
 	struct conn *held_next;
 	char peer[64];
 };
+
+static size_t unsent(const struct conn *c)
+{
+	return c->out.len - c->out_off;
+}
+
+static size_t waiting_input(const struct conn *c)
+{
+	return c->in.len - c->in_off;
+}
+
+/* An emptied buffer is given back: idle clients hold no memory. */
+static void buf_drop(struct buf *b, size_t *off)
+{
+	buf_free(b);
+	*off = 0;
+}
 
 static void conn_free(struct conn *c)
 {
@@ -102,10 +134,6 @@ static void conn_free(struct conn *c)
 				*pp = c->held_next;
 				break;
 			}
-	if (c->held)
-		evbuffer_free(c->held);
-	if (c->timer)
-		event_free(c->timer);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -115,9 +143,14 @@ static void conn_free(struct conn *c)
 	server.nconns--;
 
 	log_debug("%s: closed", c->peer);
-	if (c->hup)
-		event_free(c->hup);
-	bufferevent_free(c->bev);
+	struct event *events[] = { c->rev, c->wev, c->hup, c->timer };
+	for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+		if (events[i])
+			event_free(events[i]);
+	close(c->fd);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->held);
 	free(c);
 	server_maybe_done();
 }
@@ -132,15 +165,76 @@ static void queue_resume(struct conn *c)
 	event_active(server.resume_ev, EV_TIMEOUT, 0);
 }
 
+static void set_reading(struct conn *c, bool on)
+{
+	if (on == c->reading)
+		return;
+	c->reading = on;
+	if (on)
+		event_add(c->rev, NULL);
+	else
+		event_del(c->rev);
+}
+
+/* Reading goes on while the input held stays under its bound, the peer
+ * has not closed its side, and the connection still executes. */
+static void update_reading(struct conn *c)
+{
+	set_reading(c, c->state != CONN_CLOSING && !c->eof &&
+	            !server.shutting_down &&
+	            waiting_input(c) < server.cfg.max_frame + READ_SLACK);
+}
+
+/* Writes what waits; what the kernel does not take waits for a writable
+ * event, at most output_timeout.  Returns -1 if the connection failed
+ * (and was freed). */
+static int flush(struct conn *c)
+{
+	while (unsent(c)) {
+		ssize_t n = send(c->fd, c->out.p + c->out_off, unsent(c),
+		                 MSG_NOSIGNAL);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			/* The timeout runs from the last write the peer took:
+			 * EV_PERSIST restarts it after each, and new replies do not. */
+			if (!event_pending(c->wev, EV_WRITE, NULL)) {
+				double t = server.cfg.output_timeout;
+				struct timeval tv = { (time_t)t, (suseconds_t)
+				                      ((t - (double)(time_t)t) * 1e6) };
+				event_add(c->wev, t > 0 ? &tv : NULL);
+			}
+			return 0;
+		}
+		log_debug("%s: %s", c->peer, strerror(errno));
+		conn_free(c);
+		return -1;
+	}
+	buf_drop(&c->out, &c->out_off);
+	event_del(c->wev);
+	return 0;
+}
+
+/* Queues replies to be written; the caller flushes. */
+static void add_output(struct conn *c, const char *p, size_t len)
+{
+	if (c->out_off && c->out_off == c->out.len)
+		buf_drop(&c->out, &c->out_off);
+	buf_add(&c->out, p, len);
+}
+
 /* CLOSING: closes once everything owed is written. */
 static void close_when_flushed(struct conn *c)
 {
-	if (!c->holding &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	if (!c->holding && !unsent(c))
 		conn_free(c);
 }
 
-/* Sends replies, or holds them while a change they report (or one before
+/* Queues replies, or holds them while a change they report (or one before
  * them) is not yet safe in the journal. */
 static void send_replies(struct conn *c, const char *p, size_t len,
                          bool changed)
@@ -149,9 +243,7 @@ static void send_replies(struct conn *c, const char *p, size_t len,
 	if (!len)
 		return;
 	if (c->holding || (changed && j && journal_safe(j) < journal_appended(j))) {
-		if (!c->held)
-			c->held = evbuffer_new();
-		evbuffer_add(c->held, p, len);
+		buf_add(&c->held, p, len);
 		c->held_until = journal_appended(j);
 		if (!c->holding) {
 			c->holding = true;
@@ -160,7 +252,7 @@ static void send_replies(struct conn *c, const char *p, size_t len,
 		}
 		return;
 	}
-	evbuffer_add(bufferevent_get_output(c->bev), p, len);
+	add_output(c, p, len);
 }
 
 void conn_release(uint64_t safe)
@@ -174,26 +266,29 @@ void conn_release(uint64_t safe)
 		}
 		*pp = c->held_next;
 		c->holding = false;
-		/* on_write closes a CLOSING connection once this is written */
-		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->held);
+		add_output(c, c->held.p, c->held.len);
+		buf_free(&c->held);
+		if (flush(c) < 0)
+			continue;
+		if (c->state == CONN_CLOSING)
+			close_when_flushed(c);
+		else if (c->state == CONN_READY && !unsent(c) && waiting_input(c))
+			queue_resume(c);   /* it may have paused for max_output */
 	}
 }
 
 static void start_closing(struct conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 	c->state = CONN_CLOSING;
-	bufferevent_disable(c->bev, EV_READ);
-	evbuffer_drain(in, evbuffer_get_length(in));
+	buf_drop(&c->in, &c->in_off);
+	update_reading(c);
 }
 
 static bool idle(const struct conn *c)
 {
 	return c->state == CONN_READY && !c->partial && !c->holder.tasks &&
-	       !c->holding && !c->eof &&
-	       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	       !c->holding && !c->eof && !unsent(c);
 }
-
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 /* Arms the connection's timer for what it waits on now: the end of an
@@ -261,35 +356,56 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	server_rearm();
 }
 
-/* READY: executes the complete frames in the input, in order. */
-static void run(struct conn *c)
+/* After executing: writes the replies, and decides what the connection
+ * waits for next. */
+static void settle(struct conn *c, bool drained)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	/* A partial frame at close is dropped; at shutdown every complete
+	 * frame was answered shutting_down by ops_execute. */
+	if (c->state == CONN_READY && (c->eof || server.shutting_down) && drained)
+		start_closing(c);
+	if (flush(c) < 0)
+		return;
+	if (c->state == CONN_CLOSING) {
+		close_when_flushed(c);
+		return;
+	}
+	/* Paused for max_output, and the kernel took it all at once: no
+	 * writable event will come to go on, so run again (after the other
+	 * clients of this turn). */
+	if (c->state == CONN_READY && !drained && !unsent(c) && !c->holding)
+		queue_resume(c);
+	watch(c);
+	update_reading(c);
+}
+
+/*
+ * READY: executes the complete frames of p[0..len), in order, until one
+ * blocks or the unsent replies pass max_output.  Returns the bytes used;
+ * sets *drained when no complete frame is left.
+ */
+static size_t execute(struct conn *c, const char *p, size_t len,
+                      bool *drained)
+{
 	struct buf *b = &server.scratch;
-	size_t max = server.cfg.max_frame;
-	bool drained = false;   /* no complete frame is left in the input */
+	size_t max = server.cfg.max_frame, off = 0;
 	uint64_t before = server.journal ? journal_appended(server.journal) : 0;
 
 	buf_reset(b);
 	c->partial = false;
 	c->idle_since = 0;
+	*drained = false;
 	while (c->state == CONN_READY) {
-		size_t avail = evbuffer_get_length(in);
-		if (!avail) {
-			drained = true;
+		if (off == len) {
+			*drained = true;
 			break;
 		}
-		if (b->len + evbuffer_get_length(out) +
-		    (c->held ? evbuffer_get_length(c->held) : 0) >=
-		    server.cfg.max_output)
+		if (b->len + unsent(c) + c->held.len >= server.cfg.max_output)
 			break;   /* on_write runs us again once the output drains */
-		size_t want = avail <= max ? avail : max + 1;
-		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
 		struct frame f;
-		enum frame_status st = frame_next(p, want, max, &f);
+		enum frame_status st = frame_next(p + off, len - off, max, &f);
 		if (st == FRAME_NEED_MORE) {
-			drained = true;
+			*drained = true;
 			c->partial = true;
 			break;
 		}
@@ -306,18 +422,26 @@ static void run(struct conn *c)
 		    ops_execute(f.start, f.len, &c->client, &c->pending, b) ==
 		    EXEC_PARKED)
 			c->state = CONN_BLOCKED;
-		evbuffer_drain(in, f.consumed);
+		off += f.consumed;
 		c->frame_since = 0;   /* what follows is a frame of its own */
 	}
 	send_replies(c, b->p, b->len, server.journal &&
 	             journal_appended(server.journal) > before);
-	watch(c);
-	/* A partial frame at close is dropped; at shutdown every complete
-	 * frame was answered shutting_down by ops_execute. */
-	if (c->state == CONN_READY && (c->eof || server.shutting_down) && drained)
-		start_closing(c);
-	if (c->state == CONN_CLOSING)
-		close_when_flushed(c);
+	return off;
+}
+
+/* Runs the input the connection holds. */
+static void run(struct conn *c)
+{
+	bool drained;
+	size_t used = execute(c, c->in.p + c->in_off, waiting_input(c),
+	                      &drained);
+	if (c->state != CONN_CLOSING) {
+		c->in_off += used;
+		if (c->in_off == c->in.len)
+			buf_drop(&c->in, &c->in_off);
+	}
+	settle(c, drained);
 }
 
 /* pending->finish: the blocked request completed; its reply goes out in
@@ -348,54 +472,101 @@ void conn_resume(evutil_socket_t fd, short what, void *arg)
 	server_rearm();
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* The peer closed its side: what it sent is still answered, and nothing
+ * may wait any more. */
+static void on_eof(struct conn *c)
 {
-	struct conn *c = arg;
-	(void)bev;
-	if (c->state == CONN_READY) {
+	c->eof = true;
+	c->client.nonblocking = true;
+	set_reading(c, false);
+	if (c->state == CONN_BLOCKED)
+		ops_expire(&c->pending);   /* conn_finish queues a resume */
+	else if (c->state == CONN_READY)
 		run(c);
-		server_rearm();
-	}
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+/*
+ * Readable: one read.  With no input waiting, it goes into the server's
+ * shared buffer and only what is left unexecuted is copied into the
+ * connection's own; otherwise it is appended there.
+ */
+static void on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	(void)bev;
-	if (c->state == CONN_CLOSING)
-		close_when_flushed(c);
-	else if (c->state == CONN_READY)
-		run(c);   /* executing may have paused for output */
+	size_t room = server.cfg.max_frame + READ_SLACK - waiting_input(c);
+	bool shared = !waiting_input(c);
+	char *to;
+	(void)what;
+
+	if (room > READ_CHUNK)
+		room = READ_CHUNK;
+	if (shared) {
+		if (!server.read_buf)
+			server.read_buf = xmalloc(READ_CHUNK);
+		to = server.read_buf;
+	} else {
+		if (c->in_off > c->in.cap / 2) {   /* make room at the end */
+			memmove(c->in.p, c->in.p + c->in_off, waiting_input(c));
+			c->in.len -= c->in_off;
+			c->in_off = 0;
+		}
+		buf_reserve(&c->in, room);
+		to = c->in.p + c->in.len;
+	}
+	ssize_t n = read(fd, to, room);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			log_debug("%s: %s", c->peer, strerror(errno));
+			conn_free(c);
+			server_rearm();
+		}
+		return;
+	}
+	if (n == 0) {
+		on_eof(c);
+		server_rearm();
+		return;
+	}
+	if (!shared) {
+		c->in.len += (size_t)n;
+	} else if (c->state == CONN_READY) {
+		bool drained;
+		size_t used = execute(c, to, (size_t)n, &drained);
+		if (c->state != CONN_CLOSING && used < (size_t)n)
+			buf_add(&c->in, to + used, (size_t)n - used);
+		settle(c, drained);
+		server_rearm();
+		return;
+	} else {
+		buf_add(&c->in, to, (size_t)n);
+	}
+	if (c->state == CONN_READY)
+		run(c);
+	else
+		update_reading(c);
 	server_rearm();
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	(void)bev;
-	if (what & BEV_EVENT_ERROR) {
-		log_debug("%s: %s", c->peer, strerror(EVUTIL_SOCKET_ERROR()));
-		conn_free(c);
-	} else if (what & BEV_EVENT_TIMEOUT) {
+	(void)fd;
+	if (what & EV_TIMEOUT) {
 		log_debug("%s: took none of its replies for output_timeout (%g s); "
 		          "closing", c->peer, server.cfg.output_timeout);
 		conn_free(c);
-	} else if (what & BEV_EVENT_EOF) {
-		/* The peer closed its side: what it sent is still answered, and
-		 * nothing may wait any more. */
-		c->eof = true;
-		c->client.nonblocking = true;
-		if (c->state == CONN_BLOCKED)
-			ops_expire(&c->pending);   /* conn_finish queues a resume */
+	} else if (flush(c) == 0 && !unsent(c)) {
+		if (c->state == CONN_CLOSING)
+			close_when_flushed(c);
 		else if (c->state == CONN_READY)
-			run(c);
+			run(c);   /* executing may have paused for output */
 	}
 	server_rearm();
 }
 
 /* The peer closed its side, seen before its EOF is read (EV_CLOSED, where
  * the backend has it): nothing may wait any more.  The frames before the
- * EOF are still read and answered; on_event closes after them. */
+ * EOF are still read and answered; on_read closes after them. */
 static void on_hup(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -405,18 +576,6 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 	if (c->state == CONN_BLOCKED)
 		ops_expire(&c->pending);   /* conn_finish queues a resume */
 	server_rearm();
-}
-
-/* The settings a connection is held to: input held behind a blocked
- * request, and how long its replies may wait unread. */
-static void set_limits(struct conn *c)
-{
-	double t = server.cfg.output_timeout;
-	struct timeval tv = { (time_t)t,
-	                      (suseconds_t)((t - (double)(time_t)t) * 1e6) };
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-	                         server.cfg.max_frame + READ_SLACK);
-	bufferevent_set_timeouts(c->bev, NULL, t > 0 ? &tv : NULL);
 }
 
 /* Past max_connections: one error line, then close. */
@@ -459,9 +618,16 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
 	struct conn *c = xcalloc(1, sizeof *c);
-	c->bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev) {
+	c->fd = fd;
+	c->rev = event_new(server.base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->wev = event_new(server.base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+	c->hup = event_new(server.base, fd, EV_CLOSED, on_hup, c);
+	if (!c->rev || !c->wev) {
 		log_warning("%s: cannot set up the connection", peer);
+		struct event *events[] = { c->rev, c->wev, c->hup };
+		for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+			if (events[i])
+				event_free(events[i]);
 		close(fd);
 		free(c);
 		return;
@@ -472,10 +638,7 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	c->client.authorized = &c->authorized;
 	c->client.holder = &c->holder;
 	c->pending.finish = conn_finish;
-	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-	set_limits(c);
-	bufferevent_enable(c->bev, EV_READ);
-	c->hup = event_new(server.base, fd, EV_CLOSED, on_hup, c);
+	set_reading(c, true);
 	if (c->hup)
 		event_add(c->hup, NULL);
 
@@ -493,7 +656,7 @@ void conn_shutdown_all(void)
 	for (; c; c = next) {
 		next = c->next;
 		/* What arrived is answered (shutting_down); nothing more is read. */
-		bufferevent_disable(c->bev, EV_READ);
+		set_reading(c, false);
 		if (c->state == CONN_READY)
 			run(c);   /* may free c */
 	}
@@ -502,7 +665,7 @@ void conn_shutdown_all(void)
 void conn_reconfigure(bool new_token)
 {
 	for (struct conn *c = server.conns; c; c = c->next) {
-		set_limits(c);
+		update_reading(c);   /* max_frame bounds the input held */
 		if (new_token)
 			c->authorized = false;
 	}
@@ -512,4 +675,6 @@ void conn_free_all(void)
 {
 	while (server.conns)
 		conn_free(server.conns);
+	free(server.read_buf);
+	server.read_buf = NULL;
 }

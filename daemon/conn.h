@@ -1,7 +1,7 @@
 /*
- * conn.h - TCP clients: one struct conn per connection, with its
- * bufferevent, the replies it is owed in order, the request it waits on,
- * and the tasks it holds.
+ * conn.h - TCP clients: one struct conn per connection, with its socket's
+ * events and buffers, the replies it is owed in order, the request it
+ * waits on, and the tasks it holds.
  */
 #ifndef JQ_CONN_H
 #define JQ_CONN_H

@@ -65,6 +65,7 @@ struct server {
 	size_t token_len;
 
 	struct buf scratch;             /* replies are built here */
+	char *read_buf;                 /* TCP input is read here first */
 	struct buf wake_buf;            /* replies of parked requests */
 	time_t started;
 	bool shutting_down;

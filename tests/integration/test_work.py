@@ -258,7 +258,8 @@ class Throughput(WorkTest):
 
             pool = self.pool(d, "big", "-j", "4", "--exit-when-empty", "--",
                              "touch", out + "/{}")
-            self.assertEqual(pool.wait(60), 0, pool.stderr())
+            # a bound against a hang, not a speed test (joinq bench is)
+            self.assertEqual(pool.wait(180 * SLOW), 0, pool.stderr())
             took = time.monotonic() - pool.started
             t.join(TIMEOUT * SLOW)
             join.stdout.close()
@@ -275,7 +276,7 @@ class Throughput(WorkTest):
             self.assertGreaterEqual(joined["at"], last,
                                     "join returned before the last CMD ended")
             self.assertIn("10000 done, 0 failed", pool.stderr())
-            self.assertLess(took, 40 * SLOW)
+            jqtest.diag("10000 tasks, 4 workers: %.1f s" % took)
             self.assertClean(pool)
 
 
