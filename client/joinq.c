@@ -42,6 +42,7 @@
 
 #include <jansson.h>
 
+#include "bench.h"
 #include "buf.h"
 #include "joinq.h"
 #include "reply.h"
@@ -1218,6 +1219,15 @@ static int cmd_work(struct session *s, const struct cmd_options *o,
 	return work_main(&s->opt, s->queue, argc, argv);
 }
 
+/* bench: the load generator is bench.c's, with options of its own (-n,
+ * -d, -P) that the other commands do not share. */
+static int cmd_bench(struct session *s, const struct cmd_options *o,
+                     int argc, char **argv)
+{
+	(void)o;
+	return bench_main(&s->opt, argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "put", cmd_put, OPT_JSON | OPT_NOWAIT | OPT_TIMEOUT | OPT_SHOW_TASK |
 	  OPT_JOIN | OPT_JOIN_TIMEOUT | OPT_PROGRESS, 0, -1,
@@ -1310,6 +1320,7 @@ static const struct command commands[] = {
 	{ "ping", cmd_ping, 0, 0, 0, "ping",
 	  "Ask the daemon for its version, and time the round trip.\n" },
 	{ "work", cmd_work, OPT_OWN_ARGS, 0, -1, WORK_USAGE, work_help },
+	{ "bench", cmd_bench, OPT_OWN_ARGS, 0, -1, BENCH_USAGE, bench_help },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -244,7 +244,8 @@ class ManPages(jqtest.TestCase):
         helps = [("joinqd.8", [jqtest.JOINQD, "--help"])]
         helps.append(("joinq.1", [jqtest.JOINQ, "--help"]))
         for cmd in ("put", "get", "task_done", "release", "join", "qsize",
-                    "empty", "full", "stats", "ping", "work"):
+                    "empty", "full", "stats", "ping", "work",
+                    "bench"):
             helps.append(("joinq.1", [jqtest.JOINQ, cmd, "--help"]))
         for page, argv in helps:
             p = run(argv)
