@@ -68,18 +68,27 @@ void ops_error(struct buf *out, int code, const char *message)
 
 /* ---- authorisation ------------------------------------------------------ */
 
-/* Compares in time that does not depend on where the token differs. */
-static bool token_matches(const json_t *token)
+/* Compares in time that does not depend on where the token differs.  A
+ * token with escapes is decoded into a buffer just long enough for a match:
+ * one that decodes longer than the daemon's token cannot match. */
+static bool token_matches(const struct jfield *token)
 {
-	if (!json_is_string(token))
+	if (token->kind != JK_STRING)
 		return false;
-	const unsigned char *s = (const unsigned char *)json_string_value(token);
-	const unsigned char *want = (const unsigned char *)server.token;
-	size_t n = json_string_length(token);
-	unsigned diff = n != server.token_len;
-	for (size_t i = 0; i < n; i++)
-		diff |= s[i] ^ want[i % server.token_len];
-	return diff == 0;
+	char *decoded = token->escaped ? xmalloc(server.token_len) : NULL;
+	const char *text;
+	size_t n = request_string(token, decoded, server.token_len, &text);
+	bool match = false;
+	if (n != SIZE_MAX) {
+		const unsigned char *s = (const unsigned char *)text;
+		const unsigned char *want = (const unsigned char *)server.token;
+		unsigned diff = n != server.token_len;
+		for (size_t i = 0; i < n; i++)
+			diff |= s[i] ^ want[i % server.token_len];
+		match = diff == 0;
+	}
+	free(decoded);
+	return match;
 }
 
 /*
@@ -90,11 +99,14 @@ static bool token_matches(const json_t *token)
 static int authorize(const struct request *r, const struct client *c,
                      struct errinfo *e)
 {
+	const struct jfield *token = &r->field[RF_TOKEN];
+	bool has_token = jfield_present(token);
+
 	if (!server.token || request_is_ping(r))
 		return JQ_OK;
-	if (r->token ? token_matches(r->token) : c->authorized && *c->authorized)
+	if (has_token ? token_matches(token) : c->authorized && *c->authorized)
 		return JQ_OK;
-	return errinfo_set(e, JQ_UNAUTHORIZED, r->token ?
+	return errinfo_set(e, JQ_UNAUTHORIZED, has_token ?
 	                   "field 'token' does not match the daemon's token" :
 	                   "this daemon needs a token: send auth first, or a "
 	                   "'token' field");
@@ -398,7 +410,7 @@ static int op_stats(struct call *k)
 /* The token, if one is configured, was checked by authorize() already. */
 static int op_auth(struct call *k)
 {
-	if (server.token && !k->r->token)
+	if (server.token && !jfield_present(&k->r->field[RF_TOKEN]))
 		return errinfo_set(k->e, JQ_UNAUTHORIZED,
 		                   "field 'token' is required for auth");
 	ok_reply(k);

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "jscan.h"
 #include "request.h"
 #include "utf8.h"
 #include "xalloc.h"
@@ -24,6 +27,21 @@ static const char *const op_names[OP_NOPS] = {
 	[OP_PING] = "ping",
 	[OP_STATS] = "stats",
 	[OP_AUTH] = "auth",
+};
+
+/* The keys of the fields joinqd knows, by enum request_field. */
+static const char *const field_names[RF_COUNT] = {
+	[RF_OP] = "op",
+	[RF_QUEUE] = "queue",
+	[RF_ID] = "id",
+	[RF_TOKEN] = "token",
+	[RF_NOREPLY] = "noreply",
+	[RF_BLOCK] = "block",
+	[RF_TIMEOUT] = "timeout",
+	[RF_LEASE] = "lease",
+	[RF_DELAY] = "delay",
+	[RF_TASK] = "task",
+	[RF_ITEM] = "item",
 };
 
 const char *op_name(enum jq_op op)
@@ -154,10 +172,9 @@ static bool string_is(const char *p, size_t n, const char *word)
 	return word[k] == '\0';
 }
 
-/* The values of the object's members "id" and "item", as text; the last of
- * duplicate keys wins, as in jansson. */
-static void find_members(const char *p, size_t n, struct jtext *id,
-                         struct jtext *item)
+/* The texts of the object's members that joinqd knows, by enum
+ * request_field; the last of duplicate keys wins, as in jansson. */
+static void find_members(const char *p, size_t n, struct jtext text[RF_COUNT])
 {
 	size_t i = skip_ws(p, 0, n);
 	if (i >= n || p[i] != '{')
@@ -168,11 +185,9 @@ static void find_members(const char *p, size_t n, struct jtext *id,
 		size_t key_len = i - key;
 		size_t value = skip_ws(p, skip_ws(p, i, n) + 1, n);  /* past ':' */
 		i = skip_value(p, value, n);
-		struct jtext t = { p + value, i - value };
-		if (string_is(p + key, key_len, "id"))
-			*id = t;
-		else if (string_is(p + key, key_len, "item"))
-			*item = t;
+		for (int k = 0; k < RF_COUNT; k++)
+			if (string_is(p + key, key_len, field_names[k]))
+				text[k] = (struct jtext){ p + value, i - value };
 		i = skip_ws(p, i, n);
 		if (i >= n || p[i] != ',')
 			break;
@@ -247,62 +262,149 @@ static char *neuter_nul_keys(const char *p, size_t n)
 	return copy;
 }
 
+/* What both paths do last: the id and item compacted, noreply read. */
+static void finish_decode(struct request *r)
+{
+	r->id = compact(r->field[RF_ID].text, &r->owned[0]);
+	r->item = compact(r->field[RF_ITEM].text, &r->owned[1]);
+	r->noreply = r->field[RF_NOREPLY].kind == JK_TRUE;
+}
+
+enum jscan_verdict request_decode_fast(const char *frame, size_t len,
+                                       unsigned max_depth, struct request *r)
+{
+	memset(r, 0, sizeof *r);
+	enum jscan_verdict v = jscan_object(frame, len, max_depth, field_names,
+	                                    RF_COUNT, r->field);
+	if (v != JSCAN_OK) {
+		memset(r->field, 0, sizeof r->field);
+		return v;
+	}
+	finish_decode(r);
+	return JSCAN_OK;
+}
+
+/* A member as jansson read it, its text t found in the frame. */
+static struct jfield field_of(const json_t *v, struct jtext t)
+{
+	struct jfield f = { .text = t };
+
+	switch (json_typeof(v)) {
+	case JSON_NULL:
+		f.kind = JK_NULL;
+		break;
+	case JSON_FALSE:
+		f.kind = JK_FALSE;
+		break;
+	case JSON_TRUE:
+		f.kind = JK_TRUE;
+		break;
+	case JSON_INTEGER:
+		f.kind = JK_INT;
+		f.integer = json_integer_value(v);
+		break;
+	case JSON_REAL:
+		f.kind = JK_REAL;
+		f.real = json_real_value(v);
+		break;
+	case JSON_STRING:
+		f.kind = JK_STRING;
+		f.escaped = memchr(t.p, '\\', t.len) != NULL;
+		break;
+	default:
+		f.kind = JK_OTHER;
+		break;
+	}
+	return f;
+}
+
+int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
+                        struct request *r, struct errinfo *e)
+{
+	json_error_t jerr;
+
+	memset(r, 0, sizeof *r);
+	if (too_deep(frame, len, max_depth))
+		return errinfo_set(e, JQ_BAD_JSON,
+		                   "the frame nests deeper than max_depth (%u)",
+		                   max_depth);
+	json_t *root = json_loadb(frame, len, JSON_ALLOW_NUL, &jerr);
+	if (!root && json_error_code(&jerr) == json_error_null_byte_in_key) {
+		char *copy = neuter_nul_keys(frame, len);
+		if (copy) {
+			root = json_loadb(copy, len, JSON_ALLOW_NUL, &jerr);
+			free(copy);
+		}
+	}
+	if (!root)
+		return errinfo_set(e, JQ_BAD_JSON,
+		                   "the frame is not valid JSON: %s at column %d",
+		                   jerr.text, jerr.column);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return errinfo_set(e, JQ_BAD_JSON, "the frame is not a JSON object");
+	}
+	struct jtext text[RF_COUNT] = { { 0 } };
+	find_members(frame, len, text);
+	for (int k = 0; k < RF_COUNT; k++) {
+		json_t *v = json_object_get(root, field_names[k]);
+		if (v)
+			r->field[k] = field_of(v, text[k]);
+	}
+	json_decref(root);
+	finish_decode(r);
+	return JQ_OK;
+}
+
 int request_decode(const char *frame, size_t len, unsigned max_depth,
                    struct request *r, struct errinfo *e)
 {
 	size_t bad;
-	json_error_t jerr;
 
 	memset(r, 0, sizeof *r);
 	if (!utf8_valid(frame, len, &bad))
 		return errinfo_set(e, JQ_BAD_UTF8,
 		                   "the frame is not valid UTF-8 (byte %zu)", bad);
-	if (too_deep(frame, len, max_depth))
-		return errinfo_set(e, JQ_BAD_JSON,
-		                   "the frame nests deeper than max_depth (%u)",
-		                   max_depth);
-	r->root = json_loadb(frame, len, JSON_ALLOW_NUL, &jerr);
-	if (!r->root && json_error_code(&jerr) == json_error_null_byte_in_key) {
-		char *copy = neuter_nul_keys(frame, len);
-		if (copy) {
-			r->root = json_loadb(copy, len, JSON_ALLOW_NUL, &jerr);
-			free(copy);
-		}
-	}
-	if (!r->root)
-		return errinfo_set(e, JQ_BAD_JSON,
-		                   "the frame is not valid JSON: %s at column %d",
-		                   jerr.text, jerr.column);
-	if (!json_is_object(r->root)) {
-		json_decref(r->root);
-		r->root = NULL;
-		return errinfo_set(e, JQ_BAD_JSON, "the frame is not a JSON object");
-	}
-	struct jtext id = { 0 }, item = { 0 };
-	find_members(frame, len, &id, &item);
-	r->id = compact(id, &r->owned[0]);
-	r->item = compact(item, &r->owned[1]);
-	r->token = json_object_get(r->root, "token");
-	if (json_is_null(r->token))
-		r->token = NULL;
-	r->noreply = json_is_true(json_object_get(r->root, "noreply"));
-	return JQ_OK;
+	/* Invalid frames go the slow way too, for jansson's error text. */
+	if (request_decode_fast(frame, len, max_depth, r) == JSCAN_OK)
+		return JQ_OK;
+	return request_decode_slow(frame, len, max_depth, r, e);
 }
 
 void request_free(struct request *r)
 {
-	json_decref(r->root);
 	free(r->owned[0]);
 	free(r->owned[1]);
-	r->root = NULL;
 	r->owned[0] = r->owned[1] = NULL;
+}
+
+size_t request_string(const struct jfield *f, char *buf, size_t cap,
+                      const char **s)
+{
+	const char *body = f->text.p + 1;
+	size_t len = f->text.len - 2;
+
+	if (!f->escaped) {
+		*s = body;
+		return len;
+	}
+	*s = buf;
+	return jstring_unescape(body, len, buf, cap);
+}
+
+/* True if the string field f decodes to the ASCII word. */
+static bool string_equals(const struct jfield *f, const char *word)
+{
+	char buf[16];
+	const char *s;
+	size_t n = request_string(f, buf, sizeof buf, &s);
+	return n == strlen(word) && memcmp(s, word, n) == 0;
 }
 
 bool request_is_ping(const struct request *r)
 {
-	json_t *op = json_object_get(r->root, "op");
-	return json_is_string(op) && json_string_length(op) == 4 &&
-	       memcmp(json_string_value(op), "ping", 4) == 0;
+	return r->field[RF_OP].kind == JK_STRING &&
+	       string_equals(&r->field[RF_OP], "ping");
 }
 
 bool queue_name_valid(const char *name, size_t len)
@@ -325,66 +427,66 @@ bool queue_name_valid(const char *name, size_t len)
 }
 
 /* An optional field: absent and JSON null both give NULL. */
-static json_t *field(const struct request *r, const char *key)
+static const struct jfield *field(const struct request *r,
+                                  enum request_field k)
 {
-	json_t *v = json_object_get(r->root, key);
-	return json_is_null(v) ? NULL : v;
+	return jfield_present(&r->field[k]) ? &r->field[k] : NULL;
 }
 
-static int get_bool(const struct request *r, const char *key, bool *out,
+static int get_bool(const struct request *r, enum request_field k, bool *out,
                     struct errinfo *e)
 {
-	json_t *v = field(r, key);
+	const struct jfield *v = field(r, k);
 	if (!v)
 		return JQ_OK;
-	if (!json_is_boolean(v))
+	if (v->kind != JK_TRUE && v->kind != JK_FALSE)
 		return errinfo_set(e, JQ_BAD_REQUEST,
-		                   "field '%s' must be true or false", key);
-	*out = json_is_true(v);
+		                   "field '%s' must be true or false",
+		                   field_names[k]);
+	*out = v->kind == JK_TRUE;
 	return JQ_OK;
 }
 
 /* A number of seconds: >= 0, or > 0 when positive is set; capped at
  * JQ_SECONDS_MAX.  Leaves *out alone when the field is absent. */
-static int get_seconds(const struct request *r, const char *key, bool positive,
-                       double *out, struct errinfo *e)
+static int get_seconds(const struct request *r, enum request_field k,
+                       bool positive, double *out, struct errinfo *e)
 {
-	json_t *v = field(r, key);
+	const struct jfield *v = field(r, k);
 	if (!v)
 		return JQ_OK;
-	double s = json_is_number(v) ? json_number_value(v) : NAN;
+	double s = v->kind == JK_INT ? (double)v->integer :
+	           v->kind == JK_REAL ? v->real : NAN;
 	if (!(positive ? s > 0 : s >= 0))
 		return errinfo_set(e, JQ_BAD_REQUEST,
 		                   "field '%s' must be a number of seconds %s 0",
-		                   key, positive ? ">" : ">=");
+		                   field_names[k], positive ? ">" : ">=");
 	*out = s > JQ_SECONDS_MAX ? JQ_SECONDS_MAX : s;
 	return JQ_OK;
 }
 
 static int get_task(const struct request *r, uint64_t *out, struct errinfo *e)
 {
-	json_t *v = field(r, "task");
+	const struct jfield *v = field(r, RF_TASK);
 	if (!v)
 		return errinfo_set(e, JQ_BAD_REQUEST,
 		                   "field 'task' is required for %s", op_name(r->op));
-	if (!json_is_integer(v) || json_integer_value(v) <= 0)
+	if (v->kind != JK_INT || v->integer <= 0)
 		return errinfo_set(e, JQ_BAD_REQUEST,
 		                   "field 'task' must be a positive integer");
-	*out = (uint64_t)json_integer_value(v);
+	*out = (uint64_t)v->integer;
 	return JQ_OK;
 }
 
 static int check_op(struct request *r, struct errinfo *e)
 {
-	json_t *op = json_object_get(r->root, "op");
-	if (!op)
+	const struct jfield *op = &r->field[RF_OP];
+	if (op->kind == JK_ABSENT)
 		return errinfo_set(e, JQ_BAD_REQUEST, "field 'op' is required");
-	if (!json_is_string(op))
+	if (op->kind != JK_STRING)
 		return errinfo_set(e, JQ_BAD_REQUEST, "field 'op' must be a string");
-	const char *s = json_string_value(op);
-	size_t n = json_string_length(op);
 	for (int i = 0; i < OP_NOPS; i++)
-		if (strlen(op_names[i]) == n && memcmp(op_names[i], s, n) == 0) {
+		if (string_equals(op, op_names[i])) {
 			r->op = (enum jq_op)i;
 			return JQ_OK;
 		}
@@ -396,20 +498,25 @@ static int check_op(struct request *r, struct errinfo *e)
 
 static int check_queue(struct request *r, struct errinfo *e)
 {
-	json_t *q = field(r, "queue");
+	const struct jfield *q = field(r, RF_QUEUE);
 	if (!q) {
 		r->queue = DEFAULT_QUEUE;
 		r->queue_len = sizeof DEFAULT_QUEUE - 1;
 		return JQ_OK;
 	}
-	if (!json_is_string(q) ||
-	    !queue_name_valid(json_string_value(q), json_string_length(q)))
+	const char *name = NULL;
+	size_t len = q->kind != JK_STRING ? SIZE_MAX :
+	             request_string(q, r->queue_name, QUEUE_NAME_LIMIT, &name);
+	if (len == SIZE_MAX || !queue_name_valid(name, len))
 		return errinfo_set(e, JQ_BAD_QUEUE,
 		                   "field 'queue' must be 1 to %d bytes of "
 		                   "A-Z a-z 0-9 _ . : - (up to %d ending in .dead)",
 		                   QUEUE_NAME_MAX, QUEUE_NAME_LIMIT);
-	r->queue = json_string_value(q);
-	r->queue_len = json_string_length(q);
+	if (name != r->queue_name)
+		memcpy(r->queue_name, name, len);
+	r->queue_name[len] = '\0';
+	r->queue = r->queue_name;
+	r->queue_len = len;
 	return JQ_OK;
 }
 
@@ -421,8 +528,8 @@ int request_check(struct request *r, struct errinfo *e)
 	r->timeout = -1;
 	if ((rc = check_op(r, e)) || (rc = check_queue(r, e)))
 		return rc;
-	json_t *noreply = field(r, "noreply");
-	if (noreply && !json_is_boolean(noreply))
+	const struct jfield *noreply = field(r, RF_NOREPLY);
+	if (noreply && noreply->kind != JK_TRUE && noreply->kind != JK_FALSE)
 		return errinfo_set(e, JQ_BAD_REQUEST,
 		                   "field 'noreply' must be true or false");
 
@@ -436,7 +543,7 @@ int request_check(struct request *r, struct errinfo *e)
 		if (r->noreply)
 			return errinfo_set(e, JQ_BAD_REQUEST,
 			                   "get cannot be noreply: the item would be lost");
-		if ((rc = get_seconds(r, "lease", true, &r->lease, e)))
+		if ((rc = get_seconds(r, RF_LEASE, true, &r->lease, e)))
 			return rc;
 		break;
 	case OP_JOIN:
@@ -446,12 +553,12 @@ int request_check(struct request *r, struct errinfo *e)
 	case OP_RELEASE:
 		if ((rc = get_task(r, &r->task, e)))
 			return rc;
-		return get_seconds(r, "delay", false, &r->delay, e);
+		return get_seconds(r, RF_DELAY, false, &r->delay, e);
 	default:
 		return JQ_OK;
 	}
 	/* The blocking ops: put, get and join. */
-	if ((rc = get_bool(r, "block", &r->block, e)))
+	if ((rc = get_bool(r, RF_BLOCK, &r->block, e)))
 		return rc;
-	return get_seconds(r, "timeout", false, &r->timeout, e);
+	return get_seconds(r, RF_TIMEOUT, false, &r->timeout, e);
 }

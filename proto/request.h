@@ -7,20 +7,35 @@
  * bad_json, nesting depth) and request_check() judges op, queue and the
  * op's own fields (unknown_op, bad_queue, bad_request).
  *
- * jansson validates the frame and gives the scalar fields; the id and the
- * item are kept as the client's own JSON text, whitespace removed, so they
- * travel by value without being re-encoded: even what jansson cannot hold
- * in a tree, such as an object key with a \u0000 in it.
+ * Decoding leaves, for each field joinqd knows, a struct jfield: its kind,
+ * its number, and its text in the frame (jscan.h).  Two paths give the same
+ * fields, and request_check() and request_is_ping() read nothing else:
+ *   - the fast path, request_decode_fast(): jscan.c, one pass over the
+ *     frame, no allocation, no jansson.  It takes the common frames and
+ *     answers "unsure" for what only jansson can say exactly (escaped keys,
+ *     duplicate known keys, numbers near the limits, errors);
+ *   - the slow path, request_decode_slow(): the depth check, then jansson
+ *     validates the frame and gives the errors' texts and the members'
+ *     kinds and numbers; the texts are found in the frame.  The tree is
+ *     dropped before it returns.
+ * request_decode() runs the fast path and, unless it succeeds, the slow.
+ * tests/fuzz/fuzz_request.c checks that both give the same on every frame
+ * the fast path takes.
+ *
+ * The id and the item are kept as the client's own JSON text, whitespace
+ * removed, so they travel by value without being re-encoded: even what
+ * jansson cannot hold in a tree, such as an object key with a \u0000 in it.
+ * String fields keep their escapes too; request_string() decodes one.
  */
 #ifndef JQ_REQUEST_H
 #define JQ_REQUEST_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "errcode.h"
+#include "jscan.h"
 #include "reply.h"
 
 enum jq_op {
@@ -45,21 +60,39 @@ enum jq_op {
 /* Waits, leases and delays longer than this (about 31 years) are forever. */
 #define JQ_SECONDS_MAX 1e9
 
+/* The fields joinqd knows, indexes of request.field[]. */
+enum request_field {
+	RF_OP,
+	RF_QUEUE,
+	RF_ID,
+	RF_TOKEN,
+	RF_NOREPLY,
+	RF_BLOCK,
+	RF_TIMEOUT,
+	RF_LEASE,
+	RF_DELAY,
+	RF_TASK,
+	RF_ITEM,
+	RF_COUNT
+};
+
 struct request {
-	json_t *root;           /* the decoded frame; request_free() drops it */
-	enum jq_op op;
+	/* Set by request_decode(): */
+	struct jfield field[RF_COUNT];  /* as sent; texts point into the frame */
 	struct jtext id;        /* as sent (compacted); "null" if sent as null */
-	json_t *token;          /* the "token" field as sent, or NULL */
+	struct jtext item;      /* as sent (compacted) */
 	bool noreply;
-	const char *queue;      /* DEFAULT_QUEUE when absent */
+	char *owned[2];         /* compacted copies of id and item */
+	/* Set by request_check(): */
+	enum jq_op op;
+	const char *queue;      /* DEFAULT_QUEUE when absent; NUL-terminated */
 	size_t queue_len;
+	char queue_name[QUEUE_NAME_LIMIT + 1];  /* what queue points to */
 	bool block;             /* default true */
 	double timeout;         /* seconds; < 0 when absent: wait forever */
 	double lease;           /* seconds; 0 when absent: no lease */
 	double delay;           /* release: seconds, 0 when absent */
 	uint64_t task;          /* task_done, release */
-	struct jtext item;      /* put: the item as sent (compacted) */
-	char *owned[2];         /* compacted copies of id and item */
 };
 
 struct errinfo {
@@ -68,11 +101,26 @@ struct errinfo {
 };
 
 /* Parses one frame into r.  Returns JQ_OK, or JQ_BAD_UTF8 / JQ_BAD_JSON with
- * e filled; on success r->id, r->item, r->token and r->noreply are set.  The
- * id and item may point into frame, which must outlive r.  The caller must
+ * e filled; on success r->field, r->id, r->item and r->noreply are set.
+ * They may point into frame, which must outlive r.  The caller must
  * request_free(r) either way. */
 int request_decode(const char *frame, size_t len, unsigned max_depth,
                    struct request *r, struct errinfo *e);
+
+/* The two paths of request_decode(), for tests; frame is valid UTF-8.
+ * The fast one returns JSCAN_OK with r decoded, JSCAN_INVALID when the
+ * frame is surely bad_json (the slow path says why), or JSCAN_UNSURE.  The
+ * slow one returns as request_decode().  Either way request_free(r). */
+enum jscan_verdict request_decode_fast(const char *frame, size_t len,
+                                       unsigned max_depth, struct request *r);
+int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
+                        struct request *r, struct errinfo *e);
+
+/* The decoded value of the string field f (JK_STRING): *s points to it,
+ * into the frame when f has no escapes, else into buf[0..cap).  Returns
+ * its length, or SIZE_MAX if it has escapes and does not fit in buf. */
+size_t request_string(const struct jfield *f, char *buf, size_t cap,
+                      const char **s);
 
 /* True if the decoded request's op is exactly the string "ping": the one op
  * that needs no authorisation. */

@@ -12,7 +12,11 @@
  * Every frame is decoded and checked, and the replies the daemon would
  * build for it are built.  Properties, not just the absence of crashes,
  * are checked against independent references: a UTF-8 decoder of our own,
- * jansson on the frame itself, and jansson on every reply.  A violation
+ * jansson on the frame itself, and jansson on every reply.  And every frame
+ * is decoded by both paths of request.h, the fast scanner and jansson: when
+ * the fast one takes a frame, every field, the id and the item, and what
+ * request_check makes of them (code, message, values) must be the same;
+ * when it calls a frame invalid, jansson must say bad_json.  A violation
  * abort()s with the property's line, which libFuzzer reports as a crash.
  */
 #include <stdbool.h>
@@ -310,22 +314,23 @@ static void check_error_reply(const struct request *r, const json_t *root,
 	check_string(message, strlen(message));
 }
 
-/* What request_check promised of a request it passed. */
-static void check_fields(const struct request *r)
+/* What request_check promised of a request it passed; root is jansson's
+ * reading of the frame. */
+static void check_fields(const struct request *r, const json_t *root)
 {
 	CHECK((unsigned)r->op < OP_NOPS);
-	json_t *op = json_object_get(r->root, "op");
+	json_t *op = json_object_get(root, "op");
 	CHECK(json_is_string(op) &&
 	      json_string_length(op) == strlen(op_name(r->op)) &&
 	      memcmp(json_string_value(op), op_name(r->op),
 	             json_string_length(op)) == 0);
 	CHECK(request_is_ping(r) == (r->op == OP_PING));
 
-	json_t *q = json_object_get(r->root, "queue");
+	json_t *q = json_object_get(root, "queue");
 	CHECK(r->queue && r->queue[r->queue_len] == '\0');
 	if (q && !json_is_null(q))
-		CHECK(r->queue == json_string_value(q) &&
-		      r->queue_len == json_string_length(q));
+		CHECK(r->queue_len == json_string_length(q) &&
+		      memcmp(r->queue, json_string_value(q), r->queue_len) == 0);
 	else
 		CHECK(strcmp(r->queue, DEFAULT_QUEUE) == 0);
 	CHECK(queue_name_valid(r->queue, r->queue_len));
@@ -343,7 +348,7 @@ static void check_fields(const struct request *r)
 		break;
 	case OP_TASK_DONE:
 	case OP_RELEASE: {
-		json_t *t = json_object_get(r->root, "task");
+		json_t *t = json_object_get(root, "task");
 		CHECK(json_is_integer(t) && json_integer_value(t) > 0 &&
 		      r->task == (uint64_t)json_integer_value(t));
 		break;
@@ -378,6 +383,127 @@ static void check_ok_reply(const struct request *r, const json_t *root)
 	buf_free(&b);
 }
 
+/* The keys of enum request_field, spelled out again. */
+static const char *const field_keys[RF_COUNT] = {
+	[RF_OP] = "op", [RF_QUEUE] = "queue", [RF_ID] = "id",
+	[RF_TOKEN] = "token", [RF_NOREPLY] = "noreply", [RF_BLOCK] = "block",
+	[RF_TIMEOUT] = "timeout", [RF_LEASE] = "lease", [RF_DELAY] = "delay",
+	[RF_TASK] = "task", [RF_ITEM] = "item",
+};
+
+/* A decoded field is jansson's member v (NULL: absent): the same kind and
+ * value, and its text in the frame is that value. */
+static void check_field(const struct jfield *f, const json_t *v,
+                        const char *frame, size_t len)
+{
+	if (!v) {
+		CHECK(f->kind == JK_ABSENT && !f->text.p);
+		return;
+	}
+	CHECK(f->text.p >= frame && f->text.len > 0 &&
+	      f->text.p + f->text.len <= frame + len);
+	json_t *t = jparse(f->text.p, f->text.len, JSON_DECODE_ANY);
+	CHECK(t && json_equal(t, (json_t *)v));
+	json_decref(t);
+	switch (json_typeof(v)) {
+	case JSON_NULL:
+		CHECK(f->kind == JK_NULL);
+		break;
+	case JSON_TRUE:
+		CHECK(f->kind == JK_TRUE);
+		break;
+	case JSON_FALSE:
+		CHECK(f->kind == JK_FALSE);
+		break;
+	case JSON_INTEGER:
+		CHECK(f->kind == JK_INT && f->integer == json_integer_value(v));
+		break;
+	case JSON_REAL:
+		CHECK(f->kind == JK_REAL && f->real == json_real_value(v));
+		break;
+	case JSON_STRING: {
+		CHECK(f->kind == JK_STRING);
+		CHECK(f->escaped == (memchr(f->text.p, '\\', f->text.len) != NULL));
+		char *buf = malloc(f->text.len);
+		CHECK(buf);
+		const char *s;
+		size_t n = request_string(f, buf, f->text.len, &s);
+		CHECK(n == json_string_length(v) &&
+		      memcmp(s, json_string_value(v), n) == 0);
+		/* one byte short of room is refused, not overrun */
+		if (f->escaped && n > 0)
+			CHECK(request_string(f, buf, n - 1, &s) == SIZE_MAX);
+		free(buf);
+		break;
+	}
+	default:
+		CHECK(f->kind == JK_OTHER);
+		break;
+	}
+}
+
+static bool same_jtext(const struct jtext *a, const struct jtext *b)
+{
+	if (!a->p || !b->p)
+		return !a->p && !b->p;
+	return a->len == b->len && memcmp(a->p, b->p, a->len) == 0;
+}
+
+static bool same_field(const struct jfield *a, const struct jfield *b)
+{
+	return a->kind == b->kind && a->escaped == b->escaped &&
+	       a->text.p == b->text.p && a->text.len == b->text.len &&
+	       (a->kind != JK_INT || a->integer == b->integer) &&
+	       (a->kind != JK_REAL ||
+	        memcmp(&a->real, &b->real, sizeof a->real) == 0);
+}
+
+/* The fast path against the slow one, on a frame of valid UTF-8. */
+static void differential(const char *frame, size_t len, unsigned max_depth)
+{
+	struct request fast, slow;
+	struct errinfo fe = { 0 }, se = { 0 };
+
+	enum jscan_verdict v = request_decode_fast(frame, len, max_depth, &fast);
+	int code = request_decode_slow(frame, len, max_depth, &slow, &se);
+	CHECK(v == JSCAN_OK || v == JSCAN_INVALID || v == JSCAN_UNSURE);
+	if (v == JSCAN_INVALID)
+		CHECK(code == JQ_BAD_JSON);
+	if (v == JSCAN_OK) {
+		CHECK(code == JQ_OK);
+		for (int k = 0; k < RF_COUNT; k++)
+			CHECK(same_field(&fast.field[k], &slow.field[k]));
+		CHECK(same_jtext(&fast.id, &slow.id));
+		CHECK(same_jtext(&fast.item, &slow.item));
+		CHECK(fast.noreply == slow.noreply);
+		CHECK(request_is_ping(&fast) == request_is_ping(&slow));
+		int fc = request_check(&fast, &fe);
+		int sc = request_check(&slow, &se);
+		CHECK(fc == sc);
+		if (fc != JQ_OK) {
+			CHECK(fe.code == se.code);
+			CHECK(strcmp(fe.message, se.message) == 0);
+		} else {
+			CHECK(fast.op == slow.op);
+			CHECK(fast.queue_len == slow.queue_len &&
+			      memcmp(fast.queue, slow.queue, fast.queue_len) == 0);
+			CHECK(fast.block == slow.block);
+			CHECK(memcmp(&fast.timeout, &slow.timeout,
+			             sizeof fast.timeout) == 0);
+			CHECK(memcmp(&fast.lease, &slow.lease, sizeof fast.lease) == 0);
+			CHECK(memcmp(&fast.delay, &slow.delay, sizeof fast.delay) == 0);
+			CHECK(fast.task == slow.task);
+		}
+	} else {
+		for (int k = 0; k < RF_COUNT; k++)
+			CHECK(fast.field[k].kind == JK_ABSENT);
+		CHECK(!fast.id.p && !fast.item.p && !fast.owned[0] &&
+		      !fast.owned[1]);
+	}
+	request_free(&fast);
+	request_free(&slow);
+}
+
 /* A member's text as request_decode kept it: present exactly when jansson
  * has the member, compacted, and the same value. */
 static void check_member(const struct jtext *t, const json_t *want)
@@ -408,6 +534,9 @@ static void one_frame(const char *frame, size_t len, unsigned max_depth)
 		want = NULL;
 	}
 
+	if (valid)
+		differential(frame, len, max_depth);
+
 	int code = request_decode(frame, len, max_depth, &r, &e);
 	if (!valid)
 		CHECK(code == JQ_BAD_UTF8);
@@ -417,33 +546,34 @@ static void one_frame(const char *frame, size_t len, unsigned max_depth)
 		CHECK(code == JQ_OK);
 
 	if (code == JQ_OK) {
-		CHECK(r.root && json_equal(r.root, want));
-		check_member(&r.id, json_object_get(r.root, "id"));
-		check_member(&r.item, json_object_get(r.root, "item"));
-		CHECK(r.noreply == json_is_true(json_object_get(r.root, "noreply")));
-		json_t *tok = json_object_get(r.root, "token");
-		CHECK(r.token == (json_is_null(tok) ? NULL : tok));
+		for (int k = 0; k < RF_COUNT; k++)
+			check_field(&r.field[k], json_object_get(want, field_keys[k]),
+			            frame, len);
+		check_member(&r.id, json_object_get(want, "id"));
+		check_member(&r.item, json_object_get(want, "item"));
+		CHECK(r.noreply == json_is_true(json_object_get(want, "noreply")));
 
 		code = request_check(&r, &e);
 		if (code == JQ_OK) {
-			check_fields(&r);
-			check_ok_reply(&r, r.root);
+			check_fields(&r, want);
+			check_ok_reply(&r, want);
 		} else {
 			CHECK(code == JQ_BAD_REQUEST || code == JQ_UNKNOWN_OP ||
 			      code == JQ_BAD_QUEUE);
 		}
 	} else {
-		CHECK(!r.root && !r.id.p && !r.item.p);
+		CHECK(r.field[RF_OP].kind == JK_ABSENT && !r.id.p && !r.item.p);
 	}
 	if (code != JQ_OK) {
 		CHECK(e.code == code);
 		CHECK(e.message[0] != '\0');
 		CHECK(memchr(e.message, '\0', sizeof e.message) != NULL);
 		check_code(code);
-		check_error_reply(&r, r.root, code, e.message);
+		check_error_reply(&r, code == JQ_BAD_UTF8 || code == JQ_BAD_JSON ?
+		                  NULL : want, code, e.message);
 	}
 	request_free(&r);
-	CHECK(!r.root && !r.owned[0] && !r.owned[1]);
+	CHECK(!r.owned[0] && !r.owned[1]);
 	json_decref(want);
 }
 

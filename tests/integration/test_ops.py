@@ -420,6 +420,22 @@ class ErrorsMixin(Transport):
             self.assertQsize(c.request({"op": "qsize", "token": "tok-123"}),
                              qsize=0)
 
+    def test_token_with_escapes(self):
+        # json.dumps sends the token as "t\u00f6k\"1": escapes in the
+        # field must compare as the characters they stand for.
+        d = jqtest.Daemon()
+        d.args += ["--auth-token-file", d.file("token", "t\u00f6k\"1\n")]
+        with d:
+            c = self.conn(d)
+            self.assertQsize(c.request({"op": "qsize", "token": "t\u00f6k\"1"}),
+                             qsize=0)
+            for wrong in ("t\u00f6k\"", "t\u00f6k\"12", "t\u00f6k\"\u0000",
+                          "tok\"1", "t\u00f6k\"1" * 40):
+                with self.subTest(token=wrong):
+                    self.assertError(c.request({"op": "qsize",
+                                                "token": wrong}),
+                                     "unauthorized")
+
     def test_shutting_down(self):
         d = jqtest.Daemon()
         with d:

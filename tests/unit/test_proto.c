@@ -149,6 +149,17 @@ static json_t *load(const char *text)
 	return v;
 }
 
+/* The decoded value of a request's token field, which must be a string, in
+ * buf (at least 64 bytes); returns its length. */
+static size_t token_of(const struct request *r, char *buf, const char **s)
+{
+	const struct jfield *t = &r->field[RF_TOKEN];
+	assert_int_equal(t->kind, JK_STRING);
+	size_t n = request_string(t, buf, 64, s);
+	assert_true(n != SIZE_MAX);
+	return n;
+}
+
 /* Checks that a jtext holds exactly want[0..len); want NULL: absent. */
 static void expect_jtext(const char *what, const struct jtext *t,
                          const char *want, size_t len)
@@ -934,7 +945,7 @@ static void request_defaults_for_absent_fields(void **state)
 	assert_true(r.delay == 0);
 	assert_false(r.noreply);
 	assert_null(r.id.p);
-	assert_null(r.token);
+	assert_false(jfield_present(&r.field[RF_TOKEN]));
 	assert_null(r.item.p);
 	done(&r, f);
 }
@@ -951,7 +962,7 @@ static void request_null_optional_fields_are_absent(void **state)
 	assert_true(r.timeout < 0);
 	assert_true(r.lease == 0);
 	assert_false(r.noreply);
-	assert_null(r.token);
+	assert_false(jfield_present(&r.field[RF_TOKEN]));
 	/* id is the exception: a JSON null is kept, to be echoed. */
 	EXPECT_JTEXT(&r.id, "null");
 	done(&r, f);
@@ -1043,8 +1054,10 @@ static void request_fields_parsed(void **state)
 	done(&r, f);
 
 	f = accept_frame("{'op':'ping','token':'s3cret'}", &r);
-	assert_true(json_is_string(r.token));
-	assert_string_equal(json_string_value(r.token), "s3cret");
+	char buf[64];
+	const char *tok;
+	assert_int_equal(token_of(&r, buf, &tok), 6);
+	assert_memory_equal(tok, "s3cret", 6);
 	done(&r, f);
 }
 
@@ -1201,13 +1214,14 @@ static void request_decode_failure_leaves_nothing(void **state)
 	struct errinfo e;
 	assert_int_equal(request_decode("[1]", 3, DEFAULT_DEPTH, &r, &e),
 	                 JQ_BAD_JSON);
-	assert_null(r.root);
+	for (int k = 0; k < RF_COUNT; k++)
+		assert_int_equal(r.field[k].kind, JK_ABSENT);
 	assert_null(r.id.p);
 	assert_null(r.item.p);
 	request_free(&r);            /* safe after a failure */
 	assert_int_equal(request_decode("{", 1, DEFAULT_DEPTH, &r, &e),
 	                 JQ_BAD_JSON);
-	assert_null(r.root);
+	assert_int_equal(r.field[RF_OP].kind, JK_ABSENT);
 	request_free(&r);
 }
 
@@ -1234,14 +1248,32 @@ struct mcase {
 #define MC(frame, id, item, copied) { (frame), (id), (item), (copied), false }
 #define MRAW(frame, id, item, copied) { (frame), (id), (item), (copied), true }
 
+static const char *member_text_wrong(const struct jtext *t, const char *owned,
+                                     const char *f, size_t len,
+                                     const char *want, bool copied,
+                                     const json_t *root, json_t *j);
+
 /* Why member k (0: id, 1: item) of r, decoded from f[0..len), is not want
  * (NULL: absent); NULL if it is. */
 static const char *member_wrong(const struct request *r, int k, const char *f,
                                 size_t len, const char *want, bool copied)
 {
 	const struct jtext *t = k ? &r->item : &r->id;
-	json_t *j = json_object_get(r->root, k ? "item" : "id");
+	/* jansson's reading of the frame; it cannot read one with a \u0000
+	 * in a key, and then only the text is checked. */
+	json_t *root = json_loadb(f, len, JSON_ALLOW_NUL, NULL);
+	json_t *j = json_object_get(root, k ? "item" : "id");
+	const char *why = member_text_wrong(t, r->owned[k], f, len, want,
+	                                     copied, root, j);
+	json_decref(root);
+	return why;
+}
 
+static const char *member_text_wrong(const struct jtext *t, const char *owned,
+                                     const char *f, size_t len,
+                                     const char *want, bool copied,
+                                     const json_t *root, json_t *j)
+{
 	if (!want)
 		return t->p ? "present, want absent" :
 		       j ? "absent, but jansson has it" : NULL;
@@ -1249,10 +1281,12 @@ static const char *member_wrong(const struct request *r, int k, const char *f,
 		return "absent";
 	if (t->len != strlen(want) || memcmp(t->p, want, t->len) != 0)
 		return "wrong text";
-	if (copied && (!r->owned[k] || t->p != r->owned[k]))
+	if (copied && (!owned || t->p != owned))
 		return "not a compacted copy";
-	if (!copied && (r->owned[k] || !in_frame(t, f, len)))
+	if (!copied && (owned || !in_frame(t, f, len)))
 		return "copied, want a pointer into the frame";
+	if (!root)
+		return NULL;
 	json_error_t err;
 	json_t *v = json_loadb(t->p, t->len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
 	                       &err);
@@ -1594,7 +1628,10 @@ static void request_nul_key_is_an_unknown_field(void **state)
 	assert_string_equal(r.queue, "jobs");
 	assert_true(r.timeout == 2);
 	assert_true(r.lease == 5);
-	assert_string_equal(json_string_value(r.token), "t");
+	char buf[64];
+	const char *tok;
+	assert_int_equal(token_of(&r, buf, &tok), 1);
+	assert_memory_equal(tok, "t", 1);
 	EXPECT_JTEXT(&r.id, "3");
 	done(&r, f);
 }
@@ -1694,13 +1731,13 @@ static void request_nul_in_value_untouched(void **state)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		struct request r;
 		char *f = accept_frame(cases[i].frame, &r);
-		assert_true(json_is_string(r.token));
-		if (json_string_length(r.token) != 3 ||
-		    memcmp(json_string_value(r.token), cases[i].token, 3) != 0)
+		char buf[64];
+		const char *tok;
+		size_t n = token_of(&r, buf, &tok);
+		if (n != 3 || memcmp(tok, cases[i].token, 3) != 0)
 			note("%s: the token changed\n", f);
-		assert_int_equal(json_string_length(r.token), 3);
-		assert_memory_equal(json_string_value(r.token),
-		                    cases[i].token, 3);
+		assert_int_equal(n, 3);
+		assert_memory_equal(tok, cases[i].token, 3);
 		done(&r, f);
 	}
 
@@ -1720,24 +1757,15 @@ static void request_escaped_backslash_u0000_is_not_nul(void **state)
 {
 	(void)state;
 	struct request r;
-	json_t *v;
 
-	char *f = accept_frame("{'op':'ping','\\\\u0000':1}", &r);
-	v = json_object_get(r.root, "\\u0000");
-	assert_true(json_is_integer(v));
-	assert_int_equal(json_integer_value(v), 1);
+	char *f = accept_frame("{'op':'ping','\\\\u0000':1,'task':4}", &r);
+	assert_int_equal(r.field[RF_TASK].integer, 4);
 	done(&r, f);
 
 	/* Beside a real one, which sends the frame the other way. */
 	f = accept_frame("{'op':'ping','\\u0000':1,'\\\\u0000':2,"
-	                 "'\\\\\\\\u0000':3}", &r);
-	v = json_object_get(r.root, "\\u0000");
-	assert_true(json_is_integer(v));
-	assert_int_equal(json_integer_value(v), 2);
-	assert_null(json_object_get(r.root, "\\u0001"));
-	v = json_object_get(r.root, "\\\\u0000");
-	assert_true(json_is_integer(v));
-	assert_int_equal(json_integer_value(v), 3);
+	                 "'\\\\\\\\u0000':3,'task':5}", &r);
+	assert_int_equal(r.field[RF_TASK].integer, 5);
 	done(&r, f);
 
 	/* A backslash and then a real one. */
@@ -1832,8 +1860,11 @@ static void request_big_item_keeps_exact_text(void **state)
 			}
 			if (!nul_keys) {
 				json_t *got = jtext_load(&r.item);
+				json_t *root = json_loadb(f.p, f.len, JSON_ALLOW_NUL,
+				                          NULL);
 				assert_true(json_equal(got,
-				            json_object_get(r.root, "item")));
+				            json_object_get(root, "item")));
+				json_decref(root);
 				json_decref(got);
 			}
 			static const char head[] = "{\"ok\":true,\"id\":";
@@ -1864,8 +1895,413 @@ static void request_free_releases_copies(void **state)
 	request_free(&r);
 	assert_null(r.owned[0]);
 	assert_null(r.owned[1]);
-	assert_null(r.root);
 	request_free(&r);            /* twice is harmless */
+	free(f);
+}
+
+/* ---- the fast path against the slow one ---------------------------------- *
+ * request_decode_fast() may take a frame only if request_decode_slow()
+ * (jansson) gives the very same fields, and request_check() then the same
+ * verdict, message and values; it may call a frame invalid only if jansson
+ * says bad_json.  Each row names what the fast path must answer. */
+
+/* Why the two paths differ on f[0..len), or NULL; *verdict is the fast
+ * path's answer. */
+static const char *paths_differ(const char *f, size_t len, unsigned depth,
+                                enum jscan_verdict *verdict)
+{
+	struct request a, b;
+	struct errinfo ea = { 0 }, eb = { 0 };
+	const char *why = NULL;
+
+	enum jscan_verdict v = *verdict = request_decode_fast(f, len, depth, &a);
+	int code = request_decode_slow(f, len, depth, &b, &eb);
+	if (v == JSCAN_INVALID && code != JQ_BAD_JSON)
+		why = "fast: invalid, slow: not bad_json";
+	if (v == JSCAN_OK && code != JQ_OK)
+		why = "fast: ok, slow: not ok";
+	for (int k = 0; k < RF_COUNT && v == JSCAN_OK && !why; k++) {
+		const struct jfield *x = &a.field[k], *y = &b.field[k];
+		if (x->kind != y->kind || x->escaped != y->escaped ||
+		    x->text.p != y->text.p || x->text.len != y->text.len ||
+		    (x->kind == JK_INT && x->integer != y->integer) ||
+		    (x->kind == JK_REAL && x->real != y->real))
+			why = "a field differs";
+	}
+	if (v == JSCAN_OK && !why) {
+		if (a.id.len != b.id.len || a.item.len != b.item.len ||
+		    !a.id.p != !b.id.p || !a.item.p != !b.item.p ||
+		    (a.id.p && memcmp(a.id.p, b.id.p, a.id.len) != 0) ||
+		    (a.item.p && memcmp(a.item.p, b.item.p, a.item.len) != 0) ||
+		    a.noreply != b.noreply)
+			why = "id, item or noreply differ";
+		else if (request_is_ping(&a) != request_is_ping(&b))
+			why = "request_is_ping differs";
+	}
+	if (v == JSCAN_OK && !why) {
+		int ca = request_check(&a, &ea), cb = request_check(&b, &eb);
+		if (ca != cb || (ca && strcmp(ea.message, eb.message) != 0))
+			why = "request_check differs";
+		else if (!ca && (a.op != b.op || a.queue_len != b.queue_len ||
+		                 memcmp(a.queue, b.queue, a.queue_len) != 0 ||
+		                 a.block != b.block || a.timeout != b.timeout ||
+		                 a.lease != b.lease || a.delay != b.delay ||
+		                 a.task != b.task))
+			why = "checked values differ";
+	}
+	request_free(&a);
+	request_free(&b);
+	return why;
+}
+
+struct fcase {
+	const char *frame;         /* ' stands for " unless raw */
+	enum jscan_verdict fast;   /* what the fast path must answer */
+	unsigned depth;            /* max_depth; 0: DEFAULT_DEPTH */
+	bool raw;
+};
+
+#define FAST(frame) { (frame), JSCAN_OK, 0, false }
+#define UNSURE(frame) { (frame), JSCAN_UNSURE, 0, false }
+#define INVALID(frame) { (frame), JSCAN_INVALID, 0, false }
+#define FRAW(frame, v) { (frame), (v), 0, true }
+#define FDEPTH(frame, v, depth) { (frame), (v), (depth), false }
+
+static void run_fast_cases(const struct fcase *c, size_t n)
+{
+	static const char *const names[] = { "ok", "invalid", "unsure" };
+	int failures = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(c[i].frame);
+		char *f = c[i].raw ? strdup(c[i].frame) : dq(c[i].frame, len);
+		enum jscan_verdict v;
+		const char *why = paths_differ(f, len, c[i].depth ? c[i].depth :
+		                               DEFAULT_DEPTH, &v);
+		if (!why && v != c[i].fast)
+			why = "wrong fast verdict";
+		if (why) {
+			note("row %zu %s: fast %s, want %s: %s\n", i, f,
+			     names[v], names[c[i].fast], why);
+			failures++;
+		}
+		free(f);
+	}
+	assert_int_equal(failures, 0);
+}
+
+#define RUN_FAST(t) run_fast_cases((t), sizeof(t) / sizeof *(t))
+
+static void fast_path_takes_every_field_type(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		FAST("{'op':'ping'}"),
+		FAST("{}"),
+		FAST("{'op':'put','queue':'jobs','item':1,'id':7}"),
+		FAST("{'op':'get','queue':'a.b:c-d_9','block':false,"
+		     "'timeout':2.5,'lease':30,'id':'x'}"),
+		FAST("{'op':'get','block':true,'timeout':0,'lease':0.001}"),
+		FAST("{'op':'release','task':12,'delay':1.5e1}"),
+		FAST("{'op':'task_done','task':3,'noreply':true}"),
+		FAST("{'op':'auth','token':'s3cret'}"),
+		/* every type in every field, checked or not */
+		FAST("{'op':null,'queue':null,'id':null,'token':null,"
+		     "'noreply':null,'block':null,'timeout':null,'lease':null,"
+		     "'delay':null,'task':null,'item':null}"),
+		FAST("{'op':1,'queue':2,'id':3,'token':4,'noreply':5,'block':6,"
+		     "'timeout':7,'lease':8,'delay':9,'task':10,'item':11}"),
+		FAST("{'op':'get','queue':[],'id':{},'token':[1],'noreply':{},"
+		     "'block':'x','timeout':true,'lease':false,'delay':[],"
+		     "'task':'1','item':'1'}"),
+		FAST("{'op':true}"), FAST("{'op':[]}"), FAST("{'op':{}}"),
+		FAST("{'op':'get','block':1}"),
+		FAST("{'op':'get','timeout':-1}"),
+		FAST("{'op':'get','timeout':'5'}"),
+		FAST("{'op':'get','lease':0}"),
+		FAST("{'op':'task_done','task':1.0}"),
+		FAST("{'op':'task_done','task':0}"),
+		FAST("{'op':'task_done','task':-5}"),
+		FAST("{'op':'get','noreply':true}"),
+		FAST("{'op':'nope'}"), FAST("{'op':''}"),
+		FAST("{'op':'qsize','queue':''}"),
+		FAST("{'op':'qsize','queue':'a b'}"),
+		/* ids and items of every shape, unknown fields */
+		FAST("{'op':'put','item':[1,-2.5e-3,'x',true,false,null,{},[]],"
+		     "'id':{'a':{'b':[{'c':'d'}]}},'zz':[{'q':1}]}"),
+		FAST("{'op':'put','item':{'id':1,'item':2,'op':'get'}}"),
+		FAST("{'op':'put','item':'a\\u0000b','x':'\\u0000'}"),
+	};
+	RUN_FAST(cases);
+}
+
+static void fast_path_takes_escapes_in_values(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		FAST("{'op':'p\\u0069ng'}"),
+		FAST("{'op':'\\u0070\\u0075\\u0074','item':1}"),
+		FAST("{'op':'ping\\u0000'}"),
+		FAST("{'op':'ping\\n'}"),
+		FAST("{'op':'\\u00e9'}"),
+		FAST("{'op':'pppppppppppppppppppp\\u0070'}"),   /* long */
+		FAST("{'op':'qsize','queue':'j\\u006fbs'}"),
+		FAST("{'op':'qsize','queue':'a\\/b'}"),
+		FAST("{'op':'qsize','queue':'a\\u0000b'}"),
+		FAST("{'op':'qsize','queue':'\\ud834\\udd1e'}"),
+		FAST("{'op':'ping','token':'\\u0000\\t\\'\\\\'}"),
+		FAST("{'op':'put','item':'\\ud834\\udd1e\\uD834\\uDD1E\\/\\b\\f"
+		     "\\n\\r\\t\\\\\\''}"),
+		FAST("{'op':'put','item':['\\u00e9','caf\xc3\xa9']}"),
+	};
+	RUN_FAST(cases);
+
+	/* A queue name spelled with escapes up to the longest allowed. */
+	char f[1200];
+	struct request r;
+	struct errinfo e;
+	for (int n = 132; n <= 134; n++) {
+		size_t len = (size_t)snprintf(f, sizeof f,
+		                              "{\"op\":\"qsize\",\"queue\":\"");
+		for (int i = 0; i < n - 5; i++)
+			len += (size_t)snprintf(f + len, sizeof f - len, "\\u0071");
+		len += (size_t)snprintf(f + len, sizeof f - len, ".dead\"}");
+		assert_int_equal(request_decode_fast(f, len, DEFAULT_DEPTH, &r),
+		                 JSCAN_OK);
+		int rc = request_check(&r, &e);
+		assert_int_equal(rc, n <= QUEUE_NAME_LIMIT ? JQ_OK : JQ_BAD_QUEUE);
+		if (rc == JQ_OK) {
+			assert_int_equal(r.queue_len, n);
+			assert_int_equal(strlen(r.queue), n);
+		}
+		request_free(&r);
+		enum jscan_verdict v;
+		const char *why = paths_differ(f, len, DEFAULT_DEPTH, &v);
+		if (why)
+			note("%s: %s\n", f, why);
+		assert_null(why);
+	}
+}
+
+static void fast_path_whitespace_everywhere(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		FAST(" \t\r\n{ 'op' : 'put' , 'item' : [ 1 , { 'a' : [ ] } ] ,"
+		     "\t'id'\r:\n{ } } \t\r\n"),
+		FAST("{\n'op'\n:\n'ping'\n}"),
+		FAST("{ }"), FAST("{\t}"),
+		FAST("{'op':'put','item':[ ],'id':{ }}"),
+		/* not whitespace to JSON */
+		INVALID("{'op':'ping'\v}"),
+		INVALID("{'op':'ping'\f}"),
+		FRAW("\xc2\xa0{\"op\":\"ping\"}", JSCAN_INVALID),  /* NBSP */
+	};
+	RUN_FAST(cases);
+}
+
+/* jansson skips a NUL byte right after a number or a literal (found by
+ * fuzzing: corpus/request/regress-nul-after-number); the fast path leaves
+ * every invalid-looking frame with a NUL byte to it. */
+static void fast_path_leaves_nul_bytes_to_jansson(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame;
+		size_t len;
+		int slow;               /* request_decode_slow's verdict */
+	} cases[] = {
+#define NUL_ROW(lit, slow) { lit, sizeof lit - 1, slow }
+		NUL_ROW("{\"op\":\"ping\",\"x\":1\0}", JQ_OK),
+		NUL_ROW("{\"op\":\"ping\",\"x\":true\0}", JQ_OK),
+		NUL_ROW("{\"op\":\"ping\",\"x\":[null\0]}", JQ_OK),
+		NUL_ROW("{\"op\":\"ping\"\0}", JQ_BAD_JSON),
+		NUL_ROW("{\"op\":\"ping\"}\0", JQ_BAD_JSON),
+		NUL_ROW("{\"op\":\"ping\",\"x\":1\0\0}", JQ_BAD_JSON),
+		NUL_ROW("{\"op\":\"p\0\"}", JQ_BAD_JSON),
+#undef NUL_ROW
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct request r;
+		struct errinfo e;
+		enum jscan_verdict v;
+		const char *why = paths_differ(cases[i].frame, cases[i].len,
+		                               DEFAULT_DEPTH, &v);
+		if (why || v != JSCAN_UNSURE)
+			note("row %zu: fast %d: %s\n", i, v, why ? why : "");
+		assert_null(why);
+		assert_int_equal(v, JSCAN_UNSURE);
+		assert_int_equal(request_decode_slow(cases[i].frame,
+		                 cases[i].len, DEFAULT_DEPTH, &r, &e),
+		                 cases[i].slow);
+		request_free(&r);
+	}
+}
+
+static void fast_path_nesting(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		FDEPTH("{'op':'ping'}", JSCAN_OK, 1),
+		FDEPTH("{'op':'put','item':[]}", JSCAN_INVALID, 1),
+		FDEPTH("{'op':'put','item':{'a':[1]}}", JSCAN_OK, 3),
+		FDEPTH("{'op':'put','item':{'a':[[1]]}}", JSCAN_INVALID, 3),
+		FDEPTH("{'op':'put','item':[[],[],[],{}]}", JSCAN_OK, 3),
+		FDEPTH("{'op':'put','item':'[[[[{{{{'}", JSCAN_OK, 1),
+		/* too deep before it is invalid: still bad_json */
+		FDEPTH("{'op':'put','item':[[[[ nonsense", JSCAN_INVALID, 3),
+		FAST("{'op':'put','item':[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}"),
+	};
+	RUN_FAST(cases);
+
+	/* Past JSCAN_MAX_DEPTH the fast path leaves it to jansson. */
+	struct buf b = { 0 };
+	buf_adds(&b, "{\"op\":\"put\",\"item\":");
+	for (int i = 0; i < JSCAN_MAX_DEPTH + 1; i++)
+		buf_addc(&b, '[');
+	for (int i = 0; i < JSCAN_MAX_DEPTH + 1; i++)
+		buf_addc(&b, ']');
+	buf_addc(&b, '}');
+	enum jscan_verdict v;
+	assert_null(paths_differ(b.p, b.len, JSCAN_MAX_DEPTH + 2, &v));
+	assert_int_equal(v, JSCAN_UNSURE);
+	assert_null(paths_differ(b.p, b.len, JSCAN_MAX_DEPTH, &v));
+	assert_int_equal(v, JSCAN_INVALID);
+	buf_free(&b);
+}
+
+static void fast_path_numbers_at_the_edges(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		FAST("{'op':'task_done','task':9223372036854775807}"),
+		FAST("{'op':'ping','task':-9223372036854775808}"),
+		FAST("{'op':'ping','id':-0,'item':0,'task':-0}"),
+		FAST("{'op':'get','timeout':-0.0}"),
+		FAST("{'op':'get','timeout':0e0,'lease':1E+2}"),
+		FAST("{'op':'get','timeout':1e300,'lease':1e-400}"),
+		FAST("{'op':'get','timeout':4.9e-324}"),
+		FAST("{'op':'get','timeout':1.7976931348623157e300}"),
+		FAST("{'op':'get','timeout':0.1000000000000000055511151231257827}"),
+		FAST("{'op':'put','item':[1e300,-1e300,1e-99999999999]}"),
+		/* beyond int64: jansson's "too big integer" */
+		UNSURE("{'op':'ping','task':9223372036854775808}"),
+		UNSURE("{'op':'ping','task':-9223372036854775809}"),
+		UNSURE("{'op':'put','item':[99999999999999999999]}"),
+		/* a real that might overflow, or too long to copy */
+		UNSURE("{'op':'get','timeout':1e400}"),
+		UNSURE("{'op':'get','timeout':1e308}"),
+		UNSURE("{'op':'get','timeout':0.5e309}"),
+		UNSURE("{'op':'put','item':1.7976931348623157e308}"),
+		UNSURE("{'op':'get','timeout':1.00000000000000000000000000000000"
+		       "000000000000000000000000000000000}"),
+		UNSURE("{'op':'put','item':-1e99999999999999999999}"),
+		/* not numbers */
+		INVALID("{'op':'put','item':01}"),
+		INVALID("{'op':'put','item':-01}"),
+		INVALID("{'op':'put','item':+1}"),
+		INVALID("{'op':'put','item':.5}"),
+		INVALID("{'op':'put','item':1.}"),
+		INVALID("{'op':'put','item':1.e5}"),
+		INVALID("{'op':'put','item':1e}"),
+		INVALID("{'op':'put','item':1e+}"),
+		INVALID("{'op':'put','item':-}"),
+		INVALID("{'op':'put','item':0x10}"),
+		INVALID("{'op':'put','item':NaN}"),
+		INVALID("{'op':'put','item':-Infinity}"),
+		INVALID("{'op':'put','item':1 2}"),
+	};
+	RUN_FAST(cases);
+}
+
+static void fast_path_leaves_keys_and_duplicates_to_jansson(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		/* an escape in a key: it may spell a known one, or hold a NUL */
+		UNSURE("{'\\u006fp':'ping'}"),
+		UNSURE("{'op':'ping','\\u0000':1}"),
+		UNSURE("{'op':'ping','a\\nb':1}"),
+		UNSURE("{'op':'put','item':{'\\u0000':1}}"),
+		UNSURE("{'op':'put','item':[{'k\\'':1}]}"),
+		/* known keys twice: jansson keeps the last */
+		UNSURE("{'op':'ping','op':'get'}"),
+		UNSURE("{'op':'put','item':1,'item':2}"),
+		UNSURE("{'id':1,'op':'ping','id':null}"),
+		UNSURE("{'op':'ping','token':null,'token':'x'}"),
+		/* unknown keys twice, or known ones nested: no matter */
+		FAST("{'op':'ping','x':1,'x':2}"),
+		FAST("{'op':'put','item':{'a':1,'a':2}}"),
+		FAST("{'op':'ping','x':{'op':'get','op':'put'}}"),
+		/* near misses of known keys */
+		FAST("{'op':'ping','Op':1,'ops':2,'o':3,'':4,'id ':5}"),
+	};
+	RUN_FAST(cases);
+}
+
+static void fast_path_invalid_only_when_sure(void **state)
+{
+	(void)state;
+	static const struct fcase cases[] = {
+		INVALID(""), INVALID("   "), INVALID("[]"), INVALID("1"),
+		INVALID("'ping'"), INVALID("null"),
+		INVALID("{"), INVALID("{'op'"), INVALID("{'op':"),
+		INVALID("{'op':'ping'"), INVALID("{'op':'ping"),
+		INVALID("{'op':'ping',}"), INVALID("{,}"), INVALID("{op:1}"),
+		INVALID("{'op' 'ping'}"), INVALID("{'op':'ping'}{}"),
+		INVALID("{'op':'ping'} x"), INVALID("{'op':'ping'},"),
+		INVALID("{'op':'put','item':[1,]}"),
+		INVALID("{'op':'put','item':[,1]}"),
+		INVALID("{'op':'put','item':{'a'}}"),
+		INVALID("{'op':'put','item':{'a':1,}}"),
+		INVALID("{'op':'put','item':[1}"),
+		INVALID("{'op':'put','item':{'a':1]}"),
+		INVALID("{'op':'put','item':tru}"),
+		INVALID("{'op':'put','item':truex}"),
+		INVALID("{'op':'put','item':nul}"),
+		INVALID("{'op':'put','item':True}"),
+		/* strings */
+		INVALID("{'op':'put','item':'a\x01'}"),
+		INVALID("{'op':'put','item':'a\tb'}"),
+		INVALID("{'op':'put','item':'\\x41'}"),
+		INVALID("{'op':'put','item':'\\u12'}"),
+		INVALID("{'op':'put','item':'\\u12g4'}"),
+		INVALID("{'op':'put','item':'\\ud800'}"),
+		INVALID("{'op':'put','item':'\\udc00'}"),
+		INVALID("{'op':'put','item':'\\ud800\\u0041'}"),
+		INVALID("{'op':'put','item':'\\ud800\\ud800'}"),
+		INVALID("{'op':'put','item':'\\ud800x'}"),
+		INVALID("{'op':'put','item':'\\ud800\\n'}"),
+		INVALID("{'op':'put','item':'\\"),
+		INVALID("{'op':'put','item':'abc"),
+		INVALID("{'op':'put','\x1f':1}"),
+		FAST("{'op':'put','item':'\x7f'}"),       /* DEL is a character */
+		INVALID("{'op':'ping'} // a comment"),
+	};
+	RUN_FAST(cases);
+}
+
+/* request_string: decoded into the buffer when escaped, refused when it
+ * would not fit. */
+static void request_string_decodes_within_cap(void **state)
+{
+	(void)state;
+	struct request r;
+	char buf[8];
+	const char *s;
+	char *f = dq("{'op':'ping','token':'a\\u00e9\\ud834\\udd1e'}",
+	             strlen("{'op':'ping','token':'a\\u00e9\\ud834\\udd1e'}"));
+	assert_int_equal(request_decode_fast(f, strlen(f), DEFAULT_DEPTH, &r),
+	                 JSCAN_OK);
+	assert_true(r.field[RF_TOKEN].escaped);
+	assert_int_equal(request_string(&r.field[RF_TOKEN], buf, 7, &s), 7);
+	assert_ptr_equal(s, buf);
+	assert_memory_equal(s, "a\xc3\xa9\xf0\x9d\x84\x9e", 7);
+	assert_int_equal(request_string(&r.field[RF_TOKEN], buf, 6, &s),
+	                 SIZE_MAX);
+	assert_int_equal(request_string(&r.field[RF_OP], buf, 0, &s), 4);
+	assert_true(in_frame(&(struct jtext){ s, 4 }, f, strlen(f)));
+	request_free(&r);
 	free(f);
 }
 
@@ -2280,6 +2716,15 @@ int main(void)
 		cmocka_unit_test(request_escaped_backslash_u0000_is_not_nul),
 		cmocka_unit_test(request_big_item_keeps_exact_text),
 		cmocka_unit_test(request_free_releases_copies),
+		cmocka_unit_test(fast_path_takes_every_field_type),
+		cmocka_unit_test(fast_path_takes_escapes_in_values),
+		cmocka_unit_test(fast_path_whitespace_everywhere),
+		cmocka_unit_test(fast_path_leaves_nul_bytes_to_jansson),
+		cmocka_unit_test(fast_path_nesting),
+		cmocka_unit_test(fast_path_numbers_at_the_edges),
+		cmocka_unit_test(fast_path_leaves_keys_and_duplicates_to_jansson),
+		cmocka_unit_test(fast_path_invalid_only_when_sure),
+		cmocka_unit_test(request_string_decodes_within_cap),
 		cmocka_unit_test(op_names),
 
 		cmocka_unit_test(reply_ok_without_id),
