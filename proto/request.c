@@ -324,6 +324,12 @@ int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
 	json_error_t jerr;
 
 	memset(r, 0, sizeof *r);
+	/* JSON has no raw NUL byte anywhere (in a string it is \u0000), but
+	 * jansson lets one pass after a number or literal: it would then
+	 * come back raw in an echoed id. */
+	if (memchr(frame, '\0', len))
+		return errinfo_set(e, JQ_BAD_JSON, "the frame is not valid JSON: "
+		                   "a raw NUL byte (inside a string, write \\u0000)");
 	if (too_deep(frame, len, max_depth))
 		return errinfo_set(e, JQ_BAD_JSON,
 		                   "the frame nests deeper than max_depth (%u)",

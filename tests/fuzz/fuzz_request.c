@@ -527,8 +527,10 @@ static void one_frame(const char *frame, size_t len, unsigned max_depth)
 	CHECK(valid == ref_utf8(frame, len, &ref_bad));
 	CHECK(valid || bad == ref_bad);
 
-	/* What the frame is, by jansson alone. */
-	json_t *want = valid ? jparse(frame, len, 0) : NULL;
+	/* What the frame is, by jansson alone, but for a raw NUL byte: JSON
+	 * has none, though jansson lets one pass after a number or literal. */
+	json_t *want = valid && !memchr(frame, '\0', len) ?
+	               jparse(frame, len, 0) : NULL;
 	if (want && !json_is_object(want)) {
 		json_decref(want);
 		want = NULL;

@@ -2101,8 +2101,9 @@ static void fast_path_whitespace_everywhere(void **state)
 }
 
 /* jansson skips a NUL byte right after a number or a literal (found by
- * fuzzing: corpus/request/regress-nul-after-number); the fast path leaves
- * every invalid-looking frame with a NUL byte to it. */
+ * fuzzing: corpus/request/regress-nul-after-number), which would echo a
+ * raw NUL back in an id; the slow path refuses every raw NUL byte, and the
+ * fast path leaves every frame with one to it. */
 static void fast_path_leaves_nul_bytes_to_jansson(void **state)
 {
 	(void)state;
@@ -2112,9 +2113,9 @@ static void fast_path_leaves_nul_bytes_to_jansson(void **state)
 		int slow;               /* request_decode_slow's verdict */
 	} cases[] = {
 #define NUL_ROW(lit, slow) { lit, sizeof lit - 1, slow }
-		NUL_ROW("{\"op\":\"ping\",\"x\":1\0}", JQ_OK),
-		NUL_ROW("{\"op\":\"ping\",\"x\":true\0}", JQ_OK),
-		NUL_ROW("{\"op\":\"ping\",\"x\":[null\0]}", JQ_OK),
+		NUL_ROW("{\"op\":\"ping\",\"x\":1\0}", JQ_BAD_JSON),
+		NUL_ROW("{\"op\":\"ping\",\"x\":true\0}", JQ_BAD_JSON),
+		NUL_ROW("{\"op\":\"ping\",\"x\":[null\0]}", JQ_BAD_JSON),
 		NUL_ROW("{\"op\":\"ping\"\0}", JQ_BAD_JSON),
 		NUL_ROW("{\"op\":\"ping\"}\0", JQ_BAD_JSON),
 		NUL_ROW("{\"op\":\"ping\",\"x\":1\0\0}", JQ_BAD_JSON),
