@@ -199,6 +199,8 @@ static void find_members(const char *p, size_t n, struct jtext text[RF_COUNT])
 static struct jtext compact(struct jtext t, char **owned)
 {
 	size_t i = 0;
+	if (!t.p || (t.p[0] != '{' && t.p[0] != '['))
+		return t;   /* a string, number or literal is one token */
 	while (i < t.len && t.p[i] != ' ' && t.p[i] != '\t' && t.p[i] != '\r' &&
 	       t.p[i] != '\n')
 		i = t.p[i] == '"' ? skip_string(t.p, i, t.len) : i + 1;
