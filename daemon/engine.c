@@ -1,10 +1,14 @@
 /*
  * engine.c - the queue engine (see engine.h).
  *
- * A task is one allocation holding its item's JSON text.  It is in exactly
- * one place: its queue's FIFO (queued), the in-flight table (delivered and
- * undone; also on its holder's list or, with a lease, in the deadline heap),
- * or the deadline heap alone (released with a delay).  The per-queue counts
+ * A queued item lives in its queue's itemq (itemq.h): id, deliveries and
+ * JSON text packed in chunks, about 16 bytes over its text.  Only an item
+ * out of its queue is a struct task, one allocation holding a copy of its
+ * text: in the in-flight table (delivered and undone; also on its holder's
+ * list or, with a lease, in the deadline heap), and in the deadline heap
+ * too while released with a delay.  A get makes the task from the head
+ * entry; a return to the head (release, lease out, holder gone, delay over)
+ * pushes it back as an entry and frees the task.  The per-queue counts
  * follow every move, so unfinished = qsize + inflight + delayed by
  * construction.
  *
@@ -19,13 +23,14 @@
 #include "engine.h"
 #include "heap.h"
 #include "idmap.h"
+#include "itemq.h"
 #include "xalloc.h"
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
+/* A struct task is never queued: its queued items are in the itemq. */
 enum task_state {
-	TASK_QUEUED = ENGINE_QUEUED,
 	TASK_INFLIGHT = ENGINE_INFLIGHT,
 	TASK_DELAYED = ENGINE_DELAYED,
 };
@@ -33,15 +38,14 @@ enum deadline_kind { DL_TASK, DL_WAITER };
 
 struct task {
 	uint64_t id;
-	struct task *next;            /* queue FIFO, or holder list */
-	struct queue *queue;
 	union {
 		struct {                  /* in flight without a lease */
-			struct task *prev;
+			struct task *next, *prev;   /* its holder's list */
 			struct holder *holder;
 		} held;
 		struct deadline timer;    /* in flight with a lease, or delayed */
 	} u;
+	uint32_t qid;                 /* its queue: engine.by_id[qid] */
 	uint32_t deliveries;
 	uint32_t len;
 	uint8_t state;
@@ -57,8 +61,8 @@ struct queue {
 	uint32_t id;                  /* its place in creation order, from 0 */
 	struct queue *hnext;          /* hash chain */
 	struct queue *next;           /* creation order */
-	struct task *head, *tail;
-	uint64_t qsize, inflight, delayed, maxsize;
+	struct itemq items;           /* the queued items, head first */
+	uint64_t inflight, delayed, maxsize;
 	unsigned max_deliveries;
 	char *dead_letter;            /* NULL: tasks past max_deliveries dropped */
 	struct waitlist puts, gets, joins;
@@ -95,14 +99,19 @@ static void service(struct engine *e, struct queue *q);
 			(e)->log->fn((e)->log->ctx, __VA_ARGS__); \
 	} while (0)
 
+static uint64_t qsize(const struct queue *q)
+{
+	return itemq_count(&q->items);
+}
+
 static uint64_t unfinished(const struct queue *q)
 {
-	return q->qsize + q->inflight + q->delayed;
+	return qsize(q) + q->inflight + q->delayed;
 }
 
 static bool full(const struct queue *q)
 {
-	return q->maxsize && q->qsize >= q->maxsize;
+	return q->maxsize && qsize(q) >= q->maxsize;
 }
 
 static msec_t deadline_after(struct engine *e, msec_t ms)
@@ -261,12 +270,19 @@ size_t engine_queue_count(const struct engine *e)
 
 /* ---- tasks -------------------------------------------------------------- */
 
-/* A task's weight in live_bytes: its item and its id and counts. */
-#define TASK_BYTES(t) ((uint64_t)(t)->len + 24)
+/* An item's weight in live_bytes, queued or out: its text and its id and
+ * counts.  It stays counted while it moves between the itemq and a task. */
+#define ITEM_BYTES(len) ((uint64_t)(len) + 24)
 
+static struct queue *queue_of(const struct engine *e, const struct task *t)
+{
+	return e->by_id[t->qid];
+}
+
+/* A task leaves the state (finished, or dropped as a dead letter). */
 static void task_free(struct engine *e, struct task *t)
 {
-	e->live_bytes -= TASK_BYTES(t);
+	e->live_bytes -= ITEM_BYTES(t->len);
 	free(t);
 }
 
@@ -279,62 +295,59 @@ static struct task *task_new(const char *item, size_t len)
 	return t;
 }
 
-static void push_tail(struct queue *q, struct task *t)
+/* A task goes back to the head of its queue as an entry; its item stays
+ * live there. */
+static void push_head(struct engine *e, struct task *t)
 {
-	t->state = TASK_QUEUED;
-	t->queue = q;
-	t->next = NULL;
-	if (q->tail)
-		q->tail->next = t;
-	else
-		q->head = t;
-	q->tail = t;
-	q->qsize++;
+	itemq_push_front(&queue_of(e, t)->items, t->id, t->deliveries, t->item,
+	                 t->len);
+	free(t);
 }
 
-static void push_head(struct queue *q, struct task *t)
+/* The head entry of q (there is one) out of the queue as a task in
+ * flight, one more delivery counted, in the in-flight table; the caller
+ * puts it on a holder or in the heap. */
+static struct task *take_head(struct engine *e, struct queue *q)
 {
-	t->state = TASK_QUEUED;
-	t->next = q->head;
-	q->head = t;
-	if (!q->tail)
-		q->tail = t;
-	q->qsize++;
-}
-
-static struct task *pop_head(struct queue *q)
-{
-	struct task *t = q->head;
-	q->head = t->next;
-	if (!q->head)
-		q->tail = NULL;
-	q->qsize--;
+	struct item it;
+	itemq_peek(&q->items, &it);
+	struct task *t = task_new(it.text, it.len);
+	t->id = it.id;
+	t->qid = q->id;
+	t->deliveries = it.deliveries + 1;
+	t->state = TASK_INFLIGHT;
+	itemq_pop_front(&q->items);
+	q->inflight++;
+	idmap_put(&e->out, t->id, t);
 	return t;
 }
 
 /* A new task (a put, or a dead letter) takes the next id and the tail. */
-static void enqueue_new(struct engine *e, struct queue *q, struct task *t)
+static uint64_t enqueue_new(struct engine *e, struct queue *q,
+                            const char *item, size_t len)
 {
-	t->id = e->next_id++;
-	t->deliveries = 0;
-	push_tail(q, t);
+	uint64_t id = e->next_id++;
+	itemq_push_back(&q->items, id, 0, item, len);
 	q->n_puts++;
+	return id;
 }
 
-/* A put's task enters the state: counted live, and told to the journal.
+/* A put's item enters the state: counted live, and told to the journal.
  * (A dead letter enters by enqueue_new alone: it was live already.) */
-static void put_new(struct engine *e, struct queue *q, struct task *t)
+static uint64_t put_new(struct engine *e, struct queue *q, const char *item,
+                        size_t len)
 {
-	enqueue_new(e, q, t);
-	e->live_bytes += TASK_BYTES(t);
-	LOG(e, put, q->id, t->id, t->item, t->len);
+	uint64_t id = enqueue_new(e, q, item, len);
+	e->live_bytes += ITEM_BYTES(len);
+	LOG(e, put, q->id, id, item, len);
+	return id;
 }
 
 static void hold(struct holder *h, struct task *t)
 {
 	t->u.held.holder = h;
 	t->u.held.prev = NULL;
-	t->next = h->tasks;
+	t->u.held.next = h->tasks;
 	if (h->tasks)
 		h->tasks->u.held.prev = t;
 	h->tasks = t;
@@ -352,24 +365,20 @@ static void detach(struct engine *e, struct task *t)
 	if (!h)
 		return;
 	if (t->u.held.prev)
-		t->u.held.prev->next = t->next;
+		t->u.held.prev->u.held.next = t->u.held.next;
 	else
-		h->tasks = t->next;
-	if (t->next)
-		t->next->u.held.prev = t->u.held.prev;
+		h->tasks = t->u.held.next;
+	if (t->u.held.next)
+		t->u.held.next->u.held.prev = t->u.held.prev;
 }
 
 static void deliver(struct engine *e, struct queue *q, const struct take *tk,
                     struct delivery *d)
 {
-	struct task *t = pop_head(q);
-	t->state = TASK_INFLIGHT;
-	t->deliveries++;
-	q->inflight++;
+	struct task *t = take_head(e, q);
 	q->n_gets++;
 	if (t->deliveries > 1)
 		q->n_redeliveries++;
-	idmap_put(&e->out, t->id, t);
 	LOG(e, take, q->id, t->id);
 	if (tk->lease) {
 		t->leased = true;
@@ -378,8 +387,7 @@ static void deliver(struct engine *e, struct queue *q, const struct take *tk,
 		heap_push(&e->deadlines, &t->u.timer);
 	} else {
 		t->leased = false;
-		t->next = NULL;
-		t->u.held.prev = NULL;
+		t->u.held.next = t->u.held.prev = NULL;
 		t->u.held.holder = NULL;
 		if (tk->holder)
 			hold(tk->holder, t);
@@ -387,11 +395,12 @@ static void deliver(struct engine *e, struct queue *q, const struct take *tk,
 	*d = (struct delivery){ t->id, t->deliveries, t->item, t->len };
 }
 
-/* The head task as a get would deliver it, for take.fits. */
+/* The head item as a get would deliver it, for take.fits. */
 static struct delivery preview(const struct queue *q)
 {
-	const struct task *t = q->head;
-	return (struct delivery){ t->id, t->deliveries + 1, t->item, t->len };
+	struct item it;
+	itemq_peek(&q->items, &it);
+	return (struct delivery){ it.id, it.deliveries + 1, it.text, it.len };
 }
 
 /* A task past its queue's max_deliveries leaves it: finished there, and put
@@ -399,7 +408,7 @@ static struct delivery preview(const struct queue *q)
  * past max_queues. */
 static void dead_letter(struct engine *e, struct task *t)
 {
-	struct queue *q = t->queue;
+	struct queue *q = queue_of(e, t);
 	uint64_t id = t->id;
 	q->n_dead_lettered++;
 	if (!q->dead_letter) {
@@ -410,8 +419,9 @@ static void dead_letter(struct engine *e, struct task *t)
 		struct queue *dq = find_queue(e, q->dead_letter, len);
 		if (!dq)
 			dq = new_queue(e, q->dead_letter, len);
-		enqueue_new(e, dq, t);
-		LOG(e, dead, id, t->id, (int64_t)dq->id);
+		uint64_t new_id = enqueue_new(e, dq, t->item, t->len);
+		free(t);   /* its item lives on in dq, still counted live */
+		LOG(e, dead, id, new_id, (int64_t)dq->id);
 		service(e, dq);
 	}
 	service(e, q);
@@ -422,10 +432,11 @@ static void dead_letter(struct engine *e, struct task *t)
  * to dead letters. */
 static void come_back(struct engine *e, struct task *t, msec_t delay)
 {
-	struct queue *q = t->queue;
+	struct queue *q = queue_of(e, t);
+	uint64_t id = t->id;
 	q->inflight--;
 	if (q->max_deliveries && t->deliveries >= q->max_deliveries) {
-		idmap_del(&e->out, t->id);
+		idmap_del(&e->out, id);
 		dead_letter(e, t);
 	} else if (delay) {
 		t->state = TASK_DELAYED;   /* stays in e->out */
@@ -433,11 +444,11 @@ static void come_back(struct engine *e, struct task *t, msec_t delay)
 		t->u.timer.at = deadline_after(e, delay);
 		heap_push(&e->deadlines, &t->u.timer);
 		q->delayed++;
-		LOG(e, delay, t->id, t->u.timer.at);
+		LOG(e, delay, id, t->u.timer.at);
 	} else {
-		idmap_del(&e->out, t->id);
-		push_head(q, t);
-		LOG(e, back, t->id);
+		idmap_del(&e->out, id);
+		push_head(e, t);
+		LOG(e, back, id);
 		service(e, q);
 	}
 }
@@ -506,7 +517,7 @@ static void service(struct engine *e, struct queue *q)
 		return;
 	}
 	do {
-		while (q->gets.head && q->qsize) {
+		while (q->gets.head && qsize(q)) {
 			struct waiter *w = q->gets.head;
 			struct delivery d = preview(q);
 			unpark(e, w);
@@ -523,8 +534,9 @@ static void service(struct engine *e, struct queue *q)
 			struct task *t = w->put_task;
 			unpark(e, w);
 			w->put_task = NULL;
-			put_new(e, q, t);
-			w->done(w, JQ_OK, NULL, t->id);
+			uint64_t id = put_new(e, q, t->item, t->len);
+			free(t);   /* its item copied into the queue */
+			w->done(w, JQ_OK, NULL, id);
 			admitted = true;
 		}
 	} while (admitted);   /* admitted items may be for waiting getters */
@@ -551,9 +563,7 @@ int engine_put(struct engine *e, struct queue *q, const char *item,
 		park(e, q, &q->puts, w);
 		return JQ_PARKED;
 	}
-	struct task *t = task_new(item, len);
-	put_new(e, q, t);
-	*task = t->id;
+	*task = put_new(e, q, item, len);
 	service(e, q);
 	return JQ_OK;
 }
@@ -561,7 +571,7 @@ int engine_put(struct engine *e, struct queue *q, const char *item,
 int engine_get(struct engine *e, struct queue *q, const struct take *tk,
                struct waiter *w, struct delivery *d)
 {
-	if (!q->qsize || q->gets.head) {   /* waiting getters go first */
+	if (!qsize(q) || q->gets.head) {   /* waiting getters go first */
 		if (!w)
 			return JQ_EMPTY;
 		w->kind = WAIT_GET;
@@ -597,7 +607,7 @@ int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 	struct task *t = inflight(e, id);
 	if (!t)
 		return JQ_UNKNOWN_TASK;
-	struct queue *q = t->queue;
+	struct queue *q = queue_of(e, t);
 	idmap_del(&e->out, id);
 	detach(e, t);
 	task_free(e, t);
@@ -615,7 +625,7 @@ int engine_release(struct engine *e, uint64_t id, msec_t delay)
 	if (!t)
 		return JQ_UNKNOWN_TASK;
 	detach(e, t);
-	t->queue->n_releases++;
+	queue_of(e, t)->n_releases++;
 	come_back(e, t, delay);
 	return JQ_OK;
 }
@@ -632,7 +642,7 @@ void engine_drop_holder(struct engine *e, struct holder *h)
 	e->defer = true;
 	while ((t = h->tasks)) {
 		/* Off the list it is on (tasks on a holder have no lease). */
-		h->tasks = t->next;
+		h->tasks = t->u.held.next;
 		if (h->tasks)
 			h->tasks->u.held.prev = NULL;
 		t->u.held.holder = NULL;
@@ -672,11 +682,13 @@ void engine_cancel_waiters(struct engine *e, int code)
 static void task_deadline(struct engine *e, struct task *t)
 {
 	if (t->state == TASK_DELAYED) {     /* the delay is over */
-		idmap_del(&e->out, t->id);
-		t->queue->delayed--;
-		push_head(t->queue, t);
-		LOG(e, back, t->id);
-		service(e, t->queue);
+		struct queue *q = queue_of(e, t);
+		uint64_t id = t->id;
+		idmap_del(&e->out, id);
+		q->delayed--;
+		push_head(e, t);
+		LOG(e, back, id);
+		service(e, q);
 	} else {                            /* the lease ran out */
 		t->leased = false;
 		come_back(e, t, 0);
@@ -733,7 +745,7 @@ void engine_queue_stats(const struct engine *e, const struct queue *q,
 		s->maxsize = conf_maxsize(e, find_conf(e, name, len));
 		return;
 	}
-	s->qsize = q->qsize;
+	s->qsize = qsize(q);
 	s->inflight = q->inflight;
 	s->delayed = q->delayed;
 	s->unfinished = unfinished(q);
@@ -757,7 +769,7 @@ uint64_t engine_next_task_id(const struct engine *e)
 const struct queue *engine_task_queue(const struct engine *e, uint64_t id)
 {
 	const struct task *t = inflight(e, id);
-	return t ? t->queue : NULL;
+	return t ? queue_of(e, t) : NULL;
 }
 
 /* ---- journal ------------------------------------------------------------ */
@@ -794,29 +806,26 @@ int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
 	struct queue *q = queue_by_id(e, qid);
 	if (!q || task == 0 || task > TASK_ID_MAX || idmap_get(&e->out, task))
 		return -1;
+	note_id(e, task);
+	e->live_bytes += ITEM_BYTES(len);
+	if (state == ENGINE_QUEUED) {
+		itemq_push_back(&q->items, task, deliveries, item, len);
+		return 0;
+	}
 	struct task *t = task_new(item, len);
 	t->id = task;
-	t->queue = q;
+	t->qid = qid;
 	t->deliveries = deliveries;
-	note_id(e, task);
-	e->live_bytes += TASK_BYTES(t);
-	switch (state) {
-	case ENGINE_QUEUED:
-		push_tail(q, t);
-		break;
-	case ENGINE_INFLIGHT:
+	idmap_put(&e->out, task, t);
+	if (state == ENGINE_INFLIGHT) {
 		t->state = TASK_INFLIGHT;
-		idmap_put(&e->out, task, t);
 		q->inflight++;
-		break;
-	case ENGINE_DELAYED:
+	} else {
 		t->state = TASK_DELAYED;
 		t->u.timer.kind = DL_TASK;
 		t->u.timer.at = until;
 		heap_push(&e->deadlines, &t->u.timer);
-		idmap_put(&e->out, task, t);
 		q->delayed++;
-		break;
 	}
 	return 0;
 }
@@ -824,15 +833,10 @@ int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
 int engine_replay_take(struct engine *e, uint32_t qid, uint64_t task)
 {
 	struct queue *q = queue_by_id(e, qid);
-	if (!q || !q->head || q->head->id != task)
+	struct item head;
+	if (!q || !itemq_peek(&q->items, &head) || head.id != task)
 		return -1;
-	struct task *t = pop_head(q);
-	t->state = TASK_INFLIGHT;
-	t->deliveries++;
-	t->leased = false;
-	t->u.held.holder = NULL;
-	q->inflight++;
-	idmap_put(&e->out, task, t);
+	take_head(e, q);   /* no lease, no holder: task_new zeroed them */
 	return 0;
 }
 
@@ -842,7 +846,7 @@ int engine_replay_done(struct engine *e, uint64_t task)
 	if (!t)
 		return -1;
 	idmap_del(&e->out, task);
-	t->queue->inflight--;
+	queue_of(e, t)->inflight--;
 	task_free(e, t);
 	return 0;
 }
@@ -854,11 +858,11 @@ int engine_replay_back(struct engine *e, uint64_t task)
 		return -1;
 	if (t->state == TASK_DELAYED) {
 		heap_remove(&e->deadlines, &t->u.timer);
-		t->queue->delayed--;
+		queue_of(e, t)->delayed--;
 	} else {
-		t->queue->inflight--;
+		queue_of(e, t)->inflight--;
 	}
-	push_head(t->queue, t);
+	push_head(e, t);
 	return 0;
 }
 
@@ -871,8 +875,8 @@ int engine_replay_delay(struct engine *e, uint64_t task, msec_t until)
 	t->u.timer.kind = DL_TASK;
 	t->u.timer.at = until;
 	heap_push(&e->deadlines, &t->u.timer);
-	t->queue->inflight--;
-	t->queue->delayed++;
+	queue_of(e, t)->inflight--;
+	queue_of(e, t)->delayed++;
 	return 0;
 }
 
@@ -884,14 +888,13 @@ int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
 	if (!t || (dqid >= 0 && (!dq || new_task == 0 || new_task > TASK_ID_MAX)))
 		return -1;
 	idmap_del(&e->out, task);
-	t->queue->inflight--;
+	queue_of(e, t)->inflight--;
 	if (!dq) {
 		task_free(e, t);
 		return 0;
 	}
-	t->id = new_task;
-	t->deliveries = 0;
-	push_tail(dq, t);
+	itemq_push_back(&dq->items, new_task, 0, t->item, t->len);
+	free(t);   /* its item lives on in dq, still counted live */
 	note_id(e, new_task);
 	return 0;
 }
@@ -922,10 +925,11 @@ void engine_replay_end(struct engine *e)
 	 * first in line, as when a connection closes. */
 	qsort(v, n, sizeof(struct task *), newest_first);
 	for (size_t i = 0; i < n; i++) {
-		idmap_del(&e->out, v[i]->id);
-		v[i]->queue->inflight--;
-		push_head(v[i]->queue, v[i]);
-		LOG(e, back, v[i]->id);
+		uint64_t id = v[i]->id;
+		idmap_del(&e->out, id);
+		queue_of(e, v[i])->inflight--;
+		push_head(e, v[i]);
+		LOG(e, back, id);
 	}
 	free(v);
 }
@@ -935,15 +939,19 @@ void engine_dump(const struct engine *e, const struct engine_dump *d)
 	for (const struct queue *q = e->first; q; q = q->next)
 		d->queue(d->ctx, q->id, q->name, q->len);
 	d->next_id(d->ctx, e->next_id);
-	for (const struct queue *q = e->first; q; q = q->next)
-		for (const struct task *t = q->head; t; t = t->next)
-			d->task(d->ctx, q->id, t->id, t->deliveries, ENGINE_QUEUED, 0,
-			        t->item, t->len);
+	for (const struct queue *q = e->first; q; q = q->next) {
+		struct itemq_iter i;
+		struct item it;
+		itemq_iter_init(&q->items, &i);
+		while (itemq_next(&i, &it))
+			d->task(d->ctx, q->id, it.id, it.deliveries, ENGINE_QUEUED, 0,
+			        it.text, it.len);
+	}
 	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
 		const struct task *t = e->out.slots[i].val;
 		if (!e->out.slots[i].key)
 			continue;
-		d->task(d->ctx, t->queue->id, t->id, t->deliveries,
+		d->task(d->ctx, t->qid, t->id, t->deliveries,
 		        (enum engine_task_state)t->state,
 		        t->state == TASK_DELAYED ? t->u.timer.at : 0, t->item, t->len);
 	}
@@ -975,10 +983,7 @@ void engine_free(struct engine *e)
 	struct queue *q = e->first;
 	while (q) {
 		struct queue *next = q->next;
-		for (struct task *t = q->head, *tn; t; t = tn) {
-			tn = t->next;
-			free(t);
-		}
+		itemq_free(&q->items);
 		for (struct waiter *w = q->puts.head; w; w = w->next) {
 			free(w->put_task);
 			w->put_task = NULL;

@@ -1,9 +1,10 @@
 /*
  * engine.h - the queue engine: named, bounded, joinable queues.
  *
- * Owns the queues, their tasks (queued, in flight, delayed), task ids, the
- * in-flight table, leases, delays, dead letters, the per-queue counters, and
- * the waiters of blocked put, get and join with their timeouts.  It knows
+ * Owns the queues, their tasks (queued, kept in an itemq.h store per queue;
+ * in flight; delayed), task ids, the in-flight table, leases, delays, dead
+ * letters, the per-queue counters, and the waiters of blocked put, get and
+ * join with their timeouts.  It knows
  * nothing of sockets, JSON or the event loop: it reads the time from the
  * clock it is given (monotonic milliseconds), the caller runs
  * engine_advance() when engine_next_deadline() comes, and learns of

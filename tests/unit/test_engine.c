@@ -2330,6 +2330,55 @@ static struct engine *replay_log(void)
 	return e;
 }
 
+/* ---- a long queue --------------------------------------------------------- */
+
+/* The queue's items are packed in chunks (itemq.c); thousands of them, of
+ * assorted lengths, cross many chunk boundaries.  FIFO order, ids,
+ * deliveries, returns to the head (here a holder closing on 300 tasks),
+ * the dump and a replay of it must not notice. */
+static void long_queue_keeps_order_across_chunks(void **state)
+{
+	enum { N = 5000, HELD = 300 };
+	static const char pad[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "unbounded");
+	struct holder h = { 0 };
+	char item[64];
+	uint64_t first = 0;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(item, sizeof item, "\"%d%.*s\"", i, i % 50, pad);
+		uint64_t t = put(e, q, item);
+		if (i == 0)
+			first = t;
+		assert_int_equal(t, first + (uint64_t)i);
+	}
+	for (int i = 0; i < HELD; i++)
+		assert_int_equal(get_held(e, q, &h).task, first + (uint64_t)i);
+	drop_holder(e, &h);
+	assert_int_equal(qstats(e, "unbounded").qsize, N);
+
+	struct dumped d;
+	dump(e, &d);
+	struct engine *r = replay_dump(&d);
+	expect_same_state(e, r);
+	engine_free(r);
+	dumped_free(&d);
+
+	for (int i = 0; i < N; i++) {
+		snprintf(item, sizeof item, "\"%d%.*s\"", i, i % 50, pad);
+		uint64_t t = expect_get(e, q, item, i < HELD ? 2 : 1);
+		assert_int_equal(t, first + (uint64_t)i);
+		if (i % 3 == 0) {   /* and again, from the head */
+			assert_int_equal(release(e, t, 0), JQ_OK);
+			assert_int_equal(expect_get(e, q, item, i < HELD ? 3 : 2), t);
+		}
+		done_ok(e, t);
+	}
+	assert_int_equal(qstats(e, "unbounded").unfinished, 0);
+	assert_int_equal(engine_live_bytes(e), 0);
+}
+
 /* ---- the log: every kind of change, with its arguments ------------------ */
 
 static void log_tells_new_queues_and_puts(void **state)
@@ -4289,6 +4338,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(put_get_is_fifo),
+		T(long_queue_keeps_order_across_chunks),
 		T(task_ids_start_at_one_and_increase),
 		T(task_ids_never_reused_across_redeliveries_and_dead_letters),
 		T(deliveries_count_each_redelivery),
