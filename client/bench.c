@@ -89,7 +89,7 @@ enum {
 #define CONSUMERS_MAX 1024
 #define PIPELINE_MAX 4096
 #define ITEMS_MAX (UINT64_C(1) << 32)     /* prefill + n: the bitmap's bits */
-#define TCP_ITEM_MAX (1000u * 1000u)      /* below the default max_frame */
+#define TCP_ITEM_MAX 1000000u              /* below the default max_frame */
 #define UDP_ITEM_MAX 60000u               /* a put datagram stays below 64K */
 #define BULK_WINDOW 256       /* requests in flight to prefill and drain (TCP) */
 #define READ_CHUNK 65536
@@ -925,10 +925,9 @@ static void on_reply(struct bench *b, struct conn *c, struct request *r,
 		}
 		/* The clock stops at the n-th item, not at the end of the read
 		 * that brought it. */
-		if (b->phase == PHASE_RUN && b->o.mode == MODE_THROUGHPUT &&
-		    ++b->acked_run >= b->o.items)
-			end_run(b, now);
-		else if (b->phase == PHASE_RUN && b->cycles >= b->o.items)
+		if (b->phase == PHASE_RUN &&
+		    ((b->o.mode == MODE_THROUGHPUT && ++b->acked_run >= b->o.items) ||
+		     (b->o.mode != MODE_THROUGHPUT && b->cycles >= b->o.items)))
 			end_run(b, now);
 		break;
 	}
@@ -973,7 +972,7 @@ static void on_line(struct bench *b, struct conn *c, const char *line,
 		}
 	}
 	if (!r) {
-		if (len < 10 || memcmp(line, "{\"ok\":true", 10)) {
+		if (len < 10 || memcmp(line, "{\"ok\":true", 10) != 0) {
 			char code[64], msg[MESSAGE_MAX - 80];
 			describe_error(line, len, code, sizeof code, msg, sizeof msg);
 			b->error_replies++;
@@ -1385,7 +1384,7 @@ static void print_json(const struct bench *b, uint64_t missing,
 		"left", (json_int_t)left,
 		"duplicates", (json_int_t)b->duplicates,
 		"foreign", (json_int_t)b->foreign,
-		"errors", (json_int_t)(b->error_replies + b->lost),
+		"errors", (json_int_t)b->error_replies + (json_int_t)b->lost,
 		"lost", (json_int_t)b->lost,
 		"items_done", (json_int_t)items_done(b),
 		"ok", status == EXIT_OK,

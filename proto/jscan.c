@@ -222,6 +222,7 @@ static enum jscan_verdict scan_value(struct scan *s, unsigned depth,
 
 /* An object or array below the top level, s->p at its bracket; depth is
  * its own.  Keys with escapes are left to jansson. */
+/* NOLINTNEXTLINE(misc-no-recursion): depth is bounded (JSCAN_MAX_DEPTH) */
 static enum jscan_verdict scan_container(struct scan *s, unsigned depth)
 {
 	bool object = *s->p == '{';
@@ -269,6 +270,7 @@ static enum jscan_verdict scan_container(struct scan *s, unsigned depth)
 
 /* Any value, s->p at its first byte; depth is that of its container.
  * out, if not NULL, gets its kind, number and text. */
+/* NOLINTNEXTLINE(misc-no-recursion): depth is bounded (JSCAN_MAX_DEPTH) */
 static enum jscan_verdict scan_value(struct scan *s, unsigned depth,
                                      struct jfield *out)
 {

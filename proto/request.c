@@ -311,7 +311,7 @@ static struct jfield field_of(const json_t *v, struct jtext t)
 		break;
 	case JSON_STRING:
 		f.kind = JK_STRING;
-		f.escaped = memchr(t.p, '\\', t.len) != NULL;
+		f.escaped = t.p && memchr(t.p, '\\', t.len) != NULL;
 		break;
 	default:
 		f.kind = JK_OTHER;

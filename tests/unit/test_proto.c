@@ -2112,7 +2112,7 @@ static void fast_path_leaves_nul_bytes_to_jansson(void **state)
 		size_t len;
 		int slow;               /* request_decode_slow's verdict */
 	} cases[] = {
-#define NUL_ROW(lit, slow) { lit, sizeof lit - 1, slow }
+#define NUL_ROW(lit, slow) { (lit), sizeof (lit) - 1, (slow) }
 		NUL_ROW("{\"op\":\"ping\",\"x\":1\0}", JQ_BAD_JSON),
 		NUL_ROW("{\"op\":\"ping\",\"x\":true\0}", JQ_BAD_JSON),
 		NUL_ROW("{\"op\":\"ping\",\"x\":[null\0]}", JQ_BAD_JSON),
