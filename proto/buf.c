@@ -5,35 +5,13 @@
 #include "buf.h"
 #include "xalloc.h"
 
-void buf_reserve(struct buf *b, size_t more)
+void buf_grow(struct buf *b, size_t more)
 {
-	if (b->cap - b->len >= more)
-		return;
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap - b->len < more)
 		cap *= 2;
 	b->p = xrealloc(b->p, cap);
 	b->cap = cap;
-}
-
-void buf_add(struct buf *b, const void *data, size_t len)
-{
-	if (len == 0)
-		return;   /* b->p may still be NULL: memcpy(NULL, ...) is undefined */
-	buf_reserve(b, len);
-	memcpy(b->p + b->len, data, len);
-	b->len += len;
-}
-
-void buf_adds(struct buf *b, const char *s)
-{
-	buf_add(b, s, strlen(s));
-}
-
-void buf_addc(struct buf *b, char c)
-{
-	buf_reserve(b, 1);
-	b->p[b->len++] = c;
 }
 
 size_t u64_digits(uint64_t v)

@@ -81,17 +81,16 @@ static enum jscan_verdict scan_string(struct scan *s, bool *escaped)
 				break;
 			p += 8;
 		}
-		if (p >= end)
+		/* Then a byte at a time to the quote, backslash or control
+		 * character the word holds (short strings start here). */
+		unsigned char c = 0;
+		while (p < end && (c = (unsigned char)*p) != '"' && c != '\\' &&
+		       c >= 0x20)
+			p++;
+		if (p >= end || c < 0x20)
 			return JSCAN_INVALID;
-		unsigned char c = (unsigned char)*p;
 		if (c == '"')
 			break;
-		if (c < 0x20)
-			return JSCAN_INVALID;
-		if (c != '\\') {
-			p++;
-			continue;
-		}
 		*escaped = true;
 		if (end - p < 2)
 			return JSCAN_INVALID;
@@ -321,8 +320,8 @@ static int key_index(const char *p, size_t n, const char *const keys[],
                      size_t nkeys)
 {
 	for (size_t k = 0; k < nkeys; k++)
-		if (keys[k][0] == p[0] && strlen(keys[k]) == n &&
-		    memcmp(keys[k], p, n) == 0)
+		if (keys[k][0] == p[0] && strncmp(keys[k], p, n) == 0 &&
+		    keys[k][n] == '\0')
 			return (int)k;
 	return -1;
 }

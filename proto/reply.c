@@ -52,10 +52,16 @@ void json_append_string(struct buf *b, const char *s, size_t len)
 
 static void key(struct buf *b, const char *k)
 {
-	buf_addc(b, ',');
-	buf_addc(b, '"');
-	buf_adds(b, k);
-	buf_add(b, "\":", 2);
+	size_t n = strlen(k);
+	buf_reserve(b, n + 4);
+	char *p = b->p + b->len;
+	*p++ = ',';
+	*p++ = '"';
+	memcpy(p, k, n);
+	p += n;
+	*p++ = '"';
+	*p++ = ':';
+	b->len = (size_t)(p - b->p);
 }
 
 static void id_member(struct buf *b, const struct jtext *id)

@@ -369,10 +369,11 @@ int request_decode(const char *frame, size_t len, unsigned max_depth,
 {
 	size_t bad;
 
-	memset(r, 0, sizeof *r);
-	if (!utf8_valid(frame, len, &bad))
+	if (!utf8_valid(frame, len, &bad)) {
+		memset(r, 0, sizeof *r);   /* both decoders clear r themselves */
 		return errinfo_set(e, JQ_BAD_UTF8,
 		                   "the frame is not valid UTF-8 (byte %zu)", bad);
+	}
 	/* Invalid frames go the slow way too, for jansson's error text. */
 	if (request_decode_fast(frame, len, max_depth, r) == JSCAN_OK)
 		return JQ_OK;
