@@ -189,6 +189,16 @@ class OutOfDescriptors(LimitsCase):
                 except TimeoutError:
                     stuck = c
                     break
+                except ConnectionResetError:
+                    # valgrind keeps the top descriptors for itself: an
+                    # accept() landing there is closed (a reset) and
+                    # reported to joinqd as EMFILE.  The next client waits.
+                    if not UNDER_TOOL:
+                        raise
+                    c.close()
+                    stuck = d.tcp()
+                    stuck.send({"op": "ping"})
+                    break
                 conns.append(c)
             self.assertIsNotNone(stuck, "never ran out of descriptors with "
                                  "a limit of %d" % self.NOFILE)
@@ -249,7 +259,9 @@ class OutOfDescriptors(LimitsCase):
                 c.send({"op": "ping"})
                 try:
                     self.assertOk(c.recv(timeout=1.0 * SLOW))
-                except TimeoutError:
+                except (TimeoutError, ConnectionResetError) as e:
+                    if isinstance(e, ConnectionResetError) and not UNDER_TOOL:
+                        raise   # a reset only under valgrind: see above
                     c.close()
                     break
                 conns.append(c)
@@ -870,7 +882,7 @@ class UdpFlood(LimitsCase):
                  % (sent[0], self.SECONDS, len(lat), p50 * 1e3, p99 * 1e3,
                     max(lat) * 1e3))
             self.assertGreater(sent[0], 1000)
-            self.assertGreater(len(lat), 20)
+            self.assertGreater(len(lat), 20 / SLOW)
             self.assertLess(p99, 0.2 * SLOW, "TCP starved by a UDP flood")
             self.assertEqual(d.proc.poll(), None)
             # The flood's last datagrams may still fill the socket's
