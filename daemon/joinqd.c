@@ -451,6 +451,15 @@ static int start(void)
 
 static void stop(void)
 {
+	/* The loop is over: a late SIGTERM must not kill the cleanup (freeing
+	 * the signal events gives the default action back), so block them. */
+	sigset_t late;
+	sigemptyset(&late);
+	sigaddset(&late, SIGTERM);
+	sigaddset(&late, SIGINT);
+	sigaddset(&late, SIGHUP);
+	sigprocmask(SIG_BLOCK, &late, NULL);
+
 	conn_free_all();
 	udp_free_all();
 	listen_close();

@@ -147,7 +147,10 @@ class ManyClients(jqtest.TestCase):
         raise_nofile(N_CLIENTS + 200)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         d = jqtest.Daemon()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        # valgrind pins the limit a program starts with (its own
+        # descriptors sit above it): under it, start with room instead.
+        if not jqtest.WRAPPER:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         try:
             with d:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
