@@ -60,22 +60,15 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fd_limit=$(ulimit -n)
 
 work=$(mktemp -d /tmp/joinq-flat.XXXXXX)
-daemon_pid=
 load_pid=
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 stop_load() {
 	if [ -n "$load_pid" ]; then
 		kill "$load_pid" 2>/dev/null || true
 		wait "$load_pid" 2>/dev/null || true
 		load_pid=
-	fi
-}
-
-stop_daemon() {
-	if [ -n "$daemon_pid" ]; then
-		kill "$daemon_pid" 2>/dev/null || true
-		wait "$daemon_pid" 2>/dev/null || true
-		daemon_pid=
 	fi
 }
 
@@ -87,26 +80,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts joinqd on a free port (-p 0; the log says which) with room for
-# every point's queues and connections; sets $port.
-start_daemon() {
+# joinqd with room for every point's queues and connections; sets $port.
+start_point() {
 	cat >"$work/joinqd.conf" <<-EOF
 	max_queues = 20000
 	max_connections = 20000
 	EOF
-	"$JOINQD" -c "$work/joinqd.conf" -p 0 -b 127.0.0.1 --journal off \
-		--log-level info 2>"$work/joinqd.log" &
-	daemon_pid=$!
-	port=
-	for _ in $(seq 100); do
-		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
-			"$work/joinqd.log" | head -n 1)
-		[ -n "$port" ] && break
-		kill -0 "$daemon_pid" 2>/dev/null ||
-			die "joinqd did not start: $(cat "$work/joinqd.log")"
-		sleep 0.05
-	done
-	[ -n "$port" ] || die "joinqd did not say its port: $(cat "$work/joinqd.log")"
+	start_daemon -c "$work/joinqd.conf" --journal off
 }
 
 # Runs the fixed bench; appends "AXIS VALUE ITEMS/S P99_MS" to the table.
@@ -144,14 +124,14 @@ echo "flat.sh: joinq bench -n $N $BENCH_ARGS; fresh joinqd per point" >&2
 
 block "depth: items queued in the bench queue before the run"
 for d in $depth_points; do
-	start_daemon
+	start_point
 	measure depth "$d" "$d"
 	stop_daemon
 done
 
 block "queues: queues that exist, each with an item (the bench's own included)"
 for q in $queue_points; do
-	start_daemon
+	start_point
 	[ "$q" -gt 1 ] && load queues $((q - 1))
 	measure queues "$q"
 	stop_daemon
@@ -159,7 +139,7 @@ done
 
 block "inflight: tasks got with a lease and not acknowledged"
 for f in $inflight_points; do
-	start_daemon
+	start_point
 	[ "$f" -gt 0 ] && load inflight "$f"
 	measure inflight "$f"
 	stop_daemon
@@ -171,7 +151,7 @@ for c in $conn_points; do
 		echo "flat.sh: skipping $c connections: ulimit -n is $fd_limit" >&2
 		continue
 	fi
-	start_daemon
+	start_point
 	python3 "$here/load.py" 127.0.0.1 "$port" idle "$c" >"$work/idle.out" &
 	load_pid=$!
 	for _ in $(seq 600); do

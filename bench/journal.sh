@@ -24,14 +24,8 @@ for tool in "$JOINQD" "$JOINQ"; do
 done
 
 work=$(mktemp -d)
-daemon_pid=
-stop_daemon() {
-	if [ -n "$daemon_pid" ]; then
-		kill "$daemon_pid" 2>/dev/null || true
-		wait "$daemon_pid" 2>/dev/null || true
-		daemon_pid=
-	fi
-}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
@@ -42,19 +36,7 @@ run() {
 	shift 2
 	rm -rf "$work/state"
 	mkdir -p "$work/state"
-	"$JOINQD" -p 0 -b 127.0.0.1 --state-dir "$work/state" --log-level info \
-		"$@" 2>"$work/joinqd.log" &
-	daemon_pid=$!
-	local port=
-	for _ in $(seq 100); do
-		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
-			"$work/joinqd.log" | head -n 1)
-		[ -n "$port" ] && break
-		kill -0 "$daemon_pid" 2>/dev/null ||
-			die "joinqd did not start: $(cat "$work/joinqd.log")"
-		sleep 0.05
-	done
-	[ -n "$port" ] || die "joinqd did not say its port"
+	start_daemon --state-dir "$work/state" "$@"
 	"$JOINQ" -H 127.0.0.1 -p "$port" bench --json -n "$N" -P 64 \
 		--producers "$producers" --consumers 4 --timeout 600 \
 		>"$work/bench.json" 2>"$work/bench.err" ||
