@@ -225,7 +225,9 @@ static int set_binds(struct config *c, const char *list)
 	return c->nbinds ? 0 : -1;
 }
 
-struct queue_conf *config_queue(struct config *c, const char *name, size_t len)
+/* The settings of the named queue, adding an entry if there is none. */
+static struct queue_conf *config_queue(struct config *c, const char *name,
+                                       size_t len)
 {
 	for (size_t i = 0; i < c->nqueues; i++)
 		if (strlen(c->queues[i].name) == len &&

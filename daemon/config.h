@@ -79,7 +79,4 @@ int config_load(struct config *c, int argc, char **argv, char *err,
 
 void config_free(struct config *c);
 
-/* The settings of the named queue, adding an entry if there is none. */
-struct queue_conf *config_queue(struct config *c, const char *name, size_t len);
-
 #endif

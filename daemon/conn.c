@@ -10,14 +10,15 @@
  *            the connection is closed.
  *
  * READY -> BLOCKED when a request parks; BLOCKED -> READY when it completes
- * (conn_finish), and the connection is then run again from conn_resume, not
- * from inside the engine call that woke it.  READY -> CLOSING on a
- * frame_too_large, or when every complete frame is answered and the peer
- * has closed its side or the daemon is stopping (frames that arrive while
- * it stops are answered shutting_down).  When the peer closes its side while
- * BLOCKED, the waiting request is answered at once as if non-blocking; an
- * EV_CLOSED event notices the close even while reading is paused (below),
- * where the EOF would wait unread behind the held input.
+ * (conn_finish), and the connection is then run again from resume(), in the
+ * same turn of the loop but not from inside the engine call that woke it.
+ * READY -> CLOSING on a frame_too_large, or when every complete frame is
+ * answered and the peer has closed its side or the daemon is stopping
+ * (frames that arrive while it stops are answered shutting_down).  When the
+ * peer closes its side while BLOCKED, the waiting request is answered at
+ * once as if non-blocking; an EV_CLOSED event notices the close even while
+ * reading is paused (below), where the EOF would wait unread behind the
+ * held input.
  *
  * I/O is plain read() and write() on a non-blocking socket, as in Redis: a
  * readable socket is read once (at most READ_CHUNK bytes, so a client that
@@ -41,6 +42,12 @@
  * `held` until the journal says their records are safe (conn_release, at
  * the end of the loop's turn); the replies behind them wait too, so that
  * order holds.
+ *
+ * It owns server.conn (struct conn_state): the list of connections, the
+ * ones to resume, the ones holding replies, and the shared read buffer.
+ * The loop (loop.c) re-arms the engine's timer after every turn and ends
+ * the daemon's stop when the last connection has gone: no callback here
+ * needs to.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -67,14 +74,14 @@
 #define READ_CHUNK 65536         /* bytes read per readable event */
 #define READ_SLACK 65536         /* input held beyond one max_frame */
 
-enum conn_state { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
+enum conn_phase { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
 
 struct conn {
 	int fd;
 	struct event *rev;         /* readable */
 	struct event *wev;         /* writable, while output waits */
 	struct event *hup;         /* EV_CLOSED: the peer closed its side */
-	enum conn_state state;
+	enum conn_phase state;
 	bool reading;              /* rev is added */
 	bool eof;                  /* the peer closed its sending side */
 	bool authorized;
@@ -86,15 +93,15 @@ struct conn {
 	struct holder holder;      /* tasks delivered here without a lease */
 	struct pending pending;    /* the request it is blocked on */
 	struct client client;
-	struct conn *prev, *next;  /* server.conns */
-	struct conn *resume_next;  /* server.resume */
+	struct conn *prev, *next;  /* server.conn.all */
+	struct conn *resume_next;  /* server.conn.resume */
 	struct event *timer;       /* frame_timeout, idle_timeout */
 	msec_t frame_since;        /* when the unfinished frame began; 0 */
 	msec_t idle_since;         /* when it was last seen idle; 0 */
 	bool partial;              /* a frame is started and not finished */
 	struct buf held;           /* replies waiting for the journal */
 	uint64_t held_until;       /* the record they wait for */
-	bool holding;              /* on server.holding */
+	bool holding;              /* on server.conn.holding */
 	struct conn *held_next;
 	char peer[64];
 };
@@ -123,13 +130,15 @@ static void conn_free(struct conn *c)
 	engine_drop_holder(server.engine, &c->holder);
 
 	if (c->resume_queued)
-		for (struct conn **pp = &server.resume; *pp; pp = &(*pp)->resume_next)
+		for (struct conn **pp = &server.conn.resume; *pp;
+		     pp = &(*pp)->resume_next)
 			if (*pp == c) {
 				*pp = c->resume_next;
 				break;
 			}
 	if (c->holding)
-		for (struct conn **pp = &server.holding; *pp; pp = &(*pp)->held_next)
+		for (struct conn **pp = &server.conn.holding; *pp;
+		     pp = &(*pp)->held_next)
 			if (*pp == c) {
 				*pp = c->held_next;
 				break;
@@ -137,10 +146,10 @@ static void conn_free(struct conn *c)
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		server.conns = c->next;
+		server.conn.all = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	server.nconns--;
+	server.conn.count--;
 
 	log_debug("%s: closed", c->peer);
 	struct event *events[] = { c->rev, c->wev, c->hup, c->timer };
@@ -152,7 +161,6 @@ static void conn_free(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->held);
 	free(c);
-	server_maybe_done();
 }
 
 static void queue_resume(struct conn *c)
@@ -160,9 +168,9 @@ static void queue_resume(struct conn *c)
 	if (c->resume_queued)
 		return;
 	c->resume_queued = true;
-	c->resume_next = server.resume;
-	server.resume = c;
-	event_active(server.resume_ev, EV_TIMEOUT, 0);
+	c->resume_next = server.conn.resume;
+	server.conn.resume = c;
+	event_active(server.conn.resume_ev, EV_TIMEOUT, 0);
 }
 
 static void set_reading(struct conn *c, bool on)
@@ -247,8 +255,8 @@ static void send_replies(struct conn *c, const char *p, size_t len,
 		c->held_until = journal_appended(j);
 		if (!c->holding) {
 			c->holding = true;
-			c->held_next = server.holding;
-			server.holding = c;
+			c->held_next = server.conn.holding;
+			server.conn.holding = c;
 		}
 		return;
 	}
@@ -257,7 +265,7 @@ static void send_replies(struct conn *c, const char *p, size_t len,
 
 void conn_release(uint64_t safe)
 {
-	struct conn **pp = &server.holding;
+	struct conn **pp = &server.conn.holding;
 	while (*pp) {
 		struct conn *c = *pp;
 		if (c->held_until > safe) {
@@ -353,7 +361,6 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	} else {
 		watch(c);
 	}
-	server_rearm();
 }
 
 /* After executing: writes the replies, and decides what the connection
@@ -445,7 +452,7 @@ static void run(struct conn *c)
 }
 
 /* pending->finish: the blocked request completed; its reply goes out in
- * order and the frames behind it run from conn_resume. */
+ * order and the frames behind it run from resume(). */
 static void conn_finish(struct pending *p, const struct buf *reply)
 {
 	struct conn *c = container_of(p, struct conn, pending);
@@ -455,21 +462,22 @@ static void conn_finish(struct pending *p, const struct buf *reply)
 	queue_resume(c);
 }
 
-void conn_resume(evutil_socket_t fd, short what, void *arg)
+/* server.conn.resume_ev: runs the connections whose blocked request
+ * completed, outside the call that completed it. */
+static void resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c;
 	(void)fd;
 	(void)what;
 	(void)arg;
-	while ((c = server.resume)) {
-		server.resume = c->resume_next;
+	while ((c = server.conn.resume)) {
+		server.conn.resume = c->resume_next;
 		c->resume_queued = false;
 		if (c->state == CONN_CLOSING)
 			close_when_flushed(c);
 		else
 			run(c);
 	}
-	server_rearm();
 }
 
 /* The peer closed its side: what it sent is still answered, and nothing
@@ -501,9 +509,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	if (room > READ_CHUNK)
 		room = READ_CHUNK;
 	if (shared) {
-		if (!server.read_buf)
-			server.read_buf = xmalloc(READ_CHUNK);
-		to = server.read_buf;
+		if (!server.conn.read_buf)
+			server.conn.read_buf = xmalloc(READ_CHUNK);
+		to = server.conn.read_buf;
 	} else {
 		if (c->in_off > c->in.cap / 2) {   /* make room at the end */
 			memmove(c->in.p, c->in.p + c->in_off, waiting_input(c));
@@ -518,13 +526,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			log_debug("%s: %s", c->peer, strerror(errno));
 			conn_free(c);
-			server_rearm();
 		}
 		return;
 	}
 	if (n == 0) {
 		on_eof(c);
-		server_rearm();
 		return;
 	}
 	if (!shared) {
@@ -535,7 +541,6 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		if (c->state != CONN_CLOSING && used < (size_t)n)
 			buf_add(&c->in, to + used, (size_t)n - used);
 		settle(c, drained);
-		server_rearm();
 		return;
 	} else {
 		buf_add(&c->in, to, (size_t)n);
@@ -544,7 +549,6 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		run(c);
 	else
 		update_reading(c);
-	server_rearm();
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -561,7 +565,6 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 		else if (c->state == CONN_READY)
 			run(c);   /* executing may have paused for output */
 	}
-	server_rearm();
 }
 
 /* The peer closed its side, seen before its EOF is read (EV_CLOSED, where
@@ -575,7 +578,6 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 	c->client.nonblocking = true;
 	if (c->state == CONN_BLOCKED)
 		ops_expire(&c->pending);   /* conn_finish queues a resume */
-	server_rearm();
 }
 
 /* Past max_connections: one error line, then close. */
@@ -611,7 +613,7 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	if (server.nconns >= server.cfg.max_connections) {
+	if (server.conn.count >= server.cfg.max_connections) {
 		turn_away(fd, peer);
 		return;
 	}
@@ -642,17 +644,27 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	if (c->hup)
 		event_add(c->hup, NULL);
 
-	c->next = server.conns;
-	if (server.conns)
-		server.conns->prev = c;
-	server.conns = c;
-	server.nconns++;
+	c->next = server.conn.all;
+	if (server.conn.all)
+		server.conn.all->prev = c;
+	server.conn.all = c;
+	server.conn.count++;
 	log_debug("%s: connected", c->peer);
+}
+
+void conn_init(void)
+{
+	server.conn.resume_ev = event_new(server.base, -1, 0, resume, NULL);
+}
+
+unsigned conn_count(void)
+{
+	return server.conn.count;
 }
 
 void conn_shutdown_all(void)
 {
-	struct conn *c = server.conns, *next;
+	struct conn *c = server.conn.all, *next;
 	for (; c; c = next) {
 		next = c->next;
 		/* What arrived is answered (shutting_down); nothing more is read. */
@@ -664,7 +676,7 @@ void conn_shutdown_all(void)
 
 void conn_reconfigure(bool new_token)
 {
-	for (struct conn *c = server.conns; c; c = c->next) {
+	for (struct conn *c = server.conn.all; c; c = c->next) {
 		update_reading(c);   /* max_frame bounds the input held */
 		if (new_token)
 			c->authorized = false;
@@ -673,8 +685,11 @@ void conn_reconfigure(bool new_token)
 
 void conn_free_all(void)
 {
-	while (server.conns)
-		conn_free(server.conns);
-	free(server.read_buf);
-	server.read_buf = NULL;
+	while (server.conn.all)
+		conn_free(server.conn.all);
+	free(server.conn.read_buf);
+	server.conn.read_buf = NULL;
+	if (server.conn.resume_ev)
+		event_free(server.conn.resume_ev);
+	server.conn.resume_ev = NULL;
 }

@@ -10,14 +10,28 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct conn;
+
+/* conn.c's own. */
+struct conn_state {
+	struct conn *all;               /* open TCP connections */
+	unsigned count;
+	struct conn *resume;            /* unblocked, to run in this turn */
+	struct event *resume_ev;        /* runs them */
+	struct conn *holding;           /* replies wait for the journal */
+	char *read_buf;                 /* TCP input is read here first */
+};
+
+/* Sets up what the connections share (server.base exists). */
+void conn_init(void);
+
+/* The open connections. */
+unsigned conn_count(void);
+
 /* evconnlistener callback: takes a new client, or turns it away with
  * too_many_connections. */
 void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
                  struct sockaddr *sa, int salen, void *arg);
-
-/* Event callback of server.resume_ev: runs the connections whose blocked
- * request completed, outside the call that completed it. */
-void conn_resume(evutil_socket_t fd, short what, void *arg);
 
 /* Shutdown: every connection stops executing, writes what it owes, closes. */
 void conn_shutdown_all(void);
@@ -30,7 +44,7 @@ void conn_release(uint64_t safe);
  * again. */
 void conn_reconfigure(bool new_token);
 
-/* Frees every connection at once (exit). */
+/* Frees every connection at once, and what they share (exit). */
 void conn_free_all(void);
 
 #endif

@@ -1,6 +1,9 @@
 /*
- * joinqd.c - the daemon's main: settings, the event loop, the engine's
- * timer, signals (stop, reload), systemd notification and the watchdog.
+ * joinqd.c - the daemon's main: settings and their reload, the journal's
+ * timers, signals (stop, reload), systemd notification and the watchdog.
+ * It owns server.main (struct main_state, in server.h); the loop's turn
+ * is loop.c's.  Nothing else in the daemon calls into this file, so every
+ * other module links without it.
  */
 #include <errno.h>
 #include <signal.h>
@@ -15,6 +18,7 @@
 #include "journal.h"
 #include "listen.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
 #include "server.h"
 #include "udp.h"
@@ -24,69 +28,7 @@
 #define STATUS_PERIOD 5     /* seconds between STATUS= lines for systemd */
 #define TOKEN_MAX 4096
 
-struct server server;
-
-msec_t server_clock(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (msec_t)ts.tv_sec * 1000 + (msec_t)ts.tv_nsec / 1000000;
-}
-
-/* ---- the engine's timer ------------------------------------------------- */
-
-void server_rearm(void)
-{
-	msec_t next = engine_next_deadline(server.engine);
-	if (next == server.tick_at)
-		return;
-	server.tick_at = next;
-	if (next == NEVER) {
-		evtimer_del(server.tick);
-		return;
-	}
-	msec_t now = server_clock();
-	msec_t wait = next > now ? next - now : 0;
-	struct timeval tv = { (time_t)(wait / 1000),
-	                      (suseconds_t)(wait % 1000) * 1000 };
-	evtimer_add(server.tick, &tv);
-}
-
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	server.tick_at = NEVER;   /* spent: server_rearm must set it again */
-	engine_advance(server.engine);
-	server_rearm();
-}
-
 /* ---- the journal -------------------------------------------------------- */
-
-/*
- * After every turn of the loop, before it sleeps (Redis's beforeSleep):
- * what the turn's requests changed goes to the journal in one write and,
- * under fsync=always, one fdatasync for all clients (group commit); the
- * replies that waited for it go out.
- */
-static void after_turn(void)
-{
-	if (server.journal) {
-		if (journal_commit(server.journal) < 0) {
-			/* The changes in memory are not on disk and never will be:
-			 * stop as a crash would, and recover what is on disk. */
-			log_error("journal: stopping now; a restart recovers what is "
-			          "on disk");
-			_exit(EXIT_FAILURE);
-		}
-		uint64_t safe = journal_safe(server.journal);
-		conn_release(safe);
-		udp_release(safe);
-		journal_maybe_compact(server.journal);
-	}
-	server_rearm();
-}
 
 static void on_child(evutil_socket_t fd, short what, void *arg)
 {
@@ -126,14 +68,14 @@ static int open_journal(void)
 		log_error("journal: %s", err);
 		return -1;
 	}
-	server.child_ev = evsignal_new(server.base, SIGCHLD, on_child, NULL);
-	evsignal_add(server.child_ev, NULL);
+	server.main.child_ev = evsignal_new(server.base, SIGCHLD, on_child, NULL);
+	evsignal_add(server.main.child_ev, NULL);
 	if (server.cfg.fsync == FSYNC_INTERVAL) {
 		unsigned ms = server.cfg.fsync_interval;
 		struct timeval tv = { ms / 1000, (suseconds_t)(ms % 1000) * 1000 };
-		server.sync_timer = event_new(server.base, -1, EV_PERSIST,
-		                              on_sync_timer, NULL);
-		event_add(server.sync_timer, &tv);
+		server.main.sync_timer = event_new(server.base, -1, EV_PERSIST,
+		                                   on_sync_timer, NULL);
+		event_add(server.main.sync_timer, &tv);
 	}
 	return 0;
 }
@@ -146,7 +88,7 @@ static void send_status(void)
 	uint64_t unfinished = 0;
 	struct queue_stats s;
 
-	if (!server.notify)
+	if (!server.main.notify)
 		return;
 	for (struct queue *q = engine_next_queue(server.engine, NULL); q;
 	     q = engine_next_queue(server.engine, q)) {
@@ -154,10 +96,11 @@ static void send_status(void)
 		unfinished += s.unfinished;
 	}
 	size_t queues = engine_queue_count(server.engine);
+	unsigned clients = conn_count();
 	sd_notifyf(0, "STATUS=%zu queue%s, %llu unfinished task%s, %u client%s",
 	           queues, queues == 1 ? "" : "s",
 	           (unsigned long long)unfinished, unfinished == 1 ? "" : "s",
-	           server.nconns, server.nconns == 1 ? "" : "s");
+	           clients, clients == 1 ? "" : "s");
 }
 
 static void on_status_timer(evutil_socket_t fd, short what, void *arg)
@@ -185,9 +128,9 @@ static void start_watchdog(void)
 		return;
 	struct timeval half = { (time_t)(usec / 2000000),
 	                        (suseconds_t)(usec / 2 % 1000000) };
-	server.watchdog_timer = event_new(server.base, -1, EV_PERSIST,
-	                                  on_watchdog_timer, NULL);
-	event_add(server.watchdog_timer, &half);
+	server.main.watchdog_timer = event_new(server.base, -1, EV_PERSIST,
+	                                       on_watchdog_timer, NULL);
+	event_add(server.main.watchdog_timer, &half);
 	sd_notify(0, "WATCHDOG=1");
 	log_info("watchdog: pinging systemd every %.3f s",
 	         (double)usec / 2e6);
@@ -195,23 +138,19 @@ static void start_watchdog(void)
 
 /* ---- stopping ----------------------------------------------------------- */
 
-void server_maybe_done(void)
-{
-	if (server.shutting_down && server.nconns == 0)
-		event_base_loopexit(server.base, NULL);
-}
-
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	(void)arg;
 	log_warning("%u clients did not take their last replies in %d s; "
-	            "closing them", server.nconns, STOP_GRACE);
+	            "closing them", conn_count(), STOP_GRACE);
 	event_base_loopbreak(server.base);
 }
 
-void server_shutdown(void)
+/* SIGTERM, SIGINT: the orderly stop.  The loop ends once the last client
+ * has gone (loop_done), or when stop_timer fires. */
+static void begin_shutdown(void)
 {
 	static const struct timeval grace = { STOP_GRACE, 0 };
 
@@ -221,8 +160,7 @@ void server_shutdown(void)
 	metrics_stop();
 	engine_cancel_waiters(server.engine, JQ_SHUTTING_DOWN);
 	conn_shutdown_all();
-	evtimer_add(server.stop_timer, &grace);
-	server_maybe_done();
+	evtimer_add(server.main.stop_timer, &grace);
 }
 
 /* ---- settings ----------------------------------------------------------- */
@@ -275,7 +213,7 @@ static void forget_token(void)
 
 static void set_engine_conf(void)
 {
-	server.engine_conf = (struct engine_conf){
+	server.main.engine_conf = (struct engine_conf){
 		.clock = server_clock,
 		.default_maxsize = server.cfg.default_maxsize,
 		.default_max_deliveries = server.cfg.max_deliveries,
@@ -299,7 +237,7 @@ static void keep_bound(struct config *next)
 	             next->nbinds != server.cfg.nbinds;
 	for (size_t i = 0; !binds && i < next->nbinds; i++)
 		binds = strcmp(next->binds[i], server.cfg.binds[i]) != 0;
-	if (binds && !server.activated)
+	if (binds && !server.listen.activated)
 		log_warning("reload: bind and port take effect at the next start");
 	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
 		log_warning("reload: metrics_listen takes effect at the next start");
@@ -334,7 +272,8 @@ static void reload(void)
 	char *token;
 
 	sd_notify(0, "RELOADING=1");
-	if (config_load(&next, server.argc, server.argv, err, sizeof err) < 0) {
+	if (config_load(&next, server.main.argc, server.main.argv, err,
+	                sizeof err) < 0) {
 		log_error("reload: %s; the running configuration stays", err);
 		goto done;
 	}
@@ -356,12 +295,11 @@ static void reload(void)
 	server.token = token;
 	server.token_len = token_len;
 	set_engine_conf();
-	engine_reconfigure(server.engine, &server.engine_conf);
+	engine_reconfigure(server.engine, &server.main.engine_conf);
 	conn_reconfigure(new_token);
 	if (new_token)
 		log_info("reload: a new token; connected clients must authenticate "
 		         "again");
-	server_rearm();
 	log_info("reloaded %s", server.cfg.file ? server.cfg.file :
 	         "the settings (no config file)");
 done:
@@ -384,7 +322,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	log_info("%s: shutting down", strsignal((int)sig));
-	server_shutdown();
+	begin_shutdown();
 }
 
 /* Every client is a descriptor: raise the soft limit toward what
@@ -423,27 +361,26 @@ static int start(void)
 	}
 
 	set_engine_conf();
-	server.engine = engine_new(&server.engine_conf);
+	server.engine = engine_new(&server.main.engine_conf);
 	if (open_journal() < 0)
 		return -1;
-	server.tick = evtimer_new(server.base, on_tick, NULL);
-	server.tick_at = NEVER;
-	server.resume_ev = event_new(server.base, -1, 0, conn_resume, NULL);
-	server.stop_timer = evtimer_new(server.base, on_stop_timer, NULL);
+	loop_init();
+	conn_init();
+	server.main.stop_timer = evtimer_new(server.base, on_stop_timer, NULL);
 	for (size_t i = 0; i < 3; i++) {
-		server.signals[i] = evsignal_new(server.base, signals[i], on_signal,
-		                                 NULL);
-		evsignal_add(server.signals[i], NULL);
+		server.main.signals[i] = evsignal_new(server.base, signals[i],
+		                                      on_signal, NULL);
+		evsignal_add(server.main.signals[i], NULL);
 	}
 
 	if (listen_open() < 0 || listen_start() < 0 ||
-	    metrics_start(server.metrics_fd) < 0)
+	    metrics_start(server.listen.metrics_fd) < 0)
 		return -1;
 
-	if (server.notify) {
-		server.status_timer = event_new(server.base, -1, EV_PERSIST,
-		                                on_status_timer, NULL);
-		event_add(server.status_timer, &status_period);
+	if (server.main.notify) {
+		server.main.status_timer = event_new(server.base, -1, EV_PERSIST,
+		                                     on_status_timer, NULL);
+		event_add(server.main.status_timer, &status_period);
 	}
 	start_watchdog();
 	return 0;
@@ -464,13 +401,13 @@ static void stop(void)
 	udp_free_all();
 	listen_close();
 	metrics_stop();
+	loop_free();
 	journal_close(server.journal);
 	engine_free(server.engine);
+	struct main_state *m = &server.main;
 	struct event *events[] = {
-		server.signals[0], server.signals[1], server.signals[2],
-		server.tick, server.resume_ev, server.stop_timer,
-		server.status_timer, server.watchdog_timer, server.child_ev,
-		server.sync_timer,
+		m->signals[0], m->signals[1], m->signals[2], m->stop_timer,
+		m->status_timer, m->watchdog_timer, m->child_ev, m->sync_timer,
 	};
 	for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
 		if (events[i])
@@ -495,10 +432,9 @@ int main(int argc, char **argv)
 		config_free(&server.cfg);
 		return rc;
 	}
-	server.argc = argc;
-	server.argv = argv;
-	server.metrics_fd = -1;
-	server.notify = getenv("NOTIFY_SOCKET") != NULL;
+	server.main.argc = argc;
+	server.main.argv = argv;
+	server.main.notify = getenv("NOTIFY_SOCKET") != NULL;
 	log_init();
 	signal(SIGPIPE, SIG_IGN);
 	if (read_token(server.cfg.auth_token_file, &server.token,
@@ -521,11 +457,8 @@ int main(int argc, char **argv)
 	sd_notify(0, "READY=1");
 	send_status();
 
-	while (!event_base_got_exit(server.base) &&
-	       !event_base_got_break(server.base)) {
-		event_base_loop(server.base, EVLOOP_ONCE);
-		after_turn();
-	}
+	while (!loop_done())
+		loop_turn();
 
 	stop();
 	return 0;

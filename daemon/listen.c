@@ -5,6 +5,8 @@
  * from systemd (sd_listen_fds_with_names) and nothing is bound here: every
  * listening stream socket is a TCP listener, every datagram socket a UDP
  * one, and a stream socket named "metrics" serves /metrics.
+ *
+ * It owns server.listen (struct listen_state): the sockets.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,22 +82,28 @@ static int bind_socket(const struct addrinfo *ai, int type, unsigned port)
 	return fd;
 }
 
-static void add_listener(int fd, bool udp, const struct addrinfo *ai,
-                         unsigned port)
+static struct listener *new_listener(int fd, bool udp)
 {
-	server.listeners = xrealloc(server.listeners,
-	                            (server.nlisteners + 1) * sizeof *server.listeners);
-	struct listener *l = &server.listeners[server.nlisteners++];
+	server.listen.all = xrealloc(server.listen.all, (server.listen.count + 1) *
+	                             sizeof *server.listen.all);
+	struct listener *l = &server.listen.all[server.listen.count++];
 	memset(l, 0, sizeof *l);
 	l->fd = fd;
 	l->udp = udp;
+	return l;
+}
+
+static void add_listener(int fd, bool udp, const struct addrinfo *ai,
+                         unsigned port)
+{
+	struct listener *l = new_listener(fd, udp);
 	name_of(ai->ai_addr, ai->ai_addrlen, port, l->name, sizeof l->name);
 }
 
 static void close_all(void)
 {
-	for (size_t i = 0; i < server.nlisteners; i++) {
-		struct listener *l = &server.listeners[i];
+	for (size_t i = 0; i < server.listen.count; i++) {
+		struct listener *l = &server.listen.all[i];
 		if (l->tcp)
 			evconnlistener_free(l->tcp);   /* closes the socket */
 		else if (l->fd >= 0)
@@ -103,9 +111,9 @@ static void close_all(void)
 		if (l->ev)
 			event_free(l->ev);
 	}
-	free(server.listeners);
-	server.listeners = NULL;
-	server.nlisteners = 0;
+	free(server.listen.all);
+	server.listen.all = NULL;
+	server.listen.count = 0;
 }
 
 /* An address the host lacks (no IPv6 at all, say) is skipped with a warning
@@ -166,7 +174,7 @@ static int bind_all(unsigned *port)
 		}
 		freeaddrinfo(res);
 	}
-	if (!server.nlisteners) {
+	if (!server.listen.count) {
 		log_error("no address to listen on");
 		return -1;
 	}
@@ -205,19 +213,12 @@ static int adopt(int n, char **names)
 			return -1;
 		}
 		if (stream && strcmp(name, "metrics") == 0) {
-			server.metrics_fd = fd;
+			server.listen.metrics_fd = fd;
 			continue;
 		}
-		server.listeners = xrealloc(server.listeners,
-		                            (server.nlisteners + 1) *
-		                            sizeof *server.listeners);
-		struct listener *l = &server.listeners[server.nlisteners++];
-		memset(l, 0, sizeof *l);
-		l->fd = fd;
-		l->udp = dgram;
-		name_bound(l);
+		name_bound(new_listener(fd, dgram));
 	}
-	if (!server.nlisteners) {
+	if (!server.listen.count) {
 		log_error("socket activation: systemd passed no socket for queues");
 		return -1;
 	}
@@ -227,6 +228,7 @@ static int adopt(int n, char **names)
 int listen_open(void)
 {
 	char **names = NULL;
+	server.listen.metrics_fd = -1;
 	int n = sd_listen_fds_with_names(1, &names);
 	if (n < 0) {
 		log_error("socket activation: %s", strerror(-n));
@@ -238,7 +240,7 @@ int listen_open(void)
 			free(names[i]);
 		free(names);
 		if (rc == 0) {
-			server.activated = true;
+			server.listen.activated = true;
 			log_info("socket-activated: %d socket%s from systemd; binding "
 			         "nothing", n, n == 1 ? "" : "s");
 		}
@@ -291,8 +293,8 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 
 int listen_start(void)
 {
-	for (size_t i = 0; i < server.nlisteners; i++) {
-		struct listener *l = &server.listeners[i];
+	for (size_t i = 0; i < server.listen.count; i++) {
+		struct listener *l = &server.listen.all[i];
 		if (l->udp) {
 			l->ev = event_new(server.base, l->fd, EV_READ | EV_PERSIST,
 			                  udp_read, l);
@@ -300,7 +302,8 @@ int listen_start(void)
 			continue;
 		}
 		l->tcp = evconnlistener_new(server.base, conn_accept, l,
-		                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd);
+		                            LEV_OPT_CLOSE_ON_FREE |
+		                            LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd);
 		if (!l->tcp) {
 			log_error("%s: cannot listen: %s", l->name, strerror(errno));
 			return -1;
@@ -315,8 +318,8 @@ int listen_start(void)
  * now is refused at once instead of waiting in the backlog for nothing. */
 void listen_stop_tcp(void)
 {
-	for (size_t i = 0; i < server.nlisteners; i++) {
-		struct listener *l = &server.listeners[i];
+	for (size_t i = 0; i < server.listen.count; i++) {
+		struct listener *l = &server.listen.all[i];
 		if (l->udp)
 			continue;
 		if (l->tcp) {
@@ -341,12 +344,12 @@ void listen_describe(char *out, size_t len)
 	size_t n = 0;
 	bool both = true;   /* every address serves TCP and UDP */
 	out[0] = '\0';
-	for (size_t i = 0; i < server.nlisteners && n < len; i++) {
-		const struct listener *l = &server.listeners[i];
+	for (size_t i = 0; i < server.listen.count && n < len; i++) {
+		const struct listener *l = &server.listen.all[i];
 		bool twin = false;
-		for (size_t k = 0; k < server.nlisteners; k++)
-			twin |= k != i && server.listeners[k].udp != l->udp &&
-			        strcmp(server.listeners[k].name, l->name) == 0;
+		for (size_t k = 0; k < server.listen.count; k++)
+			twin |= k != i && server.listen.all[k].udp != l->udp &&
+			        strcmp(server.listen.all[k].name, l->name) == 0;
 		both &= twin;
 		if (!l->udp || !twin)
 			n += (size_t)snprintf(out + n, len - n, "%s%s%s", n ? " " : "",

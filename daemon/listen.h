@@ -18,6 +18,14 @@ struct listener {
 	struct event *ev;              /* UDP: reads into udp.c; TCP: retry */
 };
 
+/* listen.c's own; joinqd.c reads activated and metrics_fd. */
+struct listen_state {
+	struct listener *all;           /* TCP and UDP sockets */
+	size_t count;
+	bool activated;                 /* the sockets came from systemd */
+	int metrics_fd;                 /* from systemd, named "metrics"; or -1 */
+};
+
 /* Binds every configured address; on failure logs why and returns -1. */
 int listen_open(void);
 

@@ -1,4 +1,5 @@
-/* log.c - stderr logging (see log.h).  The level lives in server.cfg. */
+/* log.c - stderr logging (see log.h).  It owns server.log; the level lives
+ * in server.cfg. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,7 +38,7 @@ static bool stderr_is_journal(void)
 
 void log_init(void)
 {
-	server.log_to_journal = stderr_is_journal();
+	server.log.to_journal = stderr_is_journal();
 }
 
 int log_level_parse(const char *name)
@@ -50,11 +51,6 @@ int log_level_parse(const char *name)
 	return -1;
 }
 
-const char *log_level_name(int level)
-{
-	return names[level];
-}
-
 void log_write(enum log_level level, const char *fmt, ...)
 {
 	char line[1024];
@@ -63,7 +59,7 @@ void log_write(enum log_level level, const char *fmt, ...)
 
 	if ((int)level > server.cfg.log_level)
 		return;
-	if (server.log_to_journal) {
+	if (server.log.to_journal) {
 		n = (size_t)snprintf(line, sizeof line, "%s", prefixes[level]);
 	} else {
 		struct timespec ts;

@@ -9,14 +9,20 @@
 #ifndef JQ_LOG_H
 #define JQ_LOG_H
 
+#include <stdbool.h>
+
 enum log_level { LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+/* log.c's own; the level lives in server.cfg. */
+struct log_state {
+	bool to_journal;                /* stderr is the systemd journal */
+};
 
 /* Reads JOURNAL_STREAM to choose the line format; call once at start. */
 void log_init(void);
 
 /* The level of a name ("error", "warning", "info", "debug"), or -1. */
 int log_level_parse(const char *name);
-const char *log_level_name(int level);
 
 void log_write(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

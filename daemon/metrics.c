@@ -6,6 +6,8 @@
  * scrape comes, so it costs nothing between scrapes.  Names follow the
  * Prometheus conventions: a joinq_ prefix, _total on counters, base units
  * (seconds, bytes), and the usual process_ metrics of an exporter.
+ *
+ * It owns server.metrics (struct metrics_state): the HTTP listener.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
+#include "conn.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -128,7 +131,7 @@ static void daemon_families(struct evbuffer *b)
 		                    "%llu\n", errcode_name(code),
 		                    (unsigned long long)server.errors[code]);
 	family(b, "joinq_connections", "gauge", "Open TCP connections.");
-	evbuffer_add_printf(b, "joinq_connections %u\n", server.nconns);
+	evbuffer_add_printf(b, "joinq_connections %u\n", conn_count());
 	family(b, "joinq_udp_denied_total", "counter",
 	       "Datagrams dropped: their sender is outside udp_allow.");
 	evbuffer_add_printf(b, "joinq_udp_denied_total %llu\n",
@@ -223,7 +226,7 @@ static void retry_accept(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	if (!server.shutting_down)
-		evconnlistener_enable(server.metrics_lev);
+		evconnlistener_enable(server.metrics.lev);
 }
 
 /* As for the queue listeners (listen.c): out of descriptors, the listener
@@ -239,7 +242,7 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 		log_warning("metrics: cannot accept: %s; pausing for a second",
 		            strerror(err));
 		evconnlistener_disable(lev);
-		evtimer_add(server.metrics_retry, &pause);
+		evtimer_add(server.metrics.retry, &pause);
 	} else if (err != EINTR && err != ECONNABORTED && err != EAGAIN) {
 		log_warning("metrics: accept: %s", strerror(err));
 	}
@@ -247,9 +250,9 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 
 static void on_bound(struct evhttp_bound_socket *bound)
 {
-	server.metrics_lev = evhttp_bound_socket_get_listener(bound);
-	server.metrics_retry = evtimer_new(server.base, retry_accept, NULL);
-	evconnlistener_set_error_cb(server.metrics_lev, accept_error);
+	server.metrics.lev = evhttp_bound_socket_get_listener(bound);
+	server.metrics.retry = evtimer_new(server.base, retry_accept, NULL);
+	evconnlistener_set_error_cb(server.metrics.lev, accept_error);
 }
 
 int metrics_start(int activated_fd)
@@ -260,21 +263,22 @@ int metrics_start(int activated_fd)
 
 	if (activated_fd < 0 && !spec)
 		return 0;
-	server.metrics = evhttp_new(server.base);
-	if (!server.metrics) {
+	server.metrics.http = evhttp_new(server.base);
+	if (!server.metrics.http) {
 		log_error("metrics: cannot set up the HTTP listener");
 		return -1;
 	}
-	evhttp_set_allowed_methods(server.metrics, EVHTTP_REQ_GET |
+	evhttp_set_allowed_methods(server.metrics.http, EVHTTP_REQ_GET |
 	                           EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 	                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	evhttp_set_cb(server.metrics, "/metrics", on_metrics, NULL);
-	evhttp_set_gencb(server.metrics, on_other, NULL);
-	evhttp_set_timeout(server.metrics, 10);
+	evhttp_set_cb(server.metrics.http, "/metrics", on_metrics, NULL);
+	evhttp_set_gencb(server.metrics.http, on_other, NULL);
+	evhttp_set_timeout(server.metrics.http, 10);
 
 	if (activated_fd >= 0) {
 		struct evhttp_bound_socket *bound =
-			evhttp_accept_socket_with_handle(server.metrics, activated_fd);
+			evhttp_accept_socket_with_handle(server.metrics.http,
+			                                 activated_fd);
 		if (!bound) {
 			log_error("metrics: cannot serve the socket systemd passed");
 			return -1;
@@ -285,7 +289,7 @@ int metrics_start(int activated_fd)
 	}
 	struct evhttp_bound_socket *bound = NULL;
 	if (split_addr(spec, host, sizeof host, &port) == 0)
-		bound = evhttp_bind_socket_with_handle(server.metrics, host,
+		bound = evhttp_bind_socket_with_handle(server.metrics.http, host,
 		                                       (ev_uint16_t)port);
 	if (!bound) {
 		log_error("metrics: cannot listen on %s", spec);
@@ -308,11 +312,11 @@ int metrics_start(int activated_fd)
 
 void metrics_stop(void)
 {
-	if (server.metrics_retry)
-		event_free(server.metrics_retry);
-	if (server.metrics)
-		evhttp_free(server.metrics);
-	server.metrics = NULL;
-	server.metrics_lev = NULL;
-	server.metrics_retry = NULL;
+	if (server.metrics.retry)
+		event_free(server.metrics.retry);
+	if (server.metrics.http)
+		evhttp_free(server.metrics.http);
+	server.metrics.http = NULL;
+	server.metrics.lev = NULL;
+	server.metrics.retry = NULL;
 }

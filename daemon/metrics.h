@@ -5,6 +5,17 @@
 #ifndef JQ_METRICS_H
 #define JQ_METRICS_H
 
+struct evconnlistener;
+struct evhttp;
+struct event;
+
+/* metrics.c's own. */
+struct metrics_state {
+	struct evhttp *http;            /* the /metrics listener, or NULL */
+	struct evconnlistener *lev;     /* its socket */
+	struct event *retry;            /* re-enables it after EMFILE */
+};
+
 /* Starts serving: on activated_fd when systemd passed a socket named
  * "metrics", else on metrics_listen if set.  Returns 0, or -1 after
  * logging. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "conn.h"
 #include "journal.h"
 #include "log.h"
 #include "ops.h"
@@ -208,7 +209,7 @@ static void stats_reply(struct buf *b, const struct jtext *id)
 	reply_ok(b, id);
 	reply_str(b, "version", PACKAGE_VERSION);
 	reply_u64(b, "uptime", (uint64_t)(time(NULL) - server.started));
-	reply_u64(b, "connections", server.nconns);
+	reply_u64(b, "connections", conn_count());
 	reply_u64(b, "udp_denied", server.udp_denied);
 	buf_adds(b, ",\"queues\":{");
 	for (struct queue *q = engine_next_queue(server.engine, NULL); q;

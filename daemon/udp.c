@@ -6,6 +6,9 @@
  * completes.  One struct is kept ready so that the common, non-blocking
  * request allocates nothing.  Each wake-up reads a bounded batch, so a
  * datagram flood cannot keep the loop from its TCP clients.
+ *
+ * It owns server.udp (struct udp_state): the parked requests, the spare
+ * one, the replies held for the journal and the datagram buffer.
  */
 #include <errno.h>
 #include <math.h>
@@ -33,7 +36,7 @@
 
 struct udp_pending {
 	struct pending p;
-	struct udp_pending *prev, *next;   /* server.udp_waiting */
+	struct udp_pending *prev, *next;   /* server.udp.waiting */
 	int fd;
 	socklen_t peer_len;
 	struct sockaddr_storage peer;
@@ -73,11 +76,11 @@ static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
 		memcpy(&h->peer, peer, len);
 		h->len = b->len;
 		memcpy(h->data, b->p, b->len);
-		if (server.udp_held_last)
-			server.udp_held_last->next = h;
+		if (server.udp.held_last)
+			server.udp.held_last->next = h;
 		else
-			server.udp_held = h;
-		server.udp_held_last = h;
+			server.udp.held = h;
+		server.udp.held_last = h;
 	} else if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0) {
 		log_debug("udp: cannot send a reply: %s", strerror(errno));
 	}
@@ -87,10 +90,10 @@ static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
 void udp_release(uint64_t safe)
 {
 	struct held_datagram *h;
-	while ((h = server.udp_held) && h->until <= safe) {
-		server.udp_held = h->next;
+	while ((h = server.udp.held) && h->until <= safe) {
+		server.udp.held = h->next;
 		if (!h->next)
-			server.udp_held_last = NULL;
+			server.udp.held_last = NULL;
 		if (sendto(h->fd, h->data, h->len, MSG_DONTWAIT,
 		           (struct sockaddr *)&h->peer, h->peer_len) < 0)
 			log_debug("udp: cannot send a reply: %s", strerror(errno));
@@ -107,7 +110,7 @@ static void udp_finish(struct pending *p, const struct buf *reply)
 	if (u->prev)
 		u->prev->next = u->next;
 	else
-		server.udp_waiting = u->next;
+		server.udp.waiting = u->next;
 	if (u->next)
 		u->next->prev = u->prev;
 	free(u);
@@ -116,10 +119,10 @@ static void udp_finish(struct pending *p, const struct buf *reply)
 static void park(struct udp_pending *u)
 {
 	u->prev = NULL;
-	u->next = server.udp_waiting;
+	u->next = server.udp.waiting;
 	if (u->next)
 		u->next->prev = u;
-	server.udp_waiting = u;
+	server.udp.waiting = u;
 }
 
 static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
@@ -159,7 +162,7 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 		before = server.journal ? journal_appended(server.journal) : 0;
 		if (ops_execute(data, n, &c, &u->p, out) == EXEC_PARKED) {
 			park(u);
-			server.udp_spare = NULL;
+			server.udp.spare = NULL;
 		}
 	}
 	if (out->len)
@@ -171,16 +174,16 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
 	(void)arg;
-	if (!server.udp_buf)
-		server.udp_buf = xmalloc(DATAGRAM_MAX);
+	if (!server.udp.buf)
+		server.udp.buf = xmalloc(DATAGRAM_MAX);
 	for (int i = 0; i < UDP_BATCH; i++) {
-		if (!server.udp_spare) {
-			server.udp_spare = xcalloc(1, sizeof *server.udp_spare);
-			server.udp_spare->p.finish = udp_finish;
+		if (!server.udp.spare) {
+			server.udp.spare = xcalloc(1, sizeof *server.udp.spare);
+			server.udp.spare->p.finish = udp_finish;
 		}
-		struct udp_pending *u = server.udp_spare;
+		struct udp_pending *u = server.udp.spare;
 		u->peer_len = sizeof u->peer;
-		ssize_t n = recvfrom(fd, server.udp_buf, DATAGRAM_MAX, MSG_DONTWAIT,
+		ssize_t n = recvfrom(fd, server.udp.buf, DATAGRAM_MAX, MSG_DONTWAIT,
 		                     (struct sockaddr *)&u->peer, &u->peer_len);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -195,27 +198,26 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 			server.udp_denied++;
 			continue;
 		}
-		handle(fd, server.udp_buf, (size_t)n, u);
+		handle(fd, server.udp.buf, (size_t)n, u);
 	}
-	server_rearm();
 }
 
 void udp_free_all(void)
 {
 	struct udp_pending *u;
-	while ((u = server.udp_waiting)) {
-		server.udp_waiting = u->next;
+	while ((u = server.udp.waiting)) {
+		server.udp.waiting = u->next;
 		ops_cancel(&u->p);
 		free(u);
 	}
-	free(server.udp_spare);
-	server.udp_spare = NULL;
+	free(server.udp.spare);
+	server.udp.spare = NULL;
 	struct held_datagram *h;
-	while ((h = server.udp_held)) {
-		server.udp_held = h->next;
+	while ((h = server.udp.held)) {
+		server.udp.held = h->next;
 		free(h);
 	}
-	server.udp_held_last = NULL;
-	free(server.udp_buf);
-	server.udp_buf = NULL;
+	server.udp.held_last = NULL;
+	free(server.udp.buf);
+	server.udp.buf = NULL;
 }

@@ -11,6 +11,18 @@
 #include <event2/event.h>
 #include <stdint.h>
 
+struct held_datagram;
+struct udp_pending;
+
+/* udp.c's own. */
+struct udp_state {
+	struct udp_pending *waiting;    /* parked requests */
+	struct udp_pending *spare;      /* ready for the next datagram */
+	struct held_datagram *held, *held_last;   /* replies wait for the
+	                                             journal, in order */
+	char *buf;                      /* one datagram */
+};
+
 /* Read callback of a UDP socket (arg: its struct listener). */
 void udp_read(evutil_socket_t fd, short what, void *arg);
 
