@@ -95,10 +95,8 @@ enum {
 #define RATE_MS 2000            /* the status line's rate spans this */
 #define DRAIN_SPACING_MS 50     /* qsize asked at most this often */
 #define DRAIN_RETRY_MS 1000     /* and again this soon after a doubt */
-#define DRAIN_CONFIRM_MS 100    /* an empty queue with tasks in flight */
 #define RETRY_DELAY_MAX 3600.0  /* --retry-delay's backoff stops at 1 h */
 #define UDP_GET_WAIT 5.0        /* a UDP get's wait; then another */
-#define ORPHANS_MAX 64
 #define TEXT_MAX 200            /* a report's sentence */
 #define REPORTS_AT_ONCE 64
 
@@ -159,8 +157,8 @@ const char work_help[] =
 	"      --max-tasks N      a worker exits after N tasks and a new one\n"
 	"                         takes its place\n"
 	"      --exit-when-empty  stop and exit once the queue is drained: no\n"
-	"                         task queued or delayed and no worker holding\n"
-	"                         one\n"
+	"                         task queued, delayed or in flight (held by a\n"
+	"                         worker or by any other consumer)\n"
 	"      --quiet            print only errors, and the final summary if a\n"
 	"                         run failed\n"
 	"  -h, --help             show this help and exit\n"
@@ -1134,14 +1132,6 @@ struct slot {
 	char trouble[TEXT_MAX];     /* what it said before it exited */
 };
 
-/* A task a dead worker held: it comes back when the daemon sees the
- * connection close, or the lease run out.  Until then the queue looks
- * empty but is not. */
-struct orphan {
-	uint64_t task;
-	int64_t until;              /* when it must be back */
-};
-
 enum pool_state {
 	POOL_RUNNING,               /* keeps N workers */
 	POOL_STOPPING,              /* workers finish what they run, and exit */
@@ -1167,10 +1157,6 @@ struct pool {
 	uint64_t drain_gen;         /* gen when qsize was last asked */
 	int64_t drain_last;         /* when */
 	int64_t drain_retry_at;     /* ask again then, whatever gen says */
-	uint64_t maybe_gen;         /* gen when the queue looked empty with
-	                               tasks in flight; ~0: it did not */
-	struct orphan orphans[ORPHANS_MAX];
-	int norphans;
 
 	/* progress */
 	bool tty;
@@ -1340,25 +1326,6 @@ static void start_worker(struct pool *p, struct slot *s, int64_t now)
 	set_state(p, s, SLOT_STARTING);
 }
 
-static void add_orphan(struct pool *p, uint64_t task, int64_t until)
-{
-	if (p->norphans < ORPHANS_MAX) {
-		p->orphans[p->norphans].task = task;
-		p->orphans[p->norphans].until = until;
-		p->norphans++;
-	}
-	/* Beyond 64 at once, drained is judged by qsize alone. */
-}
-
-static void forget_orphan(struct pool *p, uint64_t task)
-{
-	for (int i = 0; i < p->norphans; i++)
-		if (p->orphans[i].task == task) {
-			p->orphans[i] = p->orphans[--p->norphans];
-			return;
-		}
-}
-
 static void apply_report(struct pool *p, struct report *r)
 {
 	struct slot *s = slot_of(p, r->pid);
@@ -1374,7 +1341,6 @@ static void apply_report(struct pool *p, struct report *r)
 		s->task = r->task;
 		s->deliveries = r->deliveries;
 		s->pgid = 0;
-		forget_orphan(p, r->task);      /* it came back */
 		set_state(p, s, SLOT_BUSY);
 		break;
 	case R_RUNNING:
@@ -1457,16 +1423,6 @@ static bool reap(struct pool *p)
 	}
 }
 
-/* How long a dead worker's task may take to come back. */
-static int64_t orphan_wait_ms(const struct work *cfg)
-{
-	if (cfg->lease > 0)
-		return seconds_ms(cfg->lease) + 1000;
-	/* UDP: the daemon's udp_lease, which we do not know (default 30 s);
-	 * TCP: the daemon returns it as it sees the connection close. */
-	return cfg->opt.transport == JQ_UDP ? 60000 : 1000;
-}
-
 /* A worker is gone: say so when it was not meant to go, and put another
  * in its place, at once or after the slot's backoff. */
 static void apply_death(struct pool *p, struct slot *s, int64_t now)
@@ -1484,7 +1440,6 @@ static void apply_death(struct pool *p, struct slot *s, int64_t now)
 		/* PDEATHSIG killed CMD; what it started lives on in its group. */
 		if (s->pgid)
 			kill(-s->pgid, SIGKILL);
-		add_orphan(p, s->task, now + orphan_wait_ms(p->cfg));
 		snprintf(held, sizeof held, "; its task %llu (delivery %lu) "
 		         "comes back when %s", (unsigned long long)s->task,
 		         (unsigned long)s->deliveries, p->cfg->lease > 0 ||
@@ -1633,19 +1588,20 @@ static int ask_qsize(const struct pool *p, struct jq_qsize *q,
 
 /*
  * Asks the daemon whether the queue is drained: nothing queued, nothing
- * delayed, and no task of a dead worker on its way back.  A delayed task
- * comes back to a waiting worker by itself, which changes its state and
- * brings us here again: no polling.
+ * delayed, nothing in flight.  A delayed task comes back to a waiting
+ * worker by itself, which changes its state and brings us here again.
  *
- * Tasks in flight with every worker waiting: another consumer's, or one a
- * worker took a moment ago and has not reported yet.  The second kind
- * shows in the reports within a moment, so the question is asked once
- * more after DRAIN_CONFIRM_MS, and holds only if no worker changed state
- * meanwhile.  final: every worker is gone, so nothing in flight is ours.
+ * A task in flight while every worker waits in get may be one being
+ * delivered to a worker right now: the daemon counts it as delivered
+ * once it hands it over, and the worker reports it only once the whole
+ * reply is in, which for a large item on a busy machine takes any time
+ * at all.  Nothing in the reports tells that delivery from another
+ * consumer's task, or from a dead worker's on its way back, so none of
+ * them is drained: the question is asked again after DRAIN_RETRY_MS.
  *
  * 1: drained; 0: not; -1: the daemon did not say (the log says why).
  */
-static int queue_drained(struct pool *p, int64_t now, bool final)
+static int queue_drained(struct pool *p, int64_t now)
 {
 	struct jq_qsize q = { 0 };
 	struct jq_error err;
@@ -1659,19 +1615,13 @@ static int queue_drained(struct pool *p, int64_t now, bool final)
 		p->drain_retry_at = now + DRAIN_RETRY_MS;
 		return -1;
 	}
-	for (int i = 0; i < p->norphans; i++)
-		if (q.inflight == 0 || p->orphans[i].until <= now)
-			p->orphans[i--] = p->orphans[--p->norphans];
-	if (q.qsize || q.delayed || p->norphans) {
-		if (p->norphans)
-			p->drain_retry_at = now + DRAIN_RETRY_MS;
+	if (q.qsize || q.delayed)
+		return 0;
+	if (q.inflight) {
+		p->drain_retry_at = now + DRAIN_RETRY_MS;
 		return 0;
 	}
-	if (final || q.inflight == 0 || p->maybe_gen == p->gen)
-		return 1;
-	p->maybe_gen = p->gen;
-	p->drain_retry_at = now + DRAIN_CONFIRM_MS;
-	return 0;
+	return 1;
 }
 
 /* When the drain check is next due; NEVER if not wanted. */
@@ -1690,7 +1640,7 @@ static void drain_check(struct pool *p, int64_t now)
 	int64_t due = drain_due(p);
 	if (due == NEVER || due > now)
 		return;
-	if (queue_drained(p, now, false) == 1) {
+	if (queue_drained(p, now) == 1) {
 		pool_log(p, false, "the queue is empty: stopping");
 		pool_stop(p, true);
 	}
@@ -1812,7 +1762,7 @@ static void run_pool(struct pool *p)
 		if (!live_workers(p) && p->state != POOL_RUNNING) {
 			/* A drained stop: a task handed over as a worker was being
 			 * stopped went back; if one did, carry on. */
-			if (p->stop_drained && queue_drained(p, now, true) == 0) {
+			if (p->stop_drained && queue_drained(p, now) == 0) {
 				pool_log(p, false, "tasks came back as the pool stopped: "
 				         "resuming");
 				p->state = POOL_RUNNING;
@@ -1935,7 +1885,6 @@ int work_main(const struct jq_options *opt, const char *queue, int argc,
 	p.drain_last = p.started - DRAIN_SPACING_MS;
 	p.drain_gen = (uint64_t)-1;
 	p.drain_retry_at = NEVER;
-	p.maybe_gen = (uint64_t)-1;
 	p.abort_deadline = NEVER;
 	for (int i = 0; i < p.nslots; i++) {
 		p.slots[i].backoff = RESTART_MIN_MS;
