@@ -46,6 +46,7 @@
 #include "buf.h"
 #include "joinq.h"
 #include "reply.h"
+#include "token.h"
 #include "utf8.h"
 #include "work.h"
 #include "xalloc.h"
@@ -63,7 +64,6 @@ enum {
 #define WINDOW 1024                 /* put requests in flight at most */
 #define WINDOW_BYTES (512u << 10)   /* and their bytes at most */
 #define READ_CHUNK 65536
-#define TOKEN_MAX 4096
 #define WHY_MAX 256                 /* why an item is bad */
 
 /* Command options; each command accepts some of them. */
@@ -215,28 +215,19 @@ static jq_client *open_client(const struct session *s, int *status)
 	return c;
 }
 
-/* The token: the file's first line, without the line end. */
-static int read_token(const struct session *s, const char *path, char **token)
+/* The token in path (token.h), read as joinqd reads its own. */
+static int read_token(const struct session *s, const char *path,
+                      char **token)
 {
-	char buf[TOKEN_MAX + 1];
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fprintf(stderr, "joinq: cannot open the token file %s: %s\n", path,
-		        strerror(errno));
+	char err[512];
+	size_t len;
+	int rc = token_read("the token file", path, token, &len, err, sizeof err);
+	if (rc == -2)
+		return usage_error(s, "%s", err);
+	if (rc) {
+		fprintf(stderr, "joinq: %s\n", err);
 		return EXIT_ERROR;
 	}
-	size_t n = fread(buf, 1, TOKEN_MAX, f);
-	bool failed = ferror(f);
-	fclose(f);
-	if (failed) {
-		fprintf(stderr, "joinq: cannot read the token file %s\n", path);
-		return EXIT_ERROR;
-	}
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (!buf[0])
-		return usage_error(s, "the token file %s is empty", path);
-	*token = xstrdup(buf);
 	return EXIT_OK;
 }
 
@@ -1334,8 +1325,8 @@ static void print_help(void)
 	       "  -p, --port PORT        daemon port ($JOINQ_PORT, else %s)\n"
 	       "  -u, --udp              talk UDP instead of TCP\n"
 	       "  -q, --queue NAME       the queue ($JOINQ_QUEUE, else default)\n"
-	       "      --token-file FILE  the token is FILE's first line (default\n"
-	       "                         $JOINQ_TOKEN)\n"
+	       "      --token-file FILE  the token is FILE's first line, blanks\n"
+	       "                         around it trimmed (default $JOINQ_TOKEN)\n"
 	       "  -h, --help             show this help and exit\n"
 	       "  -V, --version          show the version and exit\n"
 	       "\n"
