@@ -29,7 +29,6 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +44,7 @@
 #include "errcode.h"
 #include "frame.h"
 #include "joinq.h"
+#include "netconnect.h"
 #include "reply.h"
 #include "utf8.h"
 #include "xalloc.h"
@@ -230,76 +230,6 @@ void jq_set_cancel_fd(jq_client *c, int fd)
 
 /* ---- connecting --------------------------------------------------------- */
 
-/* "127.0.0.1:7477" or "[::1]:7477". */
-static void format_addr(const struct sockaddr *sa, socklen_t len, char *out,
-                        size_t size)
-{
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	if (getnameinfo(sa, len, host, sizeof host, port, sizeof port,
-	                NI_NUMERICHOST | NI_NUMERICSERV)) {
-		snprintf(out, size, "an address of unknown form");
-		return;
-	}
-	snprintf(out, size, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
-	         host, port);
-}
-
-/* A non-blocking TCP connect bounded by timeout_ms (NEVER: none).
- * Returns the fd, or -1 with errno set. */
-static int tcp_open(const struct addrinfo *ai, int64_t timeout_ms)
-{
-	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-	                SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-		return fd;
-	if (errno != EINPROGRESS && errno != EINTR)
-		goto fail;
-
-	int r = wait_fd(fd, POLLOUT, after_ms(timeout_ms));
-	if (r < 0)
-		goto fail;
-	if (r == 0) {
-		errno = ETIMEDOUT;
-		goto fail;
-	}
-	int soerr = 0;
-	socklen_t len = sizeof soerr;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-		goto fail;
-	if (soerr) {
-		errno = soerr;
-		goto fail;
-	}
-	return fd;
-
-fail: {
-		int saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-}
-
-/* A connected UDP socket: connect() only fixes the peer, so that replies
- * from anyone else are dropped by the kernel and an ICMP "port
- * unreachable" comes back as ECONNREFUSED. */
-static int udp_open(const struct addrinfo *ai)
-{
-	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-	                SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-		int saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	return fd;
-}
-
 /* Tries every address host:port resolves to, in order; the first that
  * answers wins.  The error names each address tried with its failure. */
 static int open_socket(jq_client *c, const char *host, const char *port,
@@ -322,9 +252,10 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 	struct buf why = { 0 };   /* "ADDR: error; ADDR: error" */
 	c->fd = -1;
 	for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next) {
-		format_addr(ai->ai_addr, ai->ai_addrlen, c->peer, sizeof c->peer);
-		c->fd = c->transport == JQ_UDP ? udp_open(ai) :
-		        tcp_open(ai, timeout_ms);
+		net_format_addr(ai->ai_addr, ai->ai_addrlen, c->peer,
+		                sizeof c->peer);
+		c->fd = net_connect(ai->ai_addr, ai->ai_addrlen,
+		                    c->transport == JQ_UDP, timeout_ms);
 		if (c->fd < 0) {
 			if (why.len)
 				buf_adds(&why, "; ");
@@ -342,12 +273,6 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 		return JQ_ERR_CONNECT;
 	}
 	buf_free(&why);
-
-	if (c->transport == JQ_TCP) {
-		int one = 1;
-		/* Requests are written whole, so Nagle would only add delay. */
-		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	}
 	return JQ_OK;
 }
 

@@ -21,12 +21,11 @@
 #include "loop.h"
 #include "metrics.h"
 #include "server.h"
+#include "token.h"
 #include "udp.h"
-#include "xalloc.h"
 
 #define STOP_GRACE 5        /* seconds for clients to take their last replies */
 #define STATUS_PERIOD 5     /* seconds between STATUS= lines for systemd */
-#define TOKEN_MAX 4096
 
 /* ---- the journal -------------------------------------------------------- */
 
@@ -165,41 +164,16 @@ static void begin_shutdown(void)
 
 /* ---- settings ----------------------------------------------------------- */
 
-/* The token is the file's first line, without surrounding blanks.  Sets
- * *token to it (malloc'd; *len its length), or to NULL for no file, and
- * returns 0; or returns -1 with why in err. */
+/* The token (token.h): sets *token to it (malloc'd; *len its length), or
+ * to NULL for no file, and returns 0; or returns -1 with why in err. */
 static int read_token(const char *path, char **token, size_t *len, char *err,
                       size_t errlen)
 {
-	char line[TOKEN_MAX];
-
 	*token = NULL;
 	*len = 0;
 	if (!path)
 		return 0;
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		snprintf(err, errlen, "cannot read auth_token_file %s: %s", path,
-		         strerror(errno));
-		return -1;
-	}
-	char *s = fgets(line, sizeof line, f);
-	fclose(f);
-	size_t n = s ? strlen(s) : 0;
-	while (n && strchr(" \t\r\n", s[n - 1]))
-		n--;
-	while (n && strchr(" \t", *s)) {
-		s++;
-		n--;
-	}
-	if (n) {
-		*token = xstrndup(s, n);
-		*len = n;
-	} else {
-		snprintf(err, errlen, "auth_token_file %s holds no token", path);
-	}
-	explicit_bzero(line, sizeof line);
-	return n ? 0 : -1;
+	return token_read("auth_token_file", path, token, len, err, errlen);
 }
 
 static void forget_token(void)

@@ -912,5 +912,56 @@ class Token(jqtest.TestCase):
                              "ping needs no token")
 
 
+    def test_daemon_and_cli_read_a_token_file_alike(self):
+        """One reader: the first line, the blanks around it trimmed.  A
+        file that lets joinqd in lets joinq in."""
+        for text in ("s3cret \n", "s3cret\r\n", " \ts3cret\n", "s3cret",
+                     "s3cret\t \r\nsecond line\n"):
+            with self.subTest(text=text):
+                d = jqtest.Daemon()
+                path = d.file("token", text)
+                d.args = ["--auth-token-file", path]
+                with d:
+                    c = d.tcp()
+                    try:
+                        self.assertOk(c.request({"op": "auth",
+                                                 "token": "s3cret"}))
+                    finally:
+                        c.close()
+                    for udp in (False, True):
+                        p = d.cli("--token-file", path, "put", "x", udp=udp)
+                        self.assertEqual(p.returncode, 0, p.stderr)
+                    p = d.cli("--token-file", path, "qsize")
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertTrue(p.stdout.startswith("qsize 2 "),
+                                    p.stdout)
+
+    def test_a_file_without_a_token_is_refused_by_both(self):
+        too_long = "t" * 4097 + "\n"
+        with jqtest.Daemon() as plain:
+            for i, text in enumerate(("", " \t\r\n", "\nsecond line\n",
+                                      too_long)):
+                with self.subTest(text=text[:8]):
+                    path = plain.file("token%d" % i, text)
+                    why = "longer than 4096" if text == too_long else \
+                          "holds no token"
+                    # joinq: a usage error that names the file.
+                    p = plain.cli("--token-file", path, "ping")
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn("the token file %s" % path, p.stderr)
+                    self.assertIn(why, p.stderr)
+                    # joinqd: refuses to start without the token it was
+                    # told to require.
+                    d = jqtest.Daemon("--auth-token-file", path)
+                    with self.assertRaises(RuntimeError) as cm:
+                        d.start()
+                    self.assertEqual(d.proc.returncode, 2)
+                    self.assertIn("auth_token_file %s" % path,
+                                  str(cm.exception))
+                    self.assertIn(why, str(cm.exception))
+            p = plain.cli("--token-file", plain.path("missing"), "ping")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("cannot read the token file", p.stderr)
+
 if __name__ == "__main__":
     jqtest.main()

@@ -537,12 +537,116 @@ class Signals(WorkTest):
 
 # ---- --exit-when-empty ------------------------------------------------------
 
+class SlowDeliveryProxy:
+    """A TCP relay between joinq work and the daemon that holds back every
+    get reply (the bytes that carry "task") for `delay` seconds: a
+    delivery that is on its way for that long, as a large item on a busy
+    machine is.  Half-closes are passed on, as the cancel of a get needs.
+    Threads only; close() ends every socket."""
+
+    def __init__(self, d, delay):
+        self.d = d
+        self.delay = delay
+        self.socks = []
+        self.lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def track(self, s):
+        with self.lock:
+            self.socks.append(s)
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return              # closed
+            self.track(client)
+            try:
+                daemon = socket.create_connection((self.d.host, self.d.port),
+                                                  TIMEOUT)
+            except OSError:
+                client.close()
+                continue
+            daemon.settimeout(None)
+            self.track(daemon)
+            threading.Thread(target=self.pump, args=(client, daemon, False),
+                             daemon=True).start()
+            threading.Thread(target=self.pump, args=(daemon, client, True),
+                             daemon=True).start()
+
+    def pump(self, src, dst, replies):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                if replies and b'"task"' in data:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            return
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                s.close()
+
+
 class ExitWhenEmpty(WorkTest):
     def test_empty_queue_exits_zero_at_once(self):
         with jqtest.Daemon() as d:
             pool = self.pool(d, "none", "-j", "2", "--exit-when-empty", "true")
             self.assertEqual(pool.wait(5), 0, pool.stderr())
             self.assertIn("0 done, 0 failed", pool.stderr())
+            self.assertClean(pool)
+
+    def test_delivery_on_its_way_is_not_drained(self):
+        """A worker whose get is being answered waits in get as far as
+        the pool can see, while the daemon counts its task in flight.
+        The pool must not call that queue drained: it once stopped, took
+        the task back from the worker, found it queued again and resumed,
+        over and over while each delivery took longer than its check."""
+        with jqtest.Daemon() as d:
+            proxy = SlowDeliveryProxy(d, 1.0 * SLOW)
+            try:
+                self.put(d, "slow", "x")
+                pool = self.pool(d, "slow", "-j", "1", "--exit-when-empty",
+                                 "true", port=proxy.port)
+                self.assertEqual(pool.wait(), 0, pool.stderr())
+            finally:
+                proxy.close()
+            self.assertNotIn("resuming", pool.stderr())
+            self.assertIn("1 done, 0 failed", pool.stderr())
+            st = self.stats(d, "slow")
+            self.assertEqual((st["gets"], st["task_dones"]), (1, 1),
+                             "delivered once, done once")
+            self.assertClean(pool)
+
+    def test_task_held_by_another_consumer_is_not_drained(self):
+        """A task another consumer holds may come back: the pool waits
+        for it, and runs it when it does."""
+        with jqtest.Daemon() as d:
+            self.put(d, "held", "x")
+            other = d.tcp()
+            try:
+                self.assertOk(other.request({"op": "get", "queue": "held"}))
+                pool = self.pool(d, "held", "-j", "1", "--exit-when-empty",
+                                 "true")
+                self.wait_for(lambda: len(pool.workers()) == 1, "a worker")
+                time.sleep(0.5 * SLOW)
+                self.assertIsNone(pool.proc.poll(), "exited with a task out")
+            finally:
+                other.close()       # hands the task back
+            self.assertEqual(pool.wait(), 0, pool.stderr())
+            self.assertIn("1 done, 0 failed", pool.stderr())
+            self.assertEqual(self.stats(d, "held")["task_dones"], 1)
             self.assertClean(pool)
 
     def test_waits_for_a_delayed_retry(self):
