@@ -62,6 +62,7 @@
 #define FULL_RETRY_MS 100            /* a full disk is asked again after */
 #define COMPACT_RETRY_MS 60000       /* a failed compaction is tried again */
 #define DROPPED UINT32_MAX           /* DEAD: no dead-letter queue */
+#define CHILD_SYNC_FAILED 3          /* the compacting child's exit status */
 
 enum record_type {
 	R_HEADER = 1, R_QUEUE, R_PUT, R_TASK, R_TAKE, R_DONE, R_BACK, R_DELAY,
@@ -87,6 +88,20 @@ struct journal {
 	pid_t child;                 /* writing a snapshot, or 0 */
 	msec_t child_started, next_compact;
 };
+
+/*
+ * A sync of the journal that fails is never retried: on Linux a failed
+ * fsync may have dropped the dirty pages, and the next one then succeeds
+ * with the data gone (PostgreSQL's "fsyncgate").  Every failed sync, of
+ * the journal, of a snapshot or of the directory, stops joinqd at once,
+ * as a crash would; a restart recovers what is on disk.
+ */
+static void sync_failed(const char *path)
+{
+	log_error("journal: cannot sync %s: %s", path, strerror(errno));
+	log_error("journal: stopping now; a restart recovers what is on disk");
+	_exit(EXIT_FAILURE);
+}
 
 /* ---- time --------------------------------------------------------------- */
 
@@ -610,10 +625,8 @@ int journal_sync(struct journal *j)
 {
 	if (j->synced == j->written)
 		return 0;
-	if (fdatasync(j->fd) < 0) {
-		log_error("journal: cannot sync %s: %s", j->path, strerror(errno));
-		return -1;
-	}
+	if (fdatasync(j->fd) < 0)
+		sync_failed(j->path);
 	j->synced = j->written;
 	return 0;
 }
@@ -700,9 +713,14 @@ static int write_snapshot(struct journal *j)
 	put_u32(&s.b, 0);
 	seal_batch(&s.b, at);
 	snap_flush(&s, 0);
-	if (s.failed || fdatasync(s.fd) < 0 || close(s.fd) < 0)
+	if (s.failed)
 		return 1;
-	return 0;
+	if (fdatasync(s.fd) < 0) {
+		log_error("journal: cannot sync %s: %s", j->tmp_path,
+		          strerror(errno));
+		return CHILD_SYNC_FAILED;
+	}
+	return close(s.fd) < 0;
 }
 
 void journal_maybe_compact(struct journal *j)
@@ -735,7 +753,8 @@ void journal_maybe_compact(struct journal *j)
 }
 
 /* The snapshot is written: the records since the fork follow it, as one
- * batch, and the new file takes the old one's name. */
+ * batch, and the new file takes the old one's name.  -1 if it cannot (the
+ * old file stays, whole); a failed sync does not return. */
 static int switch_to_snapshot(struct journal *j)
 {
 	int fd = open(j->tmp_path, O_RDWR | O_CLOEXEC);
@@ -750,14 +769,19 @@ static int switch_to_snapshot(struct journal *j)
 	int rc = fd < 0 || fstat(fd, &st) < 0 ||
 	         write_all(fd, batch.p, batch.len, st.st_size) < 0;
 	buf_free(&batch);
-	if (rc ||
-	    fdatasync(fd) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
-	    rename(j->tmp_path, j->path) < 0) {
+	if (rc) {
 		if (fd >= 0)
 			close(fd);
 		return -1;
 	}
-	fsync(j->dirfd);   /* the rename itself */
+	if (fdatasync(fd) < 0)
+		sync_failed(j->tmp_path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(j->tmp_path, j->path) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (fsync(j->dirfd) < 0)   /* the rename itself */
+		sync_failed(j->conf.dir);
 	close(j->fd);
 	j->fd = fd;
 	j->end = (uint64_t)st.st_size + (j->tail.len ? j->tail.len + BATCH_BYTES
@@ -775,11 +799,20 @@ void journal_reap(struct journal *j)
 	uint64_t before = j->end;
 	j->child = 0;
 
+	if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_SYNC_FAILED) {
+		errno = EIO;
+		sync_failed(j->tmp_path);
+	}
 	/* The old file first gets what is pending, so it stays whole until
-	 * the rename. */
+	 * the rename.  A write that fails here is what it is in any turn. */
 	msec_t t0 = mono_ms();
-	if (journal_commit(j) == 0 && WIFEXITED(status) &&
-	    WEXITSTATUS(status) == 0 && switch_to_snapshot(j) == 0) {
+	if (journal_commit(j) < 0) {
+		log_error("journal: stopping now; a restart recovers what is on "
+		          "disk");
+		_exit(EXIT_FAILURE);
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+	    switch_to_snapshot(j) == 0) {
 		log_info("journal: compacted %s from %" PRIu64 " to %" PRIu64
 		         " bytes (snapshot %llu ms, switch %llu ms)", j->path, before,
 		         j->end, (unsigned long long)took,

@@ -31,7 +31,6 @@ struct journal_conf {
 	enum fsync_policy fsync;
 	uint64_t compact_size;      /* compact once the file is this big... */
 	unsigned compact_ratio;     /* ...and this many times the live data */
-	size_t max_change;          /* bytes of the largest change (a put) */
 };
 
 struct journal;
