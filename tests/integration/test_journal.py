@@ -13,7 +13,7 @@ fdatasync takes as long as the file says.
 Figures worth a look (compaction stalls, recovery times) are printed as
 TAP comments ("# ...") in tests/integration/test_journal.log.
 
-The journal's format (daemon/journal.c) is read here too, by a small model
+The journal's format (daemon/record.c) is read here too, by a small model
 that replays it record by record as joinqd does, so that a journal cut at
 any byte can be compared with the state its surviving records describe.
 
@@ -52,7 +52,7 @@ def note(text):
     sys.stdout.flush()
 
 
-# ---- the journal's format, as daemon/journal.c writes it ------------------
+# ---- the journal's format, as daemon/record.c writes it -------------------
 
 HEADER, QUEUE, PUT, TASK, TAKE, DONE, BACK, DELAY, DEAD, NEXTID, BATCH = \
     range(1, 12)
@@ -627,7 +627,7 @@ class Recovery(Helpers):
 
 
     def test_first_bytes_of_the_last_write_lost(self):
-        # journal.c: a power loss "may keep a later page of the last write
+        # record.c: a power loss "may keep a later page of the last write
         # and lose an earlier one".  The last write's first bytes read as
         # zeros, its later records are whole: still the torn last write.
         data, recs = self.history()
