@@ -1,0 +1,272 @@
+/*
+ * fuzz_journal.c - libFuzzer harness of the journal's record decoder and
+ * replay (daemon/record.c).
+ *
+ * The input is a journal as a store holds it: any bytes, so whole
+ * journals, torn ones, damaged ones and files that are not journals at
+ * all.  record_replay() must either take it (clean, or a torn last write
+ * to cut) or refuse it (damaged), never read outside it, crash, leak or
+ * hang.  When it takes it:
+ *
+ *  - the sound part it names is a journal of its own: replayed alone it is
+ *    clean, with the same records and the same state (what joinqd starts
+ *    on after cutting a torn tail);
+ *  - the engine it built is consistent once the replay ends: per queue
+ *    U == Q + F + D and nothing in flight, every task once in the dump,
+ *    below the next id, the dump's counts matching the queue figures;
+ *  - a snapshot of it written as compaction writes one (record_header,
+ *    record_queue, record_next_id, record_task, a closing batch) replays
+ *    clean into a fresh engine that dumps the same state (deadlines within
+ *    a few ms: they go through the wall clock and back).
+ *
+ * A property that does not hold abort()s with its line.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "engine.h"
+#include "record.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void violated(const char *what, int line)
+{
+	fprintf(stderr, "fuzz_journal.c:%d: property violated: %s\n", line, what);
+	abort();
+}
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) \
+			violated(#cond, __LINE__); \
+	} while (0)
+
+#define SLACK_MS 50   /* a deadline through the wall clock and back */
+
+static msec_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (msec_t)ts.tv_sec * 1000 + (msec_t)ts.tv_nsec / 1000000;
+}
+
+static const struct engine_conf conf = {
+	.clock = mono_ms, .max_queues = UINT32_MAX,
+};
+
+/* ---- an engine's state, as engine_dump gives it ------------------------ */
+
+struct dtask {
+	uint32_t qid;
+	uint64_t task;
+	uint32_t deliveries;
+	enum engine_task_state state;
+	msec_t until;
+	size_t at, len;          /* the item, in struct dumped's bytes */
+};
+
+struct dumped {
+	struct buf names;        /* each queue's name, NUL after it */
+	uint32_t nq;
+	uint64_t next_id;
+	uint64_t live;           /* engine_live_bytes */
+	struct dtask *t;
+	size_t nt, cap;
+	struct buf items;
+};
+
+static void d_queue(void *ctx, uint32_t qid, const char *name, size_t len)
+{
+	struct dumped *d = ctx;
+	CHECK(qid == d->nq);
+	d->nq++;
+	buf_add(&d->names, name, len);
+	buf_addc(&d->names, '\0');
+}
+
+static void d_next_id(void *ctx, uint64_t next)
+{
+	((struct dumped *)ctx)->next_id = next;
+}
+
+static void d_task(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
+                   enum engine_task_state state, msec_t until,
+                   const char *item, size_t len)
+{
+	struct dumped *d = ctx;
+	if (d->nt == d->cap) {
+		d->cap = d->cap ? 2 * d->cap : 16;
+		d->t = realloc(d->t, d->cap * sizeof *d->t);
+		CHECK(d->t);
+	}
+	d->t[d->nt++] = (struct dtask){ qid, task, deliveries, state, until,
+	                                d->items.len, len };
+	buf_add(&d->items, item, len);
+}
+
+static void dump(const struct engine *e, struct dumped *d)
+{
+	struct engine_dump cb = {
+		.ctx = d, .queue = d_queue, .next_id = d_next_id, .task = d_task,
+	};
+	memset(d, 0, sizeof *d);
+	engine_dump(e, &cb);
+	d->live = engine_live_bytes(e);
+}
+
+static void dumped_free(struct dumped *d)
+{
+	buf_free(&d->names);
+	buf_free(&d->items);
+	free(d->t);
+}
+
+static int by_task(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The same deadline, once through the wall clock and back: within a few
+ * ms, or both due already (a past deadline becomes "now" each time). */
+static bool same_deadline(msec_t a, msec_t b)
+{
+	msec_t now = mono_ms();
+	if (a <= now && b <= now)
+		return true;
+	return a > b ? a - b <= SLACK_MS : b - a <= SLACK_MS;
+}
+
+static void same_state(const struct dumped *a, const struct dumped *b)
+{
+	CHECK(a->nq == b->nq && a->next_id == b->next_id && a->nt == b->nt);
+	CHECK(a->live == b->live);
+	CHECK(a->names.len == b->names.len && (a->names.len == 0 ||
+	      memcmp(a->names.p, b->names.p, a->names.len) == 0));
+	for (size_t i = 0; i < a->nt; i++) {
+		const struct dtask *x = &a->t[i], *y = &b->t[i];
+		CHECK(x->qid == y->qid && x->task == y->task &&
+		      x->deliveries == y->deliveries && x->state == y->state);
+		CHECK(x->state != ENGINE_DELAYED || same_deadline(x->until, y->until));
+		CHECK(x->len == y->len && (x->len == 0 ||
+		      memcmp(a->items.p + x->at, b->items.p + y->at, x->len) == 0));
+	}
+}
+
+/* ---- the checks ----------------------------------------------------------- */
+
+/* The engine after engine_replay_end: consistent in itself. */
+static void check_engine(const struct engine *e, const struct dumped *d)
+{
+	CHECK(d->nq == engine_queue_count(e));
+	CHECK(d->next_id == engine_next_task_id(e));
+	uint64_t *ids = malloc((d->nt + 1) * sizeof *ids);
+	CHECK(ids);
+	for (size_t i = 0; i < d->nt; i++) {
+		CHECK(d->t[i].qid < d->nq);
+		CHECK(d->t[i].task < d->next_id);
+		CHECK(d->t[i].state != ENGINE_INFLIGHT);   /* all back at the head */
+		ids[i] = d->t[i].task;
+	}
+	qsort(ids, d->nt, sizeof *ids, by_task);
+	for (size_t i = 1; i < d->nt; i++)
+		CHECK(ids[i - 1] != ids[i]);
+	free(ids);
+
+	uint32_t qid = 0;
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q), qid++) {
+		struct queue_stats s;
+		uint64_t queued = 0, delayed = 0;
+		engine_queue_stats(e, q, NULL, 0, &s);
+		CHECK(s.unfinished == s.qsize + s.inflight + s.delayed);
+		CHECK(s.inflight == 0);
+		for (size_t i = 0; i < d->nt; i++)
+			if (d->t[i].qid == qid) {
+				queued += d->t[i].state == ENGINE_QUEUED;
+				delayed += d->t[i].state == ENGINE_DELAYED;
+			}
+		CHECK(queued == s.qsize && delayed == s.delayed);
+	}
+	CHECK(qid == d->nq);
+}
+
+/* A snapshot of d, as compaction writes one. */
+static void snapshot(const struct dumped *d, struct buf *b)
+{
+	const char *name = d->names.p;
+	record_header(b);
+	for (uint32_t q = 0; q < d->nq; q++) {
+		size_t len = strlen(name);
+		record_queue(b, q, name, len);
+		name += len + 1;
+	}
+	record_next_id(b, d->next_id);
+	for (size_t i = 0; i < d->nt; i++) {
+		const struct dtask *t = &d->t[i];
+		record_task(b, t->qid, t->task, t->deliveries, t->state, t->until,
+		            d->items.p + t->at, t->len);
+	}
+	record_batch_seal(b, record_batch_open(b));
+}
+
+/* Replays p[0..len) into a fresh engine; must be clean.  Ends the replay
+ * and dumps the state into d. */
+static uint64_t replay_clean(const unsigned char *p, size_t len,
+                             struct dumped *d)
+{
+	struct engine *e = engine_new(&conf);
+	struct record_replay r;
+	CHECK(record_replay(p, len, e, &r) == RECORD_CLEAN);
+	CHECK(r.good == len);
+	engine_replay_end(e);
+	dump(e, d);
+	check_engine(e, d);
+	engine_free(e);
+	return r.records;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct engine *e = engine_new(&conf);
+	struct record_replay r;
+	enum record_end end = record_replay(data, size, e, &r);
+
+	CHECK(r.good <= size);
+	CHECK(end != RECORD_CLEAN || r.good == size);
+	CHECK(end != RECORD_TORN || r.good < size);
+	CHECK(end == RECORD_CLEAN || r.why[0]);
+	CHECK(r.records <= size / 9);   /* a record takes 9 bytes or more */
+	if (end == RECORD_DAMAGED) {
+		engine_free(e);
+		return 0;
+	}
+	engine_replay_end(e);
+	struct dumped a, cut, again;
+	dump(e, &a);
+	check_engine(e, &a);
+
+	/* What joinqd keeps of a torn journal replays clean, to the same. */
+	if (end == RECORD_TORN) {
+		CHECK(replay_clean(data, r.good, &cut) == r.records);
+		same_state(&a, &cut);
+		dumped_free(&cut);
+	}
+
+	/* A snapshot of the state gives the state back. */
+	struct buf snap = { 0 };
+	snapshot(&a, &snap);
+	replay_clean((const unsigned char *)snap.p, snap.len, &again);
+	same_state(&a, &again);
+	buf_free(&snap);
+	dumped_free(&again);
+	dumped_free(&a);
+	engine_free(e);
+	return 0;
+}
