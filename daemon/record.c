@@ -45,6 +45,7 @@
 #include "crc32c.h"
 #include "idmap.h"
 #include "record.h"
+#include "request.h"
 
 #define FORMAT_VERSION 1
 #define MAGIC "joinq-journal"
@@ -361,8 +362,9 @@ static int apply(struct engine *e, struct seen *s, const unsigned char *p,
 		return 0;
 	case R_QUEUE: {
 		uint32_t qid = get_u32(&r);
-		rc = r.short_read ? -1 : engine_replay_queue(e, qid,
-		        (const char *)p + r.off, len - r.off);
+		const char *name = (const char *)p + r.off;
+		rc = r.short_read || !queue_name_valid(name, len - r.off) ? -1 :
+		     engine_replay_queue(e, qid, name, len - r.off);
 		break;
 	}
 	case R_PUT: {

@@ -24,7 +24,9 @@
  * they survive a crash of joinqd), acknowledged by a quorum of replicas
  * (the replicated log).  Replies that report a change are held until
  * durable() reaches the change's record; the daemon reads durable() after
- * every turn of its loop.
+ * every turn of its loop.  Positions count from 0 at each start (what was
+ * replayed is durable already); they are not stored, and a store that
+ * needs its own (a stream sequence) maps them.
  *
  * Asynchrony.  append() returns once the append is under way; it need not
  * be durable yet.  Appends are pipelined: the journal makes the next one
@@ -56,7 +58,8 @@
  * snapshot_write, which the compacting child makes (a fork of the daemon:
  * it owns a copy of the store and exits when done); the store must not
  * rely on anything a fork does not copy (a network connection of the
- * parent's) in snapshot_write.
+ * parent's) in snapshot_write.  load() and loaded() run before the daemon
+ * serves anyone, and may wait for what they need.
  */
 #ifndef JQ_STORE_H
 #define JQ_STORE_H

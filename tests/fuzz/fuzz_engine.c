@@ -31,20 +31,9 @@
 #include "engine.h"
 #include "errcode.h"
 #include "log_recorder.h"
+#include "property.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void violated(const char *what, int line)
-{
-	fprintf(stderr, "fuzz_engine.c:%d: property violated: %s\n", line, what);
-	abort();
-}
-
-#define CHECK(cond) \
-	do { \
-		if (!(cond)) \
-			violated(#cond, __LINE__); \
-	} while (0)
 
 #define LEN(a) (sizeof (a) / sizeof (a)[0])
 #define container_of(p, type, member) \

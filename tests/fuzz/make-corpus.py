@@ -14,7 +14,8 @@ tests/fuzz/corpus/engine/: short op programs for fuzz_engine.c.
 
 tests/fuzz/corpus/journal/: journals for fuzz_journal.c, in the format of
 daemon/record.c: whole ones (every record type, batches, a snapshot and
-the records after it), a torn one, a damaged one and foreign files.
+the records after it), a torn one, a damaged one and foreign files, each
+after a mode byte (0: as they are; 1: the harness sets the checksums).
 
 The files are named by their content, so running it again adds what is new
 and keeps what libFuzzer added (a regression input, say).
@@ -430,13 +431,17 @@ def journals():
         jtask(0, 7, 0, 0, 0) + jtask(0, 7, 0, 0, 0) + jbatch(),
         'regress-put-of-a-live-id': jheader() + jqueue(0, b'a') +
         jnextid(9) + jtask(0, 7, 0, 0, 0) + jbatch() + jbatch(jput(0, 7)),
+        'regress-queue-name-not-a-name': jheader() +
+        jbatch(jqueue(0, b'\0')),
         'regress-task-after-the-snapshot': jheader() + jbatch(jqueue(0, b'a'),
                                                               jput(0, 1)) +
         jbatch(jtask(0, 1, 0, 0, 0)),
     }
+    # the mode byte (fuzz_journal.c): 0 as they are; 1, checksums set
     for name, data in seeds.items():
-        write('journal', name, data)
-    return len(seeds)
+        write('journal', name, b'\0' + data)
+        write('journal', name + '-crc-set', b'\1' + data)
+    return 2 * len(seeds)
 
 
 if __name__ == '__main__':
