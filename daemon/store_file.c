@@ -408,7 +408,9 @@ int store_file_check(const char *dir, bool repair)
 			munmap((void *)map, size);
 		goto out;
 	}
-	struct engine_conf conf = { .clock = store_clock_ms, .max_queues = UINT32_MAX };
+	struct engine_conf conf = {
+		.clock = store_clock_ms, .max_queues = UINT32_MAX,
+	};
 	struct engine *e = engine_new(&conf);
 	enum record_end end = record_replay(map, size, e, &r);
 	size_t queues = engine_queue_count(e);

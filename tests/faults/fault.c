@@ -110,7 +110,8 @@ static int eio(const char *call, int fd)
 	    !(strcmp(only, "pwrite") == 0 && strcmp(call, "pwrite64") == 0))
 		return 0;
 	const char *in = getenv("JOINQ_FAULT_EIO_IN");
-	if (in && *in && strcmp(in, getpid() == first_pid ? "parent" : "child"))
+	const char *here = getpid() == first_pid ? "parent" : "child";
+	if (in && *in && strcmp(in, here) != 0)
 		return 0;
 	const char *suffix = getenv("JOINQ_FAULT_EIO_PATH");
 	if (suffix && *suffix)

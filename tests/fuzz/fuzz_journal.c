@@ -7,9 +7,9 @@
  * journals at all.  With the mode byte odd, the harness first sets the
  * checksum of every record that frames, so that mutations reach the
  * records' meaning rather than stopping at a CRC that a fuzzer cannot
- * forge; even, the bytes go in as they are.  record_replay() must either take it (clean, or a torn last write
- * to cut) or refuse it (damaged), never read outside it, crash, leak or
- * hang.  When it takes it:
+ * forge; even, the bytes go in as they are.  record_replay() must either
+ * take it (clean, or a torn last write to cut) or refuse it (damaged),
+ * never read outside it, crash, leak or hang.  When it takes it:
  *
  *  - the sound part it names is a journal of its own: replayed alone it is
  *    clean, with the same records and the same state (what joinqd starts
@@ -20,7 +20,7 @@
  *  - a snapshot of it written as compaction writes one (record_header,
  *    record_queue, record_next_id, record_task, a closing batch) replays
  *    clean into a fresh engine that dumps the same state (deadlines within
- *    a few ms: they go through the wall clock and back).
+ *    50 ms, or both due: they go through the wall clock and back).
  *
  * A property that does not hold abort()s with its line.
  */
@@ -164,7 +164,7 @@ static void same_state(const struct dumped *a, const struct dumped *b)
 	}
 }
 
-/* ---- the checks ----------------------------------------------------------- */
+/* ---- the checks --------------------------------------------------------- */
 
 /* The engine after engine_replay_end: consistent in itself. */
 static void check_engine(const struct engine *e, const struct dumped *d)
