@@ -146,7 +146,7 @@ struct engine_log {
 void engine_set_log(struct engine *e, const struct engine_log *log);
 
 /*
- * Replay: journal.c rebuilds the state record by record into a fresh
+ * Replay: record.c rebuilds the state record by record into a fresh
  * engine, with no log set and no waiters.  Each call returns 0, or -1 when
  * the record does not fit the state (the journal is damaged).  The state
  * is taken as recorded, never decided again: a max_deliveries changed

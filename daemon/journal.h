@@ -1,17 +1,21 @@
 /*
- * journal.h - durability: an append-only file of every change the engine
- * makes (engine.h, struct engine_log), replayed at start.
+ * journal.h - durability, as the daemon sees it: every change the engine
+ * makes (engine.h, struct engine_log) is recorded, and replayed at start.
  *
- * Records are framed with their length and a CRC-32C and appended to an
- * in-memory buffer as the engine changes; journal_commit() writes them once
- * per event-loop turn, with one fdatasync for all of them under
- * fsync=always (group commit).  A reply that reports a change waits until
- * journal_safe() has passed the change's record.  Space is reserved ahead
- * (fallocate), so a full disk refuses a change before it is made.  When
- * the file outgrows the live data, a forked child writes a snapshot and the
- * parent switches to it (rename and directory fsync), as Redis rewrites its
- * AOF.  journal.c knows nothing of sockets or of the event loop: joinqd.c
- * calls it at the end of each turn, from its fsync timer and on SIGCHLD.
+ * The journal is three parts, each in a file of its own: the record
+ * format (record.h), the durable place the records go to (store.h; the
+ * file store, store_file.c, is the one joinqd has today) and compaction
+ * (compact.h).  journal.c joins them: records are appended to an
+ * in-memory buffer as the engine changes; journal_commit() hands them to
+ * the store once per event-loop turn, as one batch (under fsync=always
+ * with one fdatasync for all of them: group commit).  A reply that reports
+ * a change waits until journal_safe() has passed the change's record.
+ * Space is reserved ahead, so a full disk refuses a change before it is
+ * made.  When the store outgrows the live data, a forked child writes a
+ * snapshot and the daemon switches to it.  A sync that fails anywhere
+ * stops joinqd (exit 1): a restart recovers what is durable.  The journal
+ * knows nothing of sockets or of the event loop: joinqd.c calls it at the
+ * end of each turn, from its fsync timer and on SIGCHLD.
  */
 #ifndef JQ_JOURNAL_H
 #define JQ_JOURNAL_H
@@ -22,8 +26,6 @@
 
 #include "engine.h"
 
-#define JOURNAL_FILE "joinq.journal"
-
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
 
 struct journal_conf {
@@ -31,7 +33,6 @@ struct journal_conf {
 	enum fsync_policy fsync;
 	uint64_t compact_size;      /* compact once the file is this big... */
 	unsigned compact_ratio;     /* ...and this many times the live data */
-	size_t max_change;          /* bytes of the largest change (a put) */
 };
 
 struct journal;
@@ -46,7 +47,8 @@ struct journal;
 struct journal *journal_open(const struct journal_conf *conf, struct engine *e,
                              char *err, size_t errlen);
 
-/* Writes and syncs what is left, then closes. */
+/* Writes and syncs what is left, then closes; a failed sync stops joinqd
+ * (exit 1). */
 void journal_close(struct journal *j);
 
 /*
@@ -60,7 +62,8 @@ int journal_reserve(struct journal *j, size_t len, bool small);
 /* Writes the records appended since the last commit, with one fdatasync
  * under fsync=always.  Once per event-loop turn.  Returns 0, or -1 when
  * the file cannot be written or synced (logged): the changes in memory are
- * then not safe, and joinqd stops so that a restart recovers what is. */
+ * then not safe, and joinqd stops so that a restart recovers what is.  A
+ * failed sync is never retried (on Linux it may have dropped the pages). */
 int journal_commit(struct journal *j);
 
 /* Records appended so far, and how many of them are as safe as the policy
@@ -74,7 +77,9 @@ int journal_sync(struct journal *j);
 /* Starts a compaction if the file has outgrown the live data. */
 void journal_maybe_compact(struct journal *j);
 
-/* SIGCHLD: if the compacting child is done, switches to its snapshot. */
+/* SIGCHLD: if the compacting child is done, switches to its snapshot.  A
+ * sync that fails there (the snapshot's, in the child or here, or the
+ * directory's after the rename) stops joinqd (exit 1) at once. */
 void journal_reap(struct journal *j);
 
 /*

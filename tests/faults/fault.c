@@ -15,7 +15,16 @@
  *                               regular file fail with EIO while PATH
  *                               exists
  *   JOINQ_FAULT_EIO_ONLY=NAME   with JOINQ_FAULT_EIO: only this call
- *                               ("pwrite" or "fdatasync") fails
+ *                               ("pwrite", "fdatasync" (fsync too) or
+ *                               "fsync") fails
+ *   JOINQ_FAULT_EIO_PATH=SUFFIX with JOINQ_FAULT_EIO: only on a file or a
+ *                               directory whose path ends with SUFFIX
+ *                               (the compaction's "joinq.journal.new",
+ *                               or the state directory)
+ *   JOINQ_FAULT_EIO_IN=WHO      with JOINQ_FAULT_EIO: only in the process
+ *                               that started with the shim ("parent") or
+ *                               in a process it forked ("child": the
+ *                               compacting child)
  *   JOINQ_FAULT_SYNC_DELAY=PATH fdatasync first sleeps as many
  *                               milliseconds as PATH's first line says
  *                               (while PATH exists), so that a test can
@@ -56,6 +65,14 @@ int fsync(int fd);
 	if (!real_##name) \
 		real_##name = (type)dlsym(RTLD_NEXT, #name)
 
+/* The process the shim was loaded into; a fork has another pid. */
+static pid_t first_pid;
+
+__attribute__((constructor)) static void remember_pid(void)
+{
+	first_pid = getpid();
+}
+
 /* True while the control file that env names exists. */
 static int armed(const char *env)
 {
@@ -69,17 +86,37 @@ static int is_regular(int fd)
 	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* True if fd's path ends with suffix. */
+static int path_ends_with(int fd, const char *suffix)
+{
+	char link[64], path[4096];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof path - 1);
+	if (n < 0)
+		return 0;
+	path[n] = '\0';
+	size_t len = strlen(suffix);
+	return (size_t)n >= len && strcmp(path + n - len, suffix) == 0;
+}
+
 /* EIO for call on fd, now? */
 static int eio(const char *call, int fd)
 {
-	if (!armed("JOINQ_FAULT_EIO") || !is_regular(fd))
+	if (!armed("JOINQ_FAULT_EIO"))
 		return 0;
 	const char *only = getenv("JOINQ_FAULT_EIO_ONLY");
 	if (only && *only && strcmp(only, call) != 0 &&
 	    !(strcmp(only, "fdatasync") == 0 && strcmp(call, "fsync") == 0) &&
 	    !(strcmp(only, "pwrite") == 0 && strcmp(call, "pwrite64") == 0))
 		return 0;
-	return 1;
+	const char *in = getenv("JOINQ_FAULT_EIO_IN");
+	const char *here = getpid() == first_pid ? "parent" : "child";
+	if (in && *in && strcmp(in, here) != 0)
+		return 0;
+	const char *suffix = getenv("JOINQ_FAULT_EIO_PATH");
+	if (suffix && *suffix)
+		return path_ends_with(fd, suffix);
+	return is_regular(fd);
 }
 
 static void sync_delay(void)

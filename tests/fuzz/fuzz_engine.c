@@ -30,20 +30,10 @@
 
 #include "engine.h"
 #include "errcode.h"
+#include "log_recorder.h"
+#include "property.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void violated(const char *what, int line)
-{
-	fprintf(stderr, "fuzz_engine.c:%d: property violated: %s\n", line, what);
-	abort();
-}
-
-#define CHECK(cond) \
-	do { \
-		if (!(cond)) \
-			violated(#cond, __LINE__); \
-	} while (0)
 
 #define LEN(a) (sizeof (a) / sizeof (a)[0])
 #define container_of(p, type, member) \
@@ -181,18 +171,6 @@ struct slot {
 	size_t len;
 };
 
-enum lkind { L_QUEUE, L_PUT, L_TAKE, L_DONE, L_BACK, L_DELAY, L_DEAD };
-
-struct lev {
-	enum lkind kind;
-	uint32_t qid;
-	uint64_t task, new_task;
-	int64_t dqid;
-	msec_t until;
-	char text[16];
-	size_t len;
-};
-
 enum op {
 	OP_PUT, OP_PUT_WAIT, OP_GET, OP_GET_WAIT, OP_TASK_DONE, OP_RELEASE,
 	OP_JOIN, OP_JOIN_WAIT, OP_ADVANCE, OP_DROP_HOLDER, OP_CANCEL,
@@ -211,8 +189,7 @@ static struct {
 	struct holder holders[NHOLDERS];
 	struct slot slots[NSLOTS];
 	unsigned seq;
-	struct lev *ev;
-	size_t nev, evcap;
+	struct log_record rec;     /* the log calls so far */
 	uint64_t unclaimed_put, unclaimed_take;
 	/* what the op under way is */
 	enum op op;
@@ -291,19 +268,7 @@ static bool full(int qid)
 
 static struct lev *record(enum lkind kind, const char *text, size_t len)
 {
-	if (m.nev == m.evcap) {
-		m.evcap = m.evcap ? 2 * m.evcap : 256;
-		m.ev = realloc(m.ev, m.evcap * sizeof *m.ev);
-		CHECK(m.ev);
-	}
-	struct lev *ev = &m.ev[m.nev++];
-	memset(ev, 0, sizeof *ev);
-	ev->kind = kind;
-	CHECK(len <= sizeof ev->text);
-	if (len)
-		memcpy(ev->text, text, len);
-	ev->len = len;
-	return ev;
+	return log_record_add(&m.rec, kind, text, len);
 }
 
 /* An in-flight task leaves its holder or lease, for whatever reason. */
@@ -857,28 +822,6 @@ static void check_all(void)
 
 /* ---- replay ----------------------------------------------------------------- */
 
-static int replay_ev(struct engine *e, const struct lev *ev)
-{
-	switch (ev->kind) {
-	case L_QUEUE:
-		return engine_replay_queue(e, ev->qid, ev->text, ev->len);
-	case L_PUT:
-		return engine_replay_task(e, ev->qid, ev->task, 0, ENGINE_QUEUED, 0,
-		                          ev->text, ev->len);
-	case L_TAKE:
-		return engine_replay_take(e, ev->qid, ev->task);
-	case L_DONE:
-		return engine_replay_done(e, ev->task);
-	case L_BACK:
-		return engine_replay_back(e, ev->task);
-	case L_DELAY:
-		return engine_replay_delay(e, ev->task, ev->until);
-	case L_DEAD:
-		return engine_replay_dead(e, ev->task, ev->new_task, ev->dqid);
-	}
-	return -1;
-}
-
 static void same_counts(struct engine *a, struct engine *b, bool ended)
 {
 	CHECK(engine_queue_count(a) == engine_queue_count(b));
@@ -907,8 +850,8 @@ static void check_replay(void)
 	take_snap(m.e, &live);
 
 	struct engine *r = engine_new(&conf);
-	for (size_t i = 0; i < m.nev; i++)
-		CHECK(replay_ev(r, &m.ev[i]) == 0);
+	for (size_t i = 0; i < m.rec.n; i++)
+		CHECK(log_record_replay(r, &m.rec.v[i]) == 0);
 	same_counts(m.e, r, false);
 	take_snap(r, &got);
 	same_snap(&live, &got);
@@ -968,7 +911,7 @@ static void do_put(int n, const char *item, size_t len, bool wait,
 	if (wait && !s)
 		return;
 	bool blocked = full(qid) || waiting(qid, WAIT_PUT);
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	uint64_t task = 0;
 	if (s) {
 		arm(s, WAIT_PUT, qid, timeout);
@@ -978,7 +921,7 @@ static void do_put(int n, const char *item, size_t len, bool wait,
 	int rc = engine_put(m.e, m.mq[qid].q, item, len, s ? &s->w : NULL, &task);
 	if (blocked) {
 		CHECK(rc == (s ? JQ_PARKED : JQ_FULL));
-		CHECK(m.nev == nev);
+		CHECK(m.rec.n == nev);
 		if (s)
 			parked(s, timeout);
 	} else {
@@ -1018,13 +961,13 @@ static void do_get(int n, int holder, msec_t lease, enum fit_mode fm,
 	               !fit_verdict(fm, task_of(q->fifo[0])->deliveries + 1,
 	                            task_of(q->fifo[0])->len);
 	uint64_t head = empty ? 0 : q->fifo[0];
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	struct delivery d = { 0 };
 
 	int rc = engine_get(m.e, q->q, &tk, s ? &s->w : NULL, &d);
 	if (empty) {
 		CHECK(rc == (s ? JQ_PARKED : JQ_EMPTY));
-		CHECK(m.nev == nev);
+		CHECK(m.rec.n == nev);
 		if (s)
 			parked(s, timeout);
 		return;
@@ -1032,7 +975,7 @@ static void do_get(int n, int holder, msec_t lease, enum fit_mode fm,
 	if (s)
 		s->state = S_FREE;
 	if (refused) {
-		CHECK(rc == JQ_TOO_LARGE && m.nev == nev && f->refused);
+		CHECK(rc == JQ_TOO_LARGE && m.rec.n == nev && f->refused);
 		return;
 	}
 	CHECK(rc == JQ_OK && d.task == head);
@@ -1045,13 +988,13 @@ static void do_task_done(uint64_t id)
 	const struct queue *tq = engine_task_queue(m.e, id);
 	CHECK((tq != NULL) == in);
 	int qid = in ? m.t[id].qid : -1;
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	uint64_t left = UINT64_MAX;
 
 	m.op_task = id;
 	int rc = engine_task_done(m.e, id, &left);
 	if (!in) {
-		CHECK(rc == JQ_UNKNOWN_TASK && m.nev == nev);
+		CHECK(rc == JQ_UNKNOWN_TASK && m.rec.n == nev);
 		return;
 	}
 	CHECK(rc == JQ_OK && m.t[id].state == M_FINISHED);
@@ -1061,7 +1004,7 @@ static void do_task_done(uint64_t id)
 static void do_release(uint64_t id, msec_t delay)
 {
 	bool in = id >= 1 && id <= m.last_id && m.t[id].state == M_INFLIGHT;
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	uint32_t deliveries = in ? m.t[id].deliveries : 0;
 	bool dead = in && deliveries_used_up(&m.t[id]);
 
@@ -1069,7 +1012,7 @@ static void do_release(uint64_t id, msec_t delay)
 	m.op_delay = delay;
 	int rc = engine_release(m.e, id, delay);
 	if (!in) {
-		CHECK(rc == JQ_UNKNOWN_TASK && m.nev == nev);
+		CHECK(rc == JQ_UNKNOWN_TASK && m.rec.n == nev);
 		return;
 	}
 	CHECK(rc == JQ_OK);
@@ -1126,29 +1069,29 @@ static void do_drop_holder(int h)
 
 static void do_cancel(struct slot *s)
 {
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	s->state = S_CANCELLING;           /* done() must not come */
 	engine_cancel(m.e, &s->w);
 	s->state = S_FREE;
-	CHECK(m.nev == nev);
+	CHECK(m.rec.n == nev);
 }
 
 static void do_expire(struct slot *s)
 {
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	m.op_slot = s;
 	engine_expire(m.e, &s->w);
 	CHECK(s->state == S_FREE);         /* done() came, once */
-	CHECK(m.nev == nev);
+	CHECK(m.rec.n == nev);
 }
 
 static void do_cancel_all(void)
 {
-	size_t nev = m.nev;
+	size_t nev = m.rec.n;
 	engine_cancel_waiters(m.e, JQ_SHUTTING_DOWN);
 	for (int i = 0; i < NSLOTS; i++)
 		CHECK(m.slots[i].state == S_FREE);
-	CHECK(m.nev == nev);
+	CHECK(m.rec.n == nev);
 }
 
 /* ---- the program ------------------------------------------------------------ */
@@ -1338,7 +1281,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < NNAMES; i++)
 		free(m.mq[i].fifo);
 	free(m.t);
-	free(m.ev);
+	log_record_free(&m.rec);
 	memset(&m, 0, sizeof m);
 	return 0;
 }

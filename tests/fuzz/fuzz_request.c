@@ -31,23 +31,12 @@
 #include "buf.h"
 #include "errcode.h"
 #include "frame.h"
+#include "property.h"
 #include "reply.h"
 #include "request.h"
 #include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void violated(const char *what, int line)
-{
-	fprintf(stderr, "fuzz_request.c:%d: property violated: %s\n", line, what);
-	abort();
-}
-
-#define CHECK(cond) \
-	do { \
-		if (!(cond)) \
-			violated(#cond, __LINE__); \
-	} while (0)
 
 /* ---- references ---------------------------------------------------------- */
 

@@ -12,6 +12,11 @@ bytes a client sends.
 
 tests/fuzz/corpus/engine/: short op programs for fuzz_engine.c.
 
+tests/fuzz/corpus/journal/: journals for fuzz_journal.c, in the format of
+daemon/record.c: whole ones (every record type, batches, a snapshot and
+the records after it), a torn one, a damaged one and foreign files, each
+after a mode byte (0: as they are; 1: the harness sets the checksums).
+
 The files are named by their content, so running it again adds what is new
 and keeps what libFuzzer added (a regression input, say).
 """
@@ -19,6 +24,7 @@ import ast
 import hashlib
 import os
 import re
+import struct
 import sys
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
@@ -323,6 +329,121 @@ def engines():
     return len(PROGRAMS)
 
 
+# ---- journals -----------------------------------------------------------------
+
+(J_HEADER, J_QUEUE, J_PUT, J_TASK, J_TAKE, J_DONE, J_BACK, J_DELAY, J_DEAD,
+ J_NEXTID, J_BATCH) = range(1, 12)
+J_DROPPED = 0xFFFFFFFF
+J_WALL = 1764633600000          # a wall-clock time (ms) for delays
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c ^ 0xFFFFFFFF
+
+
+def jrec(kind, fmt='', *fields, tail=b''):
+    payload = bytes([kind]) + struct.pack('<' + fmt, *fields) + tail
+    return struct.pack('<II', len(payload), crc32c(payload)) + payload
+
+
+def jheader(version=1):
+    return jrec(J_HEADER, tail=b'joinq-journal\0' + struct.pack('<I', version))
+
+
+def jbatch(*records):
+    body = b''.join(records)
+    return jrec(J_BATCH, 'I', len(body)) + body
+
+
+def jqueue(qid, name):
+    return jrec(J_QUEUE, 'I', qid, tail=name)
+
+
+def jput(qid, task, item=b'"x"'):
+    return jrec(J_PUT, 'IQ', qid, task, tail=item)
+
+
+def jtask(qid, task, deliveries, state, until, item=b'"x"'):
+    return jrec(J_TASK, 'IQIBQ', qid, task, deliveries, state, until,
+                tail=item)
+
+
+def jtake(qid, task):
+    return jrec(J_TAKE, 'IQ', qid, task)
+
+
+def jdone(task):
+    return jrec(J_DONE, 'Q', task)
+
+
+def jback(task):
+    return jrec(J_BACK, 'Q', task)
+
+
+def jdelay(task, until):
+    return jrec(J_DELAY, 'QQ', task, until)
+
+
+def jdead(task, new_task, dqid):
+    return jrec(J_DEAD, 'QQI', task, new_task, dqid)
+
+
+def jnextid(n):
+    return jrec(J_NEXTID, 'Q', n)
+
+
+def journals():
+    history = jheader() + jbatch(jqueue(0, b'jobs'), jput(0, 1, b'{"a":1}'),
+                                 jput(0, 2), jput(0, 3, b'[1,2]')) + \
+        jbatch(jtake(0, 1), jtake(0, 2)) + \
+        jbatch(jdone(1), jback(2), jqueue(1, b'jobs.dead')) + \
+        jbatch(jtake(0, 2), jdelay(2, J_WALL + 5000)) + \
+        jbatch(jback(2), jtake(0, 2), jdead(2, 4, 1)) + \
+        jbatch(jtake(0, 3), jdead(3, 0, J_DROPPED), jput(0, 5, b'null'))
+    snapshot = jheader() + jqueue(0, b'a') + jqueue(1, b'b') + \
+        jnextid(40) + jtask(0, 7, 0, 0, 0) + jtask(0, 9, 2, 0, 0, b'"y"') + \
+        jtask(1, 12, 1, 1, 0) + jtask(1, 30, 3, 2, J_WALL + 60000) + \
+        jtask(1, 31, 1, 2, 0xFFFFFFFFFFFFFFFF) + jbatch()
+    after = snapshot + jbatch(jput(0, 40), jtake(0, 7)) + \
+        jbatch(jdone(7), jback(12))
+    seeds = {
+        'empty-journal': jheader(),
+        'history': history,
+        'snapshot': snapshot,
+        'snapshot-and-tail': after,
+        'torn-last-write': history[:-7],
+        'torn-header': jheader()[:10],
+        'damaged-early-batch': history[:40] + bytes([history[40] ^ 1]) +
+        history[41:],
+        'misfit-record': jheader() + jbatch(jdone(99)),
+        'second-header': jheader() + jbatch(jheader()),
+        'other-version': jheader(2) + jbatch(jqueue(0, b'q')),
+        'foreign-sqlite': b'SQLite format 3\0' + bytes(84),
+        'foreign-json': b'{"op": "put", "item": 1}\n',
+        'foreign-empty-file': b'',
+        # found by fuzzing: a task twice in a snapshot, an id used again
+        'regress-duplicate-task': jheader() + jqueue(0, b'a') + jnextid(9) +
+        jtask(0, 7, 0, 0, 0) + jtask(0, 7, 0, 0, 0) + jbatch(),
+        'regress-put-of-a-live-id': jheader() + jqueue(0, b'a') +
+        jnextid(9) + jtask(0, 7, 0, 0, 0) + jbatch() + jbatch(jput(0, 7)),
+        'regress-queue-name-not-a-name': jheader() +
+        jbatch(jqueue(0, b'\0')),
+        'regress-task-after-the-snapshot': jheader() + jbatch(jqueue(0, b'a'),
+                                                              jput(0, 1)) +
+        jbatch(jtask(0, 1, 0, 0, 0)),
+    }
+    # the mode byte (fuzz_journal.c): 0 as they are; 1, checksums set
+    for name, data in seeds.items():
+        write('journal', name, b'\0' + data)
+        write('journal', name + '-crc-set', b'\1' + data)
+    return 2 * len(seeds)
+
+
 if __name__ == '__main__':
-    print('%d request inputs, %d engine programs in %s' %
-          (requests(), engines(), OUT))
+    print('%d request inputs, %d engine programs, %d journals in %s' %
+          (requests(), engines(), journals(), OUT))

@@ -18,14 +18,14 @@
 # -timeout-, -oom-); rerun it with tests/fuzz/NAME FILE.
 set -u
 
-harnesses="fuzz_request fuzz_engine"
+harnesses="fuzz_request fuzz_engine fuzz_journal"
 build=${JOINQ_BUILDDIR:-.}
 src=${JOINQ_SRCDIR:-.}
 time=${JOINQ_FUZZ_TIME:-10}
 n=0
 status=0
 
-echo "1..2"
+echo "1..3"
 
 if [ "${JOINQ_FUZZ_OK:-no}" != yes ]; then
 	for h in $harnesses; do

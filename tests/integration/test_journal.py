@@ -13,7 +13,7 @@ fdatasync takes as long as the file says.
 Figures worth a look (compaction stalls, recovery times) are printed as
 TAP comments ("# ...") in tests/integration/test_journal.log.
 
-The journal's format (daemon/journal.c) is read here too, by a small model
+The journal's format (daemon/record.c) is read here too, by a small model
 that replays it record by record as joinqd does, so that a journal cut at
 any byte can be compared with the state its surviving records describe.
 
@@ -52,7 +52,7 @@ def note(text):
     sys.stdout.flush()
 
 
-# ---- the journal's format, as daemon/journal.c writes it ------------------
+# ---- the journal's format, as daemon/record.c writes it -------------------
 
 HEADER, QUEUE, PUT, TASK, TAKE, DONE, BACK, DELAY, DEAD, NEXTID, BATCH = \
     range(1, 12)
@@ -293,8 +293,8 @@ def journal_bytes(d):
 
 def fault_env(**controls):
     """The environment that preloads the fault shim; controls name its
-    control files (diskfull=PATH, eio=PATH, eio_only=CALL,
-    sync_delay=PATH)."""
+    control files (diskfull=PATH, eio=PATH, sync_delay=PATH) and narrow
+    the EIO (eio_only=CALL, eio_path=SUFFIX, eio_in=parent|child)."""
     if not os.path.exists(FAULT_LIB):
         raise AssertionError("the fault shim %s is not built (make check "
                              "builds it)" % FAULT_LIB)
@@ -627,7 +627,7 @@ class Recovery(Helpers):
 
 
     def test_first_bytes_of_the_last_write_lost(self):
-        # journal.c: a power loss "may keep a later page of the last write
+        # record.c: a power loss "may keep a later page of the last write
         # and lose an earlier one".  The last write's first bytes read as
         # zeros, its later records are whole: still the torn last write.
         data, recs = self.history()
@@ -1534,6 +1534,75 @@ class WriteError(Helpers):
             got = [self.get(c)["task"] for _ in range(4)]
             self.assertEqual(got, tasks)
             c.close()
+
+
+class CompactionSyncError(Helpers):
+    """A sync that fails while the journal compacts (the snapshot's in the
+    child, the snapshot's in the parent as it switches, the directory's
+    after the rename) stops joinqd with exit 1, as any failed sync does:
+    it is never retried, since a failed fsync may have dropped the pages
+    that a later one would then call safe ("fsyncgate")."""
+
+    def sync_fault_case(self, path, who, call):
+        d = journalled(fsync="always",
+                       config="compact_size = 4k\ncompact_ratio = 2\n")
+        eio = d.path("eio")
+        d.env = fault_env(eio=eio, eio_only=call, eio_in=who,
+                          eio_path=os.path.basename(path(d)))
+        with running(d):
+            c = d.tcp()
+            keep = [self.put(c, "keep%d" % n, "k") for n in range(5)]
+            held = self.get(c, "k")
+            self.assertEqual(held["task"], keep[0])
+            open(eio, "w").close()
+            # Tasks put and finished until a compaction starts and the
+            # daemon stops; what was answered is noted.
+            pending, finished, cut_off = set(), set(), set()
+            deadline = time.monotonic() + jqtest.TIMEOUT
+            try:
+                while time.monotonic() < deadline:
+                    t = self.put(c, "x" * 100)
+                    pending.add(t)
+                    self.assertEqual(self.get(c)["task"], t)
+                    cut_off = {t}   # done or not, if its reply is cut off
+                    self.done(c, t)
+                    cut_off = set()
+                    pending.discard(t)
+                    finished.add(t)
+            except ConnectionError:
+                pass
+            d.proc.wait(jqtest.TIMEOUT)
+            log = d.log()
+            self.assertEqual(d.proc.returncode, 1, log)
+            self.assertIn("journal: compacting", log)
+            self.assertRegex(log, r"error: journal: cannot sync %s: "
+                             r"Input/output error" % re.escape(path(d)))
+            self.assertIn("stopping now", log)
+            self.assertNotIn("trying again", log)
+            os.remove(eio)
+            restart(d)
+            after = observed_state(d, ["k", "default"])
+            # Every answered change is there: the five kept tasks (the held
+            # one back at the head), no finished task, every unfinished one.
+            self.assertEqual([(t, dl) for t, dl, _ in after["k"][0]],
+                             [(keep[0], 1)] + [(t, 0) for t in keep[1:]])
+            left = {t for t, _, _ in after["default"][0]}
+            self.assertFalse(left & finished, "finished tasks came back")
+            self.assertLessEqual(pending - cut_off, left)
+            # at most the put whose reply the stop cut off
+            self.assertLessEqual(len(left - pending), 1)
+            return log
+
+    def test_snapshot_sync_error_in_the_child_stops_the_daemon(self):
+        self.sync_fault_case(lambda d: journal_path(d) + ".new", "child",
+                             "fdatasync")
+
+    def test_snapshot_sync_error_at_the_switch_stops_the_daemon(self):
+        self.sync_fault_case(lambda d: journal_path(d) + ".new", "parent",
+                             "fdatasync")
+
+    def test_directory_sync_error_after_the_rename_stops_the_daemon(self):
+        self.sync_fault_case(lambda d: d.state, "parent", "fsync")
 
 
 # ---- fsync policies and replies ---------------------------------------------

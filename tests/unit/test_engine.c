@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "heap.h"
 #include "idmap.h"
+#include "log_recorder.h"
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
@@ -1923,63 +1924,28 @@ static void free_with_everything_outstanding(void **state)
  * driven through the engine's calls directly.
  */
 
-enum lkind { L_QUEUE, L_PUT, L_TAKE, L_DONE, L_BACK, L_DELAY, L_DEAD };
-
-struct lev {
-	enum lkind kind;
-	uint32_t qid;
-	uint64_t task, new_task;
-	int64_t dqid;
-	msec_t until;
-	char *text;                /* a queue's name or an item, NUL added */
-	size_t len;
-};
-
-static struct {
-	struct lev *v;
-	size_t n, cap;
-	unsigned bad_ctx;          /* calls with another ctx than ours */
-} lr;
-
-static char lr_token;          /* the ctx the recording log is given */
+static struct log_record lr;   /* log_recorder.h */
+static unsigned lr_bad_ctx;     /* calls with another ctx than ours */
+static char lr_token;           /* the ctx the recording log is given */
 
 static void lr_reset(void)
 {
-	for (size_t i = 0; i < lr.n; i++)
-		free(lr.v[i].text);
-	lr.n = 0;
-	lr.bad_ctx = 0;
+	log_record_reset(&lr);
+	lr_bad_ctx = 0;
 }
 
 static void lr_free(void)
 {
 	lr_reset();
-	free(lr.v);
-	lr.v = NULL;
-	lr.cap = 0;
+	log_record_free(&lr);
 }
 
 static struct lev *lev_add(void *ctx, enum lkind kind, const char *text,
                            size_t len)
 {
 	if (ctx != &lr_token)
-		lr.bad_ctx++;
-	if (lr.n == lr.cap) {
-		lr.cap = lr.cap ? 2 * lr.cap : 64;
-		lr.v = realloc(lr.v, lr.cap * sizeof *lr.v);
-		assert_non_null(lr.v);
-	}
-	struct lev *ev = &lr.v[lr.n++];
-	memset(ev, 0, sizeof *ev);
-	ev->kind = kind;
-	if (text) {
-		ev->text = malloc(len + 1);
-		assert_non_null(ev->text);
-		memcpy(ev->text, text, len);
-		ev->text[len] = '\0';
-		ev->len = len;
-	}
-	return ev;
+		lr_bad_ctx++;
+	return log_record_add(&lr, kind, text, len);
 }
 
 static void l_queue(void *ctx, uint32_t qid, const char *name, size_t len)
@@ -2039,22 +2005,18 @@ static void record_log(struct engine *e)
 	engine_set_log(e, &rec_log);
 }
 
-static const char *const lkind_names[] = {
-	"QUEUE", "PUT", "TAKE", "DONE", "BACK", "DELAY", "DEAD",
-};
-
 /* The i-th call recorded was of this kind for this task. */
 static const struct lev *expect_ev(size_t i, enum lkind kind, uint64_t task)
 {
 	if (i >= lr.n)
 		fail_msg("only %zu log calls, expected a %s as call %zu", lr.n,
-		         lkind_names[kind], i);
+		         lkind_name(kind), i);
 	const struct lev *ev = &lr.v[i];
 	if (ev->kind != kind)
 		fail_msg("log call %zu is a %s, expected a %s", i,
-		         lkind_names[ev->kind], lkind_names[kind]);
+		         lkind_name(ev->kind), lkind_name(kind));
 	assert_int_equal(ev->task, task);
-	assert_int_equal(lr.bad_ctx, 0);
+	assert_int_equal(lr_bad_ctx, 0);
 	return ev;
 }
 
@@ -2062,7 +2024,7 @@ static void expect_no_more_ev(size_t n)
 {
 	if (lr.n != n)
 		fail_msg("%zu log calls, expected %zu (call %zu is a %s)", lr.n, n,
-		         n, n < lr.n ? lkind_names[lr.v[n].kind] : "-");
+		         n, n < lr.n ? lkind_name(lr.v[n].kind) : "-");
 }
 
 static uint32_t qid_of(struct engine *e, const char *name)
@@ -2074,29 +2036,6 @@ static uint32_t qid_of(struct engine *e, const char *name)
 			return id;
 	fail_msg("no queue %s", name);
 	return 0;
-}
-
-/* Applies one recorded change to a replaying engine, as journal.c does. */
-static int replay_ev(struct engine *e, const struct lev *ev)
-{
-	switch (ev->kind) {
-	case L_QUEUE:
-		return engine_replay_queue(e, ev->qid, ev->text, ev->len);
-	case L_PUT:
-		return engine_replay_task(e, ev->qid, ev->task, 0, ENGINE_QUEUED, 0,
-		                          ev->text, ev->len);
-	case L_TAKE:
-		return engine_replay_take(e, ev->qid, ev->task);
-	case L_DONE:
-		return engine_replay_done(e, ev->task);
-	case L_BACK:
-		return engine_replay_back(e, ev->task);
-	case L_DELAY:
-		return engine_replay_delay(e, ev->task, ev->until);
-	case L_DEAD:
-		return engine_replay_dead(e, ev->task, ev->new_task, ev->dqid);
-	}
-	return -1;
 }
 
 /* U = Q + F + D for every queue, and nobody waits for what is there. */
@@ -2322,9 +2261,9 @@ static struct engine *replay_log(void)
 {
 	struct engine *e = engine_new(&std_conf);
 	for (size_t i = 0; i < lr.n; i++)
-		if (replay_ev(e, &lr.v[i]) != 0)
+		if (log_record_replay(e, &lr.v[i]) != 0)
 			fail_msg("log call %zu (a %s of task %llu) does not replay", i,
-			         lkind_names[lr.v[i].kind],
+			         lkind_name(lr.v[i].kind),
 			         (unsigned long long)lr.v[i].task);
 	check_counts(e);
 	return e;
@@ -3226,7 +3165,7 @@ static void log_replay_reproduces_a_random_history(void **state)
 				recent[lrnd(LR_RECENT)] = w[i].task;
 				w[i].deliveries = 0;
 			}
-		assert_int_equal(lr.bad_ctx, 0);
+		assert_int_equal(lr_bad_ctx, 0);
 
 		if (step % 500 == 0) {
 			/* The live bytes are compared at the end only, so that a
@@ -3254,7 +3193,7 @@ static void log_replay_reproduces_a_random_history(void **state)
 		for (size_t i = 0; i < lr.n && !seen; i++)
 			seen = lr.v[i].kind == (enum lkind)k;
 		if (!seen)
-			fail_msg("no %s in the random history", lkind_names[k]);
+			fail_msg("no %s in the random history", lkind_name((enum lkind)k));
 	}
 	end_waits(e);
 	drop_holder(e, &h[0]);
