@@ -6,7 +6,7 @@ Every test crosses a limit and then checks that the daemon still serves
 others: a fresh connection and one that was open before each do ping, put,
 get, task_done and qsize (served()).
 
-Timing bounds are scaled by JOINQ_TEST_SLOW (jqtest.SLOW); under
+Timing bounds are scaled by jqtest.SLOW (JOINQ_TIME_SCALE); under
 JOINQD_WRAPPER (valgrind) the tests that move much data use less of it.
 """
 import http.client
@@ -513,7 +513,10 @@ class IdleTimeout(LimitsCase):
                 self.served(d)
 
     def test_unsent_output_is_not_idle(self):
-        with jqtest.Daemon("--idle-timeout", "1") as d:
+        # idle_timeout scaled: once the last reply is written, reading the
+        # ones still buffered must take less than it before served() asks.
+        idle = 1 * SLOW
+        with jqtest.Daemon("--idle-timeout", "%g" % idle) as d:
             c = d.tcp()
             reqs = [{"op": "put", "queue": "q%03d" % q, "item": q}
                     for q in range(300)]
@@ -523,7 +526,7 @@ class IdleTimeout(LimitsCase):
             n = 300 if UNDER_TOOL else 1000   # 12 or 40 MiB, unread yet
             c.sock.sendall(b"".join(jqtest.encode({"op": "stats", "id": i})
                                     for i in range(n)))
-            time.sleep(2.5)
+            time.sleep(2.5 * idle)
             self.assertTrue(is_open(c), "closed as idle with replies unsent")
             for i in range(n):
                 self.assertEqual(c.recv()["id"], i)
@@ -723,7 +726,10 @@ class MaxOutput(LimitsCase):
             self.assertQsize(c.request({"op": "qsize"}), inflight=1)
 
     def test_slow_steady_reader_is_not_closed(self):
-        with jqtest.Daemon("--output-timeout", "1", "--max-output",
+        # Its pauses are half of output_timeout, both scaled: a loaded
+        # machine adds its own pauses to the reader's.
+        timeout = 1 * SLOW
+        with jqtest.Daemon("--output-timeout", "%g" % timeout, "--max-output",
                            "256k") as d:
             c = d.tcp()
             reqs = [{"op": "put", "queue": "q%03d" % q, "item": q}
@@ -735,12 +741,12 @@ class MaxOutput(LimitsCase):
             c.sock.sendall(b''.join(jqtest.encode({"op": "stats", "id": i})
                                     for i in range(n)))
             start = time.monotonic()
-            # takes about 1.5 MiB a 0.5 s: slow, but never stops
+            # takes about 1.5 MiB, then pauses: slow, but never stops
             for i in range(n):
                 r = c.recv(timeout=jqtest.TIMEOUT)
                 self.assertEqual(r["id"], i)
                 if i % 40 == 39:
-                    time.sleep(0.5)
+                    time.sleep(timeout / 2)
             jqtest.diag("a slow reader took %d replies in %.1f s"
                  % (n, time.monotonic() - start))
             self.assertNotIn("output_timeout", d.log())
