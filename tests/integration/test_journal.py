@@ -825,7 +825,7 @@ class Ledger:
 
 def producer(port, name, stop, ledger, rng):
     try:
-        c = jqtest.Conn("127.0.0.1", port, timeout=5)
+        c = jqtest.Conn("127.0.0.1", port)
     except OSError:
         return
     seq = 0
@@ -853,7 +853,7 @@ def producer(port, name, stop, ledger, rng):
 
 def consumer(port, stop, ledger, rng):
     try:
-        c = jqtest.Conn("127.0.0.1", port, timeout=5)
+        c = jqtest.Conn("127.0.0.1", port)
     except OSError:
         return
     try:
@@ -933,7 +933,7 @@ class Crash(Helpers):
                                    len(ledger.unresolved)))
         self.assertTrue(jqtest.wait_until(
             lambda: all(q["delayed"] == 0 for q in
-                        qsizes(d, CRASH_QUEUES).values()), timeout=5),
+                        qsizes(d, CRASH_QUEUES).values())),
             tag + "delays did not end")
         c = d.tcp()
         drained = []
@@ -1439,10 +1439,10 @@ class DiskFull(Helpers):
             self.release(c, t2)
             self.release(c, t3, delay=0.1)
             self.assertTrue(jqtest.wait_until(
-                lambda: self.qsize_of(d)["delayed"] == 0, timeout=5))
+                lambda: self.qsize_of(d)["delayed"] == 0))
             r = self.get(c, lease=0.05)
             self.assertTrue(jqtest.wait_until(
-                lambda: self.qsize_of(d)["inflight"] == 0, timeout=5))
+                lambda: self.qsize_of(d)["inflight"] == 0))
             self.assertEqual(self.get(c)["task"], r["task"])
             log = d.log()
             self.assertEqual(log.count("cannot allocate space"), 1, log)
@@ -1781,7 +1781,7 @@ class StateDir(Helpers):
             self.assertEqual(p.returncode, 1, p.stderr)
             self.assertTrue(jqtest.wait_until(
                 lambda: "journal: compact" in d.log().split(
-                    "journal: compacting", 1)[1], timeout=5))
+                    "journal: compacting", 1)[1]))
             log = d.log()
             self.assertNotIn("removed %s.new" % journal_path(d), p.stderr,
                              "the refused joinqd removed the running one's "

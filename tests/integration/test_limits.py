@@ -344,7 +344,7 @@ class FrameTimeout(LimitsCase):
             self.assertIsNotNone(closed_after, "a slowloris was not closed")
             self.assertGreaterEqual(closed_after, 0.8)
             self.assertLessEqual(closed_after, 3 * SLOW)
-            self.assertEqual(slow.replies_until_close(timeout=2), [],
+            self.assertEqual(slow.replies_until_close(), [],
                              "the partial frame got a reply")
             self.assertIn("frame_timeout", d.log())
             self.served(d, existing=other)
@@ -618,7 +618,7 @@ class MaxOutput(LimitsCase):
                 took = time.monotonic() - start
             finally:
                 stop.set()
-                w.join(5)
+                w.join(jqtest.TIMEOUT)
             grew = peak[0] - base
             jqtest.diag("%d replies of ~%d KiB, %d MiB in all: RSS %.1f MiB at "
                  "start, +%.1f MiB while it did not read, +%.1f MiB at "
