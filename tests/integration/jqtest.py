@@ -95,9 +95,14 @@ def encode(obj):
 class Conn:
     """A raw TCP client speaking JSON lines."""
 
-    def __init__(self, host, port, timeout=TIMEOUT):
+    def __init__(self, host, port, timeout=TIMEOUT, rcvbuf=None):
+        """rcvbuf fixes the receive buffer (the kernel grows it otherwise,
+        to megabytes), so that what the daemon wrote last is not far
+        behind what the test reads."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.buf = b""

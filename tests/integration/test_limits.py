@@ -726,12 +726,15 @@ class MaxOutput(LimitsCase):
             self.assertQsize(c.request({"op": "qsize"}), inflight=1)
 
     def test_slow_steady_reader_is_not_closed(self):
-        # Its pauses are half of output_timeout, both scaled: a loaded
-        # machine adds its own pauses to the reader's.
-        timeout = 1 * SLOW
+        # The replies in the kernel's buffers (megabytes: its small
+        # receive buffer keeps them fewer) are read, pauses included,
+        # before the daemon can write again: output_timeout holds a few
+        # of its pauses, both scaled, and a loaded machine's slower reads.
+        # The whole read takes longer than output_timeout.
+        timeout, pause = 3 * SLOW, 0.5 * SLOW
         with jqtest.Daemon("--output-timeout", "%g" % timeout, "--max-output",
                            "256k") as d:
-            c = d.tcp()
+            c = jqtest.Conn(d.host, d.port, rcvbuf=64 * 1024)
             reqs = [{"op": "put", "queue": "q%03d" % q, "item": q}
                     for q in range(300)]
             c.send(b"".join(jqtest.encode(r) for r in reqs))
@@ -746,7 +749,7 @@ class MaxOutput(LimitsCase):
                 r = c.recv(timeout=jqtest.TIMEOUT)
                 self.assertEqual(r["id"], i)
                 if i % 40 == 39:
-                    time.sleep(timeout / 2)
+                    time.sleep(pause)
             jqtest.diag("a slow reader took %d replies in %.1f s"
                  % (n, time.monotonic() - start))
             self.assertNotIn("output_timeout", d.log())
