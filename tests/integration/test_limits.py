@@ -351,7 +351,8 @@ class FrameTimeout(LimitsCase):
             self.assertQsize(d.qsize(), qsize=0)
 
     def test_complete_frames_sent_slowly_are_not_closed(self):
-        with jqtest.Daemon("--frame-timeout", "1") as d:
+        # frame_timeout scaled: the test's own pace must stay below it
+        with jqtest.Daemon("--frame-timeout", "%g" % (1 * SLOW)) as d:
             c = d.tcp()
             start = time.monotonic()
             for i in range(6):
@@ -372,8 +373,9 @@ class FrameTimeout(LimitsCase):
     def test_each_frame_is_timed_from_its_own_start(self):
         """A pipelining client whose every write ends inside a frame: each
         frame is finished 0.3 s after it began, so none is a slowloris,
-        though some frame is always unfinished."""
-        with jqtest.Daemon("--frame-timeout", "1") as d:
+        though some frame is always unfinished.  frame_timeout is scaled:
+        the test's own pace must stay below it."""
+        with jqtest.Daemon("--frame-timeout", "%g" % (1 * SLOW)) as d:
             c = d.tcp()
             frames = [jqtest.encode({"op": "put", "item": i, "id": i})
                       for i in range(12)]
@@ -429,9 +431,9 @@ class FrameTimeout(LimitsCase):
             c.send_raw(b'{"op":"pi')
             time.sleep(1.5)
             self.assertTrue(is_open(c))
+            start = time.monotonic()    # before the put that unblocks it
             self.assertOk(d.request({"op": "put", "queue": "b", "item": 1}))
             self.assertOk(c.recv(timeout=2 * SLOW))
-            start = time.monotonic()
             self.assertTrue(c.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(start, 0.7, 3)
             self.served(d)
@@ -451,8 +453,8 @@ class IdleTimeout(LimitsCase):
             blocked.send({"op": "get", "queue": "bq", "lease": 30})
             partial = d.tcp()         # has started a frame
             partial.send_raw(b'{"op":"ping"')
+            start = time.monotonic()    # before idle's last request
             self.assertOk(idle.request({"op": "ping"}))
-            start = time.monotonic()
 
             self.assertTrue(idle.closed_by_peer(timeout=4 * SLOW),
                             "an idle connection was not closed")
@@ -474,16 +476,16 @@ class IdleTimeout(LimitsCase):
 
             # the blocked one, its get answered (with a lease), is idle
             self.assertTrue(is_open(blocked))
+            t = time.monotonic()
             self.assertOk(d.request({"op": "put", "queue": "bq", "item": 2}))
             self.assertEqual(blocked.recv(timeout=2 * SLOW)["item"], 2)
-            t = time.monotonic()
             self.assertTrue(blocked.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(t, 0.8, 3)
 
             # the holder, its task done, is idle too
             self.assertTrue(is_open(holder))
-            self.assertOk(holder.request({"op": "task_done", "task": task}))
             t = time.monotonic()
+            self.assertOk(holder.request({"op": "task_done", "task": task}))
             self.assertTrue(holder.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(t, 0.8, 3)
             self.assertQsize(d.qsize("h"), unfinished=0)
@@ -504,8 +506,8 @@ class IdleTimeout(LimitsCase):
                 task = holder.request({"op": "get"})["task"]
                 time.sleep(1.5)
                 self.assertTrue(is_open(holder), "closed holding a task")
-                self.assertOk(d.request({"op": how, "task": task}))
                 start = time.monotonic()
+                self.assertOk(d.request({"op": how, "task": task}))
                 closed = holder.closed_by_peer(timeout=4 * SLOW)
                 self.assertTrue(closed, "holds nothing after %s by another "
                                 "client, and is never closed as idle" % how)
