@@ -223,7 +223,10 @@ class DaemonDies(jqtest.TestCase):
             p = d.cli_start("bench", "--json", "-n", "100000000", "-P", "4",
                             "--timeout", "120", udp=udp)
             # Let it get going, then kill the daemon under it.
-            time.sleep(0.5 * SLOW)
+            def going():
+                queues = d.request({"op": "stats"})["queues"].values()
+                return sum(q["puts"] for q in queues) > 0
+            self.assertTrue(jqtest.wait_until(going), "bench put nothing")
             d.proc.kill()
             d.proc.wait(jqtest.TIMEOUT)
             out, err = p.communicate(timeout=30 * SLOW)

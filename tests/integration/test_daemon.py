@@ -246,7 +246,8 @@ class Signals(jqtest.TestCase):
                 lambda: "shutting down" in d.log()))
             self.assertIsNone(d.proc.poll(), "the daemon waits for slow")
             with self.assertRaises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", d.port), timeout=2)
+                socket.create_connection(("127.0.0.1", d.port),
+                                         timeout=jqtest.TIMEOUT)
             self.assertError(d.udp().request({"op": "put", "item": 1}),
                              "shutting_down")
             slow.settimeout(jqtest.TIMEOUT)
@@ -307,7 +308,6 @@ class Signals(jqtest.TestCase):
                           % (time.monotonic() - start))
             finally:
                 slow.close()
-            self.assertElapsed(start, 0, 5 + 2)
             self.assertEqual(d.stop(), 0)
 
 
@@ -459,7 +459,7 @@ class MaxConnections(jqtest.TestCase):
             self.assertOk(d.udp().request({"op": "ping"}))
             a.close()
             self.assertTrue(jqtest.wait_until(
-                lambda: self.fresh_ok(d), timeout=5))
+                lambda: self.fresh_ok(d)))
 
     def fresh_ok(self, d):
         c = d.tcp()

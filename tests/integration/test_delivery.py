@@ -98,7 +98,7 @@ class Redelivery(jqtest.TestCase):
             if time.monotonic() - start < 0.25:
                 self.assertQsize(watcher.request({"op": "qsize"}), qsize=0,
                                  inflight=1)
-            r2 = watcher.request({"op": "get", "timeout": 5})
+            r2 = watcher.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertElapsed(start, 0.25, 3)
             self.assertEqual((r2["task"], r2["item"], r2["deliveries"]),
                              (r["task"], "a", 2))
@@ -153,10 +153,12 @@ class Redelivery(jqtest.TestCase):
         with jqtest.Daemon() as d:
             d.request({"op": "put", "item": "a"})
             c = d.tcp()
-            t = c.request({"op": "get", "lease": 0.3})["task"]
+            # the task_done must beat the lease: both scale
+            lease = 0.3 * jqtest.SLOW
+            t = c.request({"op": "get", "lease": lease})["task"]
             self.assertEqual(c.request({"op": "task_done", "task": t}),
                              {"ok": True, "unfinished": 0})
-            time.sleep(0.4)   # past the lease: nothing may come back
+            time.sleep(lease + 0.1)   # past the lease: nothing may come back
             self.assertQsize(d.qsize(), qsize=0, unfinished=0)
 
     def test_every_udp_get_has_a_lease(self):
@@ -166,7 +168,7 @@ class Redelivery(jqtest.TestCase):
             start = time.monotonic()
             r = u.request({"op": "get"})
             self.assertQsize(d.qsize(), qsize=0, inflight=1)
-            r2 = d.request({"op": "get", "timeout": 5})
+            r2 = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertElapsed(start, 0.4, 3)
             self.assertEqual((r2["task"], r2["deliveries"]),
                              (r["task"], 2))
@@ -175,7 +177,7 @@ class Redelivery(jqtest.TestCase):
         with jqtest.Daemon("--udp-lease", "0.0004") as d:
             d.request({"op": "put", "item": "u"})
             t = d.udp().request({"op": "get"})["task"]
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 
     def test_tiny_lease_is_still_a_lease(self):
@@ -186,7 +188,7 @@ class Redelivery(jqtest.TestCase):
             d.request({"op": "put", "item": "u"})
             c = d.tcp()
             t = c.request({"op": "get", "lease": 1e-6})["task"]
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 
     def test_waiting_udp_get_has_a_lease(self):
@@ -197,7 +199,7 @@ class Redelivery(jqtest.TestCase):
             start = time.monotonic()
             t = d.request({"op": "put", "item": "w"})["task"]
             self.assertEqual(u.recv()["task"], t)
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertElapsed(start, 0.2, 3)
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 
@@ -207,12 +209,13 @@ class Redelivery(jqtest.TestCase):
             u = d.udp()
             start = time.monotonic()
             t = u.request({"op": "get", "lease": 0.2})["task"]
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertElapsed(start, 0.15, 3)
             self.assertEqual(r["task"], t)
 
     def test_udp_task_done_within_lease(self):
-        with jqtest.Daemon("--udp-lease", "0.3") as d:
+        # the task_done must beat the lease: both scale
+        with jqtest.Daemon("--udp-lease", "%g" % (0.3 * jqtest.SLOW)) as d:
             d.request({"op": "put", "item": "u"})
             u = d.udp()
             t = u.request({"op": "get"})["task"]
@@ -237,7 +240,8 @@ class Redelivery(jqtest.TestCase):
         with jqtest.Daemon("--default-maxsize", "1") as d:
             c = d.tcp()
             c.request({"op": "put", "item": "a"})
-            c.request({"op": "get", "lease": 0.2})
+            # the put must beat the lease: both scale
+            c.request({"op": "get", "lease": 0.2 * jqtest.SLOW})
             c.request({"op": "put", "item": "b"})
             self.assertTrue(jqtest.wait_until(
                 lambda: self.qsize_of(d)["qsize"] == 2))
@@ -307,7 +311,7 @@ class Release(jqtest.TestCase):
                              "empty")
             self.assertQsize(c.request({"op": "qsize"}), qsize=0, delayed=1,
                              inflight=1, unfinished=2)
-            r = c.request({"op": "get", "timeout": 5})
+            r = c.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertElapsed(start, 0.35, 3)
             self.assertEqual((r["item"], r["task"], r["deliveries"]),
                              ("a", ta, 2))
@@ -352,7 +356,7 @@ class Release(jqtest.TestCase):
             t = c.request({"op": "get"})["task"]
             c.request({"op": "release", "task": t, "delay": 0.2})
             c.close()
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 
     def test_delay_zero_is_no_delay(self):
@@ -371,7 +375,7 @@ class Release(jqtest.TestCase):
             c.request({"op": "release", "task": t, "delay": 0.2})
             j.send({"op": "join"})
             self.assertTrue(j.nothing_for(0.1 * jqtest.SLOW))
-            r = c.request({"op": "get", "timeout": 5})
+            r = c.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             c.request({"op": "task_done", "task": r["task"]})
             self.assertEqual(j.recv(), {"ok": True})
 
@@ -412,7 +416,8 @@ class DeadLetters(jqtest.TestCase):
             t = d.request({"op": "put", "queue": "jobs", "item": "x"})["task"]
             for n in (1, 2):
                 c = d.tcp()
-                r = c.request({"op": "get", "queue": "jobs", "timeout": 5})
+                r = c.request({"op": "get", "queue": "jobs",
+                               "timeout": 5 * jqtest.SLOW})
                 self.assertEqual((r["task"], r["deliveries"]), (t, n))
                 c.close()
             self.assertTrue(jqtest.wait_until(
@@ -425,7 +430,7 @@ class DeadLetters(jqtest.TestCase):
             t = c.request({"op": "put", "queue": "jobs", "item": "x"})["task"]
             c.request({"op": "get", "queue": "jobs", "lease": 0.1})
             r = c.request({"op": "get", "queue": "jobs", "lease": 0.1,
-                           "timeout": 5})
+                           "timeout": 5 * jqtest.SLOW})
             self.assertEqual(r["deliveries"], 2)
             self.assertTrue(jqtest.wait_until(
                 lambda: self.qsize_of(d, "jobs.dead")["qsize"] == 1))
@@ -558,7 +563,8 @@ class DeadLetters(jqtest.TestCase):
         c = d.tcp()
         t = c.request({"op": "put", "queue": queue, "item": "x"})["task"]
         for _ in range(times):
-            r = c.request({"op": "get", "queue": queue, "timeout": 5})
+            r = c.request({"op": "get", "queue": queue,
+                           "timeout": 5 * jqtest.SLOW})
             self.assertEqual(r["task"], t)
             c.request({"op": "release", "task": t})
         c.close()
@@ -633,7 +639,7 @@ class Stats(jqtest.TestCase):
             a = d.tcp()
             a.request({"op": "get"})
             a.close()
-            r = d.request({"op": "get", "timeout": 5})
+            r = d.request({"op": "get", "timeout": 5 * jqtest.SLOW})
             self.assertEqual(r["deliveries"], 2)
             q = queue_stats(d)
             self.assertEqual((q["gets"], q["redeliveries"], q["releases"]),
@@ -660,7 +666,7 @@ class Stats(jqtest.TestCase):
             s = stats(d)
             self.assertEqual(s["version"],
                              d.request({"op": "ping"})["version"])
-            self.assertLessEqual(s["uptime"], 5)
+            self.assertLessEqual(s["uptime"], 5 * jqtest.SLOW)
 
     def test_waiting_requests_counted(self):
         # doc/PROTOCOL.md, Notes: stats also gives, per queue,

@@ -825,7 +825,7 @@ class Ledger:
 
 def producer(port, name, stop, ledger, rng):
     try:
-        c = jqtest.Conn("127.0.0.1", port, timeout=5)
+        c = jqtest.Conn("127.0.0.1", port)
     except OSError:
         return
     seq = 0
@@ -853,7 +853,7 @@ def producer(port, name, stop, ledger, rng):
 
 def consumer(port, stop, ledger, rng):
     try:
-        c = jqtest.Conn("127.0.0.1", port, timeout=5)
+        c = jqtest.Conn("127.0.0.1", port)
     except OSError:
         return
     try:
@@ -933,7 +933,7 @@ class Crash(Helpers):
                                    len(ledger.unresolved)))
         self.assertTrue(jqtest.wait_until(
             lambda: all(q["delayed"] == 0 for q in
-                        qsizes(d, CRASH_QUEUES).values()), timeout=5),
+                        qsizes(d, CRASH_QUEUES).values())),
             tag + "delays did not end")
         c = d.tcp()
         drained = []
@@ -1177,7 +1177,11 @@ def stall_figures(latencies):
 
 
 class Compaction(Helpers):
-    def run_clients(self, d, seconds, tally, rng, producers=2, consumers=2):
+    def run_clients(self, d, seconds, tally, rng, producers=2, consumers=2,
+                    until=None):
+        """Runs the clients for seconds, then on until until() holds: a
+        slow machine does less in a given time (a bound of 2 * TIMEOUT
+        more against a hang)."""
         stop = threading.Event()
         latencies = []
         errors = []
@@ -1200,6 +1204,9 @@ class Compaction(Helpers):
         for t in threads:
             t.start()
         stop.wait(seconds)
+        if until:
+            jqtest.wait_until(lambda: stop.is_set() or until(),
+                              2 * jqtest.TIMEOUT, 0.05)
         stop.set()
         for t in threads:
             t.join(jqtest.TIMEOUT)
@@ -1212,8 +1219,11 @@ class Compaction(Helpers):
         config = "compact_size = 16k\ncompact_ratio = 2\n"
         tally = Tally()
         with running(journalled(config=config)) as d:
-            latencies = self.run_clients(d, 3 * jqtest.SLOW, tally,
-                                         random.Random(SEED))
+            t0 = time.monotonic()
+            latencies = self.run_clients(
+                d, 3 * jqtest.SLOW, tally, random.Random(SEED),
+                until=lambda: len(COMPACTED_RE.findall(d.log())) >= 3)
+            took = time.monotonic() - t0
             compacted = [tuple(map(int, m)) for m in
                          COMPACTED_RE.findall(d.log())]
             self.assertGreaterEqual(len(compacted), 3, d.log()[-3000:])
@@ -1262,7 +1272,7 @@ class Compaction(Helpers):
             note("compaction: %d compactions in %.0f s (largest from %d to "
                  "%d bytes; snapshot up to %d ms, switch up to %d ms); "
                  "%d puts, %d task_dones, %d releases" %
-                 (len(compacted), 3 * jqtest.SLOW, max(compacted)[0],
+                 (len(compacted), took, max(compacted)[0],
                   max(compacted)[1], snap, switch, len(tally.item_of),
                   len(tally.done), sum(tally.released.values())))
             note("compaction: pings during compactions: %s; at other "
@@ -1429,10 +1439,10 @@ class DiskFull(Helpers):
             self.release(c, t2)
             self.release(c, t3, delay=0.1)
             self.assertTrue(jqtest.wait_until(
-                lambda: self.qsize_of(d)["delayed"] == 0, timeout=5))
+                lambda: self.qsize_of(d)["delayed"] == 0))
             r = self.get(c, lease=0.05)
             self.assertTrue(jqtest.wait_until(
-                lambda: self.qsize_of(d)["inflight"] == 0, timeout=5))
+                lambda: self.qsize_of(d)["inflight"] == 0))
             self.assertEqual(self.get(c)["task"], r["task"])
             log = d.log()
             self.assertEqual(log.count("cannot allocate space"), 1, log)
@@ -1648,9 +1658,11 @@ class Policies(Helpers):
                     self.assertGreater(new, max(a + b))
 
     def test_reply_waits_for_the_sync(self):
-        # The shim makes every fdatasync take 300 ms: under fsync=always a
-        # change's reply comes after it, with the record in the file; a
-        # reply that changes nothing does not wait; under never, no wait.
+        # The shim makes every fdatasync take 300 ms (scaled): under
+        # fsync=always a change's reply comes after it, with the record in
+        # the file; a reply that changes nothing does not wait; under
+        # never, no wait.
+        sync = 0.3 * jqtest.SLOW
         for policy in ("always", "never"):
             with self.subTest(fsync=policy):
                 d = journalled(fsync=policy)
@@ -1660,7 +1672,7 @@ class Policies(Helpers):
                     c = d.tcp()
                     self.put(c, "warm")
                     with open(delay, "w") as f:
-                        f.write("300\n")
+                        f.write("%d\n" % (1000 * sync))
                     t0 = time.monotonic()
                     t = self.put(c, "x")
                     took_put = time.monotonic() - t0
@@ -1681,32 +1693,34 @@ class Policies(Helpers):
                     took_udp = time.monotonic() - t0
                     u.close()
                     os.remove(delay)
-                    note("fsync=%s, fdatasync taking 300 ms: put answered "
+                    note("fsync=%s, fdatasync taking %.0f ms: put answered "
                          "in %.0f ms, get in %.0f ms, qsize in %.0f ms, a "
                          "put over UDP in %.0f ms" %
-                         (policy, 1000 * took_put, 1000 * took_get,
-                          1000 * took_qsize, 1000 * took_udp))
+                         (policy, 1000 * sync, 1000 * took_put,
+                          1000 * took_get, 1000 * took_qsize,
+                          1000 * took_udp))
                     if policy == "always":
-                        self.assertGreaterEqual(took_put, 0.3)
-                        self.assertGreaterEqual(took_get, 0.3)
-                        self.assertGreaterEqual(took_udp, 0.3)
+                        self.assertGreaterEqual(took_put, sync)
+                        self.assertGreaterEqual(took_get, sync)
+                        self.assertGreaterEqual(took_udp, sync)
                     else:
-                        self.assertLess(took_put, 0.3)
-                        self.assertLess(took_get, 0.3)
-                        self.assertLess(took_udp, 0.3)
-                    self.assertLess(took_qsize, 0.3)
+                        self.assertLess(took_put, sync)
+                        self.assertLess(took_get, sync)
+                        self.assertLess(took_udp, sync)
+                    self.assertLess(took_qsize, sync)
                     self.assertEqual(g["task"], self.put(c, "y") - 3)
 
     def test_group_commit(self):
-        # Twenty clients put at once while fdatasync takes 200 ms: the
-        # replies share a few syncs rather than taking 4 s in a row.
+        # Twenty clients put at once while fdatasync takes 200 ms (scaled):
+        # the replies share a few syncs rather than taking 4 s in a row.
+        sync = 0.2 * jqtest.SLOW
         d = journalled()
         delay = d.path("delay")
         d.env = fault_env(sync_delay=delay)
         with running(d):
             conns = [d.tcp() for _ in range(20)]
             with open(delay, "w") as f:
-                f.write("200\n")
+                f.write("%d\n" % (1000 * sync))
             t0 = time.monotonic()
             for c in conns:
                 c.send({"op": "put", "item": "g"})
@@ -1714,10 +1728,10 @@ class Policies(Helpers):
                 self.assertOk(c.recv())
             took = time.monotonic() - t0
             os.remove(delay)
-            note("group commit: 20 puts answered in %.0f ms with 200 ms "
-                 "syncs" % (1000 * took))
-            self.assertGreaterEqual(took, 0.2)
-            self.assertLess(took, 1.5 * jqtest.SLOW)
+            note("group commit: 20 puts answered in %.0f ms with %.0f ms "
+                 "syncs" % (1000 * took, 1000 * sync))
+            self.assertGreaterEqual(took, sync)
+            self.assertLess(took, 7.5 * sync)
             for c in conns:
                 c.close()
 
@@ -1836,7 +1850,7 @@ class StateDir(Helpers):
             self.assertEqual(p.returncode, 1, p.stderr)
             self.assertTrue(jqtest.wait_until(
                 lambda: "journal: compact" in d.log().split(
-                    "journal: compacting", 1)[1], timeout=5))
+                    "journal: compacting", 1)[1]))
             log = d.log()
             self.assertNotIn("removed %s.new" % journal_path(d), p.stderr,
                              "the refused joinqd removed the running one's "
@@ -1960,31 +1974,36 @@ class Delays(Helpers):
         """A task released with a 1.5 s delay, the daemon killed 0.5 s
         later: after the restart it comes back 1.5 s after the release
         (the journal keeps the deadline as wall-clock time), not 1.5 s
-        after the restart."""
+        after the restart.  The durations scale with jqtest.SLOW, so that
+        the compaction and the restart fit in them on a slow machine."""
+        delay, kill_at = 1.5 * jqtest.SLOW, 0.5 * jqtest.SLOW
         with running(journalled(config=config)) as d:
             c = d.tcp()
             t = self.put(c, "later")
             self.get(c)
-            self.release(c, t, delay=1.5)
             released = time.monotonic()
+            self.release(c, t, delay=delay)
             if config:            # a compaction writes it as a TASK record
                 self.put(c, "x" * 100, "churn")
                 while "journal: compacted" not in d.log():
-                    self.assertLess(time.monotonic() - released, 1.0)
+                    self.assertLess(time.monotonic() - released,
+                                    2 * kill_at)
                     self.done(c, self.get(c, "churn")["task"])
                     self.put(c, "x" * 100, "churn")
                 self.assertIn(TASK, {r.type for r in
                                      records(journal_bytes(d))})
-            time.sleep(max(0, 0.5 - (time.monotonic() - released)))
+            time.sleep(max(0, kill_at - (time.monotonic() - released)))
             restart(d)
             self.assertQsize(self.qsize_of(d), qsize=0, delayed=1)
             self.assertTrue(jqtest.wait_until(
-                lambda: self.qsize_of(d)["delayed"] == 0, timeout=5))
+                lambda: self.qsize_of(d)["delayed"] == 0,
+                timeout=delay + jqtest.TIMEOUT))
             back = time.monotonic() - released
-            note("delay across a restart%s: released for 1.5 s, back after "
-                 "%.2f s" % (" and a compaction" if config else "", back))
-            self.assertGreaterEqual(back, 1.45)
-            self.assertLess(back, 1.5 + 0.5 * jqtest.SLOW)
+            note("delay across a restart%s: released for %.1f s, back after "
+                 "%.2f s" % (" and a compaction" if config else "", delay,
+                             back))
+            self.assertGreaterEqual(back, delay)
+            self.assertLess(back, delay + kill_at)
             r = self.get(d.tcp())
             self.assertEqual((r["task"], r["deliveries"]), (t, 2))
 

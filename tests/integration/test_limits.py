@@ -6,7 +6,7 @@ Every test crosses a limit and then checks that the daemon still serves
 others: a fresh connection and one that was open before each do ping, put,
 get, task_done and qsize (served()).
 
-Timing bounds are scaled by JOINQ_TEST_SLOW (jqtest.SLOW); under
+Timing bounds are scaled by jqtest.SLOW (JOINQ_TIME_SCALE); under
 JOINQD_WRAPPER (valgrind) the tests that move much data use less of it.
 """
 import http.client
@@ -344,14 +344,15 @@ class FrameTimeout(LimitsCase):
             self.assertIsNotNone(closed_after, "a slowloris was not closed")
             self.assertGreaterEqual(closed_after, 0.8)
             self.assertLessEqual(closed_after, 3 * SLOW)
-            self.assertEqual(slow.replies_until_close(timeout=2), [],
+            self.assertEqual(slow.replies_until_close(), [],
                              "the partial frame got a reply")
             self.assertIn("frame_timeout", d.log())
             self.served(d, existing=other)
             self.assertQsize(d.qsize(), qsize=0)
 
     def test_complete_frames_sent_slowly_are_not_closed(self):
-        with jqtest.Daemon("--frame-timeout", "1") as d:
+        # frame_timeout scaled: the test's own pace must stay below it
+        with jqtest.Daemon("--frame-timeout", "%g" % (1 * SLOW)) as d:
             c = d.tcp()
             start = time.monotonic()
             for i in range(6):
@@ -372,8 +373,9 @@ class FrameTimeout(LimitsCase):
     def test_each_frame_is_timed_from_its_own_start(self):
         """A pipelining client whose every write ends inside a frame: each
         frame is finished 0.3 s after it began, so none is a slowloris,
-        though some frame is always unfinished."""
-        with jqtest.Daemon("--frame-timeout", "1") as d:
+        though some frame is always unfinished.  frame_timeout is scaled:
+        the test's own pace must stay below it."""
+        with jqtest.Daemon("--frame-timeout", "%g" % (1 * SLOW)) as d:
             c = d.tcp()
             frames = [jqtest.encode({"op": "put", "item": i, "id": i})
                       for i in range(12)]
@@ -429,9 +431,9 @@ class FrameTimeout(LimitsCase):
             c.send_raw(b'{"op":"pi')
             time.sleep(1.5)
             self.assertTrue(is_open(c))
+            start = time.monotonic()    # before the put that unblocks it
             self.assertOk(d.request({"op": "put", "queue": "b", "item": 1}))
             self.assertOk(c.recv(timeout=2 * SLOW))
-            start = time.monotonic()
             self.assertTrue(c.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(start, 0.7, 3)
             self.served(d)
@@ -451,8 +453,8 @@ class IdleTimeout(LimitsCase):
             blocked.send({"op": "get", "queue": "bq", "lease": 30})
             partial = d.tcp()         # has started a frame
             partial.send_raw(b'{"op":"ping"')
+            start = time.monotonic()    # before idle's last request
             self.assertOk(idle.request({"op": "ping"}))
-            start = time.monotonic()
 
             self.assertTrue(idle.closed_by_peer(timeout=4 * SLOW),
                             "an idle connection was not closed")
@@ -474,16 +476,16 @@ class IdleTimeout(LimitsCase):
 
             # the blocked one, its get answered (with a lease), is idle
             self.assertTrue(is_open(blocked))
+            t = time.monotonic()
             self.assertOk(d.request({"op": "put", "queue": "bq", "item": 2}))
             self.assertEqual(blocked.recv(timeout=2 * SLOW)["item"], 2)
-            t = time.monotonic()
             self.assertTrue(blocked.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(t, 0.8, 3)
 
             # the holder, its task done, is idle too
             self.assertTrue(is_open(holder))
-            self.assertOk(holder.request({"op": "task_done", "task": task}))
             t = time.monotonic()
+            self.assertOk(holder.request({"op": "task_done", "task": task}))
             self.assertTrue(holder.closed_by_peer(timeout=4 * SLOW))
             self.assertElapsed(t, 0.8, 3)
             self.assertQsize(d.qsize("h"), unfinished=0)
@@ -504,8 +506,8 @@ class IdleTimeout(LimitsCase):
                 task = holder.request({"op": "get"})["task"]
                 time.sleep(1.5)
                 self.assertTrue(is_open(holder), "closed holding a task")
-                self.assertOk(d.request({"op": how, "task": task}))
                 start = time.monotonic()
+                self.assertOk(d.request({"op": how, "task": task}))
                 closed = holder.closed_by_peer(timeout=4 * SLOW)
                 self.assertTrue(closed, "holds nothing after %s by another "
                                 "client, and is never closed as idle" % how)
@@ -513,7 +515,10 @@ class IdleTimeout(LimitsCase):
                 self.served(d)
 
     def test_unsent_output_is_not_idle(self):
-        with jqtest.Daemon("--idle-timeout", "1") as d:
+        # idle_timeout scaled: once the last reply is written, reading the
+        # ones still buffered must take less than it before served() asks.
+        idle = 1 * SLOW
+        with jqtest.Daemon("--idle-timeout", "%g" % idle) as d:
             c = d.tcp()
             reqs = [{"op": "put", "queue": "q%03d" % q, "item": q}
                     for q in range(300)]
@@ -523,7 +528,7 @@ class IdleTimeout(LimitsCase):
             n = 300 if UNDER_TOOL else 1000   # 12 or 40 MiB, unread yet
             c.sock.sendall(b"".join(jqtest.encode({"op": "stats", "id": i})
                                     for i in range(n)))
-            time.sleep(2.5)
+            time.sleep(2.5 * idle)
             self.assertTrue(is_open(c), "closed as idle with replies unsent")
             for i in range(n):
                 self.assertEqual(c.recv()["id"], i)
@@ -615,7 +620,7 @@ class MaxOutput(LimitsCase):
                 took = time.monotonic() - start
             finally:
                 stop.set()
-                w.join(5)
+                w.join(jqtest.TIMEOUT)
             grew = peak[0] - base
             jqtest.diag("%d replies of ~%d KiB, %d MiB in all: RSS %.1f MiB at "
                  "start, +%.1f MiB while it did not read, +%.1f MiB at "
@@ -723,9 +728,15 @@ class MaxOutput(LimitsCase):
             self.assertQsize(c.request({"op": "qsize"}), inflight=1)
 
     def test_slow_steady_reader_is_not_closed(self):
-        with jqtest.Daemon("--output-timeout", "1", "--max-output",
+        # The replies in the kernel's buffers (megabytes: its small
+        # receive buffer keeps them fewer) are read, pauses included,
+        # before the daemon can write again: output_timeout holds a few
+        # of its pauses, both scaled, and a loaded machine's slower reads.
+        # The whole read takes longer than output_timeout.
+        timeout, pause = 3 * SLOW, 0.5 * SLOW
+        with jqtest.Daemon("--output-timeout", "%g" % timeout, "--max-output",
                            "256k") as d:
-            c = d.tcp()
+            c = jqtest.Conn(d.host, d.port, rcvbuf=64 * 1024)
             reqs = [{"op": "put", "queue": "q%03d" % q, "item": q}
                     for q in range(300)]
             c.send(b"".join(jqtest.encode(r) for r in reqs))
@@ -735,12 +746,12 @@ class MaxOutput(LimitsCase):
             c.sock.sendall(b''.join(jqtest.encode({"op": "stats", "id": i})
                                     for i in range(n)))
             start = time.monotonic()
-            # takes about 1.5 MiB a 0.5 s: slow, but never stops
+            # takes about 1.5 MiB, then pauses: slow, but never stops
             for i in range(n):
                 r = c.recv(timeout=jqtest.TIMEOUT)
                 self.assertEqual(r["id"], i)
                 if i % 40 == 39:
-                    time.sleep(0.5)
+                    time.sleep(pause)
             jqtest.diag("a slow reader took %d replies in %.1f s"
                  % (n, time.monotonic() - start))
             self.assertNotIn("output_timeout", d.log())

@@ -132,7 +132,8 @@ class ManyClients(jqtest.TestCase):
                     c.send({"op": "task_done", "task": r["task"]})
                 left = sorted(c.recv()["unfinished"] for c in conns)
                 self.assertEqual(left, list(range(N_CLIENTS)))
-                self.assertEqual(d.request({"op": "join", "timeout": 5}),
+                self.assertEqual(d.request({"op": "join",
+                                            "timeout": 5 * jqtest.SLOW}),
                                  {"ok": True})
             finally:
                 for c in conns:

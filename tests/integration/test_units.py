@@ -40,7 +40,7 @@ def tool(name):
     return path
 
 
-def run(argv, env=None, timeout=60):
+def run(argv, env=None, timeout=6 * jqtest.TIMEOUT):
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run(argv, capture_output=True, text=True, env=e,
