@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +45,7 @@
 
 #include "bench.h"
 #include "buf.h"
+#include "jobject.h"
 #include "joinq.h"
 #include "reply.h"
 #include "utf8.h"
@@ -591,8 +593,8 @@ static int items_next(struct items *it, const char **text, size_t *len)
 
 /*
  * Appends item text[0..len) as JSON to b: a string item is quoted, a --json
- * item is checked and packed onto one line.  On a bad item returns false
- * with why filled.
+ * item is checked and packed onto one line, its numbers as the user spelt
+ * them (0.1 stays 0.1).  On a bad item returns false with why filled.
  */
 static bool encode_item(struct buf *b, const char *text, size_t len,
                         bool json, char *why, size_t why_len)
@@ -606,18 +608,14 @@ static bool encode_item(struct buf *b, const char *text, size_t len,
 		json_append_string(b, text, len);
 		return true;
 	}
-	json_error_t jerr;
-	json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-	                       &jerr);
-	if (!v) {
-		snprintf(why, why_len, "not valid JSON: %s", jerr.text);
+	char jwhy[160];
+	if (jvalue_check(text, len, UINT_MAX, jwhy, sizeof jwhy)) {
+		/* jwhy: "is not valid JSON: ..." */
+		snprintf(why, why_len, "%s", jwhy + strlen("is "));
 		return false;
 	}
-	if (memchr(text, '\n', len))
-		json_append(b, v);          /* a request is one line */
-	else
-		buf_add(b, text, len);      /* as the user spelt it */
-	json_decref(v);
+	buf_reserve(b, len);
+	b->len += jtext_compact(text, len, b->p + b->len);
 	return true;
 }
 
@@ -917,17 +915,18 @@ static int cmd_get(struct session *s, const struct cmd_options *o, int argc,
 	if (o->show_task)
 		printf("%llu\t", (unsigned long long)t.task);
 	/* A string prints as its text, so that `item=$(joinq get)` needs no
-	 * JSON decoding; anything else prints as compact JSON. */
-	json_t *v = json_loadb(t.item, t.item_len,
-	                       JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-	if (json_is_string(v))
-		fwrite(json_string_value(v), 1, json_string_length(v), stdout);
-	else
+	 * JSON decoding; anything else prints as the daemon sent it. */
+	if (t.item[0] == '"') {
+		/* decoded, it is never longer than its JSON text */
+		size_t n = jstring_unescape(t.item + 1, t.item_len - 2, t.item,
+		                            t.item_len);
+		fwrite(t.item, 1, n, stdout);
+	} else {
 		fwrite(t.item, 1, t.item_len, stdout);
+	}
 	putchar('\n');
 	if (!o->show_task)
 		fprintf(stderr, "task %llu\n", (unsigned long long)t.task);
-	json_decref(v);
 	jq_task_free(&t);
 	jq_close(c);
 	return EXIT_OK;

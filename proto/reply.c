@@ -8,8 +8,8 @@
 void json_append(struct buf *b, const json_t *v)
 {
 	size_t n = json_dumpb(v, NULL, 0, JQ_JSON_FLAGS);
-	buf_reserve(b, n);
-	b->len += json_dumpb(v, b->p + b->len, n, JQ_JSON_FLAGS);
+	if (buf_reserve(b, n))
+		b->len += json_dumpb(v, b->p + b->len, n, JQ_JSON_FLAGS);
 }
 
 /*
@@ -53,7 +53,8 @@ void json_append_string(struct buf *b, const char *s, size_t len)
 static void key(struct buf *b, const char *k)
 {
 	size_t n = strlen(k);
-	buf_reserve(b, n + 4);
+	if (!buf_reserve(b, n + 4))
+		return;
 	char *p = b->p + b->len;
 	*p++ = ',';
 	*p++ = '"';
