@@ -2185,10 +2185,17 @@ static void fast_path_numbers_at_the_edges(void **state)
 		FAST("{'op':'get','timeout':1.7976931348623157e300}"),
 		FAST("{'op':'get','timeout':0.1000000000000000055511151231257827}"),
 		FAST("{'op':'put','item':[1e300,-1e300,1e-99999999999]}"),
-		/* beyond int64: jansson's "too big integer" */
-		UNSURE("{'op':'ping','task':9223372036854775808}"),
-		UNSURE("{'op':'ping','task':-9223372036854775809}"),
-		UNSURE("{'op':'put','item':[99999999999999999999]}"),
+		/* beyond int64 (jansson's "too big integer"): kept in the id
+		 * and the item, ignored in an unknown field, bad_json in a
+		 * field joinqd reads */
+		FAST("{'op':'put','item':[99999999999999999999]}"),
+		FAST("{'op':'put','item':-9223372036854775809,"
+		     "'id':9223372036854775808}"),
+		FAST("{'op':'ping','x':1180591620717411303424}"),
+		INVALID("{'op':'ping','task':9223372036854775808}"),
+		INVALID("{'op':'ping','task':-9223372036854775809}"),
+		INVALID("{'op':'get','timeout':1180591620717411303424}"),
+		INVALID("{'op':99999999999999999999}"),
 		/* a real that might overflow, or too long to copy */
 		UNSURE("{'op':'get','timeout':1e400}"),
 		UNSURE("{'op':'get','timeout':1e308}"),
@@ -2213,6 +2220,93 @@ static void fast_path_numbers_at_the_edges(void **state)
 		INVALID("{'op':'put','item':1 2}"),
 	};
 	RUN_FAST(cases);
+}
+
+/* An integer beyond int64 (issue 11): RFC 8259 allows it and Python sends
+ * one.  Both paths keep it as text in the id and the item, where jansson
+ * alone refuses the frame; the slow path takes the frames the fast one
+ * leaves to it (an escaped key, a duplicate). */
+static void request_big_integers_kept_in_id_and_item(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame, *id, *item;   /* ' for "; NULL: absent */
+		bool big_id, big_item;
+	} cases[] = {
+		{ "{'op':'put','item':1180591620717411303424,"
+		  "'id':-1180591620717411303424}", "-1180591620717411303424",
+		  "1180591620717411303424", true, true },
+		{ "{'op':'put','item':[ 99999999999999999999 , 0.1 ]}", NULL,
+		  "[99999999999999999999,0.1]", false, false },
+		{ "{'op':'put','item':{'k\\u0000':18446744073709551616},"
+		  "'\\u0069d':9223372036854775808}", "9223372036854775808",
+		  "{'k\\u0000':18446744073709551616}", true, false },
+		{ "{'op':'put','x':-9223372036854775809,'item':1e300,"
+		  "'item':-9223372036854775809}", NULL, "-9223372036854775809",
+		  false, true },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *f = dq(cases[i].frame, strlen(cases[i].frame));
+		for (int slow = 0; slow < 2; slow++) {
+			struct request r;
+			struct errinfo e;
+			if (!slow) {
+				enum jscan_verdict v = request_decode_fast(f, strlen(f),
+				                                           DEFAULT_DEPTH, &r);
+				assert_int_not_equal(v, JSCAN_INVALID);
+				if (v == JSCAN_UNSURE) {
+					request_free(&r);
+					continue;
+				}
+			} else {
+				assert_int_equal(request_decode_slow(f, strlen(f),
+				                                     DEFAULT_DEPTH, &r, &e),
+				                 JQ_OK);
+			}
+			note("row %zu, %s path\n", i, slow ? "slow" : "fast");
+			expect_jtext("id", &r.id, cases[i].id,
+			             cases[i].id ? strlen(cases[i].id) : 0);
+			char *item = dq(cases[i].item, strlen(cases[i].item));
+			expect_jtext("item", &r.item, item, strlen(item));
+			free(item);
+			assert_int_equal(r.field[RF_ID].kind == JK_BIGINT,
+			                 cases[i].big_id);
+			assert_int_equal(r.field[RF_ITEM].kind == JK_BIGINT,
+			                 cases[i].big_item);
+			assert_int_equal(request_check(&r, &e), JQ_OK);
+			request_free(&r);
+		}
+		free(f);
+	}
+}
+
+/* Where joinqd reads a field, a big integer is bad_json, as before: the
+ * message names the field. */
+static void request_big_integers_in_read_fields_are_bad_json(void **state)
+{
+	(void)state;
+	static const char *const fields[] = {
+		"op", "queue", "token", "noreply", "block", "timeout", "lease",
+		"delay", "task",
+	};
+	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+		char f[160], want[64];
+		struct request r;
+		struct errinfo e;
+		snprintf(f, sizeof f, "{%s\"%s\":-18446744073709551616}",
+		         i ? "\"op\":\"release\"," : "", fields[i]);
+		snprintf(want, sizeof want, "field '%s'", fields[i]);
+		assert_int_equal(request_decode_fast(f, strlen(f), DEFAULT_DEPTH,
+		                                     &r), JSCAN_INVALID);
+		request_free(&r);
+		assert_int_equal(request_decode(f, strlen(f), DEFAULT_DEPTH, &r, &e),
+		                 JQ_BAD_JSON);
+		request_free(&r);
+		note("%s: %s\n", f, e.message);
+		assert_non_null(strstr(e.message, "beyond 64 bits"));
+		assert_non_null(strstr(e.message, want));
+	}
 }
 
 static void fast_path_leaves_keys_and_duplicates_to_jansson(void **state)
@@ -2723,6 +2817,8 @@ int main(void)
 		cmocka_unit_test(fast_path_leaves_nul_bytes_to_jansson),
 		cmocka_unit_test(fast_path_nesting),
 		cmocka_unit_test(fast_path_numbers_at_the_edges),
+		cmocka_unit_test(request_big_integers_kept_in_id_and_item),
+		cmocka_unit_test(request_big_integers_in_read_fields_are_bad_json),
 		cmocka_unit_test(fast_path_leaves_keys_and_duplicates_to_jansson),
 		cmocka_unit_test(fast_path_invalid_only_when_sure),
 		cmocka_unit_test(request_string_decodes_within_cap),
