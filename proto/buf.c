@@ -22,6 +22,9 @@ bool buf_grow(struct buf *b, size_t more)
 	if (!p) {
 		if (!b->may_fail)
 			xalloc_failed();
+		/* No room left, so that every later append comes here and is
+		 * dropped (the block holds at least len bytes: it is safe). */
+		b->cap = b->len;
 		b->failed = true;
 		return false;
 	}

@@ -5,13 +5,6 @@
 #include "reply.h"
 #include "utf8.h"
 
-void json_append(struct buf *b, const json_t *v)
-{
-	size_t n = json_dumpb(v, NULL, 0, JQ_JSON_FLAGS);
-	if (buf_reserve(b, n))
-		b->len += json_dumpb(v, b->p + b->len, n, JQ_JSON_FLAGS);
-}
-
 /*
  * Messages may quote jansson's error text, which can cut a multi-byte
  * character in two: a byte that does not start valid UTF-8 becomes '?', so

@@ -154,8 +154,8 @@ static char *nul_keys_neutered(const char *p, size_t n)
  * RFC 8259 allows integers of any size; jansson refuses one beyond int64.
  * The reference reads each as the string BIG_MARK followed by its text, so
  * that two big integers are equal exactly when their texts are.  A copy of
- * p[0..n) with them so written, its length in *len, or NULL if there is
- * none.  Written apart from proto/jobject.c on purpose: the range is
+ * p[0..n) with them so written, its length in *len, and in *zeroed one
+ * with each a 0 and spaces, of n bytes; NULL if there is none.  Written apart from proto/jobject.c on purpose: the range is
  * judged by comparing digit strings, not by arithmetic.
  */
 #define BIG_MARK "\\u0000big:"
@@ -168,9 +168,13 @@ static bool beyond_int64(const char *digits, size_t n, bool negative)
 	return n > 19 || (n == 19 && memcmp(digits, limit, 19) > 0);
 }
 
-static char *big_integers_marked(const char *p, size_t n, size_t *len)
+static char *big_integers_marked(const char *p, size_t n, size_t *len,
+                                 char **zeroed)
 {
 	struct buf out = { 0 };
+	char *zero = malloc(n ? n : 1);
+	CHECK(zero);
+	memcpy(zero, p, n);
 	bool any = false;
 	size_t i = 0, copied = 0;
 
@@ -205,13 +209,18 @@ static char *big_integers_marked(const char *p, size_t n, size_t *len)
 		buf_adds(&out, "\"" BIG_MARK);
 		buf_add(&out, p + start, i - start);
 		buf_addc(&out, '"');
+		zero[start] = '0';
+		memset(zero + start + 1, ' ', i - start - 1);
 		copied = i;
 		any = true;
 	}
-	if (!any)
+	if (!any) {
+		free(zero);
 		return NULL;
+	}
 	buf_add(&out, p + copied, n - copied);
 	*len = out.len;
+	*zeroed = zero;
 	return out.p;
 }
 
@@ -231,12 +240,9 @@ static bool big_integer(const json_t *v, const char **text, size_t *n)
 /* jansson's reading of text[0..len), big integers marked and keys with
  * \u0000 neutered as above if that is all that stops it.  NULL if it is
  * not JSON. */
-static json_t *jparse(const char *text, size_t len, size_t flags)
+static json_t *load(const char *p, size_t n, size_t flags)
 {
 	json_error_t err;
-	size_t n = len;
-	char *marked = big_integers_marked(text, len, &n);
-	const char *p = marked ? marked : text;
 	json_t *v = json_loadb(p, n, flags | JSON_ALLOW_NUL, &err);
 	if (!v && json_error_code(&err) == json_error_null_byte_in_key) {
 		char *copy = nul_keys_neutered(p, n);
@@ -244,6 +250,24 @@ static json_t *jparse(const char *text, size_t len, size_t flags)
 			v = json_loadb(copy, n, flags | JSON_ALLOW_NUL, &err);
 			free(copy);
 		}
+	}
+	return v;
+}
+
+static json_t *jparse(const char *text, size_t len, size_t flags)
+{
+	size_t n = len;
+	char *zeroed = NULL;
+	char *marked = big_integers_marked(text, len, &n, &zeroed);
+	if (!marked)
+		return load(text, len, flags);
+	/* Valid as it stands, which a string in place of a number can change
+	 * ({1e99...:0}): judged with each big integer a 0. */
+	json_t *v = load(zeroed, len, flags);
+	free(zeroed);
+	if (v) {
+		json_decref(v);
+		v = load(marked, n, flags);
 	}
 	free(marked);
 	return v;

@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "buf.h"
 #include "errcode.h"
 #include "frame.h"
+#include "jobject.h"
 #include "reply.h"
 #include "request.h"
 #include "utf8.h"
@@ -2647,18 +2649,42 @@ static void json_string_random_bytes(void **state)
 	}
 }
 
-static void json_append_compact(void **state)
+/* A value's text checked and packed without re-encoding (issue 11): what
+ * libjoinq and the CLI send as a put's item. */
+static void jtext_compact_keeps_every_token(void **state)
 {
 	(void)state;
-	struct buf b = { 0 };
-	json_t *v = load("{ \"a\" : [ 1 , 2.5 , \"\\u00e9\" ] }");
-	json_append(&b, v);
-	EXPECT_BUF(&b, "{\"a\":[1,2.5,\"\xc3\xa9\"]}");
-	json_decref(v);
-	v = json_integer(-5);
-	json_append(&b, v);
-	EXPECT_BUF(&b, "-5");
-	json_decref(v);
+	static const struct { const char *in, *out; } cases[] = {
+		{ " 0.1 ", "0.1" },
+		{ "1e300", "1e300" },
+		{ "\t1180591620717411303424\r\n", "1180591620717411303424" },
+		{ "{ \"a b\" : [ 1 , 2.50 , \"\\u00e9 \\\" x\" ] }",
+		  "{\"a b\":[1,2.50,\"\\u00e9 \\\" x\"]}" },
+		{ "[\n -0 ,\n 1E+2 ]", "[-0,1E+2]" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		const char *in = cases[i].in;
+		char why[160], out[64];
+		assert_int_equal(jvalue_check(in, strlen(in), 64, why, sizeof why),
+		                 JQ_OK);
+		size_t n = jtext_compact(in, strlen(in), out);
+		assert_int_equal(n, strlen(cases[i].out));
+		assert_memory_equal(out, cases[i].out, n);
+		assert_int_equal(jtext_spaced(in, strlen(in)),
+		                 strlen(in) != n);
+	}
+	static const char *const bad[] = {
+		"", " ", "01", "1.", "[1,]", "{\"a\"}", "nul", "1 2", "\"\\ud800\"",
+		"1e400", "[[1]]",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char why[160];
+		assert_int_equal(jvalue_check(bad[i], strlen(bad[i]), 1, why,
+		                              sizeof why), JQ_BAD_JSON);
+		note("%s: %s\n", bad[i], why);
+		assert_true(strncmp(why, "is not valid JSON", 17) == 0 ||
+		            strncmp(why, "nests deeper", 12) == 0);
+	}
 }
 
 /* ---- buf ----------------------------------------------------------------- */
@@ -2712,6 +2738,30 @@ static void buf_grows_and_consumes(void **state)
 	EXPECT_BUF(&b, "abc");
 	assert_null(b.p);
 	assert_int_equal(b.cap, 0);
+}
+
+/* A may_fail buffer that cannot grow turns failed and drops appends
+ * instead of aborting (libjoinq's, issue 11); reset takes appends again.
+ * The growth asked here overflows size_t, so it fails without asking the
+ * allocator. */
+static void buf_may_fail_drops_appends(void **state)
+{
+	(void)state;
+	struct buf b = { .may_fail = true };
+	buf_adds(&b, "ab");
+	assert_false(buf_reserve(&b, SIZE_MAX));
+	assert_true(b.failed);
+	buf_adds(&b, "cd");
+	buf_addc(&b, 'e');
+	buf_add_u64(&b, 12345);
+	json_append_string(&b, "f", 1);
+	reply_u64(&b, "task", 7);
+	assert_int_equal(b.len, 2);
+	assert_memory_equal(b.p, "ab", 2);
+	buf_reset(&b);
+	assert_false(b.failed);
+	buf_adds(&b, "xyz");
+	EXPECT_BUF(&b, "xyz");
 }
 
 /* ---- error names --------------------------------------------------------- */
@@ -2835,10 +2885,11 @@ int main(void)
 		cmocka_unit_test(json_string_keeps_valid_utf8),
 		cmocka_unit_test(json_string_replaces_invalid_bytes),
 		cmocka_unit_test(json_string_random_bytes),
-		cmocka_unit_test(json_append_compact),
+		cmocka_unit_test(jtext_compact_keeps_every_token),
 
 		cmocka_unit_test(buf_u64_digits),
 		cmocka_unit_test(buf_grows_and_consumes),
+		cmocka_unit_test(buf_may_fail_drops_appends),
 
 		cmocka_unit_test(errcode_names_round_trip),
 		cmocka_unit_test(errcode_unknown_names_and_codes),
