@@ -15,15 +15,21 @@
  * are the daemon's (enum jq_err: JQ_FULL, JQ_EMPTY, ...): the request was
  * answered and the client stays usable.  The ones from JQ_ERR_SYSTEM up
  * are the library's own:
- *   - JQ_ERR_ARGUMENT, and JQ_ERR_NOMEM before anything was sent: nothing
- *     was sent, the client stays usable;
- *   - JQ_ERR_PROTOCOL, and JQ_ERR_NOMEM while a reply was read: the reply
- *     was read and dropped (the request may have taken effect: a put may
- *     have queued its item, a get taken a task); the client stays usable;
+ *   - JQ_ERR_ARGUMENT: nothing was sent; the client stays usable;
+ *   - JQ_ERR_NOMEM (memory ran out): if it struck while the request was
+ *     built, nothing was sent; if it struck once the reply was in (reading
+ *     it, or copying an item or reply out), the reply is dropped; either
+ *     way the client stays usable.  Over TCP, if no buffer could be had to
+ *     read the reply into, the stream is out of step, as below;
+ *   - JQ_ERR_PROTOCOL: the reply was read and dropped;
+ *     the client stays usable;
  *   - JQ_ERR_SYSTEM, JQ_ERR_CLOSED, JQ_ERR_IO_TIMEOUT over TCP: the stream
  *     is out of step, and every later call on the client fails the same
  *     way; jq_close() it and connect again.  Over UDP each call stands
  *     alone: the client stays usable;
+ * When a reply is dropped, the request may still have taken effect: a put
+ * may have queued its item, a get taken a task (with a lease it comes back
+ * when the lease ends; without one, when the client closes).
  *   - JQ_ERR_CONNECT comes from jq_connect() only;
  *   - JQ_ERR_CANCELLED: see jq_set_cancel_fd().
  * A call that fails leaves its outputs zeroed (a jq_task with item NULL,
@@ -89,8 +95,7 @@ enum {
 	JQ_ERR_PROTOCOL,       /* the reply is not what protocol 1 says */
 	JQ_ERR_ARGUMENT,       /* a bad argument (say, item is not JSON) */
 	JQ_ERR_CANCELLED,      /* UDP: the cancel descriptor turned readable */
-	JQ_ERR_NOMEM,          /* memory ran out; nothing was sent, or the
-	                          reply was read and dropped */
+	JQ_ERR_NOMEM,          /* memory ran out (see "Errors" above) */
 };
 
 enum jq_transport { JQ_TCP, JQ_UDP };
