@@ -123,7 +123,7 @@ static enum jscan_verdict scan_string(struct scan *s, bool *escaped)
 }
 
 /* Integers of any size are taken: one beyond int64 is a JK_BIGINT, kept as
- * text (jansson refuses it; request.c's slow path works around that).
+ * text (jansson refuses it; jobject.c works around that).
  * Reals: strtod on a short copy, as jansson does; one that might overflow
  * (jansson: "real number overflow") is left to it. */
 static enum jscan_verdict scan_number(struct scan *s, struct jfield *out)
