@@ -856,6 +856,7 @@ static int call_udp(jq_client *c, int64_t deadline, struct reply *r,
 static int call(jq_client *c, const struct jq_wait *w, struct reply *r,
                 struct jq_error *err)
 {
+	memset(r, 0, sizeof *r);
 	if (c->broken.code) {
 		*err = c->broken;
 		return err->code;

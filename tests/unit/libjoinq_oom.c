@@ -28,6 +28,8 @@
 
 #define MAX_SESSIONS 2000   /* far above the allocations of one session */
 
+/* The names the linker's --wrap gives: reserved, on purpose. */
+/* NOLINTBEGIN(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp) */
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t n);
@@ -62,6 +64,7 @@ void *__wrap_realloc(void *p, size_t n)
 	return grant() ? __real_realloc(p, n) : NULL;
 }
 char *__wrap_strdup(const char *s) { return grant() ? __real_strdup(s) : NULL; }
+/* NOLINTEND(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp) */
 
 static void *json_alloc(size_t n) { return grant() ? __real_malloc(n) : NULL; }
 
