@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "joinq.h"
+#include "jscan.h"
 #include "reply.h"
 #include "xalloc.h"
 
@@ -55,17 +56,18 @@ int cmd_get(struct session *s, const struct cmd_options *o, int argc,
 	if (o->show_task)
 		printf("%llu\t", (unsigned long long)t.task);
 	/* A string prints as its text, so that `item=$(joinq get)` needs no
-	 * JSON decoding; anything else prints as compact JSON. */
-	json_t *v = json_loadb(t.item, t.item_len,
-	                       JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-	if (json_is_string(v))
-		fwrite(json_string_value(v), 1, json_string_length(v), stdout);
-	else
+	 * JSON decoding; anything else prints as the daemon sent it. */
+	if (t.item[0] == '"') {
+		/* decoded, it is never longer than its JSON text */
+		size_t n = jstring_unescape(t.item + 1, t.item_len - 2, t.item,
+		                            t.item_len);
+		fwrite(t.item, 1, n, stdout);
+	} else {
 		fwrite(t.item, 1, t.item_len, stdout);
+	}
 	putchar('\n');
 	if (!o->show_task)
 		fprintf(stderr, "task %llu\n", (unsigned long long)t.task);
-	json_decref(v);
 	jq_task_free(&t);
 	jq_close(c);
 	return EXIT_OK;

@@ -1,15 +1,45 @@
 /*
  * joinq.h - libjoinq, a client of joinqd (protocol 1, PROTOCOL.md).
  *
- * One jq_client is one TCP connection or one UDP socket, used by one thread.
- * Calls block; every wait is bounded by the op's own timeout plus the
- * client's io_timeout.  Items travel as JSON text: pass the compact (or any
- * valid) JSON of the value, e.g. "\"hello\"" or "{\"n\":1}"; jq_put_string()
- * encodes a plain string for you.  Every call returns JQ_OK (0) or an error
- * code and, when err is not NULL, fills it with the code and a sentence.
+ * One jq_client is one TCP connection or one UDP socket.  Calls block;
+ * every wait is bounded by the op's own timeout plus the client's
+ * io_timeout.  Items travel as JSON text, never re-encoded: pass the JSON
+ * of the value, e.g. "\"hello\"" or "{\"n\":1}" (whitespace between
+ * tokens is removed, numbers go as spelt: 0.1 stays 0.1, and an integer of
+ * any size is kept); jq_put_string() encodes a plain string for you; a get
+ * returns the item's text as the daemon sent it.
  *
- * Codes below JQ_NERR are the daemon's (enum jq_err: JQ_FULL, JQ_EMPTY,
- * ...); the ones from JQ_ERR_SYSTEM up are the library's own.
+ * Errors.  Every call returns JQ_OK (0) or an error code and, when err is
+ * not NULL, fills it with the code and a sentence; no call aborts or exits
+ * the process, out of memory included (JQ_ERR_NOMEM).  Codes below JQ_NERR
+ * are the daemon's (enum jq_err: JQ_FULL, JQ_EMPTY, ...): the request was
+ * answered and the client stays usable.  The ones from JQ_ERR_SYSTEM up
+ * are the library's own:
+ *   - JQ_ERR_ARGUMENT: nothing was sent; the client stays usable;
+ *   - JQ_ERR_NOMEM (memory ran out): if it struck while the request was
+ *     built, nothing was sent; if it struck once the reply was in (reading
+ *     it, or copying an item or reply out), the reply is dropped; either
+ *     way the client stays usable.  Over TCP, if no buffer could be had to
+ *     read the reply into, the stream is out of step, as below;
+ *   - JQ_ERR_PROTOCOL: the reply was read and dropped;
+ *     the client stays usable;
+ *   - JQ_ERR_SYSTEM, JQ_ERR_CLOSED, JQ_ERR_IO_TIMEOUT over TCP: the stream
+ *     is out of step, and every later call on the client fails the same
+ *     way; jq_close() it and connect again.  Over UDP each call stands
+ *     alone: the client stays usable;
+ * When a reply is dropped, the request may still have taken effect: a put
+ * may have queued its item, a get taken a task (with a lease it comes back
+ * when the lease ends; without one, when the client closes).
+ *   - JQ_ERR_CONNECT comes from jq_connect() only;
+ *   - JQ_ERR_CANCELLED: see jq_set_cancel_fd().
+ * A call that fails leaves its outputs zeroed (a jq_task with item NULL,
+ * *reply and *json NULL), so that freeing them is always safe.
+ *
+ * Threads.  A jq_client may be used by one thread at a time (calls on one
+ * client must not overlap); different clients may be used from different
+ * threads at once: the library keeps no state outside its jq_client and
+ * has no mutable static data.  jansson, which it uses, must be built
+ * thread-safe (its default).
  *
  *     struct jq_options o = JQ_OPTIONS_INIT;
  *     struct jq_error err;
@@ -65,6 +95,7 @@ enum {
 	JQ_ERR_PROTOCOL,       /* the reply is not what protocol 1 says */
 	JQ_ERR_ARGUMENT,       /* a bad argument (say, item is not JSON) */
 	JQ_ERR_CANCELLED,      /* UDP: the cancel descriptor turned readable */
+	JQ_ERR_NOMEM,          /* memory ran out (see "Errors" above) */
 };
 
 enum jq_transport { JQ_TCP, JQ_UDP };
@@ -113,7 +144,7 @@ struct jq_qsize {
 typedef struct jq_client jq_client;
 
 /* Connects (TCP) or sets up a socket (UDP), and authenticates when a token
- * is given.  NULL on failure, with err filled. */
+ * is given.  NULL on failure, with err filled; nothing is left open. */
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err);
 void jq_close(jq_client *c);
 
@@ -178,7 +209,7 @@ int jq_shutdown(jq_client *c, struct jq_error *err);
 
 /* The wire name of a code ("full", "unknown_task"), or of a library code
  * ("system", "connect", "closed", "io_timeout", "protocol", "argument",
- * "cancelled"). */
+ * "cancelled", "nomem"). */
 const char *jq_strcode(int code);
 
 #ifdef __cplusplus

@@ -43,11 +43,12 @@
 #include "buf.h"
 #include "errcode.h"
 #include "frame.h"
+#include "jobject.h"
 #include "joinq.h"
 #include "netconnect.h"
+#include "jscan.h"
 #include "reply.h"
 #include "utf8.h"
-#include "xalloc.h"
 
 #define NEVER (-1)                /* a deadline that never comes */
 #define READ_CHUNK 65536          /* bytes asked of each read */
@@ -102,6 +103,11 @@ static int broke(jq_client *c, struct jq_error *err)
 	return err->code;
 }
 
+static int out_of_memory(struct jq_error *err, const char *doing)
+{
+	return fail(err, JQ_ERR_NOMEM, "out of memory %s", doing);
+}
+
 static int ok(struct jq_error *err)
 {
 	err->code = JQ_OK;
@@ -126,6 +132,8 @@ const char *jq_strcode(int code)
 		return "argument";
 	case JQ_ERR_CANCELLED:
 		return "cancelled";
+	case JQ_ERR_NOMEM:
+		return "nomem";
 	default:
 		return errcode_name(code);
 	}
@@ -249,7 +257,7 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 		            host, port, r == EAI_SYSTEM ? strerror(errno) :
 		            gai_strerror(r));
 
-	struct buf why = { 0 };   /* "ADDR: error; ADDR: error" */
+	struct buf why = { .may_fail = true };   /* "ADDR: error; ADDR: error" */
 	c->fd = -1;
 	for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next) {
 		net_format_addr(ai->ai_addr, ai->ai_addrlen, c->peer,
@@ -268,7 +276,8 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 	freeaddrinfo(res);
 	if (c->fd < 0) {
 		buf_addc(&why, '\0');
-		fail(err, JQ_ERR_CONNECT, "cannot connect to %s", why.p);
+		fail(err, JQ_ERR_CONNECT, "cannot connect to %s",
+		     why.failed ? host : why.p);
 		buf_free(&why);
 		return JQ_ERR_CONNECT;
 	}
@@ -296,7 +305,12 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 		return NULL;
 	}
 
-	jq_client *c = xcalloc(1, sizeof *c);
+	jq_client *c = calloc(1, sizeof *c);
+	if (!c) {
+		out_of_memory(err, "for a client");
+		return NULL;
+	}
+	c->out.may_fail = c->in.may_fail = c->req.may_fail = true;
 	c->transport = o->transport;
 	c->next_id = 1;
 	c->cancel_fd = -1;
@@ -312,9 +326,12 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 		return NULL;
 	}
 	if (o->token) {
-		if (c->transport == JQ_UDP)
-			c->token = xstrdup(o->token);
-		else if (authenticate(c, o->token, err)) {
+		if (c->transport == JQ_UDP && !(c->token = strdup(o->token))) {
+			out_of_memory(err, "for the token");
+			jq_close(c);
+			return NULL;
+		}
+		if (c->transport == JQ_TCP && authenticate(c, o->token, err)) {
 			jq_close(c);
 			return NULL;
 		}
@@ -348,7 +365,11 @@ static ssize_t tcp_read_some(jq_client *c)
 		buf_consume(&c->in, c->in_off);
 		c->in_off = 0;
 	}
-	buf_reserve(&c->in, READ_CHUNK);
+	if (!buf_reserve(&c->in, READ_CHUNK)) {
+		c->in.failed = false;
+		errno = ENOMEM;
+		return -1;
+	}
 	for (;;) {
 		ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
 		if (n >= 0 || errno != EINTR) {
@@ -363,6 +384,8 @@ static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
 {
 	if (n == 0)
 		fail(err, JQ_ERR_CLOSED, "%s closed the connection", c->peer);
+	else if (errno == ENOMEM)
+		out_of_memory(err, "reading a reply: the stream is out of step");
 	else
 		fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
 		     c->peer, strerror(errno));
@@ -503,7 +526,10 @@ static int udp_recv(jq_client *c, int64_t deadline, const char **data,
                     size_t *len, struct jq_error *err)
 {
 	buf_reset(&c->in);
-	buf_reserve(&c->in, DATAGRAM_MAX);
+	if (!buf_reserve(&c->in, DATAGRAM_MAX)) {
+		buf_reset(&c->in);
+		return out_of_memory(err, "for a datagram");
+	}
 	for (;;) {
 		ssize_t n = recv(c->fd, c->in.p, DATAGRAM_MAX, MSG_TRUNC);
 		if (n >= 0) {
@@ -535,61 +561,110 @@ static int udp_recv(jq_client *c, int64_t deadline, const char **data,
 
 /* ---- replies ------------------------------------------------------------ */
 
-/*
- * Judges one reply: JQ_OK with *root set (the caller drops it) for
- * {"ok":true,...}; the daemon's code with err filled from the reply for
- * {"ok":false,...}; JQ_ERR_PROTOCOL for anything else.
- */
-static int decode_reply(const jq_client *c, const char *line, size_t len,
-                        json_t **root, struct jq_error *err)
-{
-	json_error_t jerr;
-	json_t *r = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
+/* The members of a reply the library reads, by enum reply_member. */
+enum reply_member {
+	RM_OK, RM_ERROR, RM_MESSAGE, RM_ID, RM_TASK, RM_DELIVERIES, RM_ITEM,
+	RM_UNFINISHED, RM_QSIZE, RM_MAXSIZE, RM_INFLIGHT, RM_DELAYED, RM_EMPTY,
+	RM_FULL, RM_DEAD_LETTERED, RM_PROTOCOL, RM_VERSION, RM_COUNT
+};
 
-	*root = NULL;
-	if (!r)
+static const char *const reply_names[RM_COUNT] = {
+	[RM_OK] = "ok", [RM_ERROR] = "error", [RM_MESSAGE] = "message",
+	[RM_ID] = "id", [RM_TASK] = "task", [RM_DELIVERIES] = "deliveries",
+	[RM_ITEM] = "item", [RM_UNFINISHED] = "unfinished",
+	[RM_QSIZE] = "qsize", [RM_MAXSIZE] = "maxsize",
+	[RM_INFLIGHT] = "inflight", [RM_DELAYED] = "delayed",
+	[RM_EMPTY] = "empty", [RM_FULL] = "full",
+	[RM_DEAD_LETTERED] = "dead_lettered", [RM_PROTOCOL] = "protocol",
+	[RM_VERSION] = "version",
+};
+
+/* A reply line and its members as sent: the texts point into the line,
+ * which stays valid until the next read from the client. */
+struct reply {
+	const char *line;
+	size_t len;
+	struct jfield m[RM_COUNT];
+};
+
+/*
+ * Reads the reply line[0..len) into r the way joinqd reads requests
+ * (proto/jscan.h, then jansson where the scanner is unsure), so that an
+ * item keeps its text: 0.1 stays 0.1, and an integer of any size is kept.
+ * JQ_OK, or JQ_ERR_PROTOCOL if it is not one JSON object.
+ */
+static int parse_reply(const jq_client *c, const char *line, size_t len,
+                       struct reply *r, struct jq_error *err)
+{
+	char why[160];
+
+	memset(r, 0, sizeof *r);
+	r->line = line;
+	r->len = len;
+	if (!utf8_valid(line, len, NULL))
 		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply that is not "
-		            "JSON: %s", c->peer, jerr.text);
-	json_t *okv = json_object_get(r, "ok");
-	if (json_is_true(okv)) {
-		*root = r;
+		            "UTF-8", c->peer);
+	if (jscan_object(line, len, UINT_MAX, reply_names, RM_COUNT,
+	                 r->m) == JSCAN_OK)
 		return ok(err);
-	}
-	if (!json_is_false(okv)) {
-		json_decref(r);
+	memset(r->m, 0, sizeof r->m);
+	int code = jobject_slow(line, len, UINT_MAX, false, reply_names,
+	                        RM_COUNT, r->m, why, sizeof why);
+	if (code == JQ_ERR_NOMEM)
+		return out_of_memory(err, "reading a reply");
+	if (code)
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply that %s",
+		            c->peer, why);
+	return ok(err);
+}
+
+/* The string member f decoded into buf[0..cap) with a NUL; false if it is
+ * not a string or does not fit. */
+static bool member_string(const struct jfield *f, char *buf, size_t cap)
+{
+	if (f->kind != JK_STRING || cap == 0)
+		return false;
+	size_t n = jstring_unescape(f->text.p + 1, f->text.len - 2, buf, cap - 1);
+	if (n == SIZE_MAX)
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
+/*
+ * Judges a reply: JQ_OK for {"ok":true,...}; the daemon's code with err
+ * filled from the reply for {"ok":false,...}; JQ_ERR_PROTOCOL for anything
+ * else.
+ */
+static int judge_reply(const jq_client *c, const struct reply *r,
+                       struct jq_error *err)
+{
+	char name[32], text[sizeof err->message - 64];
+
+	if (r->m[RM_OK].kind == JK_TRUE)
+		return ok(err);
+	if (r->m[RM_OK].kind != JK_FALSE)
 		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
 		            "boolean 'ok'", c->peer);
-	}
-	json_t *name = json_object_get(r, "error");
-	json_t *msg = json_object_get(r, "message");
-	int code = json_is_string(name) ?
-	           errcode_of(json_string_value(name), json_string_length(name)) :
-	           -1;
-	const char *text = json_is_string(msg) ? json_string_value(msg) : "";
+	bool named = member_string(&r->m[RM_ERROR], name, sizeof name);
+	int code = named ? errcode_of(name, strlen(name)) : -1;
+	if (!member_string(&r->m[RM_MESSAGE], text, sizeof text))
+		text[0] = '\0';
 	if (code < 0)
-		fail(err, JQ_ERR_PROTOCOL, "%s answered with an unknown error "
-		     "'%s': %s", c->peer,
-		     json_is_string(name) ? json_string_value(name) : "?", text);
-	else
-		fail(err, code, "%s", *text ? text : errcode_name(code));
-	json_decref(r);
-	return err->code;
+		return fail(err, JQ_ERR_PROTOCOL, "%s answered with an unknown "
+		            "error '%s': %s", c->peer, named ? name : "?", text);
+	return fail(err, code, "%s", *text ? text : errcode_name(code));
 }
 
 /* True if reply r is the answer to UDP request id: it echoes id, or it
  * has no id at all (the daemon leaves the id out of an error it could not
  * tie to a request, such as a too_large that replaced a reply). */
-static bool udp_reply_matches(const char *line, size_t len, uint64_t id)
+static bool udp_reply_matches(const struct reply *r, uint64_t id)
 {
-	json_t *r = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
-	if (!r)
-		return true;   /* decode_reply says what is wrong with it */
-	json_t *v = json_object_get(r, "id");
-	bool match = v ? json_is_integer(v) &&
-	                 (uint64_t)json_integer_value(v) == id :
-	                 json_is_false(json_object_get(r, "ok"));
-	json_decref(r);
-	return match;
+	const struct jfield *v = &r->m[RM_ID];
+	if (v->kind != JK_ABSENT)
+		return v->kind == JK_INT && (uint64_t)v->integer == id;
+	return r->m[RM_OK].kind == JK_FALSE;
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -651,8 +726,8 @@ static int req_wait(jq_client *c, const struct jq_wait *w,
 }
 
 /* Sends the request in c->req and waits for its reply until deadline.
- * JQ_OK with *root set, or an error as decode_reply gives it. */
-static int call_tcp(jq_client *c, int64_t deadline, json_t **root,
+ * JQ_OK with *r read, or an error as judge_reply gives it. */
+static int call_tcp(jq_client *c, int64_t deadline, struct reply *r,
                     struct jq_error *err)
 {
 	const char *line;
@@ -660,16 +735,23 @@ static int call_tcp(jq_client *c, int64_t deadline, json_t **root,
 
 	buf_addc(&c->req, '}');
 	buf_addc(&c->req, '\n');
+	if (c->req.failed)
+		return out_of_memory(err, "building the request");
 	buf_add(&c->out, c->req.p, c->req.len);
+	if (c->out.failed) {
+		c->out.failed = false;
+		return out_of_memory(err, "queueing the request");
+	}
 	/* A failure to write is reported by tcp_next_line, after any reply
 	 * that came before it (frame_too_large, say). */
 	tcp_flush(c, err);
-	if (tcp_next_line(c, deadline, &line, &len, err))
+	if (tcp_next_line(c, deadline, &line, &len, err) ||
+	    parse_reply(c, line, len, r, err))
 		return err->code;
-	return decode_reply(c, line, len, root, err);
+	return judge_reply(c, r, err);
 }
 
-static int call_udp(jq_client *c, int64_t deadline, json_t **root,
+static int call_udp(jq_client *c, int64_t deadline, struct reply *r,
                     struct jq_error *err)
 {
 	uint64_t id = c->next_id++;
@@ -682,21 +764,24 @@ static int call_udp(jq_client *c, int64_t deadline, json_t **root,
 		json_append_string(&c->req, c->token, strlen(c->token));
 	}
 	buf_addc(&c->req, '}');
+	if (c->req.failed)
+		return out_of_memory(err, "building the request");
 	if (udp_send(c, c->req.p, c->req.len, err))
 		return err->code;
 	do {
-		if (udp_recv(c, deadline, &data, &len, err))
+		if (udp_recv(c, deadline, &data, &len, err) ||
+		    parse_reply(c, data, len, r, err))
 			return err->code;
-	} while (!udp_reply_matches(data, len, id));
-	return decode_reply(c, data, len, root, err);
+	} while (!udp_reply_matches(r, id));
+	return judge_reply(c, r, err);
 }
 
 /* Finishes the request in c->req, sends it, and decodes its reply, waiting
  * as long as wait w allows. */
-static int call(jq_client *c, const struct jq_wait *w, json_t **root,
+static int call(jq_client *c, const struct jq_wait *w, struct reply *r,
                 struct jq_error *err)
 {
-	*root = NULL;
+	memset(r, 0, sizeof *r);
 	if (c->broken.code) {
 		*err = c->broken;
 		return err->code;
@@ -705,34 +790,36 @@ static int call(jq_client *c, const struct jq_wait *w, json_t **root,
 		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
 	int64_t deadline = reply_deadline(c, w);
 	if (c->transport == JQ_UDP)
-		return call_udp(c, deadline, root, err);
-	return call_tcp(c, deadline, root, err);
+		return call_udp(c, deadline, r, err);
+	return call_tcp(c, deadline, r, err);
 }
 
 /* The answer to an op that does not wait: it may take io_timeout. */
 static const struct jq_wait no_wait = { .block = false, .timeout = 0 };
 
-/* An unsigned integer field of a reply, or JQ_ERR_PROTOCOL. */
-static int reply_u64_field(const jq_client *c, json_t *root, const char *key,
-                           uint64_t *v, struct jq_error *err)
+/* An unsigned integer member of a reply, or JQ_ERR_PROTOCOL. */
+static int reply_u64_field(const jq_client *c, const struct reply *r,
+                           enum reply_member k, uint64_t *v,
+                           struct jq_error *err)
 {
-	json_t *f = json_object_get(root, key);
-	if (!json_is_integer(f) || json_integer_value(f) < 0)
+	const struct jfield *f = &r->m[k];
+	if (f->kind != JK_INT || f->integer < 0)
 		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
-		            "number '%s'", c->peer, key);
+		            "number '%s'", c->peer, reply_names[k]);
 	if (v)
-		*v = (uint64_t)json_integer_value(f);
+		*v = (uint64_t)f->integer;
 	return JQ_OK;
 }
 
-static int reply_bool_field(const jq_client *c, json_t *root, const char *key,
-                            bool *v, struct jq_error *err)
+static int reply_bool_field(const jq_client *c, const struct reply *r,
+                            enum reply_member k, bool *v,
+                            struct jq_error *err)
 {
-	json_t *f = json_object_get(root, key);
-	if (!json_is_boolean(f))
+	const struct jfield *f = &r->m[k];
+	if (f->kind != JK_TRUE && f->kind != JK_FALSE)
 		return fail(err, JQ_ERR_PROTOCOL, "%s sent a reply without a "
-		            "boolean '%s'", c->peer, key);
-	*v = json_is_true(f);
+		            "boolean '%s'", c->peer, reply_names[k]);
+	*v = f->kind == JK_TRUE;
 	return JQ_OK;
 }
 
@@ -740,33 +827,35 @@ static int reply_bool_field(const jq_client *c, json_t *root, const char *key,
 
 static int authenticate(jq_client *c, const char *token, struct jq_error *err)
 {
-	json_t *root;
+	struct reply r;
 	req_begin(c, "auth", NULL);
 	buf_adds(&c->req, ",\"token\":");
 	json_append_string(&c->req, token, strlen(token));
-	int code = call(c, &no_wait, &root, err);
-	json_decref(root);
-	return code;
+	return call(c, &no_wait, &r, err);
 }
 
-/* Sends a put whose item is the JSON text item[0..len), known valid. */
-static int put_json(jq_client *c, const char *queue, const char *item,
-                    size_t len, const struct jq_wait *w, uint64_t *task,
-                    struct jq_error *err)
+/* The put request in c->req up to its item: {"op":"put",...,"item": */
+static int put_begin(jq_client *c, const char *queue, const struct jq_wait *w,
+                     struct jq_error *err)
 {
-	json_t *root;
-
 	req_begin(c, "put", queue);
 	if (req_wait(c, w, err))
 		return err->code;
 	buf_adds(&c->req, ",\"item\":");
-	buf_add(&c->req, item, len);
-	if (call(c, w, &root, err))
-		return err->code;
+	return JQ_OK;
+}
+
+/* Sends the put in c->req, its item added, and reads the task id. */
+static int put_end(jq_client *c, const struct jq_wait *w, uint64_t *task,
+                   struct jq_error *err)
+{
+	struct reply r;
 	uint64_t t = 0;
-	if (reply_u64_field(c, root, "task", &t, err) == JQ_OK && task)
+
+	if (call(c, w, &r, err))
+		return err->code;
+	if (reply_u64_field(c, &r, RM_TASK, &t, err) == JQ_OK && task)
 		*task = t;
-	json_decref(root);
 	return err->code;
 }
 
@@ -775,7 +864,7 @@ int jq_put(jq_client *c, const char *queue, const char *item_json,
            struct jq_error *err)
 {
 	struct jq_error spare;
-	json_error_t jerr;
+	char why[160];
 	size_t bad;
 
 	if (!err)
@@ -785,25 +874,18 @@ int jq_put(jq_client *c, const char *queue, const char *item_json,
 	if (!utf8_valid(item_json, len, &bad))
 		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
 		            "(byte %zu)", bad);
-	json_t *v = json_loadb(item_json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-	                       &jerr);
-	if (!v)
-		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid JSON: %s "
-		            "(at character %d)", jerr.text, jerr.position);
-
-	/* Valid JSON without a LF goes out as it is, numbers spelt as the
-	 * caller spelt them; JSON spread over lines is packed onto one. */
-	int code;
-	if (!memchr(item_json, '\n', len)) {
-		code = put_json(c, queue, item_json, len, w, task, err);
-	} else {
-		struct buf one = { 0 };
-		json_append(&one, v);
-		code = put_json(c, queue, one.p, one.len, w, task, err);
-		buf_free(&one);
-	}
-	json_decref(v);
-	return code;
+	int code = jvalue_check(item_json, len, UINT_MAX, why, sizeof why);
+	if (code == JQ_ERR_NOMEM)
+		return out_of_memory(err, "checking the item");
+	if (code)
+		return fail(err, JQ_ERR_ARGUMENT, "the item %s", why);
+	if (put_begin(c, queue, w, err))
+		return err->code;
+	/* The item goes as the caller spelt it, numbers included; only the
+	 * whitespace between its tokens goes, so that it fits on one line. */
+	if (buf_reserve(&c->req, len))
+		c->req.len += jtext_compact(item_json, len, c->req.p + c->req.len);
+	return put_end(c, w, task, err);
 }
 
 int jq_put_string(jq_client *c, const char *queue, const char *s,
@@ -821,18 +903,17 @@ int jq_put_string(jq_client *c, const char *queue, const char *s,
 	if (!utf8_valid(s, len, &bad))
 		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
 		            "(byte %zu)", bad);
-	struct buf item = { 0 };
-	json_append_string(&item, s, len);
-	int code = put_json(c, queue, item.p, item.len, w, task, err);
-	buf_free(&item);
-	return code;
+	if (put_begin(c, queue, w, err))
+		return err->code;
+	json_append_string(&c->req, s, len);
+	return put_end(c, w, task, err);
 }
 
 int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
            double lease, struct jq_task *out, struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 	uint64_t task = 0, deliveries = 0;
 
 	if (!err)
@@ -845,26 +926,26 @@ int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
 	if (req_wait(c, w, err) || (lease > 0 &&
 	    req_seconds(c, "lease", lease, err)))
 		return err->code;
-	if (call(c, w, &root, err))
+	if (call(c, w, &r, err))
 		return err->code;
 
-	json_t *item = json_object_get(root, "item");
-	if (!item) {
-		fail(err, JQ_ERR_PROTOCOL, "%s sent a get reply without an item",
-		     c->peer);
-	} else if (reply_u64_field(c, root, "task", &task, err) == JQ_OK &&
-	           reply_u64_field(c, root, "deliveries", &deliveries,
-	                           err) == JQ_OK) {
-		size_t n = json_dumpb(item, NULL, 0, JQ_JSON_FLAGS);
-		out->item = xmalloc(n + 1);
-		out->item_len = json_dumpb(item, out->item, n, JQ_JSON_FLAGS);
-		out->item[out->item_len] = '\0';
-		out->task = task;
-		out->deliveries = deliveries > UINT32_MAX ? UINT32_MAX :
-		                  (uint32_t)deliveries;
-	}
-	json_decref(root);
-	return err->code;
+	/* The item's text as the daemon sent it, not re-encoded. */
+	const struct jtext *item = &r.m[RM_ITEM].text;
+	if (r.m[RM_ITEM].kind == JK_ABSENT)
+		return fail(err, JQ_ERR_PROTOCOL, "%s sent a get reply without "
+		            "an item", c->peer);
+	if (reply_u64_field(c, &r, RM_TASK, &task, err) ||
+	    reply_u64_field(c, &r, RM_DELIVERIES, &deliveries, err))
+		return err->code;
+	if (!(out->item = malloc(item->len + 1)))
+		return fail(err, JQ_ERR_NOMEM, "out of memory for the item of "
+		            "task %llu", (unsigned long long)task);
+	out->item_len = jtext_compact(item->p, item->len, out->item);
+	out->item[out->item_len] = '\0';
+	out->task = task;
+	out->deliveries = deliveries > UINT32_MAX ? UINT32_MAX :
+	                  (uint32_t)deliveries;
+	return JQ_OK;
 }
 
 void jq_task_free(struct jq_task *t)
@@ -889,7 +970,7 @@ int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
                  struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 
 	if (!err)
 		err = &spare;
@@ -897,18 +978,16 @@ int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
 		return err->code;
 	req_begin(c, "task_done", NULL);
 	req_u64(c, "task", task);
-	if (call(c, &no_wait, &root, err))
+	if (call(c, &no_wait, &r, err))
 		return err->code;
-	reply_u64_field(c, root, "unfinished", unfinished, err);
-	json_decref(root);
-	return err->code;
+	return reply_u64_field(c, &r, RM_UNFINISHED, unfinished, err);
 }
 
 int jq_release(jq_client *c, uint64_t task, double delay,
                struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 
 	if (!err)
 		err = &spare;
@@ -918,121 +997,157 @@ int jq_release(jq_client *c, uint64_t task, double delay,
 	req_u64(c, "task", task);
 	if (delay != 0 && req_seconds(c, "delay", delay, err))
 		return err->code;
-	if (call(c, &no_wait, &root, err))
-		return err->code;
-	json_decref(root);
-	return JQ_OK;
+	return call(c, &no_wait, &r, err);
 }
 
 int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
             struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 
 	if (!err)
 		err = &spare;
 	req_begin(c, "join", queue);
-	if (req_wait(c, w, err) || call(c, w, &root, err))
+	if (req_wait(c, w, err))
 		return err->code;
-	json_decref(root);
-	return JQ_OK;
+	return call(c, w, &r, err);
 }
 
 int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
              struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 
 	if (!err)
 		err = &spare;
 	memset(out, 0, sizeof *out);
 	req_begin(c, "qsize", queue);
-	if (call(c, &no_wait, &root, err))
+	if (call(c, &no_wait, &r, err))
 		return err->code;
 	/* Each check fills err when it fails, and the first failure stops. */
-	if (!reply_u64_field(c, root, "qsize", &out->qsize, err) &&
-	    !reply_u64_field(c, root, "maxsize", &out->maxsize, err) &&
-	    !reply_u64_field(c, root, "unfinished", &out->unfinished, err) &&
-	    !reply_u64_field(c, root, "inflight", &out->inflight, err) &&
-	    !reply_u64_field(c, root, "delayed", &out->delayed, err) &&
-	    !reply_bool_field(c, root, "empty", &out->empty, err))
-		reply_bool_field(c, root, "full", &out->full, err);
+	if (!reply_u64_field(c, &r, RM_QSIZE, &out->qsize, err) &&
+	    !reply_u64_field(c, &r, RM_MAXSIZE, &out->maxsize, err) &&
+	    !reply_u64_field(c, &r, RM_UNFINISHED, &out->unfinished, err) &&
+	    !reply_u64_field(c, &r, RM_INFLIGHT, &out->inflight, err) &&
+	    !reply_u64_field(c, &r, RM_DELAYED, &out->delayed, err) &&
+	    !reply_bool_field(c, &r, RM_EMPTY, &out->empty, err))
+		reply_bool_field(c, &r, RM_FULL, &out->full, err);
 	/* joinqd adds dead_lettered to PROTOCOL.md's fields; another daemon
 	 * may not send it. */
-	json_t *dl = json_object_get(root, "dead_lettered");
-	if (json_is_integer(dl) && json_integer_value(dl) > 0)
-		out->dead_lettered = (uint64_t)json_integer_value(dl);
-	json_decref(root);
+	const struct jfield *dl = &r.m[RM_DEAD_LETTERED];
+	if (dl->kind == JK_INT && dl->integer > 0)
+		out->dead_lettered = (uint64_t)dl->integer;
 	return err->code;
 }
 
 int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
 	uint64_t protocol = 0;
+	char v[128];
 
 	if (!err)
 		err = &spare;
 	req_begin(c, "ping", NULL);
-	if (call(c, &no_wait, &root, err))
+	if (call(c, &no_wait, &r, err))
 		return err->code;
-	json_t *v = json_object_get(root, "version");
-	if (reply_u64_field(c, root, "protocol", &protocol, err)) {
+	if (reply_u64_field(c, &r, RM_PROTOCOL, &protocol, err)) {
 		/* err says what is missing */
 	} else if (protocol != 1) {
 		fail(err, JQ_ERR_PROTOCOL, "%s speaks protocol %llu; this client "
 		     "speaks 1", c->peer, (unsigned long long)protocol);
-	} else if (!json_is_string(v)) {
+	} else if (!member_string(&r.m[RM_VERSION], v, sizeof v)) {
 		fail(err, JQ_ERR_PROTOCOL, "%s sent a ping reply without a "
 		     "version", c->peer);
 	} else if (version && len) {
-		snprintf(version, len, "%s", json_string_value(v));
+		snprintf(version, len, "%s", v);
 	}
-	json_decref(root);
 	return err->code;
 }
 
 int jq_stats(jq_client *c, char **json, struct jq_error *err)
 {
 	struct jq_error spare;
-	json_t *root;
+	struct reply r;
+	json_error_t jerr;
 
 	if (!err)
 		err = &spare;
 	*json = NULL;
 	req_begin(c, "stats", NULL);
-	if (call(c, &no_wait, &root, err))
+	if (call(c, &no_wait, &r, err))
 		return err->code;
 	/* Over UDP the reply echoes our id: leave it out, so that both
-	 * transports give the same text. */
+	 * transports give the same text.  (Stats hold no items: jansson's
+	 * re-encoding changes nothing there.) */
+	json_t *root = json_loadb(r.line, r.len, JSON_ALLOW_NUL, &jerr);
+	if (!root)
+		return json_error_code(&jerr) == json_error_out_of_memory ?
+		       out_of_memory(err, "reading the stats") :
+		       fail(err, JQ_ERR_PROTOCOL, "%s sent stats jansson cannot "
+		            "read: %s", c->peer, jerr.text);
 	json_object_del(root, "id");
 	*json = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (!*json)
-		return fail(err, JQ_ERR_SYSTEM, "out of memory");
+		return out_of_memory(err, "for the stats");
 	return JQ_OK;
 }
 
 /* ---- raw requests: pipelining ------------------------------------------- */
 
-/* Over UDP the token goes into each request: the object gets a "token"
- * member.  Text that is not a JSON object is sent as it is, for the daemon
- * to answer. */
-static void udp_queue(jq_client *c, const char *request, size_t len)
+static bool is_ws(char c)
 {
-	json_t *r = c->token ? json_loadb(request, len, JSON_ALLOW_NUL, NULL) :
-	            NULL;
-	if (json_is_object(r)) {
-		json_object_set_new(r, "token", json_string(c->token));
-		json_append(&c->out, r);
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/*
+ * Over UDP the token goes into each request: a "token" member is added at
+ * the end of the object, where it wins over one the request may hold (the
+ * last of duplicate keys wins).  The rest goes as it is, and so does text
+ * that is not a JSON object, for the daemon to answer.
+ */
+static int udp_queue(jq_client *c, const char *request, size_t len,
+                     struct jq_error *err)
+{
+	size_t mark = c->out.len;
+	int code = JQ_BAD_JSON;
+	char why[160];
+
+	if (c->token)
+		code = jscan_object(request, len, UINT_MAX, NULL, 0, NULL) ==
+		       JSCAN_OK ? JQ_OK :
+		       jobject_slow(request, len, UINT_MAX, false, NULL, 0, NULL,
+		                    why, sizeof why);
+	if (code == JQ_ERR_NOMEM)
+		return out_of_memory(err, "checking the request");
+	if (code == JQ_OK) {
+		size_t open = 0, close = len - 1, k;
+		while (is_ws(request[open]))
+			open++;
+		while (is_ws(request[close]))
+			close--;
+		for (k = open + 1; k < close && is_ws(request[k]); k++)
+			;
+		buf_add(&c->out, request, close);
+		if (k < close)
+			buf_addc(&c->out, ',');   /* the object has members */
+		buf_adds(&c->out, "\"token\":");
+		json_append_string(&c->out, c->token, strlen(c->token));
+		buf_addc(&c->out, '}');
 	} else {
 		buf_add(&c->out, request, len);
 	}
-	json_decref(r);
 	buf_addc(&c->out, '\n');
+	if (c->out.failed) {
+		c->out.len = mark;
+		c->out.failed = false;
+		return out_of_memory(err, "queueing the request");
+	}
+	return ok(err);
 }
 
 int jq_send(jq_client *c, const char *request_json, size_t len,
@@ -1051,13 +1166,17 @@ int jq_send(jq_client *c, const char *request_json, size_t len,
 	if (memchr(request_json, '\n', len))
 		return fail(err, JQ_ERR_ARGUMENT, "a request must be one line: it "
 		            "holds a LF");
-	if (c->transport == JQ_UDP) {
-		udp_queue(c, request_json, len);
-		return ok(err);
-	}
+	if (c->transport == JQ_UDP)
+		return udp_queue(c, request_json, len, err);
+	size_t mark = c->out.len;
 	buf_reserve(&c->out, len + 1);
 	buf_add(&c->out, request_json, len);
 	buf_addc(&c->out, '\n');
+	if (c->out.failed) {
+		c->out.len = mark;
+		c->out.failed = false;
+		return out_of_memory(err, "queueing the request");
+	}
 	if (c->out.len - c->out_off >= FLUSH_AT)
 		return tcp_flush(c, err);
 	return ok(err);
@@ -1099,7 +1218,7 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 	struct jq_error spare;
 	const char *line = "";
 	size_t n = 0;
-	json_t *root;
+	struct reply r;
 	int code;
 
 	if (!err)
@@ -1116,10 +1235,14 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 		return err->code;
 	}
 
-	code = decode_reply(c, line, n, &root, err);
-	json_decref(root);
+	code = parse_reply(c, line, n, &r, err);
+	if (code == JQ_ERR_NOMEM)
+		return code;
+	if (code == JQ_OK)
+		code = judge_reply(c, &r, err);
 	if (reply) {
-		*reply = xmalloc(n + 1);
+		if (!(*reply = malloc(n + 1)))
+			return out_of_memory(err, "for the reply");
 		memcpy(*reply, line, n);
 		(*reply)[n] = '\0';
 	}

@@ -5,6 +5,7 @@
  * trips.  put --join then waits as `joinq join` does (join.c).
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include "buf.h"
 #include "cli.h"
 #include "commands.h"
+#include "jobject.h"
 #include "joinq.h"
 #include "reply.h"
 #include "utf8.h"
@@ -97,8 +99,8 @@ static int items_next(struct items *it, const char **text, size_t *len)
 
 /*
  * Appends item text[0..len) as JSON to b: a string item is quoted, a --json
- * item is checked and packed onto one line.  On a bad item returns false
- * with why filled.
+ * item is checked and packed onto one line, its numbers as the user spelt
+ * them (0.1 stays 0.1).  On a bad item returns false with why filled.
  */
 static bool encode_item(struct buf *b, const char *text, size_t len,
                         bool json, char *why, size_t why_len)
@@ -112,18 +114,14 @@ static bool encode_item(struct buf *b, const char *text, size_t len,
 		json_append_string(b, text, len);
 		return true;
 	}
-	json_error_t jerr;
-	json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-	                       &jerr);
-	if (!v) {
-		snprintf(why, why_len, "not valid JSON: %s", jerr.text);
+	char jwhy[160];
+	if (jvalue_check(text, len, UINT_MAX, jwhy, sizeof jwhy)) {
+		/* jwhy: "is not valid JSON: ..." */
+		snprintf(why, why_len, "%s", jwhy + strlen("is "));
 		return false;
 	}
-	if (memchr(text, '\n', len))
-		json_append(b, v);          /* a request is one line */
-	else
-		buf_add(b, text, len);      /* as the user spelt it */
-	json_decref(v);
+	buf_reserve(b, len);
+	b->len += jtext_compact(text, len, b->p + b->len);
 	return true;
 }
 

@@ -5,13 +5,32 @@
 #include "buf.h"
 #include "xalloc.h"
 
-void buf_grow(struct buf *b, size_t more)
+bool buf_grow(struct buf *b, size_t more)
 {
 	size_t cap = b->cap ? b->cap : 256;
-	while (cap - b->len < more)
+	if (b->failed)
+		return false;
+	while (cap - b->len < more) {
+		if (cap > SIZE_MAX / 2) {
+			cap = b->len + more < b->len ? 0 : b->len + more;
+			break;
+		}
 		cap *= 2;
-	b->p = xrealloc(b->p, cap);
+	}
+	char *p = cap == 0 ? NULL : b->may_fail ? realloc(b->p, cap) :
+	          xrealloc(b->p, cap);
+	if (!p) {
+		if (!b->may_fail)
+			xalloc_failed();
+		/* No room left, so that every later append comes here and is
+		 * dropped (the block holds at least len bytes: it is safe). */
+		b->cap = b->len;
+		b->failed = true;
+		return false;
+	}
+	b->p = p;
 	b->cap = cap;
+	return true;
 }
 
 size_t u64_digits(uint64_t v)
@@ -32,7 +51,8 @@ void buf_add_u64(struct buf *b, uint64_t v)
 		tmp[n++] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	buf_reserve(b, n);
+	if (!buf_reserve(b, n))
+		return;
 	while (n)
 		b->p[b->len++] = tmp[--n];
 }
@@ -52,4 +72,5 @@ void buf_free(struct buf *b)
 	free(b->p);
 	b->p = NULL;
 	b->len = b->cap = 0;
+	b->failed = false;
 }

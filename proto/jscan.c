@@ -122,9 +122,10 @@ static enum jscan_verdict scan_string(struct scan *s, bool *escaped)
 	return JSCAN_OK;
 }
 
-/* Integers: jansson refuses those outside int64 ("too big integer"), which
- * is for it to say.  Reals: strtod on a short copy, as jansson does; one
- * that might overflow (jansson: "real number overflow") is left to it. */
+/* Integers of any size are taken: one beyond int64 is a JK_BIGINT, kept as
+ * text (jansson refuses it; jobject.c works around that).
+ * Reals: strtod on a short copy, as jansson does; one that might overflow
+ * (jansson: "real number overflow") is left to it. */
 static enum jscan_verdict scan_number(struct scan *s, struct jfield *out)
 {
 	const char *p = s->p, *end = s->end;
@@ -166,19 +167,10 @@ static enum jscan_verdict scan_number(struct scan *s, struct jfield *out)
 	}
 
 	if (!real) {
-		uint64_t v = 0, limit = negative ? (uint64_t)INT64_MAX + 1
-		                                 : (uint64_t)INT64_MAX;
-		for (const char *d = digits; d < p; d++) {
-			unsigned digit = (unsigned)(*d - '0');
-			if (v > (limit - digit) / 10)
-				return JSCAN_UNSURE;
-			v = v * 10 + digit;
-		}
 		if (out) {
-			out->kind = JK_INT;
-			out->integer = !negative ? (int64_t)v :
-			               v == (uint64_t)INT64_MAX + 1 ? INT64_MIN :
-			               -(int64_t)v;
+			out->integer = 0;
+			out->kind = jint_value(s->p, (size_t)(p - s->p),
+			                       &out->integer) ? JK_INT : JK_BIGINT;
 		}
 	} else {
 		/* Below 10^(int_digits + exponent) <= 10^308 < DBL_MAX: no
@@ -387,6 +379,38 @@ enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
 	if (v == JSCAN_INVALID && memchr(p, '\0', len))
 		return JSCAN_UNSURE;
 	return v;
+}
+
+/* Any one JSON value with whitespace around it. */
+enum jscan_verdict jscan_value(const char *p, size_t len, unsigned max_depth)
+{
+	struct scan s = { p, p + len, max_depth };
+
+	skip_ws(&s);
+	enum jscan_verdict v = scan_value(&s, 0, NULL);
+	skip_ws(&s);
+	if (v == JSCAN_OK && s.p != s.end)
+		v = JSCAN_INVALID;
+	if (v == JSCAN_INVALID && memchr(p, '\0', len))
+		return JSCAN_UNSURE;     /* as in jscan_object */
+	return v;
+}
+
+bool jint_value(const char *p, size_t len, int64_t *out)
+{
+	bool negative = len > 0 && *p == '-';
+	uint64_t v = 0, limit = negative ? (uint64_t)INT64_MAX + 1
+	                                 : (uint64_t)INT64_MAX;
+
+	for (size_t i = negative; i < len; i++) {
+		unsigned digit = (unsigned)(p[i] - '0');
+		if (v > (limit - digit) / 10)
+			return false;
+		v = v * 10 + digit;
+	}
+	*out = !negative ? (int64_t)v :
+	       v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+	return true;
 }
 
 /* Appends code point c to out as UTF-8; false if out is full. */

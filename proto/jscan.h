@@ -7,9 +7,12 @@
  * matching jansson exactly would be delicate it answers JSCAN_UNSURE and the
  * caller decodes the frame with jansson instead (request.c): a key with an
  * escape in it (it may spell a known name, or hold a \u0000 that jansson
- * refuses), a named key given twice, an integer beyond int64, a real that
- * might overflow a double or whose text is long, nesting past
- * JSCAN_MAX_DEPTH.
+ * refuses), a named key given twice, a real that might overflow a double
+ * or whose text is long, nesting past JSCAN_MAX_DEPTH.
+ *
+ * An integer beyond int64 is valid JSON (RFC 8259 sets no limit) that
+ * jansson refuses: the scanner takes it, as JK_BIGINT when it is a named
+ * member, and leaves it to the caller to judge (request.h).
  */
 #ifndef JQ_JSCAN_H
 #define JQ_JSCAN_H
@@ -27,6 +30,7 @@ enum jkind {
 	JK_FALSE,
 	JK_TRUE,
 	JK_INT,
+	JK_BIGINT,              /* an integer beyond int64: only its text */
 	JK_REAL,
 	JK_STRING,
 	JK_OTHER,               /* an array or an object */
@@ -67,6 +71,14 @@ enum jscan_verdict {
 enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
                                 const char *const keys[], size_t nkeys,
                                 struct jfield out[]);
+
+/* Scans p[0..len), valid UTF-8, as any one JSON value with whitespace
+ * around it, nesting at most max_depth deep. */
+enum jscan_verdict jscan_value(const char *p, size_t len, unsigned max_depth);
+
+/* The value of the JSON integer p[0..len) (-?[0-9]+, known valid) in *out;
+ * false if it is beyond int64. */
+bool jint_value(const char *p, size_t len, int64_t *out);
 
 /*
  * Decodes the body of a valid JSON string (p[0..len), no quotes) into

@@ -5,13 +5,6 @@
 #include "reply.h"
 #include "utf8.h"
 
-void json_append(struct buf *b, const json_t *v)
-{
-	size_t n = json_dumpb(v, NULL, 0, JQ_JSON_FLAGS);
-	buf_reserve(b, n);
-	b->len += json_dumpb(v, b->p + b->len, n, JQ_JSON_FLAGS);
-}
-
 /*
  * Messages may quote jansson's error text, which can cut a multi-byte
  * character in two: a byte that does not start valid UTF-8 becomes '?', so
@@ -53,7 +46,8 @@ void json_append_string(struct buf *b, const char *s, size_t len)
 static void key(struct buf *b, const char *k)
 {
 	size_t n = strlen(k);
-	buf_reserve(b, n + 4);
+	if (!buf_reserve(b, n + 4))
+		return;
 	char *p = b->p + b->len;
 	*p++ = ',';
 	*p++ = '"';

@@ -10,14 +10,10 @@
 #ifndef JQ_REPLY_H
 #define JQ_REPLY_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
-
-/* Flags for encoding JSON values: compact, any value, UTF-8 kept as is. */
-#define JQ_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 
 /* A piece of JSON text, such as an id or an item as its client sent it.
  * p == NULL: absent. */
@@ -41,8 +37,6 @@ void reply_end(struct buf *b);
 void reply_error(struct buf *b, const struct jtext *id, int code,
                  const char *message);
 
-/* Appends the compact JSON encoding of v. */
-void json_append(struct buf *b, const json_t *v);
 /* Appends s as a JSON string literal, quotes included; s is UTF-8. */
 void json_append_string(struct buf *b, const char *s, size_t len);
 

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "jobject.h"
 #include "jscan.h"
 #include "request.h"
 #include "utf8.h"
@@ -60,208 +61,24 @@ int errinfo_set(struct errinfo *e, int code, const char *fmt, ...)
 	return code;
 }
 
-/*
- * True if the JSON text nests deeper than max: brackets outside strings,
- * the outermost object counting as depth 1.  Runs before jansson so that
- * the configurable limit holds and jansson never recurses deeply.
- */
-static bool too_deep(const char *p, size_t len, unsigned max)
-{
-	unsigned depth = 0;
-	bool in_string = false;
-
-	for (size_t i = 0; i < len; i++) {
-		char c = p[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;            /* skip the escaped character */
-			else if (c == '"')
-				in_string = false;
-		} else if (c == '"') {
-			in_string = true;
-		} else if (c == '{' || c == '[') {
-			if (++depth > max)
-				return true;
-		} else if ((c == '}' || c == ']') && depth > 0) {
-			depth--;
-		}
-	}
-	return false;
-}
-
-/* ---- the JSON text of members ------------------------------------------ *
- * These run on frames jansson has accepted, so they need not check syntax. */
-
-static size_t skip_ws(const char *p, size_t i, size_t n)
-{
-	while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' ||
-	                 p[i] == '\n'))
-		i++;
-	return i;
-}
-
-/* p[i] is the opening quote: the index after the closing one. */
-static size_t skip_string(const char *p, size_t i, size_t n)
-{
-	for (i++; i < n && p[i] != '"'; i++)
-		if (p[i] == '\\')
-			i++;
-	return i + 1;
-}
-
-/* The index after the value that starts at p[i]. */
-static size_t skip_value(const char *p, size_t i, size_t n)
-{
-	if (p[i] == '"')
-		return skip_string(p, i, n);
-	if (p[i] != '{' && p[i] != '[') {
-		while (i < n && p[i] != ',' && p[i] != '}' && p[i] != ']' &&
-		       p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
-			i++;
-		return i;
-	}
-	for (unsigned depth = 0; i < n;) {
-		if (p[i] == '"') {
-			i = skip_string(p, i, n);
-			continue;
-		}
-		if (p[i] == '{' || p[i] == '[')
-			depth++;
-		else if ((p[i] == '}' || p[i] == ']') && --depth == 0)
-			return i + 1;
-		i++;
-	}
-	return n;
-}
-
-static unsigned hex4(const char *p)
-{
-	unsigned v = 0;
-	for (int k = 0; k < 4; k++) {
-		char c = p[k];
-		v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-	}
-	return v;
-}
-
-/* True if the JSON string p[0..n), quotes included, decodes to the ASCII
- * word: escapes count as the characters they stand for. */
-static bool string_is(const char *p, size_t n, const char *word)
-{
-	static const char unescape[128] = {
-		['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b',
-		['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
-	};
-	size_t k = 0;
-
-	for (size_t i = 1; i + 1 < n; i++) {
-		unsigned c = (unsigned char)p[i];
-		if (c == '\\') {
-			char e = p[++i];
-			if (e == 'u') {
-				c = hex4(p + i + 1);
-				i += 4;
-			} else {
-				c = (unsigned char)unescape[e & 127];
-			}
-		}
-		if (c >= 0x80 || word[k] == '\0' || word[k] != (char)c)
-			return false;
-		k++;
-	}
-	return word[k] == '\0';
-}
-
-/* The texts of the object's members that joinqd knows, by enum
- * request_field; the last of duplicate keys wins, as in jansson. */
-static void find_members(const char *p, size_t n, struct jtext text[RF_COUNT])
-{
-	size_t i = skip_ws(p, 0, n);
-	if (i >= n || p[i] != '{')
-		return;
-	for (i = skip_ws(p, i + 1, n); i < n && p[i] == '"';) {
-		size_t key = i;
-		i = skip_string(p, i, n);
-		size_t key_len = i - key;
-		size_t value = skip_ws(p, skip_ws(p, i, n) + 1, n);  /* past ':' */
-		i = skip_value(p, value, n);
-		for (int k = 0; k < RF_COUNT; k++)
-			if (string_is(p + key, key_len, field_names[k]))
-				text[k] = (struct jtext){ p + value, i - value };
-		i = skip_ws(p, i, n);
-		if (i >= n || p[i] != ',')
-			break;
-		i = skip_ws(p, i + 1, n);
-	}
-}
-
 /* t without whitespace outside strings; a copy in *owned only if needed. */
 static struct jtext compact(struct jtext t, char **owned)
 {
-	size_t i = 0;
-	if (!t.p || (t.p[0] != '{' && t.p[0] != '['))
+	if (!t.p || (t.p[0] != '{' && t.p[0] != '[') || !jtext_spaced(t.p, t.len))
 		return t;   /* a string, number or literal is one token */
-	while (i < t.len && t.p[i] != ' ' && t.p[i] != '\t' && t.p[i] != '\r' &&
-	       t.p[i] != '\n')
-		i = t.p[i] == '"' ? skip_string(t.p, i, t.len) : i + 1;
-	if (!t.p || i >= t.len)
-		return t;
-
 	char *out = *owned = xmalloc(t.len);
-	size_t n = 0;
-	for (i = 0; i < t.len;) {
-		if (t.p[i] == '"') {
-			size_t end = skip_string(t.p, i, t.len);
-			memcpy(out + n, t.p + i, end - i);
-			n += end - i;
-			i = end;
-		} else {
-			if (t.p[i] != ' ' && t.p[i] != '\t' && t.p[i] != '\r' &&
-			    t.p[i] != '\n')
-				out[n++] = t.p[i];
-			i++;
-		}
-	}
-	return (struct jtext){ out, n };
+	return (struct jtext){ out, jtext_compact(t.p, t.len, out) };
 }
 
-/*
- * jansson cannot hold an object key with a NUL in it, but PROTOCOL.md makes
- * "\u0000" data everywhere.  jansson only validates and reads the scalar
- * fields, and no field joinqd knows has a control character in its name, so
- * this copy of the frame, with every such escape in a key turned into
- * "\u0001", parses to the same request; the id and item are then taken from
- * the frame itself (find_members), keys and all.  Returns NULL if no key
- * holds "\u0000".
- */
-static char *neuter_nul_keys(const char *p, size_t n)
+/* The field an integer beyond int64 (JK_BIGINT) may not be in: one joinqd
+ * reads.  The id and the item are kept as text; other fields are
+ * ignored.  RF_COUNT if there is none. */
+static enum request_field big_integer_read(const struct request *r)
 {
-	char *copy = NULL;
-
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] != '"')
-			continue;
-		size_t start = i;
-		i = skip_string(p, i, n);
-		if (skip_ws(p, i, n) >= n || p[skip_ws(p, i, n)] != ':') {
-			i--;
-			continue;          /* a value, not a key */
-		}
-		for (size_t k = start + 1; k + 5 < i; k++) {
-			if (p[k] != '\\')
-				continue;
-			if (memcmp(p + k + 1, "u0000", 5) == 0) {
-				if (!copy) {
-					copy = xmalloc(n);
-					memcpy(copy, p, n);
-				}
-				copy[k + 5] = '1';
-			}
-			k++;               /* the escaped character */
-		}
-		i--;
-	}
-	return copy;
+	for (int k = 0; k < RF_COUNT; k++)
+		if (r->field[k].kind == JK_BIGINT && k != RF_ID && k != RF_ITEM)
+			return (enum request_field)k;
+	return RF_COUNT;
 }
 
 /* What both paths do last: the id and item compacted, noreply read. */
@@ -278,6 +95,8 @@ enum jscan_verdict request_decode_fast(const char *frame, size_t len,
 	memset(r, 0, sizeof *r);
 	enum jscan_verdict v = jscan_object(frame, len, max_depth, field_names,
 	                                    RF_COUNT, r->field);
+	if (v == JSCAN_OK && big_integer_read(r) != RF_COUNT)
+		v = JSCAN_INVALID;      /* the slow path says why */
 	if (v != JSCAN_OK) {
 		memset(r->field, 0, sizeof r->field);
 		return v;
@@ -286,82 +105,28 @@ enum jscan_verdict request_decode_fast(const char *frame, size_t len,
 	return JSCAN_OK;
 }
 
-/* A member as jansson read it, its text t found in the frame. */
-static struct jfield field_of(const json_t *v, struct jtext t)
-{
-	struct jfield f = { .text = t };
-
-	switch (json_typeof(v)) {
-	case JSON_NULL:
-		f.kind = JK_NULL;
-		break;
-	case JSON_FALSE:
-		f.kind = JK_FALSE;
-		break;
-	case JSON_TRUE:
-		f.kind = JK_TRUE;
-		break;
-	case JSON_INTEGER:
-		f.kind = JK_INT;
-		f.integer = json_integer_value(v);
-		break;
-	case JSON_REAL:
-		f.kind = JK_REAL;
-		f.real = json_real_value(v);
-		break;
-	case JSON_STRING:
-		f.kind = JK_STRING;
-		f.escaped = t.p && memchr(t.p, '\\', t.len) != NULL;
-		break;
-	default:
-		f.kind = JK_OTHER;
-		break;
-	}
-	return f;
-}
-
 int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
                         struct request *r, struct errinfo *e)
 {
-	json_error_t jerr;
+	char why[sizeof e->message - 16];
 
 	memset(r, 0, sizeof *r);
-	/* JSON has no raw NUL byte anywhere (in a string it is \u0000), but
-	 * jansson lets one pass after a number or literal: it would then
-	 * come back raw in an echoed id. */
-	if (memchr(frame, '\0', len))
-		return errinfo_set(e, JQ_BAD_JSON, "the frame is not valid JSON: "
-		                   "a raw NUL byte (inside a string, write \\u0000)");
-	if (too_deep(frame, len, max_depth))
-		return errinfo_set(e, JQ_BAD_JSON,
-		                   "the frame nests deeper than max_depth (%u)",
-		                   max_depth);
-	json_t *root = json_loadb(frame, len, JSON_ALLOW_NUL, &jerr);
-	if (!root && json_error_code(&jerr) == json_error_null_byte_in_key) {
-		char *copy = neuter_nul_keys(frame, len);
-		if (copy) {
-			root = json_loadb(copy, len, JSON_ALLOW_NUL, &jerr);
-			free(copy);
+	int code = jobject_slow(frame, len, max_depth, false, field_names,
+	                        RF_COUNT, r->field, why, sizeof why);
+	if (code == JQ_ERR_NOMEM)
+		xalloc_failed();        /* the daemon's way with out-of-memory */
+	if (code == JQ_OK) {
+		enum request_field k = big_integer_read(r);
+		if (k == RF_COUNT) {
+			finish_decode(r);
+			return JQ_OK;
 		}
+		code = JQ_BAD_JSON;
+		snprintf(why, sizeof why, "holds an integer beyond 64 bits in "
+		         "field '%s': only an id or an item may", field_names[k]);
 	}
-	if (!root)
-		return errinfo_set(e, JQ_BAD_JSON,
-		                   "the frame is not valid JSON: %s at column %d",
-		                   jerr.text, jerr.column);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return errinfo_set(e, JQ_BAD_JSON, "the frame is not a JSON object");
-	}
-	struct jtext text[RF_COUNT] = { { 0 } };
-	find_members(frame, len, text);
-	for (int k = 0; k < RF_COUNT; k++) {
-		json_t *v = json_object_get(root, field_names[k]);
-		if (v)
-			r->field[k] = field_of(v, text[k]);
-	}
-	json_decref(root);
-	finish_decode(r);
-	return JQ_OK;
+	memset(r->field, 0, sizeof r->field);
+	return errinfo_set(e, code, "the frame %s", why);
 }
 
 int request_decode(const char *frame, size_t len, unsigned max_depth,

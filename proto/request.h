@@ -14,13 +14,18 @@
  *     frame, no allocation, no jansson.  It takes the common frames and
  *     answers "unsure" for what only jansson can say exactly (escaped keys,
  *     duplicate known keys, numbers near the limits, errors);
- *   - the slow path, request_decode_slow(): the depth check, then jansson
- *     validates the frame and gives the errors' texts and the members'
- *     kinds and numbers; the texts are found in the frame.  The tree is
- *     dropped before it returns.
+ *   - the slow path, request_decode_slow(): jobject.c, the depth check,
+ *     then jansson validates the frame and gives the errors' texts and the
+ *     members' kinds and numbers; the texts are found in the frame.  The
+ *     tree is dropped before it returns.
  * request_decode() runs the fast path and, unless it succeeds, the slow.
  * tests/fuzz/fuzz_request.c checks that both give the same on every frame
  * the fast path takes.
+ *
+ * An integer beyond int64 is valid JSON (RFC 8259), but joinqd holds the
+ * numbers it reads in 64 bits: both paths keep one in the id and the item
+ * (JK_BIGINT, by its text) and ignore one in a field joinqd does not know;
+ * in a field it reads, it is bad_json.
  *
  * The id and the item are kept as the client's own JSON text, whitespace
  * removed, so they travel by value without being re-encoded: even what

@@ -5,12 +5,16 @@
 
 #include "xalloc.h"
 
+void xalloc_failed(void)
+{
+	fputs("joinq: out of memory\n", stderr);
+	abort();
+}
+
 static void *check(void *p)
 {
-	if (!p) {
-		fputs("joinq: out of memory\n", stderr);
-		abort();
-	}
+	if (!p)
+		xalloc_failed();
 	return p;
 }
 

@@ -13,5 +13,7 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* Says "out of memory" and aborts: for an allocation made another way. */
+void xalloc_failed(void) __attribute__((noreturn));
 
 #endif

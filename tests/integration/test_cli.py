@@ -288,6 +288,34 @@ class Get(SharedDaemon):
         self.assertEqual(self.cli(*get).stdout, 'q"uote\n')
         self.assertEqual(self.cli(*get).stdout, "7\n")
 
+    def assertItemsPrintAsPut(self, items, udp):
+        """put --json of items, then a get for each prints it as put, but
+        for the whitespace between tokens."""
+        self.assertExit(self.cli("put", "--json", "--",
+                                 *[i for i, _ in items], udp=udp), 0)
+        get = ("get", "--lease", "60")
+        self.assertEqual([self.cli(*get, udp=udp).stdout for _ in items],
+                         [want + "\n" for _, want in items])
+
+    def test_reals_print_as_put(self):
+        # Items are not re-encoded on their way through the CLI, libjoinq
+        # and the daemon (issue 11): 0.1 stays 0.1, 1e300 stays 1e300.
+        items = [("0.1", "0.1"), ("1e300", "1e300"), ("-2.50", "-2.50"),
+                 (' { "r" : [ 0.1 , 1e300 ] , "s" : "a b" } ',
+                  '{"r":[0.1,1e300],"s":"a b"}')]
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                self.assertItemsPrintAsPut(items, udp)
+
+    def test_big_integers_print_as_put(self):
+        # RFC 8259 sets no limit on integers: one beyond 64 bits is kept.
+        big = str(2 ** 70)
+        items = [(big, big), ("-" + big, "-" + big),
+                 ('{"n": %s}' % big, '{"n":%s}' % big)]
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                self.assertItemsPrintAsPut(items, udp)
+
     def test_show_task_prints_task_tab_item(self):
         t = self.cli("put", "--show-task", "x y").stdout.strip()
         p = self.cli("get", "--show-task")

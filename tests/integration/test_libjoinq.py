@@ -2,7 +2,8 @@
 (a cook puts dishes, two forked eaters get and task_done them, the main
 program joins), run against a real joinqd as make check built it, and
 built again from its source the way a user would, with
-`pkg-config --cflags --libs libjoinq` and the C compiler.
+`pkg-config --cflags --libs libjoinq` and the C compiler; and
+tests/unit/libjoinq_oom, libjoinq with an allocator that fails on demand.
 
 make check says where the trees are: $JOINQ_BUILDDIR (default: the current
 directory), $JOINQ_SRCDIR (default: the tree this file is in), $JOINQ_CC
@@ -25,6 +26,7 @@ SRCDIR = os.path.abspath(os.environ.get("JOINQ_SRCDIR") or os.path.join(
 CC = shlex.split(os.environ.get("JOINQ_CC") or os.environ.get("CC") or "cc")
 SAN_CFLAGS = shlex.split(os.environ.get("JOINQ_SAN_CFLAGS", ""))
 EXAMPLE = "doc/examples/cooks_and_eaters"
+OOM = "tests/unit/libjoinq_oom"
 DISHES, EATERS = 20, 2
 RUN_TIMEOUT = 3 * jqtest.TIMEOUT
 
@@ -114,6 +116,21 @@ class Example(jqtest.TestCase):
                               str(port)])
         self.assertEqual(p.returncode, 1, p)
         self.assertIn("127.0.0.1", p.stderr)
+
+    def test_items_as_sent_and_every_allocation_may_fail(self):
+        # tests/unit/libjoinq_oom.c: items come back byte for byte (0.1,
+        # 1e300, integers beyond 64 bits), and with the allocation after
+        # the first N failing, for every N, each call returns an error
+        # (JQ_ERR_NOMEM) and nothing aborts; over TCP and UDP.
+        with jqtest.Daemon() as d:
+            p = self.run_example([os.path.join(BUILDDIR, OOM), d.host,
+                                  str(d.port)])
+        self.assertEqual(p.returncode, 0, "stdout %r stderr %r"
+                         % (p.stdout, p.stderr))
+        for transport in ("tcp", "udp"):
+            self.assertRegex(p.stdout, r"(?m)^%s: items as put; \d+ "
+                             r"sessions, .* [1-9]\d* allocations refused$"
+                             % transport)
 
     def test_built_through_pkg_config(self):
         pkg_config = shutil.which("pkg-config")

@@ -999,14 +999,62 @@ class DetailsMixin(Transport):
                     raw = self.raw_reply(c, {"op": "get"})
                     self.assertIn(b'"item":' + want + b",", raw)
 
-    def test_numbers_beyond_the_parser(self):
-        # doc/PROTOCOL.md, Notes: integers beyond 64 bits, reals beyond a
-        # double and lone surrogates are bad_json, even inside an item;
-        # task 3.0 is bad_request; duplicate keys: the last one wins.
+    def test_integers_of_any_size_travel_as_sent(self):
+        # doc/PROTOCOL.md, Notes: an integer beyond 64 bits is kept as
+        # text in an id and an item (RFC 8259 sets no limit, and Python
+        # sends them), byte for byte, as are reals jansson would round.
+        big = str(2 ** 70).encode()
         with jqtest.Daemon() as d:
             c = self.conn(d)
-            for text in (b"18446744073709551616", b"9223372036854775808",
-                         b"-9223372036854775809", b"1e400", b"-1e400",
+            for text in (big, b"-" + big, b"18446744073709551616",
+                         b"9223372036854775808", b"-9223372036854775809",
+                         b"0.1", b"1e300", b"[" + big + b",0.1]",
+                         b'{"n":' + big + b',"r":1e300}', b"9" * 400):
+                with self.subTest(text=text[:40]):
+                    raw = self.raw_reply(c, b'{"op":"put","id":' + text +
+                                         b',"item":' + text + b'}\n')
+                    self.assertIn(b'"id":' + text + b",", raw)
+                    self.assertOk(json.loads(raw))
+                    raw = self.raw_reply(c, {"op": "get"})
+                    self.assertIn(b'"item":' + text + b",", raw)
+                    self.assertEqual(json.loads(raw)["item"],
+                                     json.loads(text))
+            # Python's own encoding of a big integer, as a client sends it
+            r = c.request({"op": "put", "item": {"n": 2 ** 70}, "id": 2 ** 65})
+            self.assertOk(r)
+            self.assertEqual(r["id"], 2 ** 65)
+            self.assertEqual(c.request({"op": "get"})["item"], {"n": 2 ** 70})
+
+    def test_big_integers_in_fields_joinqd_reads_are_bad_json(self):
+        # doc/PROTOCOL.md, Notes: where joinqd reads a number (timeout,
+        # lease, delay, task) or any other field of its own, an integer
+        # beyond 64 bits is bad_json, as before; nothing changes.
+        big = str(2 ** 70).encode()
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for frame in (b'{"op":"get","timeout":' + big + b"}",
+                          b'{"op":"get","lease":' + big + b"}",
+                          b'{"op":"release","task":1,"delay":' + big + b"}",
+                          b'{"op":"task_done","task":' + big + b"}",
+                          b'{"op":"release","task":-' + big + b"}",
+                          b'{"op":"put","item":1,"block":' + big + b"}",
+                          b'{"op":' + big + b"}",
+                          b'{"op":"put","item":1,"queue":' + big + b"}"):
+                with self.subTest(frame=frame):
+                    r = c.request(frame + b"\n")
+                    self.assertError(r, "bad_json")
+                    self.assertIn("beyond 64 bits", r["message"])
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            # a field joinqd does not know is ignored, big or not
+            self.assertOk(c.request(b'{"op":"ping","x":' + big + b"}\n"))
+
+    def test_numbers_beyond_the_parser(self):
+        # doc/PROTOCOL.md, Notes: reals beyond a double and lone surrogates
+        # are bad_json, even inside an item; task 3.0 is bad_request;
+        # duplicate keys: the last one wins.
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for text in (b"1e400", b"-1e400",
                          b'"\\ud800"', b'"\\udc00x"', b"[1e999]"):
                 for key in (b"item", b"id"):
                     with self.subTest(text=text, key=key):

@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "buf.h"
 #include "errcode.h"
 #include "frame.h"
+#include "jobject.h"
 #include "reply.h"
 #include "request.h"
 #include "utf8.h"
@@ -2185,10 +2187,17 @@ static void fast_path_numbers_at_the_edges(void **state)
 		FAST("{'op':'get','timeout':1.7976931348623157e300}"),
 		FAST("{'op':'get','timeout':0.1000000000000000055511151231257827}"),
 		FAST("{'op':'put','item':[1e300,-1e300,1e-99999999999]}"),
-		/* beyond int64: jansson's "too big integer" */
-		UNSURE("{'op':'ping','task':9223372036854775808}"),
-		UNSURE("{'op':'ping','task':-9223372036854775809}"),
-		UNSURE("{'op':'put','item':[99999999999999999999]}"),
+		/* beyond int64 (jansson's "too big integer"): kept in the id
+		 * and the item, ignored in an unknown field, bad_json in a
+		 * field joinqd reads */
+		FAST("{'op':'put','item':[99999999999999999999]}"),
+		FAST("{'op':'put','item':-9223372036854775809,"
+		     "'id':9223372036854775808}"),
+		FAST("{'op':'ping','x':1180591620717411303424}"),
+		INVALID("{'op':'ping','task':9223372036854775808}"),
+		INVALID("{'op':'ping','task':-9223372036854775809}"),
+		INVALID("{'op':'get','timeout':1180591620717411303424}"),
+		INVALID("{'op':99999999999999999999}"),
 		/* a real that might overflow, or too long to copy */
 		UNSURE("{'op':'get','timeout':1e400}"),
 		UNSURE("{'op':'get','timeout':1e308}"),
@@ -2213,6 +2222,93 @@ static void fast_path_numbers_at_the_edges(void **state)
 		INVALID("{'op':'put','item':1 2}"),
 	};
 	RUN_FAST(cases);
+}
+
+/* An integer beyond int64 (issue 11): RFC 8259 allows it and Python sends
+ * one.  Both paths keep it as text in the id and the item, where jansson
+ * alone refuses the frame; the slow path takes the frames the fast one
+ * leaves to it (an escaped key, a duplicate). */
+static void request_big_integers_kept_in_id_and_item(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame, *id, *item;   /* ' for "; NULL: absent */
+		bool big_id, big_item;
+	} cases[] = {
+		{ "{'op':'put','item':1180591620717411303424,"
+		  "'id':-1180591620717411303424}", "-1180591620717411303424",
+		  "1180591620717411303424", true, true },
+		{ "{'op':'put','item':[ 99999999999999999999 , 0.1 ]}", NULL,
+		  "[99999999999999999999,0.1]", false, false },
+		{ "{'op':'put','item':{'k\\u0000':18446744073709551616},"
+		  "'\\u0069d':9223372036854775808}", "9223372036854775808",
+		  "{'k\\u0000':18446744073709551616}", true, false },
+		{ "{'op':'put','x':-9223372036854775809,'item':1e300,"
+		  "'item':-9223372036854775809}", NULL, "-9223372036854775809",
+		  false, true },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *f = dq(cases[i].frame, strlen(cases[i].frame));
+		for (int slow = 0; slow < 2; slow++) {
+			struct request r;
+			struct errinfo e;
+			if (!slow) {
+				enum jscan_verdict v = request_decode_fast(f, strlen(f),
+				                                           DEFAULT_DEPTH, &r);
+				assert_int_not_equal(v, JSCAN_INVALID);
+				if (v == JSCAN_UNSURE) {
+					request_free(&r);
+					continue;
+				}
+			} else {
+				assert_int_equal(request_decode_slow(f, strlen(f),
+				                                     DEFAULT_DEPTH, &r, &e),
+				                 JQ_OK);
+			}
+			note("row %zu, %s path\n", i, slow ? "slow" : "fast");
+			expect_jtext("id", &r.id, cases[i].id,
+			             cases[i].id ? strlen(cases[i].id) : 0);
+			char *item = dq(cases[i].item, strlen(cases[i].item));
+			expect_jtext("item", &r.item, item, strlen(item));
+			free(item);
+			assert_int_equal(r.field[RF_ID].kind == JK_BIGINT,
+			                 cases[i].big_id);
+			assert_int_equal(r.field[RF_ITEM].kind == JK_BIGINT,
+			                 cases[i].big_item);
+			assert_int_equal(request_check(&r, &e), JQ_OK);
+			request_free(&r);
+		}
+		free(f);
+	}
+}
+
+/* Where joinqd reads a field, a big integer is bad_json, as before: the
+ * message names the field. */
+static void request_big_integers_in_read_fields_are_bad_json(void **state)
+{
+	(void)state;
+	static const char *const fields[] = {
+		"op", "queue", "token", "noreply", "block", "timeout", "lease",
+		"delay", "task",
+	};
+	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+		char f[160], want[64];
+		struct request r;
+		struct errinfo e;
+		snprintf(f, sizeof f, "{%s\"%s\":-18446744073709551616}",
+		         i ? "\"op\":\"release\"," : "", fields[i]);
+		snprintf(want, sizeof want, "field '%s'", fields[i]);
+		assert_int_equal(request_decode_fast(f, strlen(f), DEFAULT_DEPTH,
+		                                     &r), JSCAN_INVALID);
+		request_free(&r);
+		assert_int_equal(request_decode(f, strlen(f), DEFAULT_DEPTH, &r, &e),
+		                 JQ_BAD_JSON);
+		request_free(&r);
+		note("%s: %s\n", f, e.message);
+		assert_non_null(strstr(e.message, "beyond 64 bits"));
+		assert_non_null(strstr(e.message, want));
+	}
 }
 
 static void fast_path_leaves_keys_and_duplicates_to_jansson(void **state)
@@ -2553,18 +2649,42 @@ static void json_string_random_bytes(void **state)
 	}
 }
 
-static void json_append_compact(void **state)
+/* A value's text checked and packed without re-encoding (issue 11): what
+ * libjoinq and the CLI send as a put's item. */
+static void jtext_compact_keeps_every_token(void **state)
 {
 	(void)state;
-	struct buf b = { 0 };
-	json_t *v = load("{ \"a\" : [ 1 , 2.5 , \"\\u00e9\" ] }");
-	json_append(&b, v);
-	EXPECT_BUF(&b, "{\"a\":[1,2.5,\"\xc3\xa9\"]}");
-	json_decref(v);
-	v = json_integer(-5);
-	json_append(&b, v);
-	EXPECT_BUF(&b, "-5");
-	json_decref(v);
+	static const struct { const char *in, *out; } cases[] = {
+		{ " 0.1 ", "0.1" },
+		{ "1e300", "1e300" },
+		{ "\t1180591620717411303424\r\n", "1180591620717411303424" },
+		{ "{ \"a b\" : [ 1 , 2.50 , \"\\u00e9 \\\" x\" ] }",
+		  "{\"a b\":[1,2.50,\"\\u00e9 \\\" x\"]}" },
+		{ "[\n -0 ,\n 1E+2 ]", "[-0,1E+2]" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		const char *in = cases[i].in;
+		char why[160], out[64];
+		assert_int_equal(jvalue_check(in, strlen(in), 64, why, sizeof why),
+		                 JQ_OK);
+		size_t n = jtext_compact(in, strlen(in), out);
+		assert_int_equal(n, strlen(cases[i].out));
+		assert_memory_equal(out, cases[i].out, n);
+		assert_int_equal(jtext_spaced(in, strlen(in)),
+		                 strlen(in) != n);
+	}
+	static const char *const bad[] = {
+		"", " ", "01", "1.", "[1,]", "{\"a\"}", "nul", "1 2", "\"\\ud800\"",
+		"1e400", "[[1]]",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char why[160];
+		assert_int_equal(jvalue_check(bad[i], strlen(bad[i]), 1, why,
+		                              sizeof why), JQ_BAD_JSON);
+		note("%s: %s\n", bad[i], why);
+		assert_true(strncmp(why, "is not valid JSON", 17) == 0 ||
+		            strncmp(why, "nests deeper", 12) == 0);
+	}
 }
 
 /* ---- buf ----------------------------------------------------------------- */
@@ -2618,6 +2738,30 @@ static void buf_grows_and_consumes(void **state)
 	EXPECT_BUF(&b, "abc");
 	assert_null(b.p);
 	assert_int_equal(b.cap, 0);
+}
+
+/* A may_fail buffer that cannot grow turns failed and drops appends
+ * instead of aborting (libjoinq's, issue 11); reset takes appends again.
+ * The growth asked here overflows size_t, so it fails without asking the
+ * allocator. */
+static void buf_may_fail_drops_appends(void **state)
+{
+	(void)state;
+	struct buf b = { .may_fail = true };
+	buf_adds(&b, "ab");
+	assert_false(buf_reserve(&b, SIZE_MAX));
+	assert_true(b.failed);
+	buf_adds(&b, "cd");
+	buf_addc(&b, 'e');
+	buf_add_u64(&b, 12345);
+	json_append_string(&b, "f", 1);
+	reply_u64(&b, "task", 7);
+	assert_int_equal(b.len, 2);
+	assert_memory_equal(b.p, "ab", 2);
+	buf_reset(&b);
+	assert_false(b.failed);
+	buf_adds(&b, "xyz");
+	EXPECT_BUF(&b, "xyz");
 }
 
 /* ---- error names --------------------------------------------------------- */
@@ -2723,6 +2867,8 @@ int main(void)
 		cmocka_unit_test(fast_path_leaves_nul_bytes_to_jansson),
 		cmocka_unit_test(fast_path_nesting),
 		cmocka_unit_test(fast_path_numbers_at_the_edges),
+		cmocka_unit_test(request_big_integers_kept_in_id_and_item),
+		cmocka_unit_test(request_big_integers_in_read_fields_are_bad_json),
 		cmocka_unit_test(fast_path_leaves_keys_and_duplicates_to_jansson),
 		cmocka_unit_test(fast_path_invalid_only_when_sure),
 		cmocka_unit_test(request_string_decodes_within_cap),
@@ -2739,10 +2885,11 @@ int main(void)
 		cmocka_unit_test(json_string_keeps_valid_utf8),
 		cmocka_unit_test(json_string_replaces_invalid_bytes),
 		cmocka_unit_test(json_string_random_bytes),
-		cmocka_unit_test(json_append_compact),
+		cmocka_unit_test(jtext_compact_keeps_every_token),
 
 		cmocka_unit_test(buf_u64_digits),
 		cmocka_unit_test(buf_grows_and_consumes),
+		cmocka_unit_test(buf_may_fail_drops_appends),
 
 		cmocka_unit_test(errcode_names_round_trip),
 		cmocka_unit_test(errcode_unknown_names_and_codes),
