@@ -30,6 +30,8 @@
 #define PREALLOC_CHUNK (16u << 20)   /* space reserved ahead at a time */
 #define SMALL_RESERVE (1u << 20)     /* kept for small and engine changes */
 #define FULL_RETRY_MS 100            /* a full disk is asked again after */
+#define LOCK_WAIT_MS 3000u           /* a dying compaction may hold the lock */
+#define LOCK_PAUSE_MS 20u            /* between two asks for it */
 
 struct file_store {
 	struct store store;
@@ -349,6 +351,28 @@ static int open_dir(const char *dir, char *err, size_t errlen)
 	return fd;
 }
 
+/*
+ * Takes the journal's lock.  A joinqd killed a moment ago may have left a
+ * compacting child that shares the lock (a fork shares the open file)
+ * until it runs again, closes what it inherited and dies with its parent:
+ * on a busy machine that can take a while, so the lock is asked for again
+ * for up to LOCK_WAIT_MS before the journal counts as another joinqd's.
+ */
+static int lock_journal(int fd)
+{
+	for (unsigned waited = 0;; waited += LOCK_PAUSE_MS) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || waited >= LOCK_WAIT_MS)
+			return -1;
+		if (waited == 0)
+			log_info("journal: %s is locked; waiting up to %u ms for a "
+			         "compaction of a joinqd that is gone", STORE_FILE_NAME,
+			         LOCK_WAIT_MS);
+		nanosleep(&(struct timespec){ 0, LOCK_PAUSE_MS * 1000000L }, NULL);
+	}
+}
+
 struct store *store_file_open(const char *dir, bool sync_each_append,
                               char *err, size_t errlen)
 {
@@ -368,7 +392,7 @@ struct store *store_file_open(const char *dir, bool sync_each_append,
 		snprintf(err, errlen, "cannot open %s: %s", f->path, strerror(errno));
 		goto fail;
 	}
-	if (flock(f->fd, LOCK_EX | LOCK_NB) < 0) {
+	if (lock_journal(f->fd) < 0) {
 		snprintf(err, errlen, "%s is in use by another joinqd (%s)", f->path,
 		         strerror(errno));
 		goto fail;

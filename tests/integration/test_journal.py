@@ -21,6 +21,7 @@ $JOINQ_LONG=1 makes the crash test run longer (more kills); $JOINQ_SEED
 picks its random moments (the seed is printed as a TAP comment).
 """
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -1824,6 +1825,24 @@ class StateDir(Helpers):
             # The first one goes on.
             self.assertQsize(self.qsize_of(d, "q1"), qsize=3)
             self.put(d.tcp(), "after", "q1")
+
+    def test_lock_held_a_moment_by_a_dying_compaction_is_waited_for(self):
+        # A compacting child of a joinqd killed a moment ago shares the
+        # journal's lock until it has closed what it inherited; a restart
+        # in that moment must wait for it, not refuse to start.  The test
+        # holds the lock as such a child would, and lets go shortly.
+        with running(journalled()) as d:
+            self.fill(d)
+            self.assertEqual(d.stop(), 0)
+            fd = os.open(journal_path(d), os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            release = threading.Timer(0.3, os.close, [fd])
+            release.start()
+            try:
+                p = start_on(d.state)
+            finally:
+                release.join()
+            self.assertIsNone(p, p and p.stderr)
 
     def test_second_joinqd_leaves_a_running_compaction_alone(self):
         # The first joinqd is compacting (its child held in fdatasync by
