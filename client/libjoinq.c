@@ -957,12 +957,16 @@ void jq_task_free(struct jq_task *t)
 	t->item_len = 0;
 }
 
-static int check_task(uint64_t task, struct jq_error *err)
+/* Begins a request about one delivered task (task_done, release). */
+static int task_request(jq_client *c, const char *op, uint64_t task,
+                        struct jq_error *err)
 {
 	/* Task ids are positive and below 2^53 (PROTOCOL.md, put). */
 	if (task == 0 || task >= (UINT64_C(1) << 53))
 		return fail(err, JQ_ERR_ARGUMENT, "task must be a positive integer "
 		            "below 2^53");
+	req_begin(c, op, NULL);
+	req_u64(c, "task", task);
 	return JQ_OK;
 }
 
@@ -974,11 +978,8 @@ int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
 
 	if (!err)
 		err = &spare;
-	if (check_task(task, err))
-		return err->code;
-	req_begin(c, "task_done", NULL);
-	req_u64(c, "task", task);
-	if (call(c, &no_wait, &r, err))
+	if (task_request(c, "task_done", task, err) ||
+	    call(c, &no_wait, &r, err))
 		return err->code;
 	return reply_u64_field(c, &r, RM_UNFINISHED, unfinished, err);
 }
@@ -991,10 +992,8 @@ int jq_release(jq_client *c, uint64_t task, double delay,
 
 	if (!err)
 		err = &spare;
-	if (check_task(task, err))
+	if (task_request(c, "release", task, err))
 		return err->code;
-	req_begin(c, "release", NULL);
-	req_u64(c, "task", task);
 	if (delay != 0 && req_seconds(c, "delay", delay, err))
 		return err->code;
 	return call(c, &no_wait, &r, err);
