@@ -351,24 +351,52 @@ static int open_dir(const char *dir, char *err, size_t errlen)
 	return fd;
 }
 
+/* Whether fd is still the file at path (a compaction renames over it). */
+static bool is_current(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /*
- * Takes the journal's lock.  A joinqd killed a moment ago may have left a
- * compacting child that shares the lock (a fork shares the open file)
- * until it runs again, closes what it inherited and dies with its parent:
- * on a busy machine that can take a while, so the lock is asked for again
- * for up to LOCK_WAIT_MS before the journal counts as another joinqd's.
+ * Opens the journal and takes its lock: the descriptor, or -1 with err.
+ * A joinqd killed a moment ago may have left a compacting child that
+ * shares the lock (a fork shares the open file) until it runs again,
+ * closes what it inherited and dies with its parent: on a busy machine
+ * that can take a while, so the lock is asked for again for up to
+ * LOCK_WAIT_MS before the journal counts as another joinqd's.  A lock
+ * won on a file that a running joinqd's compaction has renamed over in
+ * the meantime is a lock on nothing: the journal is opened again.
  */
-static int lock_journal(int fd)
+static int open_locked(const char *path, char *err, size_t errlen)
 {
 	for (unsigned waited = 0;; waited += LOCK_PAUSE_MS) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK || waited >= LOCK_WAIT_MS)
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			snprintf(err, errlen, "cannot open %s: %s", path,
+			         strerror(errno));
 			return -1;
-		if (waited == 0)
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (is_current(fd, path))
+				return fd;
+		} else if (errno != EWOULDBLOCK || waited >= LOCK_WAIT_MS) {
+			snprintf(err, errlen, "%s is in use by another joinqd (%s)",
+			         path, strerror(errno));
+			close(fd);
+			return -1;
+		} else if (waited == 0) {
 			log_info("journal: %s is locked; waiting up to %u ms for a "
-			         "compaction of a joinqd that is gone", STORE_FILE_NAME,
+			         "compaction of a joinqd that is gone", path,
 			         LOCK_WAIT_MS);
+		}
+		close(fd);
+		if (waited >= LOCK_WAIT_MS) {
+			snprintf(err, errlen, "%s is in use by another joinqd (it "
+			         "keeps being replaced)", path);
+			return -1;
+		}
 		nanosleep(&(struct timespec){ 0, LOCK_PAUSE_MS * 1000000L }, NULL);
 	}
 }
@@ -387,16 +415,8 @@ struct store *store_file_open(const char *dir, bool sync_each_append,
 	f->can_reserve = true;
 	if ((f->dirfd = open_dir(dir, err, errlen)) < 0)
 		goto fail;
-	f->fd = open(f->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (f->fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", f->path, strerror(errno));
+	if ((f->fd = open_locked(f->path, err, errlen)) < 0)
 		goto fail;
-	}
-	if (lock_journal(f->fd) < 0) {
-		snprintf(err, errlen, "%s is in use by another joinqd (%s)", f->path,
-		         strerror(errno));
-		goto fail;
-	}
 	/* Ours now: a snapshot left over is from a compaction that died. */
 	if (unlink(f->tmp_path) == 0)
 		log_info("journal: removed %s, left by a compaction that did not "
