@@ -19,15 +19,15 @@ int failover_init(struct failover *f, const char *hosts, const char *port,
 	return 0;
 }
 
-size_t failover_round_len(const struct failover *f)
+size_t failover_round_len(const struct failover *f, bool named)
 {
-	return f->n + (f->has_active ? 1 : 0);
+	return f->n + (named ? 1 : 0);
 }
 
-const struct hostport *failover_candidate(const struct failover *f, size_t i,
-                                          long *index)
+const struct hostport *failover_candidate(const struct failover *f,
+                                          bool named, size_t i, long *index)
 {
-	if (f->has_active) {
+	if (named) {
 		if (i == 0) {
 			*index = -1;
 			return &f->active;

@@ -30,12 +30,13 @@ int failover_init(struct failover *f, const char *hosts, const char *port,
                   char *why, size_t why_len);
 
 /* The number of candidates in one round: the active a standby named, if
- * any, then every address from the one after cur. */
-size_t failover_round_len(const struct failover *f);
-/* The i-th candidate of the round; *index is its place in the list, or
- * -1 for the named active. */
-const struct hostport *failover_candidate(const struct failover *f, size_t i,
-                                          long *index);
+ * any (named true), then every address from the one after cur. */
+size_t failover_round_len(const struct failover *f, bool named);
+/* The i-th candidate of a round; *index is its place in the list, or -1
+ * for the named active.  named: as at the start of the round, so that an
+ * active named during it waits for the next. */
+const struct hostport *failover_candidate(const struct failover *f,
+                                          bool named, size_t i, long *index);
 
 /* Remembers the "active" a standby named ("HOST:PORT"); false if it is
  * not an address. */

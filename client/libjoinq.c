@@ -877,21 +877,25 @@ static void list_addresses(const jq_client *c, struct buf *b)
 /*
  * Connects to the first address that answers and takes the token: the
  * active daemon a standby named first, then the list round robin from the
- * address after the last one used.  until 0: one round; else rounds with
- * growing pauses, as long as a pause ends before until.  A daemon that
+ * address after the last one used.  until 0: one round (and one more if a
+ * standby named the active in it); else rounds with growing pauses, as
+ * long as a pause ends before until.  A daemon that
  * refuses the token ends the search with its answer.
  */
 static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
 {
 	int64_t pause = 0;
+	int rounds = 0;
 	struct buf why = { .may_fail = true };
 
 	for (;;) {
-		size_t n = failover_round_len(&c->fo);
+		bool named = c->fo.has_active;
+		size_t n = failover_round_len(&c->fo, named);
 		buf_reset(&why);
 		for (size_t i = 0; i < n; i++) {
 			long index;
-			const struct hostport *hp = failover_candidate(&c->fo, i, &index);
+			const struct hostport *hp = failover_candidate(&c->fo, named, i,
+			                                               &index);
 			if (index < 0)
 				c->fo.has_active = false;   /* one try each time named */
 			int code = open_socket(c, hp->host, hp->port,
@@ -913,8 +917,13 @@ static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
 			buf_adds(&why, why.len ? "; " : "");
 			buf_adds(&why, err->message);
 		}
+		if (until == 0) {
+			if (rounds++ || !c->fo.has_active)
+				break;
+			continue;   /* once more, the active named in this round first */
+		}
 		pause = failover_backoff(pause);
-		if (until == 0 || now_ms() + pause > until)
+		if (now_ms() + pause > until)
 			break;
 		poll(NULL, 0, (int)pause);
 	}
@@ -974,7 +983,7 @@ static int call_failover(jq_client *c, const struct jq_wait *w,
 				               c->io_ms);
 			else if (now > until)
 				return err->code;       /* the last failure */
-			if (++tries > failover_round_len(&c->fo)) {
+			if (++tries > failover_round_len(&c->fo, c->fo.has_active)) {
 				/* A full round connected but found no active daemon. */
 				pause = failover_backoff(pause);
 				if (now + pause > until)
@@ -1381,6 +1390,20 @@ static int udp_queue(jq_client *c, const char *request, size_t len,
 	return ok(err);
 }
 
+/* With several addresses a lost connection is dropped, for the next op
+ * call to connect again: the raw calls, which never fail over, say so. */
+static int check_stream(jq_client *c, struct jq_error *err)
+{
+	if (c->broken.code) {
+		*err = c->broken;
+		return err->code;
+	}
+	if (c->fd < 0)
+		return fail(err, JQ_ERR_CLOSED, "the connection to %s is lost",
+		            c->peer);
+	return JQ_OK;
+}
+
 int jq_send(jq_client *c, const char *request_json, size_t len,
             struct jq_error *err)
 {
@@ -1388,10 +1411,8 @@ int jq_send(jq_client *c, const char *request_json, size_t len,
 
 	if (!err)
 		err = &spare;
-	if (c->broken.code) {
-		*err = c->broken;
+	if (check_stream(c, err))
 		return err->code;
-	}
 	if (c->shut)
 		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
 	if (memchr(request_json, '\n', len))
@@ -1419,10 +1440,8 @@ int jq_flush(jq_client *c, struct jq_error *err)
 
 	if (!err)
 		err = &spare;
-	if (c->broken.code) {
-		*err = c->broken;
+	if (check_stream(c, err))
 		return err->code;
-	}
 	if (c->transport == JQ_TCP)
 		return tcp_flush(c, err);
 
@@ -1458,6 +1477,8 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 		*reply = NULL;
 	if (len)
 		*len = 0;
+	if (c->fd < 0)
+		return check_stream(c, err);
 	int64_t deadline = reply_deadline(c, w);
 	if (c->transport == JQ_UDP) {
 		if (jq_flush(c, err) || udp_recv(c, deadline, &line, &n, err))

@@ -203,6 +203,19 @@ class Failover(jqtest.TestCase):
             self.assertQsize(self.qsize_of(d, "f4"), qsize=1, unfinished=2)
             self.assertGreaterEqual(fake.count("put"), 1)
 
+    def test_a_standby_refusing_the_token_names_the_active(self):
+        d = jqtest.Daemon()
+        token = d.file("token", "s3cret\n")
+        d.args += ["--auth-token-file", token]
+        with d, FakeDaemon("standby", addr(d)) as fake:
+            hosts = fake.address + "," + dead_address()
+            self.assertRan(joinq(hosts, "--token-file", token, "-q", "f9",
+                                 "put", "x"))
+            self.assertEqual(fake.count("auth"), 1)
+            p = joinq(addr(d), "--token-file", token, "-q", "f9", "qsize")
+            self.assertRan(p)
+            self.assertTrue(p.stdout.startswith("qsize 1 "), p.stdout)
+
     def test_a_standby_naming_no_active_sends_to_the_next(self):
         with jqtest.Daemon() as d, FakeDaemon("standby") as fake:
             hosts = fake.address + "," + addr(d)
