@@ -125,14 +125,18 @@ class Failover(jqtest.TestCase):
         self.assertEqual(p.returncode, 0, msg or "stdout %r stderr %r"
                          % (p.stdout, p.stderr))
 
+    def assertPutThenGet(self, hosts, queue, *items):
+        """Puts items through hosts and gets the first back, leased."""
+        self.assertRan(joinq(hosts, "-q", queue, "put", *items))
+        p = joinq(hosts, "-q", queue, "get", "--lease", "10")
+        self.assertRan(p)
+        self.assertEqual(p.stdout, items[0] + "\n")
+
     def test_a_dead_address_first_cli(self):
         with jqtest.Daemon() as d:
             hosts = dead_address() + "," + addr(d)
             self.assertRan(joinq(hosts, "ping"))
-            self.assertRan(joinq(hosts, "-q", "f1", "put", "a", "b"))
-            p = joinq(hosts, "-q", "f1", "get", "--lease", "10")
-            self.assertRan(p)
-            self.assertEqual(p.stdout, "a\n")
+            self.assertPutThenGet(hosts, "f1", "a", "b")
             self.assertEqual(self.qsize_of(d, "f1")["qsize"], 1)
 
     def test_a_dead_address_first_libjoinq_example(self):
@@ -162,44 +166,50 @@ class Failover(jqtest.TestCase):
             a.tmp.cleanup()
 
     def killed_daemon(self, a, b):
-        """a dies (SIGKILL) while a join waits on it."""
+        """a dies (SIGKILL) between two puts of one producer and while a
+        join waits on it."""
         hosts = addr(a) + "," + addr(b)
-        self.assertRan(joinq(hosts, "-q", "f3", "put", "x"))
-        self.assertEqual(self.qsize_of(a, "f3")["unfinished"], 1)
-        # A join waiting on a: after a's death it is sent again to b,
-        # where nothing is unfinished.
         env = dict(os.environ)
         env.pop("JOINQ_HOST", None)
-        join = subprocess.Popen([jqtest.JOINQ, "-H", hosts, "-q", "f3",
-                                 "join"], env=env, text=True,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        producer = subprocess.Popen([jqtest.JOINQ, "-H", hosts, "-q", "f3",
+                                     "put"], env=env, text=True,
+                                    stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        join = None
         try:
+            producer.stdin.write("x\n")
+            producer.stdin.flush()
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize_of(a, "f3")["unfinished"] == 1))
+            # A join waiting on a: after a's death it is sent again to b,
+            # where nothing is unfinished.
+            join = subprocess.Popen([jqtest.JOINQ, "-H", hosts, "-q", "f3",
+                                     "join"], env=env, text=True,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
             self.assertTrue(jqtest.wait_until(
                 lambda: a.request({"op": "stats"})["queues"]["f3"]
                 ["waiting_joins"] == 1), "the join never waited on a")
             a.stop(signal.SIGKILL)
             _, err = join.communicate(timeout=TIMEOUT)
             self.assertEqual(join.returncode, 0, err)
+            # The producer's connection is gone: its next puts go to b.
+            _, err = producer.communicate("y\nz\n", timeout=TIMEOUT)
+            self.assertEqual(producer.returncode, 0, err)
         finally:
-            if join.poll() is None:
-                join.kill()
-                join.wait()
-        # The next calls, each a new connection, go to b.
-        self.assertRan(joinq(hosts, "-q", "f3", "put", "y", "z"))
-        p = joinq(hosts, "-q", "f3", "get", "--lease", "10")
-        self.assertRan(p)
-        self.assertEqual(p.stdout, "y\n")
-        self.assertEqual(self.qsize_of(b, "f3")["unfinished"], 2)
+            for p in (producer, join):
+                if p and p.poll() is None:
+                    p.kill()
+                    p.communicate()
+        # Later calls, each a new connection, go to b too.
+        self.assertPutThenGet(hosts, "f3", "y")
+        self.assertQsize(self.qsize_of(b, "f3"), qsize=2, unfinished=3)
 
     def test_a_standby_first_sends_requests_to_the_active_it_names(self):
         with jqtest.Daemon() as d, FakeDaemon("standby", addr(d)) as fake:
             hosts = fake.address + "," + dead_address()
-            p = joinq(hosts, "-q", "f4", "put", "one", "two")
-            self.assertRan(p)
-            p = joinq(hosts, "-q", "f4", "get", "--lease", "10")
-            self.assertRan(p)
-            self.assertEqual(p.stdout, "one\n")
+            self.assertPutThenGet(hosts, "f4", "one", "two")
             self.assertQsize(self.qsize_of(d, "f4"), qsize=1, unfinished=2)
             self.assertGreaterEqual(fake.count("put"), 1)
 
