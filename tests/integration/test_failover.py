@@ -132,6 +132,17 @@ class Failover(jqtest.TestCase):
         self.assertRan(p)
         self.assertEqual(p.stdout, items[0] + "\n")
 
+    def with_one_to_kill(self, body):
+        """Runs body(a, b) with two daemons; body kills a (SIGKILL)."""
+        a = jqtest.Daemon().start()
+        try:
+            with jqtest.Daemon() as b:
+                body(a, b)
+        finally:
+            a.stop(signal.SIGKILL)      # done already, unless a check failed
+            a.errfile.close()
+            a.tmp.cleanup()
+
     def test_a_dead_address_first_cli(self):
         with jqtest.Daemon() as d:
             hosts = dead_address() + "," + addr(d)
@@ -156,14 +167,7 @@ class Failover(jqtest.TestCase):
             self.assertRan(p)
 
     def test_killed_daemon_the_next_calls_go_to_the_other(self):
-        a = jqtest.Daemon().start()
-        try:
-            with jqtest.Daemon() as b:
-                self.killed_daemon(a, b)
-        finally:
-            a.stop(signal.SIGKILL)      # done already, unless a check failed
-            a.errfile.close()
-            a.tmp.cleanup()
+        self.with_one_to_kill(self.killed_daemon)
 
     def killed_daemon(self, a, b):
         """a dies (SIGKILL) between two puts of one producer and while a
@@ -262,6 +266,36 @@ class Failover(jqtest.TestCase):
                       timeout=6 * TIMEOUT)
             self.assertRan(p)
             self.assertQsize(self.qsize_of(d, "f8"), qsize=0, unfinished=0)
+
+    def test_work_pool_carries_on_when_its_daemon_dies(self):
+        self.with_one_to_kill(self.pool_survives)
+
+    def pool_survives(self, a, b):
+        """A pool working on a moves to b when a dies (SIGKILL) and drains
+        b's queue: workers connect again and carry on."""
+        n = 30
+        items = "".join("%d\n" % i for i in range(n))
+        self.assertRan(a.cli("-q", "f10", "put", input=items))
+        self.assertRan(b.cli("-q", "f10", "put", input=items))
+        env = dict(os.environ)
+        env.pop("JOINQ_HOST", None)
+        pool = subprocess.Popen([jqtest.JOINQ, "-H", addr(a) + "," + addr(b),
+                                 "-q", "f10", "work", "-j", "2",
+                                 "--exit-when-empty", "--", "sleep", "0.1"],
+                                env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            # Killed with most of a's tasks still to do (each takes 0.1 s).
+            self.assertTrue(jqtest.wait_until(
+                lambda: self.qsize_of(a, "f10")["unfinished"] <= n - 2))
+            a.stop(signal.SIGKILL)
+            _, err = pool.communicate(timeout=6 * TIMEOUT)
+            self.assertEqual(pool.returncode, 0, err)
+        finally:
+            if pool.poll() is None:
+                pool.kill()
+                pool.communicate()
+        self.assertQsize(self.qsize_of(b, "f10"), qsize=0, unfinished=0)
 
     def test_no_daemon_fails_in_bounded_time_naming_the_addresses(self):
         dead = [dead_address(), dead_address()]
