@@ -845,7 +845,7 @@ static bool note_active(jq_client *c, const struct reply *r)
 static int login(jq_client *c, struct jq_error *err)
 {
 	struct buf b = { .may_fail = true };
-	struct reply r;
+	struct reply r = { 0 };
 	static const struct jq_wait now = { false, 0 };
 
 	if (!c->token)
@@ -946,7 +946,7 @@ static bool from_standby(jq_client *c, const struct reply *r,
 	static const char ping[] = "{\"op\":\"ping\"}\n";
 	static const struct jq_wait now = { false, 0 };
 	struct jq_error refusal = *err;
-	struct reply pong;
+	struct reply pong = { 0 };
 	char role[16];
 
 	if (note_active(c, r))
