@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "cli.h"
 #include "frame.h"
+#include "hostlist.h"
 #include "joinq.h"
 #include "netconnect.h"
 #include "reply.h"
@@ -81,24 +82,19 @@ static void note_error(struct bench *b, const char *fmt, ...)
 
 /* ---- connecting --------------------------------------------------------- */
 
-/* Finds the daemon: the first address of host:port that takes a TCP
- * connection (UDP: that the name resolves), kept for every connection. */
-static int resolve(struct bench *b)
+/* Tries every address host:port resolves to; the first that takes a TCP
+ * connection (UDP: that the name resolves) is kept for every connection.
+ * NULL, or why not. */
+static const char *resolve_one(struct bench *b, const struct hostport *hp)
 {
-	const char *host = b->o.opt.host ? b->o.opt.host : JQ_DEFAULT_HOST;
-	const char *port = b->o.opt.port ? b->o.opt.port : JQ_DEFAULT_PORT;
 	struct addrinfo hints = {
 		.ai_family = AF_UNSPEC,
 		.ai_socktype = b->udp ? SOCK_DGRAM : SOCK_STREAM,
 	}, *res, *ai;
-	int r = getaddrinfo(host, port, &hints, &res), saved = 0;
+	int r = getaddrinfo(hp->host, hp->port, &hints, &res), saved = 0;
 
-	if (r) {
-		fprintf(stderr, "joinq bench: cannot connect to %s port %s: %s\n",
-		        host, port, r == EAI_SYSTEM ? strerror(errno) :
-		        gai_strerror(r));
-		return EXIT_CONNECTION;
-	}
+	if (r)
+		return r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r);
 	for (ai = res; ai; ai = ai->ai_next) {
 		int fd = net_connect(ai->ai_addr, ai->ai_addrlen, b->udp,
 		                     CONNECT_TIMEOUT_MS);
@@ -110,17 +106,38 @@ static int resolve(struct bench *b)
 	}
 	if (!ai) {
 		freeaddrinfo(res);
-		fprintf(stderr, "joinq bench: cannot connect to %s port %s: %s\n",
-		        host, port, saved == ETIMEDOUT ? "timed out" :
-		        strerror(saved));
-		return EXIT_CONNECTION;
+		return saved == ETIMEDOUT ? "timed out" : strerror(saved);
 	}
 	memcpy(&b->addr, ai->ai_addr, ai->ai_addrlen);
 	b->addrlen = ai->ai_addrlen;
 	freeaddrinfo(res);
 	net_format_addr((struct sockaddr *)&b->addr, b->addrlen, b->peer,
 	                sizeof b->peer);
-	return EXIT_OK;
+	return NULL;
+}
+
+/* Finds the daemon: the first address of the list (-H a,b) that answers;
+ * the run does not move to another one. */
+static int resolve(struct bench *b)
+{
+	struct hostport hp[HOSTLIST_MAX];
+	char why[256];
+	int n = hostlist_parse(b->o.opt.host ? b->o.opt.host : JQ_DEFAULT_HOST,
+	                       b->o.opt.port ? b->o.opt.port : JQ_DEFAULT_PORT,
+	                       hp, HOSTLIST_MAX, why, sizeof why);
+
+	if (n < 0) {
+		fprintf(stderr, "joinq bench: cannot connect: %s\n", why);
+		return EXIT_CONNECTION;
+	}
+	const char *fault[HOSTLIST_MAX];
+	for (int i = 0; i < n; i++)
+		if (!(fault[i] = resolve_one(b, &hp[i])))
+			return EXIT_OK;
+	for (int i = 0; i < n; i++)
+		fprintf(stderr, "joinq bench: cannot connect to %s port %s: %s\n",
+		        hp[i].host, hp[i].port, fault[i]);
+	return EXIT_CONNECTION;
 }
 
 /* ---- requests ----------------------------------------------------------- */

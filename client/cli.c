@@ -27,6 +27,7 @@ static int exit_status(int code)
 	case JQ_ERR_CONNECT:
 	case JQ_ERR_CLOSED:
 	case JQ_ERR_IO_TIMEOUT:
+	case JQ_ERR_UNKNOWN_OUTCOME:
 		return EXIT_CONNECTION;
 	case JQ_ERR_ARGUMENT:
 		return EXIT_USAGE;

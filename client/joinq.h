@@ -32,8 +32,36 @@
  * when the lease ends; without one, when the client closes).
  *   - JQ_ERR_CONNECT comes from jq_connect() only;
  *   - JQ_ERR_CANCELLED: see jq_set_cancel_fd().
+ *   - JQ_ERR_UNKNOWN_OUTCOME: see "Several addresses" below.
  * A call that fails leaves its outputs zeroed (a jq_task with item NULL,
  * *reply and *json NULL), so that freeing them is always safe.
+ *
+ * Several addresses.  jq_options.host may list several daemons, "a:7477,
+ * b:7477" (PROTOCOL.md, "Replication": one active daemon and standbys).
+ * Over TCP, jq_connect() connects to the first that answers, in order; the
+ * JQ_ERR_CONNECT message names every address.  An op call then moves to
+ * another daemon, and sends its request there, when the connection is
+ * found closed before the request goes out, or when a standby refuses it
+ * with unavailable (nothing was changed): to the active daemon the refusal
+ * names first, else to the next address, round robin, with the token sent
+ * again.  Rounds that find no daemon pause 50 ms, doubling to 1 s; all the
+ * looking, from the first failure on, takes at most io_timeout (5 s when
+ * io_timeout is 0) beyond the op's own wait, and then the call fails with
+ * JQ_ERR_CONNECT.  When the connection is lost after the request went
+ * out, the reply is lost, not the request's effect:
+ *   - ping, qsize, stats and join are sent again to the next daemon; so is
+ *     get, and the task the lost reply may have carried comes back as after
+ *     any disconnect (at once without a lease, when the lease ends with
+ *     one): a later get may receive it;
+ *   - put, task_done and release are not sent again: the call fails with
+ *     JQ_ERR_UNKNOWN_OUTCOME (it may or may not have taken effect; a put may
+ *     have queued its item), and the next call connects again.
+ * A reply that does not come in time is JQ_ERR_IO_TIMEOUT as with one
+ * address, and the next call connects again.  jq_send, jq_flush and
+ * jq_recv (pipelining) never fail over: they work on the connection of
+ * the moment.  With one address nothing of this applies: errors are as
+ * described above and nothing is sent twice.  Over UDP the client uses the
+ * first address that resolves, and stays with it.
  *
  * Threads.  A jq_client may be used by one thread at a time (calls on one
  * client must not overlap); different clients may be used from different
@@ -96,13 +124,20 @@ enum {
 	JQ_ERR_ARGUMENT,       /* a bad argument (say, item is not JSON) */
 	JQ_ERR_CANCELLED,      /* UDP: the cancel descriptor turned readable */
 	JQ_ERR_NOMEM,          /* memory ran out (see "Errors" above) */
+	JQ_ERR_UNKNOWN_OUTCOME,/* several addresses: the connection was lost
+	                          after a put, task_done or release was sent
+	                          (see "Several addresses" below) */
 };
 
 enum jq_transport { JQ_TCP, JQ_UDP };
 
 struct jq_options {
-	const char *host;           /* name or address; default 127.0.0.1 */
-	const char *port;           /* default "7477" */
+	const char *host;           /* name or address, or a comma-separated
+	                               list of them (HOST, HOST:PORT or
+	                               [IPV6]:PORT; see "Several addresses"
+	                               above); default 127.0.0.1 */
+	const char *port;           /* for addresses without one; default
+	                               "7477" */
 	enum jq_transport transport;
 	double connect_timeout;     /* seconds; default 5 */
 	double io_timeout;          /* seconds a reply may take beyond the op's
@@ -147,6 +182,8 @@ typedef struct jq_client jq_client;
  * is given.  NULL on failure, with err filled; nothing is left open. */
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err);
 void jq_close(jq_client *c);
+/* The address in use, "HOST:PORT" (numeric), for messages. */
+const char *jq_peer(const jq_client *c);
 
 /*
  * Makes a wait for a reply stoppable from elsewhere (a signal handler that
@@ -209,7 +246,7 @@ int jq_shutdown(jq_client *c, struct jq_error *err);
 
 /* The wire name of a code ("full", "unknown_task"), or of a library code
  * ("system", "connect", "closed", "io_timeout", "protocol", "argument",
- * "cancelled", "nomem"). */
+ * "cancelled", "nomem", "unknown_outcome"). */
 const char *jq_strcode(int code);
 
 #ifdef __cplusplus

@@ -42,6 +42,7 @@
 
 #include "buf.h"
 #include "errcode.h"
+#include "failover.h"
 #include "frame.h"
 #include "jobject.h"
 #include "joinq.h"
@@ -62,7 +63,13 @@ struct jq_client {
 	enum jq_transport transport;
 	int64_t io_ms;            /* a reply's allowance beyond the op's wait;
 	                             NEVER: none */
-	char *token;              /* UDP: sent in every request */
+	char *token;              /* UDP: sent in every request; TCP: sent
+	                             again on each new connection */
+	double connect_timeout;
+	struct failover fo;       /* the daemon addresses (several: TCP
+	                             fails over, failover.c) */
+	bool req_written;         /* TCP: the last request went out, whole or
+	                             in part */
 	char peer[INET6_ADDRSTRLEN + 16];   /* "127.0.0.1:7477", for messages */
 
 	struct buf out;           /* TCP: request lines not yet written; UDP:
@@ -134,6 +141,8 @@ const char *jq_strcode(int code)
 		return "cancelled";
 	case JQ_ERR_NOMEM:
 		return "nomem";
+	case JQ_ERR_UNKNOWN_OUTCOME:
+		return "unknown_outcome";
 	default:
 		return errcode_name(code);
 	}
@@ -286,6 +295,7 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 }
 
 static int authenticate(jq_client *c, const char *token, struct jq_error *err);
+static int connect_any(jq_client *c, int64_t until, struct jq_error *err);
 
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 {
@@ -318,26 +328,49 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 		c->io_ms = (int64_t)ceil(o->io_timeout * 1000);
 	else
 		c->io_ms = o->transport == JQ_UDP ? UDP_IO_TIMEOUT_MS : NEVER;
+	c->connect_timeout = o->connect_timeout;
+	c->fd = -1;
 
-	if (open_socket(c, o->host ? o->host : JQ_DEFAULT_HOST,
-	                o->port ? o->port : JQ_DEFAULT_PORT,
-	                o->connect_timeout, err)) {
+	const char *hosts = o->host ? o->host : JQ_DEFAULT_HOST;
+	char why[sizeof err->message - 32];
+	if (failover_init(&c->fo, hosts, o->port ? o->port : JQ_DEFAULT_PORT,
+	                  why, sizeof why)) {
+		fail(err, JQ_ERR_CONNECT, "cannot connect: %s", why);
 		free(c);
 		return NULL;
 	}
-	if (o->token) {
-		if (c->transport == JQ_UDP && !(c->token = strdup(o->token))) {
-			out_of_memory(err, "for the token");
+	if (o->token && !(c->token = strdup(o->token))) {
+		out_of_memory(err, "for the token");
+		jq_close(c);
+		return NULL;
+	}
+	if (c->transport == JQ_TCP && c->fo.n > 1) {
+		if (connect_any(c, 0, err)) {
 			jq_close(c);
 			return NULL;
 		}
-		if (c->transport == JQ_TCP && authenticate(c, o->token, err)) {
-			jq_close(c);
-			return NULL;
-		}
+		return c;
+	}
+	/* One address, or UDP: the first address that resolves. */
+	for (size_t i = 0; c->fd < 0 && i < c->fo.n; i++)
+		open_socket(c, c->fo.addr[i].host, c->fo.addr[i].port,
+		            o->connect_timeout, err);
+	if (c->fd < 0) {
+		jq_close(c);
+		return NULL;
+	}
+	if (c->token && c->transport == JQ_TCP &&
+	    authenticate(c, c->token, err)) {
+		jq_close(c);
+		return NULL;
 	}
 	ok(err);
 	return c;
+}
+
+const char *jq_peer(const jq_client *c)
+{
+	return c->peer;
 }
 
 void jq_close(jq_client *c)
@@ -565,7 +598,8 @@ static int udp_recv(jq_client *c, int64_t deadline, const char **data,
 enum reply_member {
 	RM_OK, RM_ERROR, RM_MESSAGE, RM_ID, RM_TASK, RM_DELIVERIES, RM_ITEM,
 	RM_UNFINISHED, RM_QSIZE, RM_MAXSIZE, RM_INFLIGHT, RM_DELAYED, RM_EMPTY,
-	RM_FULL, RM_DEAD_LETTERED, RM_PROTOCOL, RM_VERSION, RM_COUNT
+	RM_FULL, RM_DEAD_LETTERED, RM_PROTOCOL, RM_VERSION, RM_ROLE, RM_ACTIVE,
+	RM_COUNT
 };
 
 static const char *const reply_names[RM_COUNT] = {
@@ -576,7 +610,7 @@ static const char *const reply_names[RM_COUNT] = {
 	[RM_INFLIGHT] = "inflight", [RM_DELAYED] = "delayed",
 	[RM_EMPTY] = "empty", [RM_FULL] = "full",
 	[RM_DEAD_LETTERED] = "dead_lettered", [RM_PROTOCOL] = "protocol",
-	[RM_VERSION] = "version",
+	[RM_VERSION] = "version", [RM_ROLE] = "role", [RM_ACTIVE] = "active",
 };
 
 /* A reply line and its members as sent: the texts point into the line,
@@ -725,26 +759,22 @@ static int req_wait(jq_client *c, const struct jq_wait *w,
 	return req_seconds(c, "timeout", w->timeout, err);
 }
 
-/* Sends the request in c->req and waits for its reply until deadline.
- * JQ_OK with *r read, or an error as judge_reply gives it. */
-static int call_tcp(jq_client *c, int64_t deadline, struct reply *r,
-                    struct jq_error *err)
+/* Sends the request line p[0..len) and waits for its reply until
+ * deadline.  JQ_OK with *r read, or an error as judge_reply gives it. */
+static int call_tcp(jq_client *c, const char *p, size_t len,
+                    int64_t deadline, struct reply *r, struct jq_error *err)
 {
 	const char *line;
-	size_t len;
+	size_t mark = c->out.len;
 
-	buf_addc(&c->req, '}');
-	buf_addc(&c->req, '\n');
-	if (c->req.failed)
-		return out_of_memory(err, "building the request");
-	buf_add(&c->out, c->req.p, c->req.len);
+	buf_add(&c->out, p, len);
 	if (c->out.failed) {
 		c->out.failed = false;
 		return out_of_memory(err, "queueing the request");
 	}
 	/* A failure to write is reported by tcp_next_line, after any reply
 	 * that came before it (frame_too_large, say). */
-	tcp_flush(c, err);
+	c->req_written = tcp_flush(c, err) == JQ_OK || c->out_off > mark;
 	if (tcp_next_line(c, deadline, &line, &len, err) ||
 	    parse_reply(c, line, len, r, err))
 		return err->code;
@@ -776,13 +806,218 @@ static int call_udp(jq_client *c, int64_t deadline, struct reply *r,
 	return judge_reply(c, r, err);
 }
 
+/* ---- several addresses: failing over (TCP) ------------------------------ */
+
+/* Forgets the connection, so that the next call makes a new one. */
+static void drop_connection(jq_client *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buf_reset(&c->out);
+	buf_reset(&c->in);
+	c->out_off = c->in_off = 0;
+	c->broken.code = JQ_OK;
+}
+
+/* True if the daemon closed the connection while it was idle: a request
+ * sent now would go nowhere, and may go elsewhere instead. */
+static bool peer_gone(jq_client *c)
+{
+	char byte;
+	if (c->in_off < c->in.len || c->out_off < c->out.len)
+		return false;
+	ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	                  errno != EINTR);
+}
+
+/* Remembers the active daemon a refusal names, if it names one. */
+static bool note_active(jq_client *c, const struct reply *r)
+{
+	char active[sizeof c->fo.active.host + sizeof c->fo.active.port];
+	return member_string(&r->m[RM_ACTIVE], active, sizeof active) &&
+	       failover_name_active(&c->fo, active);
+}
+
+/* Sends the token on a new connection; a standby's refusal may name the
+ * active daemon. */
+static int login(jq_client *c, struct jq_error *err)
+{
+	struct buf b = { .may_fail = true };
+	struct reply r = { 0 };
+	static const struct jq_wait now = { false, 0 };
+
+	if (!c->token)
+		return ok(err);
+	buf_adds(&b, "{\"op\":\"auth\",\"token\":");
+	json_append_string(&b, c->token, strlen(c->token));
+	buf_adds(&b, "}\n");
+	int code = b.failed ? out_of_memory(err, "building the request") :
+	           call_tcp(c, b.p, b.len, reply_deadline(c, &now), &r, err);
+	if (code == JQ_UNAVAILABLE)
+		note_active(c, &r);
+	buf_free(&b);
+	return code;
+}
+
+/* Adds ", HOST:PORT" for each address to b, for messages. */
+static void list_addresses(const jq_client *c, struct buf *b)
+{
+	for (size_t i = 0; i < c->fo.n; i++) {
+		buf_adds(b, i ? ", " : "");
+		bool v6 = strchr(c->fo.addr[i].host, ':') != NULL;
+		buf_adds(b, v6 ? "[" : "");
+		buf_adds(b, c->fo.addr[i].host);
+		buf_adds(b, v6 ? "]:" : ":");
+		buf_adds(b, c->fo.addr[i].port);
+	}
+}
+
+/*
+ * Connects to the first address that answers and takes the token: the
+ * active daemon a standby named first, then the list round robin from the
+ * address after the last one used.  until 0: one round (and one more if a
+ * standby named the active in it); else rounds with growing pauses, as
+ * long as a pause ends before until.  A daemon that
+ * refuses the token ends the search with its answer.
+ */
+static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
+{
+	int64_t pause = 0;
+	int rounds = 0;
+	struct buf why = { .may_fail = true };
+
+	for (;;) {
+		bool named = c->fo.has_active;
+		size_t n = failover_round_len(&c->fo, named);
+		buf_reset(&why);
+		for (size_t i = 0; i < n; i++) {
+			long index;
+			const struct hostport *hp = failover_candidate(&c->fo, named, i,
+			                                               &index);
+			if (index < 0)
+				c->fo.has_active = false;   /* one try each time named */
+			int code = open_socket(c, hp->host, hp->port,
+			                       c->connect_timeout, err);
+			if (!code)
+				code = login(c, err);
+			if (!code) {
+				if (index >= 0)
+					c->fo.cur = (size_t)index;
+				buf_free(&why);
+				return ok(err);
+			}
+			drop_connection(c);
+			if (code < JQ_NERR && code != JQ_UNAVAILABLE &&
+			    code != JQ_SHUTTING_DOWN && code != JQ_TOO_MANY_CONNECTIONS) {
+				buf_free(&why);
+				return code;    /* unauthorized, say: no use going on */
+			}
+			buf_adds(&why, why.len ? "; " : "");
+			buf_adds(&why, err->message);
+		}
+		if (until == 0) {
+			if (rounds++ || !c->fo.has_active)
+				break;
+			continue;   /* once more, the active named in this round first */
+		}
+		pause = failover_backoff(pause);
+		if (now_ms() + pause > until)
+			break;
+		poll(NULL, 0, (int)pause);
+	}
+	struct buf msg = { .may_fail = true };
+	list_addresses(c, &msg);
+	buf_addc(&msg, '\0');
+	buf_addc(&why, '\0');
+	fail(err, JQ_ERR_CONNECT, "no daemon answers at %s (%s)",
+	     msg.failed ? "any address" : msg.p, why.failed ? "" : why.p);
+	buf_free(&msg);
+	buf_free(&why);
+	return JQ_ERR_CONNECT;
+}
+
+/* True if an unavailable reply r came from a standby: it names the active
+ * daemon, or its ping says "role":"standby".  Nothing was changed. */
+static bool from_standby(jq_client *c, const struct reply *r,
+                         struct jq_error *err)
+{
+	static const char ping[] = "{\"op\":\"ping\"}\n";
+	static const struct jq_wait now = { false, 0 };
+	struct jq_error refusal = *err;
+	struct reply pong = { 0 };
+	char role[16];
+
+	if (note_active(c, r))
+		return true;
+	bool standby = call_tcp(c, ping, sizeof ping - 1,
+	                        reply_deadline(c, &now), &pong, err) == JQ_OK &&
+	               member_string(&pong.m[RM_ROLE], role, sizeof role) &&
+	               !strcmp(role, "standby");
+	*err = refusal;
+	return standby;
+}
+
+/*
+ * A call with several addresses: the request in c->req goes to the daemon
+ * connected, or to the next that answers when the connection is gone or a
+ * standby refuses it.  Looking for a daemon may take io_timeout
+ * (FAILOVER_BUDGET_MS without one) from the first failure on.  A request
+ * that went out before the connection was lost is sent again only if that
+ * is harmless (failover_resendable); else the outcome is unknown.
+ */
+static int call_failover(jq_client *c, const struct jq_wait *w,
+                         struct reply *r, struct jq_error *err)
+{
+	int64_t until = 0, pause = 0;
+	size_t tries = 0;
+
+	for (;;) {
+		if (c->fd >= 0 && !c->broken.code && peer_gone(c))
+			drop_connection(c);
+		if (c->fd < 0 || c->broken.code) {
+			int64_t now = now_ms();
+			if (!until)
+				until = now + (c->io_ms == NEVER ? FAILOVER_BUDGET_MS :
+				               c->io_ms);
+			else if (now > until)
+				return err->code;       /* the last failure */
+			if (++tries > failover_round_len(&c->fo, c->fo.has_active)) {
+				/* A full round connected but found no active daemon. */
+				pause = failover_backoff(pause);
+				if (now + pause > until)
+					return err->code;
+				poll(NULL, 0, (int)pause);
+			}
+			drop_connection(c);
+			if (connect_any(c, until, err))
+				return err->code;
+		}
+		int code = call_tcp(c, c->req.p, c->req.len, reply_deadline(c, w),
+		                    r, err);
+		if (code == JQ_UNAVAILABLE && from_standby(c, r, err)) {
+			drop_connection(c);
+			continue;
+		}
+		if (code != JQ_ERR_CLOSED || c->cancelled)
+			return code;
+		bool written = c->req_written;
+		drop_connection(c);
+		if (written && !failover_resendable(c->req.p, c->req.len))
+			return fail(err, JQ_ERR_UNKNOWN_OUTCOME, "outcome unknown: the "
+			            "connection to %s was lost after the request was "
+			            "sent; it may or may not have taken effect", c->peer);
+	}
+}
+
 /* Finishes the request in c->req, sends it, and decodes its reply, waiting
  * as long as wait w allows. */
 static int call(jq_client *c, const struct jq_wait *w, struct reply *r,
                 struct jq_error *err)
 {
 	memset(r, 0, sizeof *r);
-	if (c->broken.code) {
+	if (c->broken.code && c->fo.n < 2) {
 		*err = c->broken;
 		return err->code;
 	}
@@ -791,7 +1026,13 @@ static int call(jq_client *c, const struct jq_wait *w, struct reply *r,
 	int64_t deadline = reply_deadline(c, w);
 	if (c->transport == JQ_UDP)
 		return call_udp(c, deadline, r, err);
-	return call_tcp(c, deadline, r, err);
+	buf_addc(&c->req, '}');
+	buf_addc(&c->req, '\n');
+	if (c->req.failed)
+		return out_of_memory(err, "building the request");
+	if (c->fo.n > 1)
+		return call_failover(c, w, r, err);
+	return call_tcp(c, c->req.p, c->req.len, deadline, r, err);
 }
 
 /* The answer to an op that does not wait: it may take io_timeout. */
@@ -1149,6 +1390,20 @@ static int udp_queue(jq_client *c, const char *request, size_t len,
 	return ok(err);
 }
 
+/* With several addresses a lost connection is dropped, for the next op
+ * call to connect again: the raw calls, which never fail over, say so. */
+static int check_stream(jq_client *c, struct jq_error *err)
+{
+	if (c->broken.code) {
+		*err = c->broken;
+		return err->code;
+	}
+	if (c->fd < 0)
+		return fail(err, JQ_ERR_CLOSED, "the connection to %s is lost",
+		            c->peer);
+	return JQ_OK;
+}
+
 int jq_send(jq_client *c, const char *request_json, size_t len,
             struct jq_error *err)
 {
@@ -1156,10 +1411,8 @@ int jq_send(jq_client *c, const char *request_json, size_t len,
 
 	if (!err)
 		err = &spare;
-	if (c->broken.code) {
-		*err = c->broken;
+	if (check_stream(c, err))
 		return err->code;
-	}
 	if (c->shut)
 		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
 	if (memchr(request_json, '\n', len))
@@ -1187,10 +1440,8 @@ int jq_flush(jq_client *c, struct jq_error *err)
 
 	if (!err)
 		err = &spare;
-	if (c->broken.code) {
-		*err = c->broken;
+	if (check_stream(c, err))
 		return err->code;
-	}
 	if (c->transport == JQ_TCP)
 		return tcp_flush(c, err);
 
@@ -1226,6 +1477,8 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 		*reply = NULL;
 	if (len)
 		*len = 0;
+	if (c->fd < 0)
+		return check_stream(c, err);
 	int64_t deadline = reply_deadline(c, w);
 	if (c->transport == JQ_UDP) {
 		if (jq_flush(c, err) || udp_recv(c, deadline, &line, &n, err))

@@ -313,7 +313,8 @@ static int put_pipelined(const struct session *s, const struct cmd_options *o,
 	return status;
 }
 
-/* Over UDP every put is a datagram and its reply; one at a time. */
+/* Over UDP every put is a datagram and its reply; one at a time.  So
+ * with several addresses, for jq_put to fail over. */
 static int put_one_by_one(const struct session *s, const struct cmd_options *o,
                           struct items *it, jq_client *c)
 {
@@ -386,7 +387,10 @@ int cmd_put(struct session *s, const struct cmd_options *o, int argc,
 	jq_client *c = open_client(s, &status);
 	if (!c)
 		return status;
-	if (s->opt.transport == JQ_UDP)
+	/* Over UDP, and with several daemons (libjoinq moves each put to the
+	 * active one, and says when a put's outcome is unknown), one by one. */
+	if (s->opt.transport == JQ_UDP || (s->opt.host &&
+	                                   strchr(s->opt.host, ',')))
 		status = put_one_by_one(s, o, &it, c);
 	else
 		status = put_pipelined(s, o, &it, c);
