@@ -1,7 +1,7 @@
 /*
  * failover.h - libjoinq's policy for several daemon addresses (failover.c):
  * the list, which address to try next, which requests may be sent again
- * after a lost reply, and how long to pause between rounds.  libjoinq.c
+ * after a lost reply, and how long to pause between rounds.  connection.c
  * does the connecting and the sending.
  */
 #ifndef JQ_FAILOVER_H
