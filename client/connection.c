@@ -57,7 +57,7 @@
 
 /* ---- errors ------------------------------------------------------------- */
 
-int fail(struct jq_error *err, int code, const char *fmt, ...)
+int jqc_fail(struct jq_error *err, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -68,19 +68,19 @@ int fail(struct jq_error *err, int code, const char *fmt, ...)
 }
 
 /* Records an I/O failure on a TCP stream: every later call reports it. */
-int broke(jq_client *c, struct jq_error *err)
+int jqc_broke(jq_client *c, struct jq_error *err)
 {
 	if (c->transport == JQ_TCP)
 		c->broken = *err;
 	return err->code;
 }
 
-int out_of_memory(struct jq_error *err, const char *doing)
+int jqc_out_of_memory(struct jq_error *err, const char *doing)
 {
-	return fail(err, JQ_ERR_NOMEM, "out of memory %s", doing);
+	return jqc_fail(err, JQ_ERR_NOMEM, "out of memory %s", doing);
 }
 
-int ok(struct jq_error *err)
+int jqc_ok(struct jq_error *err)
 {
 	err->code = JQ_OK;
 	err->message[0] = '\0';
@@ -144,7 +144,7 @@ static int poll_ms(int64_t deadline)
  * take its own timeout, and the reply io_timeout more.  Waiting for ever
  * (w NULL, or a blocking wait without timeout) has no deadline.
  */
-int64_t reply_deadline(const jq_client *c, const struct jq_wait *w)
+int64_t jqc_reply_deadline(const jq_client *c, const struct jq_wait *w)
 {
 	if (c->io_ms == NEVER || !w || (w->block && w->timeout < 0))
 		return NEVER;
@@ -227,9 +227,9 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 
 	int r = getaddrinfo(host, port, &hints, &res);
 	if (r)
-		return fail(err, JQ_ERR_CONNECT, "cannot connect to %s port %s: %s",
-		            host, port, r == EAI_SYSTEM ? strerror(errno) :
-		            gai_strerror(r));
+		return jqc_fail(err, JQ_ERR_CONNECT, "cannot connect to %s port %s: %s",
+		                host, port, r == EAI_SYSTEM ? strerror(errno) :
+		                gai_strerror(r));
 
 	struct buf why = { .may_fail = true };   /* "ADDR: error; ADDR: error" */
 	c->fd = -1;
@@ -250,8 +250,8 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 	freeaddrinfo(res);
 	if (c->fd < 0) {
 		buf_addc(&why, '\0');
-		fail(err, JQ_ERR_CONNECT, "cannot connect to %s",
-		     why.failed ? host : why.p);
+		jqc_fail(err, JQ_ERR_CONNECT, "cannot connect to %s",
+		         why.failed ? host : why.p);
 		buf_free(&why);
 		return JQ_ERR_CONNECT;
 	}
@@ -271,17 +271,17 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 	if (!o)
 		o = &defaults;
 	if (o->transport != JQ_TCP && o->transport != JQ_UDP) {
-		fail(err, JQ_ERR_ARGUMENT, "transport must be JQ_TCP or JQ_UDP");
+		jqc_fail(err, JQ_ERR_ARGUMENT, "transport must be JQ_TCP or JQ_UDP");
 		return NULL;
 	}
 	if (o->token && !utf8_valid(o->token, strlen(o->token), NULL)) {
-		fail(err, JQ_ERR_ARGUMENT, "the token is not valid UTF-8");
+		jqc_fail(err, JQ_ERR_ARGUMENT, "the token is not valid UTF-8");
 		return NULL;
 	}
 
 	jq_client *c = calloc(1, sizeof *c);
 	if (!c) {
-		out_of_memory(err, "for a client");
+		jqc_out_of_memory(err, "for a client");
 		return NULL;
 	}
 	c->out.may_fail = c->in.may_fail = c->req.may_fail = true;
@@ -299,12 +299,12 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 	char why[sizeof err->message - 32];
 	if (failover_init(&c->fo, hosts, o->port ? o->port : JQ_DEFAULT_PORT,
 	                  why, sizeof why)) {
-		fail(err, JQ_ERR_CONNECT, "cannot connect: %s", why);
+		jqc_fail(err, JQ_ERR_CONNECT, "cannot connect: %s", why);
 		free(c);
 		return NULL;
 	}
 	if (o->token && !(c->token = strdup(o->token))) {
-		out_of_memory(err, "for the token");
+		jqc_out_of_memory(err, "for the token");
 		jq_close(c);
 		return NULL;
 	}
@@ -324,11 +324,11 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 		return NULL;
 	}
 	if (c->token && c->transport == JQ_TCP &&
-	    authenticate(c, c->token, err)) {
+	    jqc_authenticate(c, c->token, err)) {
 		jq_close(c);
 		return NULL;
 	}
-	ok(err);
+	jqc_ok(err);
 	return c;
 }
 
@@ -380,18 +380,18 @@ static ssize_t tcp_read_some(jq_client *c)
 static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
 {
 	if (n == 0)
-		fail(err, JQ_ERR_CLOSED, "%s closed the connection", c->peer);
+		jqc_fail(err, JQ_ERR_CLOSED, "%s closed the connection", c->peer);
 	else if (errno == ENOMEM)
-		out_of_memory(err, "reading a reply: the stream is out of step");
+		jqc_out_of_memory(err, "reading a reply: the stream is out of step");
 	else
-		fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
-		     c->peer, strerror(errno));
-	return broke(c, err);
+		jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+		         c->peer, strerror(errno));
+	return jqc_broke(c, err);
 }
 
 /* Writes everything queued in c->out.  While the socket is full it reads
  * replies into c->in, so that the daemon never waits on us. */
-int tcp_flush(jq_client *c, struct jq_error *err)
+int jqc_tcp_flush(jq_client *c, struct jq_error *err)
 {
 	while (c->out_off < c->out.len) {
 		ssize_t n = send(c->fd, c->out.p + c->out_off,
@@ -403,20 +403,20 @@ int tcp_flush(jq_client *c, struct jq_error *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-			fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
-			     c->peer, strerror(errno));
-			return broke(c, err);
+			jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+			         c->peer, strerror(errno));
+			return jqc_broke(c, err);
 		}
 		int r = wait_fd(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
 		if (r < 0) {
-			fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
-			return broke(c, err);
+			jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return jqc_broke(c, err);
 		}
 		if (r == 0) {
-			fail(err, JQ_ERR_IO_TIMEOUT, "%s takes no requests: nothing "
-			     "could be sent for %.3g s", c->peer,
-			     (double)c->io_ms / 1000);
-			return broke(c, err);
+			jqc_fail(err, JQ_ERR_IO_TIMEOUT, "%s takes no requests: nothing "
+			         "could be sent for %.3g s", c->peer,
+			         (double)c->io_ms / 1000);
+			return jqc_broke(c, err);
 		}
 		if (r & POLLIN) {
 			n = tcp_read_some(c);
@@ -426,7 +426,7 @@ int tcp_flush(jq_client *c, struct jq_error *err)
 	}
 	buf_reset(&c->out);
 	c->out_off = 0;
-	return ok(err);
+	return jqc_ok(err);
 }
 
 /* The next non-blank line in c->in, without its LF and CR, if a whole one
@@ -453,30 +453,30 @@ static bool take_line(jq_client *c, const char **line, size_t *len)
 
 /* The next reply line, waiting until deadline.  The line stays valid until
  * the next read from c. */
-int tcp_next_line(jq_client *c, int64_t deadline, const char **line,
-                         size_t *len, struct jq_error *err)
+int jqc_tcp_next_line(jq_client *c, int64_t deadline, const char **line,
+                             size_t *len, struct jq_error *err)
 {
 	for (;;) {
 		/* Replies that came before a failure are still handed out. */
 		if (take_line(c, line, len))
-			return ok(err);
+			return jqc_ok(err);
 		if (c->broken.code) {
 			*err = c->broken;
 			return err->code;
 		}
 		if (c->out_off < c->out.len) {
-			tcp_flush(c, err);   /* a failure shows on the next turn */
+			jqc_tcp_flush(c, err);   /* a failure shows on the next turn */
 			continue;
 		}
 		int r = wait_reply(c, &deadline);
 		if (r < 0) {
-			fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
-			return broke(c, err);
+			jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return jqc_broke(c, err);
 		}
 		if (r == 0) {
-			fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time",
-			     c->peer);
-			return broke(c, err);
+			jqc_fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time",
+			         c->peer);
+			return jqc_broke(c, err);
 		}
 		ssize_t n = tcp_read_some(c);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
@@ -489,56 +489,56 @@ int tcp_next_line(jq_client *c, int64_t deadline, const char **line,
 static int udp_failed(jq_client *c, const char *what, struct jq_error *err)
 {
 	if (errno == ECONNREFUSED)
-		return fail(err, JQ_ERR_CONNECT, "cannot reach %s over UDP: %s",
-		            c->peer, strerror(errno));
-	return fail(err, JQ_ERR_SYSTEM, "%s %s: %s", what, c->peer,
-	            strerror(errno));
+		return jqc_fail(err, JQ_ERR_CONNECT, "cannot reach %s over UDP: %s",
+		                c->peer, strerror(errno));
+	return jqc_fail(err, JQ_ERR_SYSTEM, "%s %s: %s", what, c->peer,
+	                strerror(errno));
 }
 
-int udp_send(jq_client *c, const char *p, size_t len,
-                    struct jq_error *err)
+int jqc_udp_send(jq_client *c, const char *p, size_t len,
+                        struct jq_error *err)
 {
 	if (len > UDP_REQUEST_MAX)
-		return fail(err, JQ_ERR_ARGUMENT, "the request (%zu bytes) does not "
-		            "fit in one UDP datagram; use TCP", len);
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the request (%zu bytes) "
+		                "does not fit in one UDP datagram; use TCP", len);
 	int64_t deadline = after_ms(c->io_ms);
 	for (;;) {
 		if (send(c->fd, p, len, MSG_NOSIGNAL) >= 0)
-			return ok(err);
+			return jqc_ok(err);
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return udp_failed(c, "sending to", err);
 		int r = wait_fd(c->fd, POLLOUT, deadline);
 		if (r < 0)
-			return fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 		if (r == 0)
-			return fail(err, JQ_ERR_IO_TIMEOUT, "cannot send to %s: the "
-			            "socket stays full", c->peer);
+			return jqc_fail(err, JQ_ERR_IO_TIMEOUT, "cannot send to %s: the "
+			                "socket stays full", c->peer);
 	}
 }
 
 /* The next datagram, in c->in, waiting until deadline. */
-int udp_recv(jq_client *c, int64_t deadline, const char **data,
-                    size_t *len, struct jq_error *err)
+int jqc_udp_recv(jq_client *c, int64_t deadline, const char **data,
+                        size_t *len, struct jq_error *err)
 {
 	buf_reset(&c->in);
 	if (!buf_reserve(&c->in, DATAGRAM_MAX)) {
 		buf_reset(&c->in);
-		return out_of_memory(err, "for a datagram");
+		return jqc_out_of_memory(err, "for a datagram");
 	}
 	for (;;) {
 		ssize_t n = recv(c->fd, c->in.p, DATAGRAM_MAX, MSG_TRUNC);
 		if (n >= 0) {
 			if ((size_t)n > DATAGRAM_MAX)
-				return fail(err, JQ_ERR_PROTOCOL, "a reply from %s is "
-				            "larger than any datagram", c->peer);
+				return jqc_fail(err, JQ_ERR_PROTOCOL, "a reply from %s is "
+				                "larger than any datagram", c->peer);
 			*data = c->in.p;
 			*len = (size_t)n;
 			while (*len && ((*data)[*len - 1] == '\n' ||
 			                (*data)[*len - 1] == '\r'))
 				(*len)--;
-			return ok(err);
+			return jqc_ok(err);
 		}
 		if (errno == EINTR)
 			continue;
@@ -546,13 +546,13 @@ int udp_recv(jq_client *c, int64_t deadline, const char **data,
 			return udp_failed(c, "receiving from", err);
 		int r = wait_reply(c, &deadline);
 		if (r == -2)
-			return fail(err, JQ_ERR_CANCELLED, "the wait for %s was "
-			            "cancelled", c->peer);
+			return jqc_fail(err, JQ_ERR_CANCELLED, "the wait for %s was "
+			                "cancelled", c->peer);
 		if (r < 0)
-			return fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
+			return jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 		if (r == 0)
-			return fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time "
-			            "(UDP; the request is not sent again)", c->peer);
+			return jqc_fail(err, JQ_ERR_IO_TIMEOUT, "no reply from %s in time "
+			                "(UDP; the request is not sent again)", c->peer);
 	}
 }
 
@@ -586,7 +586,7 @@ static bool peer_gone(jq_client *c)
 static bool note_active(jq_client *c, const struct reply *r)
 {
 	char active[sizeof c->fo.active.host + sizeof c->fo.active.port];
-	return member_string(&r->m[RM_ACTIVE], active, sizeof active) &&
+	return jqc_member_string(&r->m[RM_ACTIVE], active, sizeof active) &&
 	       failover_name_active(&c->fo, active);
 }
 
@@ -599,12 +599,13 @@ static int login(jq_client *c, struct jq_error *err)
 	static const struct jq_wait now = { false, 0 };
 
 	if (!c->token)
-		return ok(err);
+		return jqc_ok(err);
 	buf_adds(&b, "{\"op\":\"auth\",\"token\":");
 	json_append_string(&b, c->token, strlen(c->token));
 	buf_adds(&b, "}\n");
-	int code = b.failed ? out_of_memory(err, "building the request") :
-	           call_tcp(c, b.p, b.len, reply_deadline(c, &now), &r, err);
+	int code = b.failed ? jqc_out_of_memory(err, "building the request") :
+	           jqc_call_tcp(c, b.p, b.len, jqc_reply_deadline(c, &now), &r,
+	                        err);
 	if (code == JQ_UNAVAILABLE)
 		note_active(c, &r);
 	buf_free(&b);
@@ -656,7 +657,7 @@ static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
 				if (index >= 0)
 					c->fo.cur = (size_t)index;
 				buf_free(&why);
-				return ok(err);
+				return jqc_ok(err);
 			}
 			drop_connection(c);
 			if (code < JQ_NERR && code != JQ_UNAVAILABLE &&
@@ -681,8 +682,8 @@ static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
 	list_addresses(c, &msg);
 	buf_addc(&msg, '\0');
 	buf_addc(&why, '\0');
-	fail(err, JQ_ERR_CONNECT, "no daemon answers at %s (%s)",
-	     msg.failed ? "any address" : msg.p, why.failed ? "" : why.p);
+	jqc_fail(err, JQ_ERR_CONNECT, "no daemon answers at %s (%s)",
+	         msg.failed ? "any address" : msg.p, why.failed ? "" : why.p);
 	buf_free(&msg);
 	buf_free(&why);
 	return JQ_ERR_CONNECT;
@@ -701,9 +702,9 @@ static bool from_standby(jq_client *c, const struct reply *r,
 
 	if (note_active(c, r))
 		return true;
-	bool standby = call_tcp(c, ping, sizeof ping - 1,
-	                        reply_deadline(c, &now), &pong, err) == JQ_OK &&
-	               member_string(&pong.m[RM_ROLE], role, sizeof role) &&
+	bool standby = jqc_call_tcp(c, ping, sizeof ping - 1,
+	                        jqc_reply_deadline(c, &now), &pong, err) == JQ_OK &&
+	               jqc_member_string(&pong.m[RM_ROLE], role, sizeof role) &&
 	               !strcmp(role, "standby");
 	*err = refusal;
 	return standby;
@@ -717,8 +718,8 @@ static bool from_standby(jq_client *c, const struct reply *r,
  * that went out before the connection was lost is sent again only if that
  * is harmless (failover_resendable); else the outcome is unknown.
  */
-int call_failover(jq_client *c, const struct jq_wait *w,
-                         struct reply *r, struct jq_error *err)
+int jqc_call_failover(jq_client *c, const struct jq_wait *w,
+                             struct reply *r, struct jq_error *err)
 {
 	int64_t until = 0, pause = 0;
 	size_t tries = 0;
@@ -744,8 +745,8 @@ int call_failover(jq_client *c, const struct jq_wait *w,
 			if (connect_any(c, until, err))
 				return err->code;
 		}
-		int code = call_tcp(c, c->req.p, c->req.len, reply_deadline(c, w),
-		                    r, err);
+		int code = jqc_call_tcp(c, c->req.p, c->req.len,
+		                        jqc_reply_deadline(c, w), r, err);
 		if (code == JQ_UNAVAILABLE && from_standby(c, r, err)) {
 			drop_connection(c);
 			continue;
@@ -755,8 +756,9 @@ int call_failover(jq_client *c, const struct jq_wait *w,
 		bool written = c->req_written;
 		drop_connection(c);
 		if (written && !failover_resendable(c->req.p, c->req.len))
-			return fail(err, JQ_ERR_UNKNOWN_OUTCOME, "outcome unknown: the "
-			            "connection to %s was lost after the request was "
-			            "sent; it may or may not have taken effect", c->peer);
+			return jqc_fail(err, JQ_ERR_UNKNOWN_OUTCOME, "outcome unknown: "
+			                "the connection to %s was lost after the request "
+			                "was sent; it may or may not have taken effect",
+			                c->peer);
 	}
 }

@@ -72,41 +72,42 @@ struct reply {
 };
 
 /* connection.c */
-int fail(struct jq_error *err, int code, const char *fmt, ...)
+int jqc_fail(struct jq_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-int broke(jq_client *c, struct jq_error *err);
-int out_of_memory(struct jq_error *err, const char *doing);
-int ok(struct jq_error *err);
-int64_t reply_deadline(const jq_client *c, const struct jq_wait *w);
-int tcp_flush(jq_client *c, struct jq_error *err);
-int tcp_next_line(jq_client *c, int64_t deadline, const char **line,
-                  size_t *len, struct jq_error *err);
-int udp_send(jq_client *c, const char *p, size_t len, struct jq_error *err);
-int udp_recv(jq_client *c, int64_t deadline, const char **data, size_t *len,
-             struct jq_error *err);
-int call_failover(jq_client *c, const struct jq_wait *w, struct reply *r,
-                  struct jq_error *err);
+int jqc_broke(jq_client *c, struct jq_error *err);
+int jqc_out_of_memory(struct jq_error *err, const char *doing);
+int jqc_ok(struct jq_error *err);
+int64_t jqc_reply_deadline(const jq_client *c, const struct jq_wait *w);
+int jqc_tcp_flush(jq_client *c, struct jq_error *err);
+int jqc_tcp_next_line(jq_client *c, int64_t deadline, const char **line,
+                      size_t *len, struct jq_error *err);
+int jqc_udp_send(jq_client *c, const char *p, size_t len, struct jq_error *err);
+int jqc_udp_recv(jq_client *c, int64_t deadline, const char **data, size_t *len,
+                 struct jq_error *err);
+int jqc_call_failover(jq_client *c, const struct jq_wait *w, struct reply *r,
+                      struct jq_error *err);
 
 /* jqcall.c */
-int parse_reply(const jq_client *c, const char *line, size_t len,
-                struct reply *r, struct jq_error *err);
-bool member_string(const struct jfield *f, char *buf, size_t cap);
-int judge_reply(const jq_client *c, const struct reply *r,
-                struct jq_error *err);
-void req_begin(jq_client *c, const char *op, const char *queue);
-void req_u64(jq_client *c, const char *key, uint64_t v);
-int req_seconds(jq_client *c, const char *key, double s, struct jq_error *err);
-int req_wait(jq_client *c, const struct jq_wait *w, struct jq_error *err);
-int call_tcp(jq_client *c, const char *p, size_t len, int64_t deadline,
-             struct reply *r, struct jq_error *err);
-int call(jq_client *c, const struct jq_wait *w, struct reply *r,
-         struct jq_error *err);
-int reply_u64_field(const jq_client *c, const struct reply *r,
-                    enum reply_member k, uint64_t *v, struct jq_error *err);
-int reply_bool_field(const jq_client *c, const struct reply *r,
-                     enum reply_member k, bool *v, struct jq_error *err);
+int jqc_parse_reply(const jq_client *c, const char *line, size_t len,
+                    struct reply *r, struct jq_error *err);
+bool jqc_member_string(const struct jfield *f, char *buf, size_t cap);
+int jqc_judge_reply(const jq_client *c, const struct reply *r,
+                    struct jq_error *err);
+void jqc_req_begin(jq_client *c, const char *op, const char *queue);
+void jqc_req_u64(jq_client *c, const char *key, uint64_t v);
+int jqc_req_seconds(jq_client *c, const char *key, double s,
+                    struct jq_error *err);
+int jqc_req_wait(jq_client *c, const struct jq_wait *w, struct jq_error *err);
+int jqc_call_tcp(jq_client *c, const char *p, size_t len, int64_t deadline,
+                 struct reply *r, struct jq_error *err);
+int jqc_call(jq_client *c, const struct jq_wait *w, struct reply *r,
+             struct jq_error *err);
+int jqc_reply_u64_field(const jq_client *c, const struct reply *r,
+                        enum reply_member k, uint64_t *v, struct jq_error *err);
+int jqc_reply_bool_field(const jq_client *c, const struct reply *r,
+                         enum reply_member k, bool *v, struct jq_error *err);
 
 /* libjoinq.c */
-int authenticate(jq_client *c, const char *token, struct jq_error *err);
+int jqc_authenticate(jq_client *c, const char *token, struct jq_error *err);
 
 #endif

@@ -39,21 +39,21 @@ static const struct jq_wait no_wait = { .block = false, .timeout = 0 };
 
 /* ---- ops ---------------------------------------------------------------- */
 
-int authenticate(jq_client *c, const char *token, struct jq_error *err)
+int jqc_authenticate(jq_client *c, const char *token, struct jq_error *err)
 {
 	struct reply r;
-	req_begin(c, "auth", NULL);
+	jqc_req_begin(c, "auth", NULL);
 	buf_adds(&c->req, ",\"token\":");
 	json_append_string(&c->req, token, strlen(token));
-	return call(c, &no_wait, &r, err);
+	return jqc_call(c, &no_wait, &r, err);
 }
 
 /* The put request in c->req up to its item: {"op":"put",...,"item": */
 static int put_begin(jq_client *c, const char *queue, const struct jq_wait *w,
                      struct jq_error *err)
 {
-	req_begin(c, "put", queue);
-	if (req_wait(c, w, err))
+	jqc_req_begin(c, "put", queue);
+	if (jqc_req_wait(c, w, err))
 		return err->code;
 	buf_adds(&c->req, ",\"item\":");
 	return JQ_OK;
@@ -66,9 +66,9 @@ static int put_end(jq_client *c, const struct jq_wait *w, uint64_t *task,
 	struct reply r;
 	uint64_t t = 0;
 
-	if (call(c, w, &r, err))
+	if (jqc_call(c, w, &r, err))
 		return err->code;
-	if (reply_u64_field(c, &r, RM_TASK, &t, err) == JQ_OK && task)
+	if (jqc_reply_u64_field(c, &r, RM_TASK, &t, err) == JQ_OK && task)
 		*task = t;
 	return err->code;
 }
@@ -84,15 +84,15 @@ int jq_put(jq_client *c, const char *queue, const char *item_json,
 	if (!err)
 		err = &spare;
 	if (!item_json)
-		return fail(err, JQ_ERR_ARGUMENT, "the item is missing");
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the item is missing");
 	if (!utf8_valid(item_json, len, &bad))
-		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
-		            "(byte %zu)", bad);
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
+		                "(byte %zu)", bad);
 	int code = jvalue_check(item_json, len, UINT_MAX, why, sizeof why);
 	if (code == JQ_ERR_NOMEM)
-		return out_of_memory(err, "checking the item");
+		return jqc_out_of_memory(err, "checking the item");
 	if (code)
-		return fail(err, JQ_ERR_ARGUMENT, "the item %s", why);
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the item %s", why);
 	if (put_begin(c, queue, w, err))
 		return err->code;
 	/* The item goes as the caller spelt it, numbers included; only the
@@ -112,11 +112,11 @@ int jq_put_string(jq_client *c, const char *queue, const char *s,
 	if (!err)
 		err = &spare;
 	if (!s)
-		return fail(err, JQ_ERR_ARGUMENT, "the item is missing");
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the item is missing");
 	size_t len = strlen(s);
 	if (!utf8_valid(s, len, &bad))
-		return fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
-		            "(byte %zu)", bad);
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the item is not valid UTF-8 "
+		                "(byte %zu)", bad);
 	if (put_begin(c, queue, w, err))
 		return err->code;
 	json_append_string(&c->req, s, len);
@@ -134,26 +134,26 @@ int jq_get(jq_client *c, const char *queue, const struct jq_wait *w,
 		err = &spare;
 	memset(out, 0, sizeof *out);
 	if (isnan(lease) || lease < 0)
-		return fail(err, JQ_ERR_ARGUMENT, "lease must be a number of "
-		            "seconds > 0, or 0 for none");
-	req_begin(c, "get", queue);
-	if (req_wait(c, w, err) || (lease > 0 &&
-	    req_seconds(c, "lease", lease, err)))
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "lease must be a number of "
+		                "seconds > 0, or 0 for none");
+	jqc_req_begin(c, "get", queue);
+	if (jqc_req_wait(c, w, err) || (lease > 0 &&
+	    jqc_req_seconds(c, "lease", lease, err)))
 		return err->code;
-	if (call(c, w, &r, err))
+	if (jqc_call(c, w, &r, err))
 		return err->code;
 
 	/* The item's text as the daemon sent it, not re-encoded. */
 	const struct jtext *item = &r.m[RM_ITEM].text;
 	if (r.m[RM_ITEM].kind == JK_ABSENT)
-		return fail(err, JQ_ERR_PROTOCOL, "%s sent a get reply without "
-		            "an item", c->peer);
-	if (reply_u64_field(c, &r, RM_TASK, &task, err) ||
-	    reply_u64_field(c, &r, RM_DELIVERIES, &deliveries, err))
+		return jqc_fail(err, JQ_ERR_PROTOCOL, "%s sent a get reply without "
+		                "an item", c->peer);
+	if (jqc_reply_u64_field(c, &r, RM_TASK, &task, err) ||
+	    jqc_reply_u64_field(c, &r, RM_DELIVERIES, &deliveries, err))
 		return err->code;
 	if (!(out->item = malloc(item->len + 1)))
-		return fail(err, JQ_ERR_NOMEM, "out of memory for the item of "
-		            "task %llu", (unsigned long long)task);
+		return jqc_fail(err, JQ_ERR_NOMEM, "out of memory for the item of "
+		                "task %llu", (unsigned long long)task);
 	out->item_len = jtext_compact(item->p, item->len, out->item);
 	out->item[out->item_len] = '\0';
 	out->task = task;
@@ -177,10 +177,10 @@ static int task_request(jq_client *c, const char *op, uint64_t task,
 {
 	/* Task ids are positive and below 2^53 (PROTOCOL.md, put). */
 	if (task == 0 || task >= (UINT64_C(1) << 53))
-		return fail(err, JQ_ERR_ARGUMENT, "task must be a positive integer "
-		            "below 2^53");
-	req_begin(c, op, NULL);
-	req_u64(c, "task", task);
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "task must be a positive integer "
+		                "below 2^53");
+	jqc_req_begin(c, op, NULL);
+	jqc_req_u64(c, "task", task);
 	return JQ_OK;
 }
 
@@ -193,9 +193,9 @@ int jq_task_done(jq_client *c, uint64_t task, uint64_t *unfinished,
 	if (!err)
 		err = &spare;
 	if (task_request(c, "task_done", task, err) ||
-	    call(c, &no_wait, &r, err))
+	    jqc_call(c, &no_wait, &r, err))
 		return err->code;
-	return reply_u64_field(c, &r, RM_UNFINISHED, unfinished, err);
+	return jqc_reply_u64_field(c, &r, RM_UNFINISHED, unfinished, err);
 }
 
 int jq_release(jq_client *c, uint64_t task, double delay,
@@ -208,9 +208,9 @@ int jq_release(jq_client *c, uint64_t task, double delay,
 		err = &spare;
 	if (task_request(c, "release", task, err))
 		return err->code;
-	if (delay != 0 && req_seconds(c, "delay", delay, err))
+	if (delay != 0 && jqc_req_seconds(c, "delay", delay, err))
 		return err->code;
-	return call(c, &no_wait, &r, err);
+	return jqc_call(c, &no_wait, &r, err);
 }
 
 int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
@@ -221,10 +221,10 @@ int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
 
 	if (!err)
 		err = &spare;
-	req_begin(c, "join", queue);
-	if (req_wait(c, w, err))
+	jqc_req_begin(c, "join", queue);
+	if (jqc_req_wait(c, w, err))
 		return err->code;
-	return call(c, w, &r, err);
+	return jqc_call(c, w, &r, err);
 }
 
 int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
@@ -236,17 +236,17 @@ int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
 	if (!err)
 		err = &spare;
 	memset(out, 0, sizeof *out);
-	req_begin(c, "qsize", queue);
-	if (call(c, &no_wait, &r, err))
+	jqc_req_begin(c, "qsize", queue);
+	if (jqc_call(c, &no_wait, &r, err))
 		return err->code;
 	/* Each check fills err when it fails, and the first failure stops. */
-	if (!reply_u64_field(c, &r, RM_QSIZE, &out->qsize, err) &&
-	    !reply_u64_field(c, &r, RM_MAXSIZE, &out->maxsize, err) &&
-	    !reply_u64_field(c, &r, RM_UNFINISHED, &out->unfinished, err) &&
-	    !reply_u64_field(c, &r, RM_INFLIGHT, &out->inflight, err) &&
-	    !reply_u64_field(c, &r, RM_DELAYED, &out->delayed, err) &&
-	    !reply_bool_field(c, &r, RM_EMPTY, &out->empty, err))
-		reply_bool_field(c, &r, RM_FULL, &out->full, err);
+	if (!jqc_reply_u64_field(c, &r, RM_QSIZE, &out->qsize, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_MAXSIZE, &out->maxsize, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_UNFINISHED, &out->unfinished, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_INFLIGHT, &out->inflight, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_DELAYED, &out->delayed, err) &&
+	    !jqc_reply_bool_field(c, &r, RM_EMPTY, &out->empty, err))
+		jqc_reply_bool_field(c, &r, RM_FULL, &out->full, err);
 	/* joinqd adds dead_lettered to PROTOCOL.md's fields; another daemon
 	 * may not send it. */
 	const struct jfield *dl = &r.m[RM_DEAD_LETTERED];
@@ -264,17 +264,17 @@ int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err)
 
 	if (!err)
 		err = &spare;
-	req_begin(c, "ping", NULL);
-	if (call(c, &no_wait, &r, err))
+	jqc_req_begin(c, "ping", NULL);
+	if (jqc_call(c, &no_wait, &r, err))
 		return err->code;
-	if (reply_u64_field(c, &r, RM_PROTOCOL, &protocol, err)) {
+	if (jqc_reply_u64_field(c, &r, RM_PROTOCOL, &protocol, err)) {
 		/* err says what is missing */
 	} else if (protocol != 1) {
-		fail(err, JQ_ERR_PROTOCOL, "%s speaks protocol %llu; this client "
-		     "speaks 1", c->peer, (unsigned long long)protocol);
-	} else if (!member_string(&r.m[RM_VERSION], v, sizeof v)) {
-		fail(err, JQ_ERR_PROTOCOL, "%s sent a ping reply without a "
-		     "version", c->peer);
+		jqc_fail(err, JQ_ERR_PROTOCOL, "%s speaks protocol %llu; this client "
+		         "speaks 1", c->peer, (unsigned long long)protocol);
+	} else if (!jqc_member_string(&r.m[RM_VERSION], v, sizeof v)) {
+		jqc_fail(err, JQ_ERR_PROTOCOL, "%s sent a ping reply without a "
+		         "version", c->peer);
 	} else if (version && len) {
 		snprintf(version, len, "%s", v);
 	}
@@ -290,8 +290,8 @@ int jq_stats(jq_client *c, char **json, struct jq_error *err)
 	if (!err)
 		err = &spare;
 	*json = NULL;
-	req_begin(c, "stats", NULL);
-	if (call(c, &no_wait, &r, err))
+	jqc_req_begin(c, "stats", NULL);
+	if (jqc_call(c, &no_wait, &r, err))
 		return err->code;
 	/* Over UDP the reply echoes our id: leave it out, so that both
 	 * transports give the same text.  (Stats hold no items: jansson's
@@ -299,14 +299,14 @@ int jq_stats(jq_client *c, char **json, struct jq_error *err)
 	json_t *root = json_loadb(r.line, r.len, JSON_ALLOW_NUL, &jerr);
 	if (!root)
 		return json_error_code(&jerr) == json_error_out_of_memory ?
-		       out_of_memory(err, "reading the stats") :
-		       fail(err, JQ_ERR_PROTOCOL, "%s sent stats jansson cannot "
-		            "read: %s", c->peer, jerr.text);
+		       jqc_out_of_memory(err, "reading the stats") :
+		       jqc_fail(err, JQ_ERR_PROTOCOL, "%s sent stats jansson cannot "
+		                "read: %s", c->peer, jerr.text);
 	json_object_del(root, "id");
 	*json = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (!*json)
-		return out_of_memory(err, "for the stats");
+		return jqc_out_of_memory(err, "for the stats");
 	return JQ_OK;
 }
 
@@ -336,7 +336,7 @@ static int udp_queue(jq_client *c, const char *request, size_t len,
 		       jobject_slow(request, len, UINT_MAX, false, NULL, 0, NULL,
 		                    why, sizeof why);
 	if (code == JQ_ERR_NOMEM)
-		return out_of_memory(err, "checking the request");
+		return jqc_out_of_memory(err, "checking the request");
 	if (code == JQ_OK) {
 		size_t open = 0, close = len - 1, k;
 		while (is_ws(request[open]))
@@ -358,9 +358,9 @@ static int udp_queue(jq_client *c, const char *request, size_t len,
 	if (c->out.failed) {
 		c->out.len = mark;
 		c->out.failed = false;
-		return out_of_memory(err, "queueing the request");
+		return jqc_out_of_memory(err, "queueing the request");
 	}
-	return ok(err);
+	return jqc_ok(err);
 }
 
 /* With several addresses a lost connection is dropped, for the next op
@@ -372,8 +372,8 @@ static int check_stream(jq_client *c, struct jq_error *err)
 		return err->code;
 	}
 	if (c->fd < 0)
-		return fail(err, JQ_ERR_CLOSED, "the connection to %s is lost",
-		            c->peer);
+		return jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost",
+		                c->peer);
 	return JQ_OK;
 }
 
@@ -387,10 +387,10 @@ int jq_send(jq_client *c, const char *request_json, size_t len,
 	if (check_stream(c, err))
 		return err->code;
 	if (c->shut)
-		return fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "the sending side is shut down");
 	if (memchr(request_json, '\n', len))
-		return fail(err, JQ_ERR_ARGUMENT, "a request must be one line: it "
-		            "holds a LF");
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "a request must be one line: it "
+		                "holds a LF");
 	if (c->transport == JQ_UDP)
 		return udp_queue(c, request_json, len, err);
 	size_t mark = c->out.len;
@@ -400,11 +400,11 @@ int jq_send(jq_client *c, const char *request_json, size_t len,
 	if (c->out.failed) {
 		c->out.len = mark;
 		c->out.failed = false;
-		return out_of_memory(err, "queueing the request");
+		return jqc_out_of_memory(err, "queueing the request");
 	}
 	if (c->out.len - c->out_off >= FLUSH_AT)
-		return tcp_flush(c, err);
-	return ok(err);
+		return jqc_tcp_flush(c, err);
+	return jqc_ok(err);
 }
 
 int jq_flush(jq_client *c, struct jq_error *err)
@@ -416,7 +416,7 @@ int jq_flush(jq_client *c, struct jq_error *err)
 	if (check_stream(c, err))
 		return err->code;
 	if (c->transport == JQ_TCP)
-		return tcp_flush(c, err);
+		return jqc_tcp_flush(c, err);
 
 	/* UDP: each queued line is one datagram. */
 	while (c->out_off < c->out.len) {
@@ -424,7 +424,7 @@ int jq_flush(jq_client *c, struct jq_error *err)
 		const char *lf = memchr(p, '\n', c->out.len - c->out_off);
 		size_t n = (size_t)(lf - p);
 		c->out_off += n + 1;
-		if (udp_send(c, p, n, err)) {
+		if (jqc_udp_send(c, p, n, err)) {
 			buf_reset(&c->out);   /* the rest is dropped with the error */
 			c->out_off = 0;
 			return err->code;
@@ -432,7 +432,7 @@ int jq_flush(jq_client *c, struct jq_error *err)
 	}
 	buf_reset(&c->out);
 	c->out_off = 0;
-	return ok(err);
+	return jqc_ok(err);
 }
 
 int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
@@ -452,22 +452,22 @@ int jq_recv(jq_client *c, const struct jq_wait *w, char **reply, size_t *len,
 		*len = 0;
 	if (c->fd < 0)
 		return check_stream(c, err);
-	int64_t deadline = reply_deadline(c, w);
+	int64_t deadline = jqc_reply_deadline(c, w);
 	if (c->transport == JQ_UDP) {
-		if (jq_flush(c, err) || udp_recv(c, deadline, &line, &n, err))
+		if (jq_flush(c, err) || jqc_udp_recv(c, deadline, &line, &n, err))
 			return err->code;
-	} else if (tcp_next_line(c, deadline, &line, &n, err)) {
+	} else if (jqc_tcp_next_line(c, deadline, &line, &n, err)) {
 		return err->code;
 	}
 
-	code = parse_reply(c, line, n, &r, err);
+	code = jqc_parse_reply(c, line, n, &r, err);
 	if (code == JQ_ERR_NOMEM)
 		return code;
 	if (code == JQ_OK)
-		code = judge_reply(c, &r, err);
+		code = jqc_judge_reply(c, &r, err);
 	if (reply) {
 		if (!(*reply = malloc(n + 1)))
-			return out_of_memory(err, "for the reply");
+			return jqc_out_of_memory(err, "for the reply");
 		memcpy(*reply, line, n);
 		(*reply)[n] = '\0';
 	}
@@ -483,16 +483,16 @@ int jq_shutdown(jq_client *c, struct jq_error *err)
 	if (!err)
 		err = &spare;
 	if (c->shut)
-		return ok(err);
+		return jqc_ok(err);
 	if (jq_flush(c, err))
 		return err->code;
 	c->shut = true;
 	/* ENOTCONN: the daemon has closed already, which is as good. */
 	if (c->transport == JQ_TCP && shutdown(c->fd, SHUT_WR) < 0 &&
 	    errno != ENOTCONN) {
-		fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
-		     c->peer, strerror(errno));
-		return broke(c, err);
+		jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
+		         c->peer, strerror(errno));
+		return jqc_broke(c, err);
 	}
-	return ok(err);
+	return jqc_ok(err);
 }
