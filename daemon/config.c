@@ -369,7 +369,7 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 	} else if (!strcmp(key, "journal")) {
 		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
 			return "expected on or off";
-		c->journal = !strcmp(val, "on");
+		c->journal = !strcmp(val, "on") ? JOURNAL_FILE : JOURNAL_OFF;
 	} else if (!strcmp(key, "fsync")) {
 		if (!strcmp(val, "always"))
 			c->fsync = FSYNC_ALWAYS;

@@ -48,12 +48,13 @@ struct config {
 	int log_level;              /* enum log_level */
 	char *auth_token_file;      /* NULL: no authentication */
 	char *metrics_listen;       /* ADDR:PORT for /metrics; NULL: off */
-	bool journal;               /* keep tasks across restarts */
+	enum journal_kind journal;  /* off, on (the file), nats */
 	enum fsync_policy fsync;
 	unsigned fsync_interval;    /* ms, for fsync = interval */
 	char *state_dir;            /* where the journal lives */
 	uint64_t compact_size;      /* compact a journal at least this big */
 	unsigned compact_ratio;     /* and this many times the live data */
+	struct nats_conf nats;      /* journal = nats: the stream and its role */
 	bool check_journal;         /* --check-journal: check, then exit */
 	bool repair;                /* --repair: cut at the last good record */
 	struct queue_conf *queues;  /* [queue NAME] sections and --queue */

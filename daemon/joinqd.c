@@ -54,6 +54,7 @@ static int open_journal(void)
 {
 	char err[CONFIG_ERR_MAX];
 	struct journal_conf jc = {
+		.kind = server.cfg.journal,
 		.dir = server.cfg.state_dir,
 		.fsync = server.cfg.fsync,
 		.compact_size = server.cfg.compact_size,

@@ -262,6 +262,37 @@ void journal_close(struct journal *j)
 	free(j);
 }
 
+/* ---- roles ------------------------------------------------------------- */
+
+enum journal_role journal_role(const struct journal *j)
+{
+	(void)j;
+	return ROLE_ACTIVE;
+}
+
+const char *journal_role_name(enum journal_role role)
+{
+	switch (role) {
+	case ROLE_STARTING: return "starting";
+	case ROLE_STANDBY: return "standby";
+	case ROLE_ACTIVE: return "active";
+	}
+	return "?";
+}
+
+const char *journal_active_addr(const struct journal *j)
+{
+	(void)j;
+	return NULL;
+}
+
+void journal_figures(const struct journal *j, struct journal_figures *f)
+{
+	*f = (struct journal_figures){ .store = j ? j->store->name : "" };
+	if (j)
+		f->position = j->appended;
+}
+
 int journal_check(const char *dir, bool repair)
 {
 	return store_file_check(dir, repair);

@@ -26,14 +26,73 @@
 
 #include "engine.h"
 
+struct event_base;
+struct journal;
+
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
 
+/* journal = off | on | nats: where the records go.  Off is 0, so that
+ * `if (cfg.journal)` asks whether there is one. */
+enum journal_kind { JOURNAL_OFF = 0, JOURNAL_FILE, JOURNAL_NATS };
+
+/* journal = nats: the replicated stream, and how this daemon takes part. */
+struct nats_conf {
+	char *servers;              /* nats_servers: URLs, comma-separated */
+	char *stream;               /* nats_stream: the stream's name */
+	unsigned replicas;          /* nats_replicas, when it is created */
+	unsigned failover_timeout;  /* ms of silence before a standby takes over */
+	char *advertise;            /* HOST:PORT this daemon gives clients */
+	char *creds;                /* nats_creds: a credentials file, or NULL */
+	char *tls_ca;               /* nats_tls_ca, nats_tls_cert, nats_tls_key: */
+	char *tls_cert;             /* NULL for none */
+	char *tls_key;
+};
+
+/*
+ * Who decides.  A file journal is always ACTIVE.  With journal = nats a
+ * daemon starts STARTING (reaching NATS, reading the stream), follows the
+ * stream as a STANDBY, and becomes ACTIVE when it takes over (it appended
+ * its takeover record); an ACTIVE that finds the stream taken over
+ * (fenced) goes back to STARTING with a fresh engine.  Only an ACTIVE
+ * daemon answers anything but ping (PROTOCOL.md, Replication).
+ */
+enum journal_role { ROLE_STARTING, ROLE_STANDBY, ROLE_ACTIVE };
+
 struct journal_conf {
+	enum journal_kind kind;     /* JOURNAL_FILE or JOURNAL_NATS */
 	const char *dir;            /* the state directory */
 	enum fsync_policy fsync;
 	uint64_t compact_size;      /* compact once the file is this big... */
 	unsigned compact_ratio;     /* ...and this many times the live data */
+	const struct nats_conf *nats;   /* JOURNAL_NATS */
+	struct event_base *base;        /* JOURNAL_NATS: the daemon's loop */
+	/* JOURNAL_NATS: the role changed (see enum journal_role).  Going from
+	 * ACTIVE to STARTING, the daemon must drop every client and return
+	 * a fresh engine from fresh_engine (the old one holds changes the
+	 * stream refused). */
+	void *ctx;
+	void (*role_changed)(void *ctx, enum journal_role was,
+	                     enum journal_role now);
+	struct engine *(*fresh_engine)(void *ctx);
 };
+
+/* The role (a file journal, or none: ACTIVE). */
+enum journal_role journal_role(const struct journal *j);
+const char *journal_role_name(enum journal_role role);
+
+/* The active daemon's advertised HOST:PORT as the stream last said, or
+ * NULL when not known or when this daemon is the active one. */
+const char *journal_active_addr(const struct journal *j);
+
+/* For stats, /metrics and STATUS=: where this daemon stands in the log. */
+struct journal_figures {
+	uint64_t position;          /* the last stream sequence applied/appended */
+	uint64_t lag;               /* standby: messages behind the stream's end;
+	                               active: appends not yet acknowledged */
+	uint64_t takeovers;         /* times this daemon took over */
+	const char *store;          /* the file, or nats:STREAM */
+};
+void journal_figures(const struct journal *j, struct journal_figures *f);
 
 struct journal;
 
