@@ -18,6 +18,14 @@ $JOINQD_WRAPPER (say "valgrind --error-exitcode=99 --leak-check=full")
 runs the daemon under a tool; the daemon must still exit 0 on SIGTERM.
 Every time bound is scaled by SLOW (see time_scale): set JOINQ_TIME_SCALE
 to choose the factor.
+
+$JOINQ_TEST_JOURNAL=nats with $JOINQ_TEST_NATS=<nats_servers> runs every
+Daemon that does not choose a journal itself with journal = nats (a
+stream of its own, failover_timeout $JOINQ_TEST_FAILOVER or 1 s) and
+waits until it is the active daemon: test_nats_suite.py runs the protocol
+files so (issue 12, test 1).  The few tests about the file journal itself
+are marked @file_journal_only("why") and are left out then, each named in
+a diagnostic line.
 """
 
 import json
@@ -83,6 +91,62 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "definitely lost")
 
 LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+
+# journal = nats for every Daemon that does not choose a journal itself.
+JOURNAL = os.environ.get("JOINQ_TEST_JOURNAL", "")
+NATS_SERVERS = os.environ.get("JOINQ_TEST_NATS", "")
+NATS_FAILOVER = os.environ.get("JOINQ_TEST_FAILOVER", "1")
+NATS_REPLICAS = os.environ.get("JOINQ_TEST_NATS_REPLICAS", "")
+if JOURNAL not in ("", "nats"):
+    raise SystemExit("JOINQ_TEST_JOURNAL: expected nats, not %r" % JOURNAL)
+if JOURNAL == "nats" and not NATS_SERVERS:
+    raise SystemExit("JOINQ_TEST_JOURNAL=nats needs JOINQ_TEST_NATS")
+ROLE_TIMEOUT = 15 * SLOW   # a daemon reading its stream and taking over
+_streams = [0]
+
+
+def free_port(host="127.0.0.1"):
+    """A free TCP port on host (free when asked: it may be taken later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def hostport(host, port):
+    """HOST:PORT as the protocol writes it ("[::1]:7477" for IPv6)."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+def unique_stream(prefix="jqt"):
+    """A JetStream stream name no other daemon of this run uses."""
+    _streams[0] += 1
+    return "%s%d_%d" % (prefix, os.getpid(), _streams[0])
+
+
+def nats_args(servers, stream, advertise, failover=None, replicas=None):
+    """joinqd's flags for journal = nats (HELPERS.md's settings)."""
+    args = ["--journal", "nats", "--nats-servers", servers,
+            "--nats-stream", stream, "--failover-timeout",
+            str(failover if failover is not None else NATS_FAILOVER),
+            "--advertise", advertise]
+    replicas = replicas or NATS_REPLICAS
+    if replicas:
+        args += ["--nats-replicas", str(replicas)]
+    return args
+
+
+def file_journal_only(reason):
+    """Marks a test about the file journal itself (its files, a restart
+    reading them): with JOINQ_TEST_JOURNAL=nats main() leaves it out,
+    naming it and reason in a diagnostic line.  Keep the marked few."""
+    def mark(test):
+        test.file_journal_only = reason
+        return test
+    return mark
 
 
 def encode(obj):
@@ -230,13 +294,16 @@ class Daemon:
     """A joinqd of its own for a test: `with Daemon("--default-maxsize", "2")
     as d:`.  config is the text of a config file to pass with -c."""
 
-    def __init__(self, *args, config=None, env=None, host="127.0.0.1"):
+    def __init__(self, *args, config=None, env=None, host="127.0.0.1",
+                 port=0):
         self.args = list(args)
         self.config = config
         self.env = env
         self.host = host
         self.port = None
+        self.want_port = port
         self.proc = None
+        self.stream = None        # its own stream, when JOURNAL is nats
         self.stderr_lines = []
         self.tmp = tempfile.TemporaryDirectory(prefix="joinq-test-")
 
@@ -251,13 +318,28 @@ class Daemon:
             f.write(text)
         return path
 
+    def chooses_journal(self):
+        """True if the test gives this daemon a journal setting itself."""
+        return "--journal" in self.args or bool(
+            self.config and re.search(r"^\s*journal\s*=", self.config, re.M))
+
     def start(self):
-        argv = WRAPPER + [JOINQD, "-p", "0", "--log-level", "debug"]
+        nats = JOURNAL == "nats" and not self.chooses_journal()
+        if nats and not self.want_port:
+            # A port known before the start, for --advertise; kept on a
+            # restart, so that the same daemon comes back.
+            self.want_port = free_port(self.host)
+        argv = WRAPPER + [JOINQD, "-p", str(self.want_port),
+                          "--log-level", "debug"]
         if self.config is not None:
             conf = self.path("joinqd.conf")
             with open(conf, "w") as f:
                 f.write(self.config)
             argv += ["-c", conf]
+        if nats:
+            self.stream = self.stream or unique_stream()
+            argv += nats_args(NATS_SERVERS, self.stream,
+                              hostport(self.host, self.want_port))
         argv += self.args
         if not any(a in ("-b", "--bind") for a in self.args):
             argv += ["-b", self.host]
@@ -272,6 +354,8 @@ class Daemon:
             m = LISTEN_RE.search(self.log())
             if m:
                 self.port = int(m.group(2))
+                if nats:
+                    self.wait_role("active")
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("joinqd exited with %d at start:\n%s"
@@ -283,6 +367,36 @@ class Daemon:
     def log(self):
         with open(self.path("stderr")) as f:
             return f.read()
+
+    def address(self):
+        return hostport(self.host, self.port)
+
+    def role(self, timeout=2):
+        """The role its ping names ("active", "standby"), or None when it
+        does not answer within timeout (stopped, or closing)."""
+        try:
+            c = Conn(self.host, self.port, timeout=timeout)
+            try:
+                return c.request({"op": "ping"}, timeout).get("role")
+            finally:
+                c.close()
+        except (OSError, ValueError):
+            return None
+
+    def wait_role(self, role, timeout=ROLE_TIMEOUT):
+        """Waits until its ping says role; raises with its log if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.role() == role:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("joinqd exited with %d waiting to be %s:"
+                                   "\n%s" % (self.proc.returncode, role,
+                                             self.log()))
+            if time.monotonic() > deadline:
+                raise RuntimeError("joinqd not %s within %.0f s:\n%s"
+                                   % (role, timeout, self.log()))
+            time.sleep(0.02)
 
     def tcp(self, host=None):
         return Conn(host or self.host, self.port)
@@ -353,7 +467,24 @@ class Daemon:
         finally:
             self.errfile.close()
             self.tmp.cleanup()
+            if self.stream:
+                drop_streams(NATS_SERVERS, self.stream)
         return False
+
+
+def drop_streams(servers, stream):
+    """Deletes the streams whose names hold stream (the journal's and any
+    it keeps its snapshots in), so that a long run does not pile up raft
+    groups on the test cluster.  Best effort: the cluster goes anyway."""
+    import natscluster
+    try:
+        with natscluster.NatsClient(servers.split(",")[0], timeout=5) as c:
+            names = c.js("STREAM.NAMES", {"offset": 0}).get("streams") or []
+            for name in names:
+                if stream in name:
+                    c.js("STREAM.DELETE." + name)
+    except (OSError, natscluster.NatsError, ValueError):
+        pass
 
 
 def diag(text):
@@ -492,6 +623,24 @@ class TapResult(unittest.TestResult):
         self._line(False, test, " # unexpected success")
 
 
+def leave_out_file_journal(suite):
+    """suite without the tests marked @file_journal_only, each named in a
+    diagnostic line with its reason."""
+    kept = unittest.TestSuite()
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            kept.addTest(leave_out_file_journal(test))
+            continue
+        method = getattr(test, getattr(test, "_testMethodName", ""), None)
+        reason = getattr(method, "file_journal_only", None)
+        if reason:
+            diag("not run with journal = nats: %s (file journal only: %s)"
+                 % (test.id(), reason))
+        else:
+            kept.addTest(test)
+    return kept
+
+
 def main():
     """Runs the calling module's tests (or those named in argv) as TAP."""
     # A shell runs a background job with SIGINT ignored, and the programs
@@ -505,6 +654,8 @@ def main():
         suite = loader.loadTestsFromNames(sys.argv[1:], module)
     else:
         suite = loader.loadTestsFromModule(module)
+    if JOURNAL == "nats":
+        suite = leave_out_file_journal(suite)
     print("1..%d" % suite.countTestCases(), flush=True)
     result = TapResult(sys.stdout)
     suite.run(result)
