@@ -356,6 +356,10 @@ class Daemon:
                 self.port = int(m.group(2))
                 if nats:
                     self.wait_role("active")
+                    # The pings' connections gone, so that a test of
+                    # max_connections counts only its own.
+                    wait_until(lambda: self.request({"op": "stats"}).get(
+                        "connections", 0) <= 1, TIMEOUT, 0.02)
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("joinqd exited with %d at start:\n%s"
