@@ -693,3 +693,9 @@ void conn_free_all(void)
 		event_free(server.conn.resume_ev);
 	server.conn.resume_ev = NULL;
 }
+
+void conn_drop_all(void)
+{
+	while (server.conn.all)
+		conn_free(server.conn.all);
+}

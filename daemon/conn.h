@@ -47,4 +47,6 @@ void conn_reconfigure(bool new_token);
 /* Frees every connection at once, and what they share (exit). */
 void conn_free_all(void);
 
+
+void conn_drop_all(void);
 #endif

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "natsconn.h"
 #include "server.h"
 #include "token.h"
 #include "udp.h"
@@ -50,6 +51,44 @@ static void on_sync_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void send_status(void);
+
+static void set_engine_conf(void);
+
+/* journal = nats: the role changed (journal.h). */
+static void on_role(void *ctx, enum journal_role was, enum journal_role now)
+{
+	const char *active = journal_active_addr(server.journal);
+	(void)ctx;
+	if (now == ROLE_ACTIVE)
+		log_info("now the active daemon");
+	else if (now == ROLE_STANDBY)
+		log_info("now a standby%s%s", active ? " of " : "",
+		         active ? active : "");
+	if (was == ROLE_ACTIVE) {
+		log_warning("fenced: another daemon took the stream over; "
+		            "dropping every client");
+		conn_drop_all();
+		udp_drop_held();
+	}
+	if (was == ROLE_STARTING && !server.main.ready) {
+		server.main.ready = true;
+		sd_notify(0, "READY=1");
+	}
+	send_status();
+}
+
+/* journal = nats: the engine starts over (a standby reading the stream
+ * from its start, or a daemon that was fenced). */
+static struct engine *fresh_engine(void *ctx)
+{
+	(void)ctx;
+	engine_cancel_waiters(server.engine, JQ_UNAVAILABLE);
+	engine_free(server.engine);
+	server.engine = engine_new(&server.main.engine_conf);
+	return server.engine;
+}
+
 static int open_journal(void)
 {
 	char err[CONFIG_ERR_MAX];
@@ -59,6 +98,10 @@ static int open_journal(void)
 		.fsync = server.cfg.fsync,
 		.compact_size = server.cfg.compact_size,
 		.compact_ratio = server.cfg.compact_ratio,
+		.nats = &server.cfg.nats,
+		.base = server.base,
+		.role_changed = on_role,
+		.fresh_engine = fresh_engine,
 	};
 
 	if (!server.cfg.journal)
@@ -329,6 +372,8 @@ static int start(void)
 	/* epoll's millisecond timeouts are precise enough for leases and
 	 * waits; EVENT_BASE_FLAG_PRECISE_TIMER would cost a timerfd_settime
 	 * every turn of the loop. */
+	if (server.cfg.journal == JOURNAL_NATS)
+		natsconn_threads();   /* before the base: nats.c's threads */
 	server.base = event_base_new();
 	if (!server.base) {
 		log_error("cannot create the event loop");
@@ -402,7 +447,9 @@ int main(int argc, char **argv)
 
 	int rc = config_init(&server.cfg, argc, argv);
 	if (rc < 0 && server.cfg.check_journal)
-		rc = journal_check(server.cfg.state_dir, server.cfg.repair);
+		rc = server.cfg.journal == JOURNAL_NATS ?
+		     journal_check_nats(&server.cfg.nats, server.cfg.state_dir) :
+		     journal_check(server.cfg.state_dir, server.cfg.repair);
 	if (rc >= 0) {
 		config_free(&server.cfg);
 		return rc;
@@ -429,7 +476,10 @@ int main(int argc, char **argv)
 	listen_describe(addrs, sizeof addrs);
 	log_info("joinqd %s listening on %s%s", PACKAGE_VERSION, addrs,
 	         server.token ? "; clients must authenticate" : "");
-	sd_notify(0, "READY=1");
+	if (server.cfg.journal != JOURNAL_NATS) {
+		server.main.ready = true;
+		sd_notify(0, "READY=1");
+	}
 	send_status();
 
 	while (!loop_done())

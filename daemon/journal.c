@@ -3,8 +3,13 @@
  * records (record.h), batched per loop turn into one append to the store
  * (store.h), the positions the held replies wait on, compaction
  * (compact.h) started and finished, and what happens when a sync fails.
+ * With journal = nats it also keeps the daemon's role: a standby's engine
+ * is built from what the replicated store reads, and the log is set on it
+ * only once the store has taken the stream over.
  */
+#include <event2/event.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -12,6 +17,7 @@
 #include "compact.h"
 #include "journal.h"
 #include "log.h"
+#include "natsconn.h"
 #include "record.h"
 #include "store.h"
 #include "xalloc.h"
@@ -23,6 +29,10 @@ struct journal {
 	struct buf out;              /* records appended, not yet committed */
 	uint64_t appended;           /* records (the position of the last) */
 	struct compaction compaction;
+	struct journal_conf conf;    /* nats: the daemon's callbacks */
+	enum journal_role role;
+	bool engine_used;            /* nats: the engine holds what was read */
+	uint64_t replayed;           /* nats: records applied */
 };
 
 /*
@@ -119,6 +129,8 @@ static void on_dead(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid)
 
 int journal_reserve(struct journal *j, size_t len, bool small)
 {
+	if (j->role != ROLE_ACTIVE)
+		return -1;
 	return j->store->ops->reserve(j->store, j->out.len + len, small) ==
 	       STORE_OK ? 0 : -1;
 }
@@ -126,8 +138,12 @@ int journal_reserve(struct journal *j, size_t len, bool small)
 int journal_commit(struct journal *j)
 {
 	struct store *s = j->store;
+	/* First what the store learnt since (a replicated store may change
+	 * the role here, and the records of a takeover follow). */
+	if (s->ops->check(s) != STORE_OK)
+		return -1;
 	if (j->out.len == 0)
-		return s->ops->check(s) == STORE_OK ? 0 : -1;
+		return 0;
 	record_batch_seal(&j->out, 0);
 	int rc = s->ops->append(s, j->out.p, j->out.len, j->appended);
 	buf_reset(&j->out);
@@ -153,6 +169,8 @@ uint64_t journal_safe(const struct journal *j)
 
 void journal_maybe_compact(struct journal *j)
 {
+	if (j->role != ROLE_ACTIVE)
+		return;
 	compact_maybe(&j->compaction, j->store, j->engine, j->appended);
 }
 
@@ -216,17 +234,97 @@ static int replay(struct journal *j, struct engine *e, char *err,
 	return rc;
 }
 
+/* ---- journal = nats ----------------------------------------------------- */
+
+/* What the replicated store read, into the engine: a whole image to a
+ * fresh engine, or one append. */
+static int nats_apply(void *ctx, const unsigned char *p, size_t len,
+                      bool start)
+{
+	struct journal *j = ctx;
+	struct record_replay r;
+	if (start && j->engine_used)
+		j->engine = j->conf.fresh_engine(j->conf.ctx);
+	j->engine_used = true;
+	enum record_end end = start ? record_replay(p, len, j->engine, &r) :
+	                      record_replay_more(p, len, j->engine, &r);
+	if (end != RECORD_CLEAN) {
+		log_error("journal: %s: %s at offset %" PRIu64 " of %s",
+		          j->store->name, end == RECORD_TORN ? "a torn snapshot" :
+		          r.why, r.good, start ? "a snapshot" : "an append");
+		return -1;
+	}
+	j->replayed += r.records;
+	return 0;
+}
+
+static void nats_news(void *ctx, enum store_news what)
+{
+	struct journal *j = ctx;
+	enum journal_role was = j->role;
+	switch (what) {
+	case STORE_CAUGHT_UP:
+		j->role = ROLE_STANDBY;
+		break;
+	case STORE_TOOK_OVER:
+		/* As after a restart: tasks in flight go back to their heads,
+		 * and those records follow the takeover. */
+		engine_set_log(j->engine, &j->log);
+		engine_replay_end(j->engine);
+		j->role = ROLE_ACTIVE;
+		break;
+	case STORE_REPLACED:
+		/* What the engine holds past the stream was refused: no record
+		 * more, and a fresh engine once the daemon dropped its clients. */
+		engine_set_log(j->engine, NULL);
+		buf_reset(&j->out);
+		compact_stop(&j->compaction, j->store);
+		j->role = ROLE_STARTING;
+		break;
+	}
+	if (j->role != was && j->conf.role_changed)
+		j->conf.role_changed(j->conf.ctx, was, j->role);
+	if (what == STORE_REPLACED && j->engine_used) {
+		j->engine = j->conf.fresh_engine(j->conf.ctx);
+		j->engine_used = false;
+	}
+}
+
+static struct store *open_nats(struct journal *j, const struct journal_conf *conf,
+                               char *err, size_t errlen)
+{
+	struct buf header = { 0 };
+	struct store_reader reader = { j, nats_apply, nats_news };
+	record_header(&header);
+	struct store *s = store_nats_open(conf->nats, conf->base, conf->dir,
+	                                  header.p, header.len, &reader, err,
+	                                  errlen);
+	buf_free(&header);
+	return s;
+}
+
 struct journal *journal_open(const struct journal_conf *conf, struct engine *e,
                              char *err, size_t errlen)
 {
 	struct journal *j = xcalloc(1, sizeof *j);
 	j->engine = e;
+	j->conf = *conf;
+	j->role = ROLE_ACTIVE;
 	j->compaction.min_size = conf->compact_size;
 	j->compaction.ratio = conf->compact_ratio;
 	j->log = (struct engine_log){
 		.ctx = j, .queue = on_queue, .put = on_put, .take = on_take,
 		.done = on_done, .back = on_back, .delay = on_delay, .dead = on_dead,
 	};
+	if (conf->kind == JOURNAL_NATS) {
+		/* Nothing to replay now: the store reads the stream as the loop
+		 * runs, and says when this daemon is a standby, or active. */
+		j->role = ROLE_STARTING;
+		j->store = open_nats(j, conf, err, errlen);
+		if (!j->store)
+			goto fail;
+		return j;
+	}
 	j->store = store_file_open(conf->dir, conf->fsync == FSYNC_ALWAYS, err,
 	                           errlen);
 	if (!j->store || replay(j, e, err, errlen) < 0)
@@ -266,8 +364,7 @@ void journal_close(struct journal *j)
 
 enum journal_role journal_role(const struct journal *j)
 {
-	(void)j;
-	return ROLE_ACTIVE;
+	return j ? j->role : ROLE_ACTIVE;
 }
 
 const char *journal_role_name(enum journal_role role)
@@ -282,18 +379,97 @@ const char *journal_role_name(enum journal_role role)
 
 const char *journal_active_addr(const struct journal *j)
 {
-	(void)j;
-	return NULL;
+	return j && j->conf.kind == JOURNAL_NATS ? store_nats_active(j->store) :
+	       NULL;
 }
 
 void journal_figures(const struct journal *j, struct journal_figures *f)
 {
 	*f = (struct journal_figures){ .store = j ? j->store->name : "" };
-	if (j)
+	if (j && j->conf.kind == JOURNAL_NATS)
+		store_nats_figures(j->store, &f->position, &f->lag, &f->takeovers);
+	else if (j)
 		f->position = j->appended;
 }
 
 int journal_check(const char *dir, bool repair)
 {
 	return store_file_check(dir, repair);
+}
+
+/* ---- joinqd --check-journal with journal = nats ------------------------- */
+
+struct check {
+	struct engine_conf conf;
+	struct engine *engine;
+};
+
+static struct engine *check_fresh_engine(void *ctx)
+{
+	struct check *c = ctx;
+	engine_free(c->engine);
+	c->engine = engine_new(&c->conf);
+	return c->engine;
+}
+
+static void check_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+int journal_check_nats(const struct nats_conf *nats, const char *dir)
+{
+	char err[512];
+	struct nats_conf quiet = *nats;
+	struct check c = { .conf = { .clock = store_clock_ms } };
+	quiet.failover_timeout = UINT_MAX / 2;   /* read; never take over */
+	natsconn_threads();
+	struct event_base *base = event_base_new();
+	c.engine = engine_new(&c.conf);
+	struct journal_conf jc = {
+		.kind = JOURNAL_NATS, .dir = dir, .nats = &quiet, .base = base,
+		.ctx = &c, .fresh_engine = check_fresh_engine,
+	};
+	struct journal *j = journal_open(&jc, c.engine, err, sizeof err);
+	if (!j) {
+		fprintf(stderr, "joinqd: %s\n", err);
+		event_base_free(base);
+		engine_free(c.engine);
+		return 2;
+	}
+	struct event *tick = event_new(base, -1, EV_PERSIST, check_tick, NULL);
+	struct timeval tv = { 0, 50000 };
+	event_add(tick, &tv);
+	uint64_t until = store_clock_ms() + 15000;
+	while (j->role == ROLE_STARTING && !store_nats_failed(j->store) &&
+	       store_clock_ms() < until) {
+		event_base_loop(base, EVLOOP_ONCE);
+		j->store->ops->check(j->store);
+	}
+	int rc = 0;
+	struct journal_figures f;
+	journal_figures(j, &f);
+	if (store_nats_failed(j->store)) {
+		fprintf(stderr, "joinqd: stream %s is damaged or not a joinq "
+		        "journal (see the log above)\n", nats->stream);
+		rc = 1;
+	} else if (j->role == ROLE_STARTING) {
+		fprintf(stderr, "joinqd: stream %s could not be read in 15 s "
+		        "(see the log above)\n", nats->stream);
+		rc = 2;
+	} else {
+		printf("stream %s: sound: read to sequence %" PRIu64 ", %" PRIu64
+		       " records applied, %zu queues, next task id %" PRIu64 "\n",
+		       nats->stream, f.position, j->replayed,
+		       engine_queue_count(c.engine), engine_next_task_id(c.engine));
+	}
+	j->store->ops->close(j->store);
+	buf_free(&j->out);
+	free(j);
+	event_free(tick);
+	engine_free(c.engine);
+	event_base_free(base);
+	return rc;
 }

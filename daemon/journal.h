@@ -148,4 +148,9 @@ void journal_reap(struct journal *j);
  */
 int journal_check(const char *dir, bool repair);
 
+/* The same with journal = nats: reads the stream (as a standby would,
+ * never taking it over) and says what it holds.  0 sound, 1 damaged or not
+ * a joinq journal, 2 unreachable. */
+int journal_check_nats(const struct nats_conf *nats, const char *dir);
+
 #endif

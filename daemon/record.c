@@ -522,3 +522,18 @@ enum record_end record_replay(const unsigned char *map, size_t size,
 	idmap_free(&s.tasks);
 	return end;
 }
+
+enum record_end record_replay_more(const unsigned char *map, size_t size,
+                                   struct engine *e, struct record_replay *r)
+{
+	struct seen s = { .clocks = clocks_now(), .first = false, .log = true };
+	memset(r, 0, sizeof *r);
+	enum record_end end = scan(map, size, e, &s, r);
+	idmap_free(&s.tasks);
+	if (end == RECORD_TORN) {   /* a whole append that does not frame */
+		snprintf(r->why, sizeof r->why, "an append that does not frame "
+		         "(bad length or checksum)");
+		end = RECORD_DAMAGED;
+	}
+	return end;
+}

@@ -75,4 +75,13 @@ struct record_replay {
 enum record_end record_replay(const unsigned char *p, size_t size,
                               struct engine *e, struct record_replay *r);
 
+/*
+ * Replays p[0..size), whole batches that follow what was replayed into e
+ * before (a standby applying the appends it reads, store.h): no header,
+ * no snapshot part.  RECORD_CLEAN, or RECORD_DAMAGED with why (a batch
+ * from a log is never torn: it is kept or lost as a whole).
+ */
+enum record_end record_replay_more(const unsigned char *p, size_t size,
+                                   struct engine *e, struct record_replay *r);
+
 #endif

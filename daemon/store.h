@@ -196,4 +196,53 @@ struct store *store_file_open(const char *dir, bool sync_each_append,
 /* joinqd --check-journal on the file store in dir (see journal_check). */
 int store_file_check(const char *dir, bool repair);
 
+/*
+ * The replicated store (store_nats.c): the records in a NATS JetStream
+ * stream that one daemon, the active, appends to and the others, the
+ * standbys, read as it grows.  It has no load() of its own: from the
+ * start it reads the stream and hands what it reads to its reader, on the
+ * loop, in order; then it follows the stream, and takes it over when the
+ * active falls silent.  Its appends are refused once another daemon has
+ * taken over (STORE_FENCED), after which it reads the stream again from
+ * its start.
+ */
+enum store_news {
+	STORE_CAUGHT_UP,     /* read to the end: a standby now */
+	STORE_TOOK_OVER,     /* our takeover record is in: we append now */
+	STORE_REPLACED,      /* fenced: reading again from the start */
+};
+
+struct store_reader {
+	void *ctx;
+	/* Bytes of the log: a whole image (start: the format header, then a
+	 * snapshot and its tail, or nothing more), to apply to a fresh engine;
+	 * or one append, to apply after what came before.  0, or -1 when
+	 * they do not replay (logged; the store fails). */
+	int (*apply)(void *ctx, const unsigned char *p, size_t len, bool start);
+	void (*news)(void *ctx, enum store_news what);
+};
+
+struct nats_conf;
+struct event_base;
+
+/* header: the format's first record, which a new stream begins with. */
+struct store *store_nats_open(const struct nats_conf *conf,
+                              struct event_base *base, const char *dir,
+                              const void *header, size_t header_len,
+                              const struct store_reader *reader, char *err,
+                              size_t errlen);
+
+/* The active daemon's advertised address as the stream last said (NULL:
+ * not known, or this one). */
+const char *store_nats_active(const struct store *s);
+
+/* Where this daemon stands: the last stream sequence it read or had
+ * acknowledged, how far it is behind (a standby: messages not read yet;
+ * the active: appends not yet acknowledged), and its takeovers. */
+void store_nats_figures(const struct store *s, uint64_t *position,
+                        uint64_t *lag, uint64_t *takeovers);
+
+/* True when the store failed (check-journal's loop ends). */
+bool store_nats_failed(const struct store *s);
+
 #endif

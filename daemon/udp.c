@@ -221,3 +221,19 @@ void udp_free_all(void)
 	free(server.udp.buf);
 	server.udp.buf = NULL;
 }
+
+void udp_drop_held(void)
+{
+	struct udp_pending *u;
+	while ((u = server.udp.waiting)) {
+		server.udp.waiting = u->next;
+		ops_cancel(&u->p);
+		free(u);
+	}
+	struct held_datagram *h;
+	while ((h = server.udp.held)) {
+		server.udp.held = h->next;
+		free(h);
+	}
+	server.udp.held_last = NULL;
+}

@@ -32,4 +32,6 @@ void udp_release(uint64_t safe);
 /* Forgets every parked UDP request (exit). */
 void udp_free_all(void);
 
+
+void udp_drop_held(void);
 #endif
