@@ -501,9 +501,21 @@ class Replicated(jqtest.TestCase):
                         % (a.role(), log_tail(a)))
         jqtest.diag("the woken daemon was a standby %.2f s after SIGCONT"
                     % (time.monotonic() - woke))
-        r = a.request({"op": "put", "queue": "q", "item": "to-the-old"})
-        self.assertError(r, "unavailable")
-        self.assertEqual(r.get("active"), b.address(), r)
+        # A standby has read the stream to its end, b's takeover and
+        # appends included: it names b (soon, if not at once).
+        said = []
+
+        def names_b():
+            r = a.request({"op": "put", "queue": "q", "item": "to-the-old"})
+            said.append(r)
+            self.assertError(r, "unavailable")
+            return r.get("active") == b.address()
+        self.assertTrue(jqtest.wait_until(names_b, 5 * SLOW, 0.1),
+                        "the old active, a standby, does not name the active "
+                        "%s: %r\n%s" % (b.address(), said[-1], log_tail(a)))
+        jqtest.diag("the woken daemon named the active %.2f s after SIGCONT"
+                    " (%d replies without it)" % (time.monotonic() - woke,
+                                                  len(said) - 1))
         time.sleep(0.3)
         failures = load.stop()
         self.assertEqual(failures, [])
