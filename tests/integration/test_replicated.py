@@ -276,7 +276,16 @@ def drain(daemons, queue, timeout=None):
 
 
 class Replicated(jqtest.TestCase):
+    def _callTestMethod(self, method):
+        # Noted for finish(), which shows the daemons' logs of a failure.
+        try:
+            method()
+        except BaseException:
+            self.failed = True
+            raise
+
     def setUp(self):
+        self.failed = False
         self.daemons = []
         self.cluster = natscluster.NatsCluster()
         self.addCleanup(self.cluster.close)
@@ -302,8 +311,7 @@ class Replicated(jqtest.TestCase):
         return d
 
     def finish(self, d):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
+        if self.failed:
             try:
                 jqtest.diag("joinqd on port %s:\n%s" % (d.port or d.want_port,
                                                         log_tail(d, 60)))
