@@ -37,6 +37,8 @@ FAILOVER = 1.0                   # failover_timeout of every daemon here
 FAILOVER_BOUND = (FAILOVER + 2) * SLOW
 CALL_TIMEOUT = 2 * SLOW          # a request's reply, before it is "lost"
 LEASE = 2                        # the consumers' leases, in seconds
+# Compaction early: past 4 KiB of stream, twice the live state.
+COMPACT = "compact_size = 4096\ncompact_ratio = 2\n"
 
 
 def clean_env():
@@ -293,7 +295,7 @@ class Replicated(jqtest.TestCase):
     # ---- the pieces ----------------------------------------------------
 
     def joinqd(self, stream, *extra, role=None, port=None, start=True,
-               env=None, cluster=None):
+               env=None, cluster=None, config=None):
         """A joinqd with journal = nats on stream; waits for role if given.
         It is killed (by its PID) when the test ends, its log shown if the
         test failed."""
@@ -301,7 +303,7 @@ class Replicated(jqtest.TestCase):
         port = port or jqtest.free_port()
         d = jqtest.Daemon(*(jqtest.nats_args(
             cluster.servers, stream, "127.0.0.1:%d" % port, FAILOVER) +
-            list(extra)), port=port, env=env)
+            list(extra)), port=port, env=env, config=config)
         self.daemons.append(d)
         self.addCleanup(self.finish, d)
         if start:
@@ -331,10 +333,10 @@ class Replicated(jqtest.TestCase):
         rc = d.stop()
         self.assertEqual(rc, 0, "joinqd exited %d:\n%s" % (rc, log_tail(d)))
 
-    def pair(self, stream, *extra):
+    def pair(self, stream, *extra, config=None):
         """a (active) and b (standby) on stream."""
-        a = self.joinqd(stream, *extra, role="active")
-        b = self.joinqd(stream, *extra, role="standby")
+        a = self.joinqd(stream, *extra, role="active", config=config)
+        b = self.joinqd(stream, *extra, role="standby", config=config)
         return a, b
 
     def wait_active(self, d, since, bound=FAILOVER_BOUND):
@@ -588,8 +590,7 @@ class Replicated(jqtest.TestCase):
 
     def test_5_everything_restarts(self):
         self.cluster.start()
-        a, b = self.pair("t5", "--compact-size", "4096",
-                         "--compact-ratio", "2")
+        a, b = self.pair("t5", config=COMPACT)
         c = a.tcp()
         self.assertOk(c.request({"op": "declare", "queue": "r2",
                                  "maxsize": 7}))
@@ -661,7 +662,7 @@ class Replicated(jqtest.TestCase):
         self.assertTrue(compacted, "no compaction:\n" + log_tail(active))
         queues = ("r1", "r2", "r3", "churn")
         want = self.state(active, queues)
-        late = self.joinqd("t5", role="standby")
+        late = self.joinqd("t5", role="standby", config=COMPACT)
         # It catches up: it takes over with the same state.
         c.close()
         killed = time.monotonic()
