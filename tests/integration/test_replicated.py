@@ -590,10 +590,8 @@ class Replicated(jqtest.TestCase):
 
     def test_5_everything_restarts(self):
         self.cluster.start()
-        a, b = self.pair("t5", config=COMPACT)
+        a, b = self.pair("t5", "--queue", "r2:7", config=COMPACT)
         c = a.tcp()
-        self.assertOk(c.request({"op": "declare", "queue": "r2",
-                                 "maxsize": 7}))
         ids = []
         for k in range(5):
             ids.append(c.request({"op": "put", "queue": "r1",
@@ -662,7 +660,8 @@ class Replicated(jqtest.TestCase):
         self.assertTrue(compacted, "no compaction:\n" + log_tail(active))
         queues = ("r1", "r2", "r3", "churn")
         want = self.state(active, queues)
-        late = self.joinqd("t5", role="standby", config=COMPACT)
+        late = self.joinqd("t5", "--queue", "r2:7", role="standby",
+                           config=COMPACT)
         # It catches up: it takes over with the same state.
         c.close()
         killed = time.monotonic()
