@@ -701,6 +701,7 @@ class Replicated(jqtest.TestCase):
                  ("error:" in l or "warning:" in l)]
         self.assertTrue(lines, "joinqd does not say NATS is unreachable:\n"
                         + log_tail(d))
+        jqtest.diag("said: " + lines[0])
         self.assertNotIn("READY=1", notify.messages(),
                          "READY=1 while NATS is unreachable")
         self.assertIsNone(d.proc.poll(), "joinqd gave up:\n" + log_tail(d))
