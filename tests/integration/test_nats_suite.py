@@ -135,8 +135,13 @@ def main():
     try:
         jqtest.diag("NATS cluster %s healthy in %.1f s"
                     % (cluster.servers, time.monotonic() - t0))
+        # Each daemon has a stream of its own and no standby, so nothing
+        # can take it over: the shortest failover_timeout makes a new
+        # stream's first daemon active soonest.
         env = dict(os.environ, JOINQ_TEST_JOURNAL="nats",
                    JOINQ_TEST_NATS=cluster.servers,
+                   JOINQ_TEST_FAILOVER=os.environ.get("JOINQ_TEST_FAILOVER",
+                                                      "0.2"),
                    PYTHONDONTWRITEBYTECODE="1")
         pending = list(FILES)
         running = []

@@ -683,6 +683,39 @@ class Replicated(jqtest.TestCase):
         c.close()
         self.stop_cleanly(late)
 
+    # ---- an orderly stop ------------------------------------------------
+
+    def test_7_orderly_stop_hands_over(self):
+        """SIGTERM on the active: what it answered is in the stream, it
+        exits 0 promptly, and its resign lets the standby take over at
+        once rather than after failover_timeout (store_nats.c, "resign")."""
+        self.cluster.start()
+        slow = 5 * SLOW                 # a failover_timeout long enough
+        a = self.joinqd("t7", "--failover-timeout", str(slow), role="active")
+        b = self.joinqd("t7", "--failover-timeout", str(slow),
+                        role="standby")
+        for k in range(5):
+            self.assertOk(a.request({"op": "put", "queue": "q", "item": k}))
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = a.proc.wait(2 * SLOW)
+        except subprocess.TimeoutExpired:
+            rc = None
+        stopped = time.monotonic() - t0
+        self.assertEqual(rc, 0, "the active did not stop in %.1f s:\n%s"
+                         % (2 * SLOW, log_tail(a)))
+        took = self.wait_active(b, t0, slow + 2 * SLOW)
+        jqtest.diag("orderly stop: the active exited after %.2f s, the "
+                    "standby active %.2f s after SIGTERM (failover_timeout "
+                    "%.1f s)" % (stopped, took, slow))
+        self.assertNotIn("not acknowledged", a.log(),
+                         "every append was answered before the stop")
+        self.assertLess(took, 2 * SLOW, "the standby waited for "
+                        "failover_timeout: no resign in the stream")
+        self.assertQsize(b.qsize("q"), qsize=5, unfinished=5)
+        self.stop_cleanly(b)
+
     # ---- 6. bad conditions ----------------------------------------------
 
     def test_6a_nats_unreachable_at_start(self):
