@@ -44,6 +44,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "buf.h"
 #include "journal.h"
@@ -62,6 +63,10 @@
 #define CONSUMER_LOST_MS (3 * IDLE_HEARTBEAT_MS)
 #define DUPLICATE_WINDOW_NS "120000000000"
 #define MAX_PENDING_BYTES (64u << 20)   /* unacknowledged: refuse changes */
+#define MAX_APPENDS_OUT 4            /* then appends wait, and join up */
+#define COMPRESS_MIN 512             /* smaller appends go as they are */
+#define COMPRESS_LEVEL 1             /* zstd's fastest: JetStream's bytes,
+                                        replicated, cost far more */
 #define NAPI 4                       /* API requests at once */
 
 enum ns_state {
@@ -85,6 +90,7 @@ struct pub {
 	uint64_t sent_at;
 	unsigned attempt;
 	enum pub_fate fate;
+	bool zstd;                   /* data is one zstd frame */
 	char kind[12];
 	char part[24];               /* snap: "i/n" */
 	size_t len;
@@ -135,13 +141,19 @@ struct store_nats {
 	uint64_t consumer_at;        /* the last sign of the consumer */
 	bool resigned;               /* the last message was a resign */
 	bool wrote_head;             /* our takeover begins the journal */
+	bool read_only;              /* --check-journal */
 	struct buf image;            /* a snapshot's parts so far */
+	struct buf plain;            /* a compressed message, decompressed */
+	ZSTD_CCtx *zc;
+	ZSTD_DCtx *zd;
 	unsigned parts, nparts;
 	char active[256];
 
 	/* The appends. */
 	struct pub *head, *tail;
 	uint64_t next_id, expect_next, durable, upto;
+	unsigned appends_out;        /* log messages not yet acknowledged */
+	struct buf waiting;          /* appends held back, joined into one */
 	uint64_t sent_at;            /* the last message sent, for the beat */
 	size_t pending_bytes;
 	uint64_t size, takeovers;
@@ -359,6 +371,10 @@ static void on_info(struct store_nats *s, json_t *reply, unsigned arg)
 	const char *desc;
 	(void)arg;
 	int code = reply ? api_error(reply, &desc) : -1;
+	if (code == 10059 && s->read_only) {
+		fail(s, "there is no such stream");
+		return;
+	}
 	if (code == 10059) {
 		create_stream(s);
 		return;
@@ -513,12 +529,30 @@ static const char *header(natsMsg *m, const char *key)
 
 static void take_over(struct store_nats *s);
 
+/* A compressed message's bytes, into s->plain. */
+static int unzstd(struct store_nats *s, const unsigned char **p, size_t *len)
+{
+	unsigned long long n = ZSTD_getFrameContentSize(*p, *len);
+	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    n > (64ull << 20))
+		return -1;
+	buf_reset(&s->plain);
+	buf_reserve(&s->plain, (size_t)n);
+	size_t got = ZSTD_decompressDCtx(s->zd, s->plain.p, (size_t)n, *p, *len);
+	if (ZSTD_isError(got) || got != n)
+		return -1;
+	*p = (const unsigned char *)s->plain.p;
+	*len = got;
+	return 0;
+}
+
 /* One message of the stream, in order. */
 static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 {
 	const char *kind = header(m, "Joinq-Kind");
 	const char *writer = header(m, "Joinq-Writer");
 	const char *active = header(m, "Joinq-Active");
+	const char *encoding = header(m, "Joinq-Encoding");
 	const unsigned char *p = (const unsigned char *)natsMsg_GetData(m);
 	size_t len = (size_t)natsMsg_GetDataLength(m);
 
@@ -536,6 +570,12 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 		snprintf(s->active, sizeof s->active, "%s", active);
 	if (s->resigned)
 		s->active[0] = '\0';
+	if (encoding && (strcmp(encoding, "zstd") != 0 ||
+	                 unzstd(s, &p, &len) < 0)) {
+		fail(s, "sequence %" PRIu64 " cannot be decoded (%s)", seq,
+		     encoding);
+		return;
+	}
 	s->size += len;
 	int rc = 0;
 	if (!strcmp(kind, "head")) {
@@ -649,6 +689,8 @@ static void send_pub(struct store_nats *s, struct pub *p)
 		st = natsMsgHeader_Set(m, "Joinq-Active", s->conf->advertise);
 	if (st == NATS_OK && p->part[0])
 		st = natsMsgHeader_Set(m, "Joinq-Part", p->part);
+	if (st == NATS_OK && p->zstd)
+		st = natsMsgHeader_Set(m, "Joinq-Encoding", "zstd");
 	snprintf(buf, sizeof buf, "%" PRIu64, p->expect);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", buf);
@@ -663,22 +705,37 @@ static void send_pub(struct store_nats *s, struct pub *p)
 	s->sent_at = now_ms();
 }
 
+/*
+ * Appends and snapshot parts go compressed when that saves a good part:
+ * every byte of the stream is carried to, and stored by, each replica,
+ * which costs JetStream far more CPU than zstd's fastest level costs us.
+ */
 static struct pub *pub(struct store_nats *s, const char *kind,
                        const char *part, const void *data, size_t len)
 {
-	struct pub *p = xmalloc(sizeof *p + len);
+	size_t room = len >= COMPRESS_MIN ? ZSTD_compressBound(len) : len;
+	struct pub *p = xmalloc(sizeof *p + room);
 	*p = (struct pub){ .id = ++s->next_id, .expect = s->expect_next++,
 	                   .upto = s->upto, .len = len };
 	snprintf(p->kind, sizeof p->kind, "%s", kind);
 	snprintf(p->part, sizeof p->part, "%s", part ? part : "");
-	if (len)
+	size_t z = len >= COMPRESS_MIN ? ZSTD_compressCCtx(s->zc, p->data, room,
+	                                                   data, len,
+	                                                   COMPRESS_LEVEL) : 0;
+	if (len >= COMPRESS_MIN && !ZSTD_isError(z) && z < len - len / 8) {
+		p->len = z;
+		p->zstd = true;
+	} else if (len) {
 		memcpy(p->data, data, len);
+	}
 	if (s->tail)
 		s->tail->next = p;
 	else
 		s->head = p;
 	s->tail = p;
 	s->pending_bytes += len;
+	if (!strcmp(kind, "log"))
+		s->appends_out++;
 	send_pub(s, p);
 	return p;
 }
@@ -692,6 +749,8 @@ static void free_pubs(struct store_nats *s)
 	}
 	s->tail = NULL;
 	s->pending_bytes = 0;
+	s->appends_out = 0;
+	buf_reset(&s->waiting);
 }
 
 static void new_term(struct store_nats *s)
@@ -704,7 +763,7 @@ static void new_term(struct store_nats *s)
 
 static void take_over(struct store_nats *s)
 {
-	if (!natsconn_up(s->nc))
+	if (!natsconn_up(s->nc) || s->read_only)
 		return;
 	s->state = NS_TAKING_OVER;
 	new_term(s);
@@ -755,6 +814,16 @@ static void refused(struct store_nats *s)
 
 static void purge(struct store_nats *s);
 
+/* The appends held back go, as one message. */
+static void flush_waiting(struct store_nats *s)
+{
+	if (!s->waiting.len)
+		return;
+	s->pending_bytes -= s->waiting.len;
+	pub(s, "log", NULL, s->waiting.p, s->waiting.len);
+	buf_reset(&s->waiting);
+}
+
 /* The front of the pipeline, as far as it is decided. */
 static void settle(struct store_nats *s)
 {
@@ -764,6 +833,7 @@ static void settle(struct store_nats *s)
 		if (!s->head)
 			s->tail = NULL;
 		s->pending_bytes -= p->len;
+		s->appends_out -= !strcmp(p->kind, "log");
 		s->durable = p->upto;
 		if (p->id == s->purge_id)
 			purge(s);
@@ -776,6 +846,8 @@ static void settle(struct store_nats *s)
 		refused(s);
 		return;
 	}
+	if (s->appends_out < MAX_APPENDS_OUT && s->state == NS_ACTIVE)
+		flush_waiting(s);
 	bool lost = false;
 	for (struct pub *p = s->head; p && !lost; p = p->next)
 		lost = p->fate == PUB_LOST;
@@ -890,9 +962,16 @@ static int nats_append(struct store *st, const void *p, size_t len,
 		return s->error;
 	if (s->state != NS_ACTIVE)
 		return STORE_FENCED;
+	/* Group commit across turns: while a few appends are out, the next
+	 * turns' batches wait and go as one message (sealed batches follow
+	 * each other in one append as well as in several), so the stream
+	 * takes fewer, bigger messages the busier the daemon is. */
 	s->upto = upto;
 	s->size += len;
-	pub(s, "log", NULL, p, len);
+	s->pending_bytes += len;
+	buf_add(&s->waiting, p, len);
+	if (s->appends_out < MAX_APPENDS_OUT)
+		flush_waiting(s);
 	return STORE_OK;
 }
 
@@ -1054,6 +1133,7 @@ static int nats_snapshot_install(struct store *st, uint64_t upto,
 		return STORE_AGAIN;
 	}
 	unlink(s->snap_path);
+	flush_waiting(s);   /* the tail's records land before the snapshot */
 	buf_add(&image, tail, tail_len);
 	unsigned n = (unsigned)((image.len + CHUNK_BYTES - 1) / CHUNK_BYTES);
 	for (unsigned i = 0; i < n; i++) {
@@ -1084,6 +1164,7 @@ static int nats_close(struct store *st)
 	if (s->state == NS_ACTIVE && !s->error) {
 		/* An orderly stop: what is out lands, and a standby may take
 		 * over at once. */
+		flush_waiting(s);
 		pub(s, "resign", NULL, NULL, 0);
 		uint64_t until = now_ms() + ACK_WAIT_MS;
 		while (s->head && !s->error && now_ms() < until) {
@@ -1101,7 +1182,11 @@ static int nats_close(struct store *st)
 		event_free(s->tick);
 	natsconn_close(s->nc);
 	free_pubs(s);
+	buf_free(&s->waiting);
 	buf_free(&s->image);
+	buf_free(&s->plain);
+	ZSTD_freeCCtx(s->zc);
+	ZSTD_freeDCtx(s->zd);
 	free(s->header);
 	free(s->snap_path);
 	free(s);
@@ -1126,6 +1211,7 @@ static const struct store_ops nats_ops = {
 struct store *store_nats_open(const struct nats_conf *conf,
                               struct event_base *base, const char *dir,
                               const void *header, size_t header_len,
+                              bool read_only,
                               const struct store_reader *reader, char *err,
                               size_t errlen)
 {
@@ -1135,7 +1221,10 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	s->base.name = s->name;
 	s->conf = conf;
 	s->reader = *reader;
+	s->read_only = read_only;
 	s->snap_fd = -1;
+	s->zc = ZSTD_createCCtx();
+	s->zd = ZSTD_createDCtx();
 	snprintf(s->name, sizeof s->name, "nats:%s", conf->stream);
 	snprintf(s->subject, sizeof s->subject, "joinq.%s", conf->stream);
 	s->header = xmalloc(header_len);
@@ -1148,6 +1237,8 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	new_term(s);
 	s->nc = natsconn_open(base, conf, &h, err, errlen);
 	if (!s->nc) {
+		ZSTD_freeCCtx(s->zc);
+		ZSTD_freeDCtx(s->zd);
 		free(s->header);
 		free(s->snap_path);
 		free(s);
