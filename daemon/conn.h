@@ -36,6 +36,13 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 /* Shutdown: every connection stops executing, writes what it owes, closes. */
 void conn_shutdown_all(void);
 
+/* Fenced (another daemon took the stream over): every connection is
+ * closed at once.  The replies it is owed are never sent, since the changes
+ * they report did not reach the stream; its waiting request is cancelled
+ * and the tasks it holds go back to their queues.  Call udp_drop_held()
+ * first, so that no UDP request waits for those tasks either. */
+void conn_drop_all(void);
+
 /* The journal is safe up to record `safe`: the replies waiting for it go. */
 void conn_release(uint64_t safe);
 

@@ -44,6 +44,7 @@ struct main_state {
 	struct event *child_ev;         /* SIGCHLD: a compaction is done */
 	struct event *sync_timer;       /* fsync = interval */
 	bool notify;                    /* NOTIFY_SOCKET is set */
+	bool ready;                     /* READY=1 was sent */
 };
 
 struct server {
