@@ -283,7 +283,7 @@ static void nats_news(void *ctx, enum store_news what)
 	}
 	if (j->role != was && j->conf.role_changed)
 		j->conf.role_changed(j->conf.ctx, was, j->role);
-	if (what == STORE_REPLACED && j->engine_used) {
+	if (what == STORE_REPLACED) {   /* it may hold what we appended */
 		j->engine = j->conf.fresh_engine(j->conf.ctx);
 		j->engine_used = false;
 	}

@@ -79,6 +79,7 @@ struct store_nats {
 	unsigned char *header;       /* a new stream's first message */
 	size_t header_len;
 	struct event *tick;
+	struct event_base *evbase;
 	uint64_t retry_at;           /* API requests wait */
 	unsigned backoff;
 	struct jsapi api;
@@ -805,6 +806,8 @@ static int nats_close(struct store *st)
 		natspipe_send(&s->pipe, "resign", NULL, NULL, 0, 0);
 		uint64_t until = now_ms() + CLOSE_WAIT_MS;
 		while (s->pipe.head && !s->error && now_ms() < until) {
+			/* The loop is over: read the socket ourselves. */
+			event_base_loop(s->evbase, EVLOOP_NONBLOCK);
 			natsconn_poll(s->nc);
 			natspipe_settle(&s->pipe, now_ms());
 			usleep(2000);
@@ -858,6 +861,7 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	s->reader = *reader;
 	s->read_only = read_only;
 	s->snap_fd = -1;
+	s->evbase = base;
 	s->zd = ZSTD_createDCtx();
 	snprintf(s->name, sizeof s->name, "nats:%s", conf->stream);
 	snprintf(s->subject, sizeof s->subject, "joinq.%s", conf->stream);
