@@ -25,6 +25,9 @@
 #include "xalloc.h"
 
 #define SECTION_QUEUE "queue "
+/* Bytes of a bad value an error message shows, so that a long one (a list
+ * of URLs) leaves room for what is wrong with it. */
+#define VALUE_SHOWN 100
 
 static const char usage[] =
 "usage: joinqd [OPTION]...\n"
@@ -664,7 +667,9 @@ static int on_entry(void *user, const char *section, const char *key,
 		err = "settings belong at the top or in a [queue NAME] section";
 	}
 	if (err && !ctx->error[0])
-		snprintf(ctx->error, sizeof ctx->error, "%s = %s: %s", key, val, err);
+		snprintf(ctx->error, sizeof ctx->error, "%s = %.*s%s: %s", key,
+		         VALUE_SHOWN, val, strlen(val) > VALUE_SHOWN ? "..." : "",
+		         err);
 	return err == NULL;
 }
 
@@ -840,7 +845,9 @@ static int apply_flags(struct config *c, int argc, char **argv, char *errbuf,
 		}
 		if (err) {
 			flag_name(opt, longindex, name, sizeof name);
-			snprintf(errbuf, errlen, "%s: %s: %s", name, optarg, err);
+			snprintf(errbuf, errlen, "%s: %.*s%s: %s", name, VALUE_SHOWN,
+			         optarg, strlen(optarg) > VALUE_SHOWN ? "..." : "",
+			         err);
 			return -1;
 		}
 		longindex = -1;

@@ -2027,20 +2027,21 @@ class StateDir(Helpers):
                 conf = os.path.join(tmp, "bad%d.conf" % i)
                 with open(conf, "w") as f:
                     f.write("# journal = nats\n%s = %s\n" % (key, value))
+                # a long value is shown cut, the reason after it whole
+                shown = value if len(value) <= 100 else value[:100] + "..."
+                why = "cannot read" if key in (
+                    "nats_creds", "nats_tls_ca", "nats_tls_cert",
+                    "nats_tls_key") else "expected"
                 with self.subTest(config="%s = %s" % (key, value)):
                     p = run_joinqd("-c", conf, "--state-dir", tmp)
                     self.assertEqual(p.returncode, 2, p.stderr)
-                    self.assertIn("%s:2: %s = %s: expected" % (conf, key, value)
-                                  if key not in ("nats_creds", "nats_tls_ca",
-                                                 "nats_tls_cert",
-                                                 "nats_tls_key")
-                                  else "%s:2: %s = %s: cannot read" %
-                                  (conf, key, value), p.stderr)
+                    self.assertIn("%s:2: %s = %s: %s" % (conf, key, shown,
+                                                         why), p.stderr)
                 flag = "--" + key.replace("_", "-")
                 with self.subTest(flag=flag, value=value):
                     p = run_joinqd(flag, value, "--state-dir", tmp)
                     self.assertEqual(p.returncode, 2, p.stderr)
-                    self.assertIn("%s: %s: " % (flag, value), p.stderr)
+                    self.assertIn("%s: %s: %s" % (flag, shown, why), p.stderr)
                     self.assertEqual(p.stdout, "")
             # A client certificate needs its key, and the other way round.
             for flag in ("--nats-tls-cert", "--nats-tls-key"):
