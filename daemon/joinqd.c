@@ -296,7 +296,8 @@ static void keep_bound(struct config *next)
 	    next->fsync_interval != server.cfg.fsync_interval ||
 	    strcmp(next->state_dir, server.cfg.state_dir) != 0 ||
 	    next->compact_size != server.cfg.compact_size ||
-	    next->compact_ratio != server.cfg.compact_ratio)
+	    next->compact_ratio != server.cfg.compact_ratio ||
+	    !config_same_nats(&next->nats, &server.cfg.nats))
 		log_warning("reload: the journal's settings take effect at the "
 		            "next start");
 
@@ -304,10 +305,12 @@ static void keep_bound(struct config *next)
 	server.cfg.binds = next->binds;
 	server.cfg.nbinds = next->nbinds;
 	server.cfg.metrics_listen = next->metrics_listen;
+	server.cfg.nats = next->nats;     /* the journal may point into it */
 	next->binds = bound.binds;
 	next->nbinds = bound.nbinds;
 	next->port = bound.port;
 	next->metrics_listen = bound.metrics_listen;
+	next->nats = bound.nats;
 }
 
 /*
