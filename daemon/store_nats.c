@@ -45,12 +45,12 @@
 #include "store.h"
 #include "xalloc.h"
 
-#define CHUNK_BYTES (256 * 1024)     /* snapshot parts: NATS's max_payload
+#define CHUNK_BYTES ((size_t)256 << 10)    /* snapshot parts: NATS's max_payload
                                         is 1 MB unless raised */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 2000
 #define IDLE_HEARTBEAT_MS 1000       /* the consumer's, while reading */
-#define CONSUMER_LOST_MS (3 * IDLE_HEARTBEAT_MS)
+#define CONSUMER_LOST_MS ((uint64_t)3 * IDLE_HEARTBEAT_MS)
 #define MAX_PENDING_BYTES (64u << 20)   /* not acknowledged: refuse changes */
 #define CLOSE_WAIT_MS 3000           /* an orderly stop waits for PubAcks */
 #define MESSAGE_BYTES 128            /* what a message costs the stream
@@ -399,16 +399,18 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 		}
 		rc = s->reader.apply(s->reader.ctx, p, len, false);
 	} else if (!strcmp(kind, "snap") && !s->based) {
-		unsigned i = 0, n = 0;
 		const char *part = header(m, "Joinq-Part");
-		if (!part || sscanf(part, "%u/%u", &i, &n) != 2 || i != s->parts + 1 ||
-		    (s->nparts && n != s->nparts) || i > n) {
+		char *slash = NULL;
+		unsigned long i = part ? strtoul(part, &slash, 10) : 0;
+		unsigned long n = slash && *slash == '/' ? strtoul(slash + 1, NULL,
+		                                                   10) : 0;
+		if (i != s->parts + 1 || (s->nparts && n != s->nparts) || i > n) {
 			fail(s, "a snapshot part out of order at sequence %" PRIu64,
 			     seq);
 			return;
 		}
-		s->nparts = n;
-		s->parts = i;
+		s->nparts = (unsigned)n;
+		s->parts = (unsigned)i;
 		buf_add(&s->image, p, len);
 		if (i == n) {
 			s->based = true;
