@@ -25,6 +25,7 @@
 #include "server.h"
 #include "token.h"
 #include "udp.h"
+#include "xalloc.h"
 
 #define STOP_GRACE 5        /* seconds for clients to take their last replies */
 #define STATUS_PERIOD 5     /* seconds between STATUS= lines for systemd */
@@ -138,6 +139,28 @@ static int open_journal(void)
 		event_add(server.main.sync_timer, &tv);
 	}
 	return 0;
+}
+
+/* advertise = HOST:0 (the default with -p 0): the port the kernel chose,
+ * which a standby gives clients.  The journal reads the setting at each
+ * append, so it may change now. */
+static void advertise_bound_port(void)
+{
+	char *a = server.cfg.nats.advertise;
+	size_t n = a ? strlen(a) : 0;
+	if (n < 2 || strcmp(a + n - 2, ":0") != 0)
+		return;
+	for (size_t i = 0; i < server.listen.count; i++) {
+		const struct listener *l = &server.listen.all[i];
+		const char *port = strrchr(l->name, ':');
+		if (l->udp || !port)
+			continue;
+		char *next = xmalloc(n + 8);
+		snprintf(next, n + 8, "%.*s%s", (int)(n - 2), a, port);
+		server.cfg.nats.advertise = next;
+		free(a);
+		return;
+	}
 }
 
 /* ---- systemd ------------------------------------------------------------ */
@@ -434,6 +457,7 @@ static int start(void)
 	if (listen_open() < 0 || listen_start() < 0 ||
 	    metrics_start(server.listen.metrics_fd) < 0)
 		return -1;
+	advertise_bound_port();
 
 	if (server.main.notify) {
 		server.main.status_timer = event_new(server.base, -1, EV_PERSIST,

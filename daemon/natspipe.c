@@ -24,7 +24,7 @@
                                         replicated, cost far more */
 
 void natspipe_init(struct natspipe *q, struct natsconn *nc,
-                   const char *subject, const char *advertise,
+                   const char *subject, char *const *advertise,
                    const struct natspipe_events *ev)
 {
 	*q = (struct natspipe){ .nc = nc, .subject = subject,
@@ -78,8 +78,8 @@ static void publish(struct natspipe *q, struct pub *p)
 		st = natsMsgHeader_Set(m, "Joinq-Kind", p->kind);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(m, "Joinq-Writer", q->writer);
-	if (st == NATS_OK && q->advertise && strcmp(p->kind, "resign") != 0)
-		st = natsMsgHeader_Set(m, "Joinq-Active", q->advertise);
+	if (st == NATS_OK && *q->advertise && strcmp(p->kind, "resign") != 0)
+		st = natsMsgHeader_Set(m, "Joinq-Active", *q->advertise);
 	if (st == NATS_OK && p->part[0])
 		st = natsMsgHeader_Set(m, "Joinq-Part", p->part);
 	if (st == NATS_OK && p->zstd)

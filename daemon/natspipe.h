@@ -62,7 +62,9 @@ struct natspipe_events {
 struct natspipe {
 	struct natsconn *nc;
 	const char *subject;
-	const char *advertise;       /* Joinq-Active, or NULL */
+	/* Joinq-Active: the setting's own pointer, read at each publish, since
+	 * joinqd fills in a port 0 once it has bound one. */
+	char *const *advertise;
 	char writer[20];             /* this term's Joinq-Writer */
 	struct natspipe_events ev;
 	struct pub *head, *tail;
@@ -81,7 +83,7 @@ struct natspipe {
 };
 
 void natspipe_init(struct natspipe *q, struct natsconn *nc,
-                   const char *subject, const char *advertise,
+                   const char *subject, char *const *advertise,
                    const struct natspipe_events *ev);
 void natspipe_free(struct natspipe *q);
 

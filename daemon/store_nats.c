@@ -884,7 +884,7 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	}
 	struct natspipe_events ev = { s, on_acked, on_refused, on_failed,
 	                              on_warn };
-	natspipe_init(&s->pipe, s->nc, s->subject, conf->advertise, &ev);
+	natspipe_init(&s->pipe, s->nc, s->subject, &conf->advertise, &ev);
 	jsapi_init(&s->api, s->nc, conf->stream, s);
 	unsigned every = conf->failover_timeout / 10;
 	every = every < 20 ? 20 : every > 100 ? 100 : every;
