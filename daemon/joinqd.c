@@ -142,11 +142,12 @@ static int open_journal(void)
 }
 
 /* advertise = HOST:0 (the default with -p 0): the port the kernel chose,
- * which a standby gives clients.  The journal reads the setting at each
- * append, so it may change now. */
-static void advertise_bound_port(void)
+ * which a standby gives clients.  Sets *advertise to it (the old string
+ * freed) when it ends in ":0".  The journal reads the setting at each
+ * append, so it may change once the sockets are bound. */
+static void advertise_bound_port(char **advertise)
 {
-	char *a = server.cfg.nats.advertise;
+	char *a = *advertise;
 	size_t n = a ? strlen(a) : 0;
 	if (n < 2 || strcmp(a + n - 2, ":0") != 0)
 		return;
@@ -157,7 +158,7 @@ static void advertise_bound_port(void)
 			continue;
 		char *next = xmalloc(n + 8);
 		snprintf(next, n + 8, "%.*s%s", (int)(n - 2), a, port);
-		server.cfg.nats.advertise = next;
+		*advertise = next;
 		free(a);
 		return;
 	}
@@ -315,6 +316,8 @@ static void keep_bound(struct config *next)
 		log_warning("reload: bind and port take effect at the next start");
 	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
 		log_warning("reload: metrics_listen takes effect at the next start");
+	/* A port 0 was made the bound one at the start: so it is here. */
+	advertise_bound_port(&next->nats.advertise);
 	if (next->journal != server.cfg.journal || next->fsync != server.cfg.fsync ||
 	    next->fsync_interval != server.cfg.fsync_interval ||
 	    strcmp(next->state_dir, server.cfg.state_dir) != 0 ||
@@ -323,7 +326,6 @@ static void keep_bound(struct config *next)
 	    !config_same_nats(&next->nats, &server.cfg.nats))
 		log_warning("reload: the journal's settings take effect at the "
 		            "next start");
-
 	struct config bound = server.cfg;
 	server.cfg.binds = next->binds;
 	server.cfg.nbinds = next->nbinds;
@@ -457,7 +459,7 @@ static int start(void)
 	if (listen_open() < 0 || listen_start() < 0 ||
 	    metrics_start(server.listen.metrics_fd) < 0)
 		return -1;
-	advertise_bound_port();
+	advertise_bound_port(&server.cfg.nats.advertise);
 
 	if (server.main.notify) {
 		server.main.status_timer = event_new(server.base, -1, EV_PERSIST,
