@@ -6,6 +6,7 @@
  * named in the message, so the rest of the daemon can trust its settings.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -23,6 +25,9 @@
 #include "xalloc.h"
 
 #define SECTION_QUEUE "queue "
+/* Bytes of a bad value an error message shows, so that a long one (a list
+ * of URLs) leaves room for what is wrong with it. */
+#define VALUE_SHOWN 100
 
 static const char usage[] =
 "usage: joinqd [OPTION]...\n"
@@ -57,14 +62,32 @@ static const char usage[] =
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
 "      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
 "                             http://ADDR:PORT/metrics (default: off)\n"
-"      --journal on|off       keep tasks in a journal across restarts and\n"
-"                             crashes (default off)\n"
+"      --journal on|off|nats  keep tasks in a journal across restarts and\n"
+"                             crashes: on, a file in --state-dir; nats, a\n"
+"                             replicated NATS JetStream stream, one active\n"
+"                             daemon and standbys (default off)\n"
 "      --fsync always|interval|never  when the journal reaches the disk:\n"
 "                             before each reply that reports a change\n"
 "                             (default), every --fsync-interval MS\n"
 "                             (default 1000), or when the OS decides\n"
 "      --state-dir DIR        the journal's directory (default\n"
 "                             $STATE_DIRECTORY, else /var/lib/joinq)\n"
+"      --nats-servers URLS    journal = nats: the NATS servers, nats:// or\n"
+"                             tls:// URLs separated by commas (default\n"
+"                             nats://127.0.0.1:4222)\n"
+"      --nats-stream NAME     the JetStream stream (default joinq)\n"
+"      --nats-replicas N      its replicas when joinqd creates it, 1 to 5\n"
+"                             (default 3)\n"
+"      --failover-timeout S   seconds of silence in the stream before a\n"
+"                             standby takes over (default 3; at least 0.2)\n"
+"      --advertise HOST:PORT  the address a standby gives clients for this\n"
+"                             daemon (default: the first --bind and the\n"
+"                             port; the host name for a wildcard bind)\n"
+"      --nats-creds FILE      NATS credentials file (user JWT and NKey)\n"
+"      --nats-tls-ca FILE     CA certificates to check the NATS servers by\n"
+"      --nats-tls-cert FILE   client certificate for NATS (with\n"
+"                             --nats-tls-key FILE, its private key)\n"
+"      --nats-tls-key FILE    the client certificate's private key\n"
 "      --check-journal        check the journal in the state directory,\n"
 "                             say what it holds or where it is damaged,\n"
 "                             and exit; with --repair, cut it at the last\n"
@@ -194,6 +217,10 @@ static void defaults(struct config *c)
 	c->output_timeout = 60;
 	set_udp_allow(c, "127.0.0.0/8 ::1/128");
 	c->log_level = LOG_INFO;
+	c->nats.servers = xstrdup("nats://127.0.0.1:4222");
+	c->nats.stream = xstrdup("joinq");
+	c->nats.replicas = 3;
+	c->nats.failover_timeout = 3000;
 }
 
 static void free_binds(struct config *c)
@@ -295,6 +322,178 @@ static int parse_seconds(const char *s, double *out)
 	return 0;
 }
 
+/* ---- journal = nats ----------------------------------------------------- */
+
+/* A port number from 1 to 65535, len bytes of digits. */
+static bool valid_port(const char *s, size_t len)
+{
+	unsigned long v = 0;
+	if (len == 0 || len > 5)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	return v >= 1 && v <= 65535;
+}
+
+/* HOST[:PORT], the port required when need_port: HOST a name, an IPv4
+ * address, or an IPv6 address in brackets ("[::1]:7477"). */
+static bool valid_host_port(const char *s, size_t len, bool need_port)
+{
+	const char *end = s + len, *colon;
+
+	if (len && *s == '[') {
+		char text[INET6_ADDRSTRLEN];
+		struct in6_addr a;
+		const char *close = memchr(s, ']', len);
+		size_t n = close ? (size_t)(close - s - 1) : 0;
+		if (n == 0 || n >= sizeof text)
+			return false;
+		memcpy(text, s + 1, n);
+		text[n] = '\0';
+		if (inet_pton(AF_INET6, text, &a) != 1)
+			return false;
+		if (close + 1 == end)
+			return !need_port;
+		colon = close + 1;
+		if (*colon != ':')
+			return false;
+	} else {
+		colon = memrchr(s, ':', len);
+		if (!colon && need_port)
+			return false;
+		const char *host_end = colon ? colon : end;
+		if (host_end == s)
+			return false;
+		for (const char *p = s; p < host_end; p++)
+			if (!isalnum((unsigned char)*p) && !strchr("-._", *p))
+				return false;
+		if (!colon)
+			return true;
+	}
+	return valid_port(colon + 1, (size_t)(end - colon - 1));
+}
+
+/* nats://[USER[:PASSWORD]@]HOST[:PORT], or tls:// the same. */
+static bool valid_nats_url(const char *s, size_t len)
+{
+	size_t scheme = !strncmp(s, "nats://", 7) ? 7 :
+	                !strncmp(s, "tls://", 6) ? 6 : 0;
+	if (scheme == 0 || len <= scheme)
+		return false;
+	s += scheme;
+	len -= scheme;
+	const char *at = memrchr(s, '@', len);
+	if (at) {
+		len -= (size_t)(at + 1 - s);
+		s = at + 1;
+	}
+	return valid_host_port(s, len, false);
+}
+
+/* URLs separated by commas or spaces, kept as nats.c takes them: joined by
+ * commas.  Returns false (c unchanged) for a bad one, none, or more than
+ * NATS_SERVERS_MAX. */
+static bool set_nats_servers(struct config *c, const char *list)
+{
+	size_t cap = strlen(list) + 1, used = 0, n = 0;
+	char *out = xmalloc(cap);
+
+	for (const char *p = list + strspn(list, " \t,"); *p;) {
+		size_t len = strcspn(p, " \t,");
+		if (!valid_nats_url(p, len) || ++n > NATS_SERVERS_MAX) {
+			free(out);
+			return false;
+		}
+		if (used)
+			out[used++] = ',';
+		memcpy(out + used, p, len);
+		used += len;
+		p += len;
+		p += strspn(p, " \t,");
+	}
+	out[used] = '\0';
+	if (!used) {
+		free(out);
+		return false;
+	}
+	free(c->nats.servers);
+	c->nats.servers = out;
+	return true;
+}
+
+/* JetStream forbids . * > spaces and slashes in a stream name, and puts
+ * the name in directory names on every server: NATS advises under 32
+ * characters, so joinq takes 1 to 32 letters, digits, - and _. */
+static bool valid_stream_name(const char *s)
+{
+	size_t len = strlen(s);
+	if (len == 0 || len > NATS_STREAM_MAX)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return false;
+	return true;
+}
+
+/* A file setting: empty for none; else a file joinqd can read now, so that
+ * a wrong path is said at start rather than at the first connection. */
+static const char *set_file(char **slot, const char *val)
+{
+	if (*val && access(val, R_OK) != 0)
+		return "cannot read the file";
+	free(*slot);
+	*slot = *val ? xstrdup(val) : NULL;
+	return NULL;
+}
+
+/* The settings of journal = nats (see set_main); NULL, or what is wrong. */
+static const char *set_nats(struct config *c, const char *key, const char *val)
+{
+	struct nats_conf *n = &c->nats;
+	uint64_t v;
+
+	if (!strcmp(key, "nats_servers")) {
+		if (!set_nats_servers(c, val))
+			return "expected 1 to 32 nats:// or tls:// URLs "
+			       "(HOST[:PORT]) separated by commas";
+	} else if (!strcmp(key, "nats_stream")) {
+		if (!valid_stream_name(val))
+			return "expected a stream name of 1 to 32 letters, digits, "
+			       "- or _ (no . * > or spaces)";
+		free(n->stream);
+		n->stream = xstrdup(val);
+	} else if (!strcmp(key, "nats_replicas")) {
+		if (parse_u64(val, 5, false, &v) || v == 0)
+			return "expected a whole number from 1 to 5";
+		n->replicas = (unsigned)v;
+	} else if (!strcmp(key, "failover_timeout")) {
+		double s;
+		if (parse_timeout(val, &s) || s < 0.2 || s > 3600)
+			return "expected seconds from 0.2 to 3600";
+		n->failover_timeout = (unsigned)lround(s * 1000);
+	} else if (!strcmp(key, "advertise")) {
+		if (*val && !valid_host_port(val, strlen(val), true))
+			return "expected HOST:PORT, e.g. db1.example.com:7477, "
+			       "10.0.0.5:7477 or [fd00::5]:7477";
+		free(n->advertise);
+		n->advertise = *val ? xstrdup(val) : NULL;
+	} else if (!strcmp(key, "nats_creds")) {
+		return set_file(&n->creds, val);
+	} else if (!strcmp(key, "nats_tls_ca")) {
+		return set_file(&n->tls_ca, val);
+	} else if (!strcmp(key, "nats_tls_cert")) {
+		return set_file(&n->tls_cert, val);
+	} else if (!strcmp(key, "nats_tls_key")) {
+		return set_file(&n->tls_key, val);
+	} else {
+		return "unknown setting";
+	}
+	return NULL;
+}
+
 /*
  * Settings shared by the file and the flags: one function checks a named
  * value for both.  Returns NULL or what is wrong with the value.
@@ -367,9 +566,14 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		free(c->metrics_listen);
 		c->metrics_listen = *val ? xstrdup(val) : NULL;
 	} else if (!strcmp(key, "journal")) {
-		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
-			return "expected on or off";
-		c->journal = !strcmp(val, "on") ? JOURNAL_FILE : JOURNAL_OFF;
+		if (!strcmp(val, "off"))
+			c->journal = JOURNAL_OFF;
+		else if (!strcmp(val, "on"))
+			c->journal = JOURNAL_FILE;
+		else if (!strcmp(val, "nats"))
+			c->journal = JOURNAL_NATS;
+		else
+			return "expected on, off or nats";
 	} else if (!strcmp(key, "fsync")) {
 		if (!strcmp(val, "always"))
 			c->fsync = FSYNC_ALWAYS;
@@ -399,6 +603,9 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 	} else if (!strcmp(key, "auth_token_file")) {
 		free(c->auth_token_file);
 		c->auth_token_file = *val ? xstrdup(val) : NULL;
+	} else if (!strncmp(key, "nats_", 5) || !strcmp(key, "advertise") ||
+	           !strcmp(key, "failover_timeout")) {
+		return set_nats(c, key, val);
 	} else {
 		return "unknown setting";
 	}
@@ -460,7 +667,9 @@ static int on_entry(void *user, const char *section, const char *key,
 		err = "settings belong at the top or in a [queue NAME] section";
 	}
 	if (err && !ctx->error[0])
-		snprintf(ctx->error, sizeof ctx->error, "%s = %s: %s", key, val, err);
+		snprintf(ctx->error, sizeof ctx->error, "%s = %.*s%s: %s", key,
+		         VALUE_SHOWN, val, strlen(val) > VALUE_SHOWN ? "..." : "",
+		         err);
 	return err == NULL;
 }
 
@@ -495,7 +704,9 @@ enum {
 	OPT_AUTH_TOKEN_FILE, OPT_LOG_LEVEL, OPT_METRICS_LISTEN, OPT_JOURNAL,
 	OPT_FSYNC, OPT_FSYNC_INTERVAL, OPT_STATE_DIR, OPT_CHECK_JOURNAL,
 	OPT_REPAIR, OPT_FRAME_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_OUTPUT,
-	OPT_OUTPUT_TIMEOUT, OPT_UDP_ALLOW,
+	OPT_OUTPUT_TIMEOUT, OPT_UDP_ALLOW, OPT_NATS_SERVERS, OPT_NATS_STREAM,
+	OPT_NATS_REPLICAS, OPT_FAILOVER_TIMEOUT, OPT_ADVERTISE, OPT_NATS_CREDS,
+	OPT_NATS_TLS_CA, OPT_NATS_TLS_CERT, OPT_NATS_TLS_KEY,
 };
 
 static const struct option options[] = {
@@ -525,6 +736,15 @@ static const struct option options[] = {
 	{ "max-output", required_argument, NULL, OPT_MAX_OUTPUT },
 	{ "output-timeout", required_argument, NULL, OPT_OUTPUT_TIMEOUT },
 	{ "udp-allow", required_argument, NULL, OPT_UDP_ALLOW },
+	{ "nats-servers", required_argument, NULL, OPT_NATS_SERVERS },
+	{ "nats-stream", required_argument, NULL, OPT_NATS_STREAM },
+	{ "nats-replicas", required_argument, NULL, OPT_NATS_REPLICAS },
+	{ "failover-timeout", required_argument, NULL, OPT_FAILOVER_TIMEOUT },
+	{ "advertise", required_argument, NULL, OPT_ADVERTISE },
+	{ "nats-creds", required_argument, NULL, OPT_NATS_CREDS },
+	{ "nats-tls-ca", required_argument, NULL, OPT_NATS_TLS_CA },
+	{ "nats-tls-cert", required_argument, NULL, OPT_NATS_TLS_CERT },
+	{ "nats-tls-key", required_argument, NULL, OPT_NATS_TLS_KEY },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -555,6 +775,15 @@ static const char *flag_key(int opt)
 	case OPT_MAX_OUTPUT: return "max_output";
 	case OPT_OUTPUT_TIMEOUT: return "output_timeout";
 	case OPT_UDP_ALLOW: return "udp_allow";
+	case OPT_NATS_SERVERS: return "nats_servers";
+	case OPT_NATS_STREAM: return "nats_stream";
+	case OPT_NATS_REPLICAS: return "nats_replicas";
+	case OPT_FAILOVER_TIMEOUT: return "failover_timeout";
+	case OPT_ADVERTISE: return "advertise";
+	case OPT_NATS_CREDS: return "nats_creds";
+	case OPT_NATS_TLS_CA: return "nats_tls_ca";
+	case OPT_NATS_TLS_CERT: return "nats_tls_cert";
+	case OPT_NATS_TLS_KEY: return "nats_tls_key";
 	default: return NULL;
 	}
 }
@@ -616,7 +845,9 @@ static int apply_flags(struct config *c, int argc, char **argv, char *errbuf,
 		}
 		if (err) {
 			flag_name(opt, longindex, name, sizeof name);
-			snprintf(errbuf, errlen, "%s: %s: %s", name, optarg, err);
+			snprintf(errbuf, errlen, "%s: %.*s%s: %s", name, VALUE_SHOWN,
+			         optarg, strlen(optarg) > VALUE_SHOWN ? "..." : "",
+			         err);
 			return -1;
 		}
 		longindex = -1;
@@ -628,9 +859,15 @@ static int apply_flags(struct config *c, int argc, char **argv, char *errbuf,
 	return 0;
 }
 
-/* Checks what no single value shows: dead-letter names that cannot be. */
+/* Checks what no single value shows: dead-letter names that cannot be, a
+ * client certificate without its key. */
 static int check(const struct config *c, char *err, size_t errlen)
 {
+	if (!c->nats.tls_cert != !c->nats.tls_key) {
+		snprintf(err, errlen, "nats_tls_cert and nats_tls_key go together: "
+		         "the client certificate and its private key");
+		return -1;
+	}
 	for (size_t i = 0; i < c->nqueues; i++) {
 		const struct queue_conf *q = &c->queues[i];
 		size_t len = strlen(q->name);
@@ -643,6 +880,58 @@ static int check(const struct config *c, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+/* True for a bind address that names no one address: *, 0.0.0.0, ::. */
+static bool wildcard(const char *addr)
+{
+	unsigned char a[16];
+	static const unsigned char zero[16];
+	if (!strcmp(addr, "*"))
+		return true;
+	if (inet_pton(AF_INET, addr, a) == 1)
+		return memcmp(a, zero, 4) == 0;
+	return inet_pton(AF_INET6, addr, a) == 1 && memcmp(a, zero, 16) == 0;
+}
+
+/* advertise unset: the first bind address and the port, which clients on
+ * other hosts can reach only if the bind is not a loopback one; for a
+ * wildcard bind, this host's name.  With port 0 the port is not known
+ * yet: the daemon sets it once bound. */
+static void default_advertise(struct config *c)
+{
+	char host[256];
+	const char *h = c->nbinds ? c->binds[0] : "*";
+	size_t len;
+
+	if (c->nats.advertise)
+		return;
+	if (wildcard(h)) {
+		if (gethostname(host, sizeof host) != 0)
+			host[0] = '\0';
+		host[sizeof host - 1] = '\0';
+		h = host[0] ? host : "localhost";
+	}
+	len = strlen(h) + 16;
+	c->nats.advertise = xmalloc(len);
+	snprintf(c->nats.advertise, len, strchr(h, ':') ? "[%s]:%u" : "%s:%u",
+	         h, c->port);
+}
+
+bool config_same_nats(const struct nats_conf *a, const struct nats_conf *b)
+{
+	const char *sa[] = { a->servers, a->stream, a->advertise, a->creds,
+	                     a->tls_ca, a->tls_cert, a->tls_key };
+	const char *sb[] = { b->servers, b->stream, b->advertise, b->creds,
+	                     b->tls_ca, b->tls_cert, b->tls_key };
+
+	if (a->replicas != b->replicas ||
+	    a->failover_timeout != b->failover_timeout)
+		return false;
+	for (size_t i = 0; i < sizeof sa / sizeof *sa; i++)
+		if ((!sa[i] || !sb[i]) ? sa[i] != sb[i] : strcmp(sa[i], sb[i]) != 0)
+			return false;
+	return true;
 }
 
 int config_load(struct config *c, int argc, char **argv, char *err,
@@ -667,6 +956,7 @@ int config_load(struct config *c, int argc, char **argv, char *err,
 		config_free(c);
 		return -1;
 	}
+	default_advertise(c);
 	return 0;
 }
 
@@ -710,5 +1000,12 @@ void config_free(struct config *c)
 	free(c->state_dir);
 	free(c->udp_allow);
 	free(c->file);
+	free(c->nats.servers);
+	free(c->nats.stream);
+	free(c->nats.advertise);
+	free(c->nats.creds);
+	free(c->nats.tls_ca);
+	free(c->nats.tls_cert);
+	free(c->nats.tls_key);
 	memset(c, 0, sizeof *c);
 }

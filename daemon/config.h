@@ -14,6 +14,8 @@
 #include "journal.h"
 
 #define JOINQ_DEFAULT_PORT 7477
+#define NATS_STREAM_MAX 32          /* bytes of a nats_stream name */
+#define NATS_SERVERS_MAX 32         /* URLs in nats_servers */
 
 /* An address block: udp_allow. */
 struct cidr {
@@ -79,5 +81,9 @@ int config_load(struct config *c, int argc, char **argv, char *err,
                 size_t errlen);
 
 void config_free(struct config *c);
+
+/* True if a and b are the same journal = nats settings (a reload compares
+ * them: they take effect at the next start). */
+bool config_same_nats(const struct nats_conf *a, const struct nats_conf *b);
 
 #endif

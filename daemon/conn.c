@@ -41,7 +41,9 @@
  * With a journal, the replies of requests that changed something wait in
  * `held` until the journal says their records are safe (conn_release, at
  * the end of the loop's turn); the replies behind them wait too, so that
- * order holds.
+ * order holds.  A daemon that loses the stream to another (fenced) closes
+ * every connection at once, and the held replies are never sent
+ * (conn_drop_all): the changes they report are not in the stream.
  *
  * It owns server.conn (struct conn_state): the list of connections, the
  * ones to resume, the ones holding replies, and the shared read buffer.
@@ -674,6 +676,19 @@ void conn_shutdown_all(void)
 	}
 }
 
+void conn_drop_all(void)
+{
+	/* The waiting requests go first, so that the tasks the connections
+	 * give back as they close are handed to none of them. */
+	for (struct conn *c = server.conn.all; c; c = c->next)
+		if (c->state == CONN_BLOCKED) {
+			ops_cancel(&c->pending);
+			c->state = CONN_CLOSING;
+		}
+	while (server.conn.all)
+		conn_free(server.conn.all);
+}
+
 void conn_reconfigure(bool new_token)
 {
 	for (struct conn *c = server.conn.all; c; c = c->next) {
@@ -685,17 +700,10 @@ void conn_reconfigure(bool new_token)
 
 void conn_free_all(void)
 {
-	while (server.conn.all)
-		conn_free(server.conn.all);
+	conn_drop_all();
 	free(server.conn.read_buf);
 	server.conn.read_buf = NULL;
 	if (server.conn.resume_ev)
 		event_free(server.conn.resume_ev);
 	server.conn.resume_ev = NULL;
-}
-
-void conn_drop_all(void)
-{
-	while (server.conn.all)
-		conn_free(server.conn.all);
 }

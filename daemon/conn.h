@@ -36,6 +36,13 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 /* Shutdown: every connection stops executing, writes what it owes, closes. */
 void conn_shutdown_all(void);
 
+/* Fenced (another daemon took the stream over): every connection is
+ * closed at once.  The replies it is owed are never sent, since the changes
+ * they report did not reach the stream; its waiting request is cancelled
+ * and the tasks it holds go back to their queues.  Call udp_drop_held()
+ * first, so that no UDP request waits for those tasks either. */
+void conn_drop_all(void);
+
 /* The journal is safe up to record `safe`: the replies waiting for it go. */
 void conn_release(uint64_t safe);
 
@@ -47,6 +54,4 @@ void conn_reconfigure(bool new_token);
 /* Frees every connection at once, and what they share (exit). */
 void conn_free_all(void);
 
-
-void conn_drop_all(void);
 #endif

@@ -1,6 +1,7 @@
 /*
  * joinqd.c - the daemon's main: settings and their reload, the journal's
- * timers, signals (stop, reload), systemd notification and the watchdog.
+ * timers and role changes, signals (stop, reload), systemd notification
+ * and the watchdog.
  * It owns server.main (struct main_state, in server.h); the loop's turn
  * is loop.c's.  Nothing else in the daemon calls into this file, so every
  * other module links without it.
@@ -24,6 +25,7 @@
 #include "server.h"
 #include "token.h"
 #include "udp.h"
+#include "xalloc.h"
 
 #define STOP_GRACE 5        /* seconds for clients to take their last replies */
 #define STATUS_PERIOD 5     /* seconds between STATUS= lines for systemd */
@@ -53,36 +55,51 @@ static void on_sync_timer(evutil_socket_t fd, short what, void *arg)
 
 static void send_status(void);
 
-static void set_engine_conf(void);
-
-/* journal = nats: the role changed (journal.h). */
-static void on_role(void *ctx, enum journal_role was, enum journal_role now)
+/* READY=1, once: at start, or with journal = nats once the daemon has
+ * read the stream (a standby) or taken it over; never while starting, so
+ * that an unreachable NATS keeps the unit unready. */
+static void notify_ready(void)
 {
-	const char *active = journal_active_addr(server.journal);
+	if (server.main.ready)
+		return;
+	server.main.ready = true;
+	sd_notify(0, "READY=1");
+}
+
+/* journal = nats: the journal says the role changed (journal.h).  Fenced,
+ * the clients are dropped here; the journal asks for a fresh engine next. */
+static void role_changed(void *ctx, enum journal_role was,
+                         enum journal_role now)
+{
 	(void)ctx;
-	if (now == ROLE_ACTIVE)
-		log_info("now the active daemon");
-	else if (now == ROLE_STANDBY)
-		log_info("now a standby%s%s", active ? " of " : "",
-		         active ? active : "");
-	if (was == ROLE_ACTIVE) {
-		log_warning("fenced: another daemon took the stream over; "
-		            "dropping every client");
-		conn_drop_all();
+	if (was == ROLE_ACTIVE && now == ROLE_STARTING) {
+		log_info("fenced: another daemon took the stream over; dropping "
+		         "every client");
 		udp_drop_held();
+		conn_drop_all();
+	} else if (now == ROLE_ACTIVE) {
+		log_info("now active");
+	} else if (now == ROLE_STANDBY) {
+		const char *active = journal_active_addr(server.journal);
+		log_info("now a standby of %s",
+		         active ? active : "an active daemon not known yet");
+	} else {
+		log_info("starting again: reaching NATS, reading the stream");
 	}
-	if (was == ROLE_STARTING && !server.main.ready) {
-		server.main.ready = true;
-		sd_notify(0, "READY=1");
-	}
+	if (now != ROLE_STARTING)
+		notify_ready();
 	send_status();
 }
 
-/* journal = nats: the engine starts over (a standby reading the stream
- * from its start, or a daemon that was fenced). */
+/* journal = nats, fenced: the engine holds changes the stream refused; the
+ * journal replays the stream into a new one.  The clients go first, since
+ * their waiters and the tasks they hold are the old engine's (role_changed
+ * dropped them already; this makes sure of it). */
 static struct engine *fresh_engine(void *ctx)
 {
 	(void)ctx;
+	udp_drop_held();
+	conn_drop_all();
 	engine_cancel_waiters(server.engine, JQ_UNAVAILABLE);
 	engine_free(server.engine);
 	server.engine = engine_new(&server.main.engine_conf);
@@ -100,7 +117,8 @@ static int open_journal(void)
 		.compact_ratio = server.cfg.compact_ratio,
 		.nats = &server.cfg.nats,
 		.base = server.base,
-		.role_changed = on_role,
+		.ctx = NULL,
+		.role_changed = role_changed,
 		.fresh_engine = fresh_engine,
 	};
 
@@ -123,16 +141,55 @@ static int open_journal(void)
 	return 0;
 }
 
+/* advertise = HOST:0 (the default with -p 0): the port the kernel chose,
+ * which a standby gives clients.  Sets *advertise to it (the old string
+ * freed) when it ends in ":0".  The journal reads the setting at each
+ * append, so it may change once the sockets are bound. */
+static void advertise_bound_port(char **advertise)
+{
+	char *a = *advertise;
+	size_t n = a ? strlen(a) : 0;
+	if (n < 2 || strcmp(a + n - 2, ":0") != 0)
+		return;
+	for (size_t i = 0; i < server.listen.count; i++) {
+		const struct listener *l = &server.listen.all[i];
+		const char *port = strrchr(l->name, ':');
+		if (l->udp || !port)
+			continue;
+		char *next = xmalloc(n + 8);
+		snprintf(next, n + 8, "%.*s%s", (int)(n - 2), a, port);
+		*advertise = next;
+		free(a);
+		return;
+	}
+}
+
 /* ---- systemd ------------------------------------------------------------ */
 
-/* STATUS=: what systemctl status shows, refreshed every few seconds. */
+/* STATUS=: what systemctl status shows, refreshed every few seconds.
+ * With journal = nats it begins with the role. */
 static void send_status(void)
 {
+	bool nats = server.cfg.journal == JOURNAL_NATS;
 	uint64_t unfinished = 0;
 	struct queue_stats s;
 
 	if (!server.main.notify)
 		return;
+	enum journal_role role = journal_role(server.journal);
+	if (nats && role == ROLE_STARTING) {
+		sd_notify(0, "STATUS=starting: reaching NATS/reading the stream");
+		return;
+	}
+	if (nats && role == ROLE_STANDBY) {
+		struct journal_figures f;
+		const char *active = journal_active_addr(server.journal);
+		journal_figures(server.journal, &f);
+		sd_notifyf(0, "STATUS=standby of %s, lag %llu",
+		           active ? active : "an active daemon not known yet",
+		           (unsigned long long)f.lag);
+		return;
+	}
 	for (struct queue *q = engine_next_queue(server.engine, NULL); q;
 	     q = engine_next_queue(server.engine, q)) {
 		engine_queue_stats(server.engine, q, NULL, 0, &s);
@@ -140,8 +197,8 @@ static void send_status(void)
 	}
 	size_t queues = engine_queue_count(server.engine);
 	unsigned clients = conn_count();
-	sd_notifyf(0, "STATUS=%zu queue%s, %llu unfinished task%s, %u client%s",
-	           queues, queues == 1 ? "" : "s",
+	sd_notifyf(0, "STATUS=%s%zu queue%s, %llu unfinished task%s, %u client%s",
+	           nats ? "active, " : "", queues, queues == 1 ? "" : "s",
 	           (unsigned long long)unfinished, unfinished == 1 ? "" : "s",
 	           clients, clients == 1 ? "" : "s");
 }
@@ -259,22 +316,26 @@ static void keep_bound(struct config *next)
 		log_warning("reload: bind and port take effect at the next start");
 	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
 		log_warning("reload: metrics_listen takes effect at the next start");
+	/* A port 0 was made the bound one at the start: so it is here. */
+	advertise_bound_port(&next->nats.advertise);
 	if (next->journal != server.cfg.journal || next->fsync != server.cfg.fsync ||
 	    next->fsync_interval != server.cfg.fsync_interval ||
 	    strcmp(next->state_dir, server.cfg.state_dir) != 0 ||
 	    next->compact_size != server.cfg.compact_size ||
-	    next->compact_ratio != server.cfg.compact_ratio)
+	    next->compact_ratio != server.cfg.compact_ratio ||
+	    !config_same_nats(&next->nats, &server.cfg.nats))
 		log_warning("reload: the journal's settings take effect at the "
 		            "next start");
-
 	struct config bound = server.cfg;
 	server.cfg.binds = next->binds;
 	server.cfg.nbinds = next->nbinds;
 	server.cfg.metrics_listen = next->metrics_listen;
+	server.cfg.nats = next->nats;     /* the journal may point into it */
 	next->binds = bound.binds;
 	next->nbinds = bound.nbinds;
 	next->port = bound.port;
 	next->metrics_listen = bound.metrics_listen;
+	next->nats = bound.nats;
 }
 
 /*
@@ -289,7 +350,8 @@ static void reload(void)
 	size_t token_len = 0;
 	char *token;
 
-	sd_notify(0, "RELOADING=1");
+	if (server.main.ready)   /* systemd knows a reload of a started unit */
+		sd_notify(0, "RELOADING=1");
 	if (config_load(&next, server.main.argc, server.main.argv, err,
 	                sizeof err) < 0) {
 		log_error("reload: %s; the running configuration stays", err);
@@ -321,7 +383,8 @@ static void reload(void)
 	log_info("reloaded %s", server.cfg.file ? server.cfg.file :
 	         "the settings (no config file)");
 done:
-	sd_notify(0, "READY=1");
+	if (server.main.ready)   /* a daemon still starting is not ready */
+		sd_notify(0, "READY=1");
 	send_status();
 }
 
@@ -396,6 +459,7 @@ static int start(void)
 	if (listen_open() < 0 || listen_start() < 0 ||
 	    metrics_start(server.listen.metrics_fd) < 0)
 		return -1;
+	advertise_bound_port(&server.cfg.nats.advertise);
 
 	if (server.main.notify) {
 		server.main.status_timer = event_new(server.base, -1, EV_PERSIST,
@@ -476,10 +540,8 @@ int main(int argc, char **argv)
 	listen_describe(addrs, sizeof addrs);
 	log_info("joinqd %s listening on %s%s", PACKAGE_VERSION, addrs,
 	         server.token ? "; clients must authenticate" : "");
-	if (server.cfg.journal != JOURNAL_NATS) {
-		server.main.ready = true;
-		sd_notify(0, "READY=1");
-	}
+	if (server.cfg.journal != JOURNAL_NATS)   /* else role_changed says */
+		notify_ready();
 	send_status();
 
 	while (!loop_done())

@@ -9,7 +9,6 @@
  */
 #include <event2/event.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -284,7 +283,7 @@ static void nats_news(void *ctx, enum store_news what)
 	}
 	if (j->role != was && j->conf.role_changed)
 		j->conf.role_changed(j->conf.ctx, was, j->role);
-	if (what == STORE_REPLACED && j->engine_used) {
+	if (what == STORE_REPLACED) {   /* it may hold what we appended */
 		j->engine = j->conf.fresh_engine(j->conf.ctx);
 		j->engine_used = false;
 	}
@@ -297,7 +296,8 @@ static struct store *open_nats(struct journal *j, const struct journal_conf *con
 	struct store_reader reader = { j, nats_apply, nats_news };
 	record_header(&header);
 	struct store *s = store_nats_open(conf->nats, conf->base, conf->dir,
-	                                  header.p, header.len, &reader, err,
+	                                  header.p, header.len,
+	                                  !conf->role_changed, &reader, err,
 	                                  errlen);
 	buf_free(&header);
 	return s;
@@ -422,14 +422,13 @@ static void check_tick(evutil_socket_t fd, short what, void *arg)
 int journal_check_nats(const struct nats_conf *nats, const char *dir)
 {
 	char err[512];
-	struct nats_conf quiet = *nats;
 	struct check c = { .conf = { .clock = store_clock_ms } };
-	quiet.failover_timeout = UINT_MAX / 2;   /* read; never take over */
 	natsconn_threads();
 	struct event_base *base = event_base_new();
 	c.engine = engine_new(&c.conf);
 	struct journal_conf jc = {
-		.kind = JOURNAL_NATS, .dir = dir, .nats = &quiet, .base = base,
+		/* No role_changed: the store reads, never creates or takes over. */
+		.kind = JOURNAL_NATS, .dir = dir, .nats = nats, .base = base,
 		.ctx = &c, .fresh_engine = check_fresh_engine,
 	};
 	struct journal *j = journal_open(&jc, c.engine, err, sizeof err);
@@ -452,8 +451,8 @@ int journal_check_nats(const struct nats_conf *nats, const char *dir)
 	struct journal_figures f;
 	journal_figures(j, &f);
 	if (store_nats_failed(j->store)) {
-		fprintf(stderr, "joinqd: stream %s is damaged or not a joinq "
-		        "journal (see the log above)\n", nats->stream);
+		fprintf(stderr, "joinqd: stream %s is missing, damaged or not a "
+		        "joinq journal (see the log above)\n", nats->stream);
 		rc = 1;
 	} else if (j->role == ROLE_STARTING) {
 		fprintf(stderr, "joinqd: stream %s could not be read in 15 s "

@@ -66,7 +66,9 @@ struct journal_conf {
 	unsigned compact_ratio;     /* ...and this many times the live data */
 	const struct nats_conf *nats;   /* JOURNAL_NATS */
 	struct event_base *base;        /* JOURNAL_NATS: the daemon's loop */
-	/* JOURNAL_NATS: the role changed (see enum journal_role).  Going from
+	/* JOURNAL_NATS: the role changed (see enum journal_role); NULL opens
+	 * the stream read-only (--check-journal: never created, never taken
+	 * over).  Going from
 	 * ACTIVE to STARTING, the daemon must drop every client and return
 	 * a fresh engine from fresh_engine (the old one holds changes the
 	 * stream refused). */

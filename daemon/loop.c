@@ -8,6 +8,11 @@
  * the engine's timer may be stale while a turn runs: at worst it fires
  * early, and engine_advance finds nothing due.  It is right again before
  * the loop sleeps, which is all that matters.
+ *
+ * Only the active daemon's engine keeps time.  A standby's (or a starting
+ * one's) follows the stream: the active daemon decides when a lease runs
+ * out or a delay ends, and its records say so.  So the timer is off while
+ * this daemon is not active, and on again after the turn that made it so.
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,10 +24,15 @@
 #include "server.h"
 #include "udp.h"
 
-/* Points the tick timer at the engine's next deadline. */
+static bool active(void)
+{
+	return journal_role(server.journal) == ROLE_ACTIVE;
+}
+
+/* Points the tick timer at the engine's next deadline, or disarms it. */
 static void rearm(void)
 {
-	msec_t next = engine_next_deadline(server.engine);
+	msec_t next = active() ? engine_next_deadline(server.engine) : NEVER;
 	if (next == server.loop.tick_at)
 		return;
 	server.loop.tick_at = next;
@@ -43,7 +53,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	server.loop.tick_at = NEVER;   /* spent: rearm must set it again */
-	engine_advance(server.engine);
+	if (active())   /* the role may have changed in this turn */
+		engine_advance(server.engine);
 }
 
 void loop_init(void)

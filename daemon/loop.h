@@ -4,7 +4,8 @@
  * A turn runs the callbacks that are due (waiting until one is); after it,
  * before the loop can sleep again, the journal commits what the turn
  * changed, the replies that waited for it go out, and the engine's timer is
- * pointed at its next deadline.  So no callback re-arms the timer or
+ * pointed at its next deadline (off while the daemon is not the active
+ * one: a standby's engine only follows the stream).  So no callback re-arms the timer or
  * decides that the daemon is done: the loop does, between turns.
  */
 #ifndef JQ_LOOP_H

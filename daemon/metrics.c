@@ -2,8 +2,8 @@
  * metrics.c - the optional HTTP listener that serves GET /metrics in the
  * Prometheus text format (libevent's evhttp); any other path is 404.
  *
- * It reads the engine's per-queue figures and the daemon's counters when a
- * scrape comes, so it costs nothing between scrapes.  Names follow the
+ * It reads the engine's per-queue figures, the role, the journal's figures
+ * and the daemon's counters when a scrape comes, so it costs nothing between scrapes.  Names follow the
  * Prometheus conventions: a joinq_ prefix, _total on counters, base units
  * (seconds, bytes), and the usual process_ metrics of an exporter.
  *
@@ -27,6 +27,7 @@
 #include <event2/listener.h>
 
 #include "conn.h"
+#include "journal.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -120,6 +121,39 @@ static unsigned long long rss_bytes(void)
 	return resident * (unsigned long long)sysconf(_SC_PAGESIZE);
 }
 
+/* The role as a label, one series a role, 1 for the one it has (the
+ * usual way to export a state); the journal's figures when there is one. */
+static void role_families(struct evbuffer *b)
+{
+	static const enum journal_role roles[] = {
+		ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING,
+	};
+	enum journal_role role = journal_role(server.journal);
+
+	family(b, "joinq_role", "gauge",
+	       "1 for the role this daemon has now: active, standby or starting.");
+	for (size_t i = 0; i < sizeof roles / sizeof *roles; i++)
+		evbuffer_add_printf(b, "joinq_role{role=\"%s\"} %d\n",
+		                    journal_role_name(roles[i]), roles[i] == role);
+	if (!server.journal)
+		return;
+	struct journal_figures f;
+	journal_figures(server.journal, &f);
+	family(b, "joinq_journal_position", "gauge",
+	       "The last journal record this daemon appended or applied.");
+	evbuffer_add_printf(b, "joinq_journal_position %llu\n",
+	                    (unsigned long long)f.position);
+	family(b, "joinq_journal_lag", "gauge",
+	       "A standby: records of the stream not yet applied; the active "
+	       "daemon: appends not yet acknowledged.");
+	evbuffer_add_printf(b, "joinq_journal_lag %llu\n",
+	                    (unsigned long long)f.lag);
+	family(b, "joinq_takeovers_total", "counter",
+	       "Times this daemon took over as the active one.");
+	evbuffer_add_printf(b, "joinq_takeovers_total %llu\n",
+	                    (unsigned long long)f.takeovers);
+}
+
 static void daemon_families(struct evbuffer *b)
 {
 	struct rusage ru;
@@ -175,6 +209,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	}
 	struct evbuffer *b = evbuffer_new();
 	queue_families(b);
+	role_families(b);
 	daemon_families(b);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4; charset=utf-8");

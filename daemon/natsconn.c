@@ -139,6 +139,13 @@ static int set_options(struct natsconn *nc, const struct nats_conf *conf,
 		s = natsOptions_SetEventLoop(o, nc->base, natsLibevent_Attach,
 		                             natsLibevent_Read, natsLibevent_Write,
 		                             natsLibevent_Detach);
+	/* Without it nats.c hands every publish to a flusher thread, which
+	 * waits 1 ms for more before it wakes our loop to write: a delay on
+	 * every append, and a lock shared across threads.  With it the write
+	 * waits only for the loop's next turn, where group commit already
+	 * gathers the turn's records. */
+	if (s == NATS_OK)
+		s = natsOptions_SetSendAsap(o, true);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(o, CONNECT_TIMEOUT_MS);
 	if (s == NATS_OK)

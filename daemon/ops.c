@@ -2,7 +2,9 @@
  * ops.c - executing requests on the engine (see ops.h).
  *
  * The order of checks is PROTOCOL.md's: the frame, then authorisation,
- * then op, queue and fields (request_check), then the op itself.  Replies
+ * then op, queue and fields (request_check), then whether this daemon
+ * takes requests at all (it is stopping, or it is not the active one: a
+ * standby answers ping only), then the op itself.  Replies
  * that complete later are built in a buffer of their own, because a wake-up
  * happens in the middle of another client's request.
  */
@@ -65,6 +67,28 @@ void ops_error(struct buf *out, int code, const char *message)
 {
 	count_error(code);
 	reply_error(out, NULL, code, message);
+}
+
+/* ---- roles -------------------------------------------------------------- */
+
+/* The role as the wire names it: PROTOCOL.md knows an active daemon and
+ * standbys, and one still starting is a standby that has not caught up. */
+static const char *wire_role(void)
+{
+	enum journal_role role = journal_role(server.journal);
+	return journal_role_name(role == ROLE_STARTING ? ROLE_STANDBY : role);
+}
+
+/* Anything but ping on a daemon that is not active: unavailable, naming
+ * the active daemon in *active when the stream has said which it is. */
+static int refuse_standby(struct errinfo *e, const char **active)
+{
+	*active = journal_active_addr(server.journal);
+	if (*active)
+		return errinfo_set(e, JQ_UNAVAILABLE, "this daemon is a standby; "
+		                   "the active daemon is %s", *active);
+	return errinfo_set(e, JQ_UNAVAILABLE, "this daemon is a standby; the "
+	                   "active daemon is not known yet");
 }
 
 /* ---- authorisation ------------------------------------------------------ */
@@ -208,9 +232,20 @@ static void stats_reply(struct buf *b, const struct jtext *id)
 
 	reply_ok(b, id);
 	reply_str(b, "version", PACKAGE_VERSION);
+	reply_str(b, "role", wire_role());
 	reply_u64(b, "uptime", (uint64_t)(time(NULL) - server.started));
 	reply_u64(b, "connections", conn_count());
 	reply_u64(b, "udp_denied", server.udp_denied);
+	if (server.journal) {
+		struct journal_figures f;
+		journal_figures(server.journal, &f);
+		buf_adds(b, ",\"journal\":{\"store\":");
+		json_append_string(b, f.store, strlen(f.store));
+		reply_u64(b, "position", f.position);
+		reply_u64(b, "lag", f.lag);
+		reply_u64(b, "takeovers", f.takeovers);
+		buf_addc(b, '}');
+	}
 	buf_adds(b, ",\"queues\":{");
 	for (struct queue *q = engine_next_queue(server.engine, NULL); q;
 	     q = engine_next_queue(server.engine, q)) {
@@ -398,6 +433,7 @@ static int op_ping(struct call *k)
 	reply_ok(k->out, &k->r->id);
 	reply_str(k->out, "version", PACKAGE_VERSION);
 	reply_u64(k->out, "protocol", 1);
+	reply_str(k->out, "role", wire_role());
 	reply_end(k->out);
 	return JQ_OK;
 }
@@ -475,6 +511,7 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 	struct request r;
 	struct errinfo e;
 	size_t start = out->len;
+	const char *active = NULL;   /* a standby's refusal names it */
 	int code;
 
 	code = request_decode(frame, len, server.cfg.max_depth, &r, &e);
@@ -483,6 +520,9 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 		if (server.shutting_down)   /* what arrives while it stops */
 			code = errinfo_set(&e, JQ_SHUTTING_DOWN, "%s",
 			                   engine_message(JQ_SHUTTING_DOWN));
+		else if (r.op != OP_PING &&
+		         journal_role(server.journal) != ROLE_ACTIVE)
+			code = refuse_standby(&e, &active);
 		else
 			code = run(&r, c, p, out, &e);
 	}
@@ -501,8 +541,12 @@ enum exec_status ops_execute(const char *frame, size_t len, struct client *c,
 	if (code != JQ_OK) {
 		count_error(code);
 		log_debug("%s: %s: %s", c->peer, errcode_name(code), e.message);
-		if (!r.noreply)
-			reply_error(out, &r.id, code, e.message);
+		if (!r.noreply) {
+			reply_error_open(out, &r.id, code, e.message);
+			if (active)
+				reply_str(out, "active", active);
+			reply_end(out);
+		}
 	}
 	request_free(&r);
 	return EXEC_DONE;

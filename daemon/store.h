@@ -225,10 +225,13 @@ struct store_reader {
 struct nats_conf;
 struct event_base;
 
-/* header: the format's first record, which a new stream begins with. */
+/* header: the format's first record, which a new stream begins with.
+ * read_only (--check-journal): never create the stream, never take it
+ * over. */
 struct store *store_nats_open(const struct nats_conf *conf,
                               struct event_base *base, const char *dir,
                               const void *header, size_t header_len,
+                              bool read_only,
                               const struct store_reader *reader, char *err,
                               size_t errlen);
 

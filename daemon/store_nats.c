@@ -7,10 +7,9 @@
  * standby, and snapshots kept in the stream itself.
  *
  * The messages.  Every message joinqd writes names its kind in the header
- * Joinq-Kind, its writer (a random id per term) in Joinq-Writer and the
- * writer's address for clients in Joinq-Active:
+ * Joinq-Kind (natspipe.h writes them):
  *   head      the format's header record: a new stream's first message
- *   log       one append: a sealed batch of records (record.h)
+ *   log       appends: sealed batches of records (record.h)
  *   snap      part i of n (Joinq-Part: i/n) of a snapshot image: the
  *             header, the live state and the tail batch (compact.c)
  *   beat      the active is alive and has had nothing to write
@@ -20,17 +19,9 @@
  * it meets at the start of the stream; once it has a state it skips later
  * snapshots (it holds that state already).  After a snapshot is in, the
  * stream is purged up to it, so a reader starts with one snapshot and a
- * short tail.
- *
- * Fencing.  Every message carries Nats-Expected-Last-Sequence, the
- * sequence the message before it got (pipelined: each expects the one
- * before it in our pipeline), so only one writer can extend the stream,
- * and ours land only in order.  Each also carries Nats-Msg-Id, so that a
- * message sent again after a lost PubAck is recognised (JetStream checks
- * duplicates before the expected sequence).  The first message of the
- * pipeline refused for its expected sequence means another daemon wrote:
- * we were replaced.  A PubAck that does not come, or a "no responders"
- * (the stream's leader moving), sends everything unacknowledged again.
+ * short tail.  Who may write is decided by the stream itself (natspipe.h,
+ * fencing): a standby that hears nothing for failover_timeout appends a
+ * takeover expecting the last sequence it read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,28 +32,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "buf.h"
 #include "journal.h"
+#include "jsapi.h"
 #include "log.h"
 #include "natsconn.h"
+#include "natspipe.h"
 #include "store.h"
 #include "xalloc.h"
 
-#define CHUNK_BYTES (256 * 1024)     /* snapshot parts: NATS's max_payload
+#define CHUNK_BYTES ((size_t)256 << 10)    /* snapshot parts: NATS's max_payload
                                         is 1 MB unless raised */
-#define ACK_WAIT_MS 3000             /* a PubAck not come: send again */
-#define API_WAIT_MS 3000             /* a JetStream API reply not come */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 2000
 #define IDLE_HEARTBEAT_MS 1000       /* the consumer's, while reading */
-#define CONSUMER_LOST_MS (3 * IDLE_HEARTBEAT_MS)
-#define DUPLICATE_WINDOW_NS "120000000000"
-#define MAX_PENDING_BYTES (64u << 20)   /* unacknowledged: refuse changes */
-#define NAPI 4                       /* API requests at once */
+#define CONSUMER_LOST_MS ((uint64_t)3 * IDLE_HEARTBEAT_MS)
+#define MAX_PENDING_BYTES (64u << 20)   /* not acknowledged: refuse changes */
+#define CLOSE_WAIT_MS 3000           /* an orderly stop waits for PubAcks */
+#define MESSAGE_BYTES 128            /* what a message costs the stream
+                                        beyond its data (headers, index):
+                                        beats too must end in compaction */
 
 enum ns_state {
 	NS_CONNECTING,     /* nats.c reaching a server */
@@ -74,36 +67,6 @@ enum ns_state {
 	NS_FAILED,         /* see error */
 };
 
-/* What became of one message of ours. */
-enum pub_fate { PUB_WAITING, PUB_ACKED, PUB_REFUSED, PUB_LOST };
-
-struct pub {
-	struct pub *next;
-	uint64_t id;                 /* Nats-Msg-Id's number */
-	uint64_t expect;             /* Nats-Expected-Last-Sequence */
-	uint64_t upto;               /* journal position once acknowledged */
-	uint64_t sent_at;
-	unsigned attempt;
-	enum pub_fate fate;
-	char kind[12];
-	char part[24];               /* snap: "i/n" */
-	size_t len;
-	unsigned char data[];        /* kept to be sent again */
-};
-
-struct store_nats;
-
-/* A JetStream API request out: done() hears its reply (NULL: none came,
- * or no responders), with the arg it was sent with. */
-typedef void api_done(struct store_nats *s, json_t *reply, unsigned arg);
-
-struct api_call {
-	uint64_t token;              /* 0: free */
-	uint64_t deadline;
-	api_done *done;
-	unsigned arg;
-};
-
 struct store_nats {
 	struct store base;
 	const struct nats_conf *conf;
@@ -113,14 +76,14 @@ struct store_nats {
 	int error;                   /* STORE_OK, or what check() says */
 	char name[300];              /* "nats:STREAM" */
 	char subject[300];           /* joinq.STREAM */
-	char writer[20];             /* this term's Joinq-Writer */
 	unsigned char *header;       /* a new stream's first message */
 	size_t header_len;
 	struct event *tick;
-	uint64_t retry_at;           /* API requests and resends wait */
+	struct event_base *evbase;
+	uint64_t retry_at;           /* API requests wait */
 	unsigned backoff;
-	uint64_t api_token;
-	struct api_call api[NAPI];
+	struct jsapi api;
+	struct natspipe pipe;
 	uint64_t warned_at;
 
 	/* The stream as read. */
@@ -135,15 +98,13 @@ struct store_nats {
 	uint64_t consumer_at;        /* the last sign of the consumer */
 	bool resigned;               /* the last message was a resign */
 	bool wrote_head;             /* our takeover begins the journal */
+	bool read_only;              /* --check-journal */
 	struct buf image;            /* a snapshot's parts so far */
+	struct buf plain;            /* a compressed message, decompressed */
+	ZSTD_DCtx *zd;
 	unsigned parts, nparts;
 	char active[256];
 
-	/* The appends. */
-	struct pub *head, *tail;
-	uint64_t next_id, expect_next, durable, upto;
-	uint64_t sent_at;            /* the last message sent, for the beat */
-	size_t pending_bytes;
 	uint64_t size, takeovers;
 
 	/* Snapshots. */
@@ -197,125 +158,21 @@ static void back_off(struct store_nats *s)
 	s->retry_at = now_ms() + s->backoff;
 }
 
-/* ---- JetStream API requests --------------------------------------------- */
-
-static void api(struct store_nats *s, const char *verb, const char *tail,
-                json_t *body, api_done *done, unsigned arg)
-{
-	char subject[400], suffix[40];
-	struct api_call *c = NULL;
-	for (int i = 0; i < NAPI && !c; i++)
-		if (!s->api[i].token)
-			c = &s->api[i];
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
-	if (!c) {   /* never: each state has at most two requests out */
-		free(text);
-		fail(s, "too many JetStream requests at once");
-		return;
-	}
-	*c = (struct api_call){ ++s->api_token, now_ms() + API_WAIT_MS, done,
-	                        arg };
-	snprintf(subject, sizeof subject, "$JS.API.%s.%s%s%s", verb,
-	         s->conf->stream, tail ? "." : "", tail ? tail : "");
-	snprintf(suffix, sizeof suffix, "r.%" PRIu64, c->token);
-	natsStatus st = natsconn_send(s->nc, subject, done ? suffix : NULL, text,
-	                              text ? strlen(text) : 0);
-	free(text);
-	if (!done)
-		c->token = 0;
-	else if (st != NATS_OK)
-		c->deadline = 0;   /* lost at once: the next tick says so */
-}
-
-/* A reply's JetStream error: its code (e.g. 10059, stream not found) and
- * description; 0 when it is not an error. */
-static int api_error(json_t *reply, const char **desc)
-{
-	json_t *e = json_object_get(reply, "error");
-	*desc = json_string_value(json_object_get(e, "description"));
-	if (!*desc)
-		*desc = "no description";
-	return e ? (int)json_integer_value(json_object_get(e, "err_code")) : 0;
-}
-
-static void on_api_reply(struct store_nats *s, uint64_t token, natsMsg *m)
-{
-	for (int i = 0; i < NAPI; i++) {
-		struct api_call *c = &s->api[i];
-		if (c->token != token)
-			continue;
-		c->token = 0;
-		json_t *reply = natsMsg_IsNoResponders(m) ? NULL :
-		                json_loadb(natsMsg_GetData(m),
-		                           (size_t)natsMsg_GetDataLength(m), 0, NULL);
-		c->done(s, reply, c->arg);
-		json_decref(reply);
-		return;
-	}
-}
-
-static void api_timeouts(struct store_nats *s)
-{
-	for (int i = 0; i < NAPI; i++) {
-		struct api_call *c = &s->api[i];
-		if (c->token && now_ms() >= c->deadline) {
-			c->token = 0;
-			c->done(s, NULL, c->arg);
-		}
-	}
-}
-
 /* ---- the stream --------------------------------------------------------- */
 
 static void start_reading(struct store_nats *s, uint64_t from);
 static void ask_info(struct store_nats *s);
 
-/* Limits would drop journal records; other retentions delete them. */
-static const char *not_ours(json_t *cfg, const char *subject)
-{
-	static char why[400];
-	const char *retention = json_string_value(json_object_get(cfg,
-	                                                          "retention"));
-	const char *storage = json_string_value(json_object_get(cfg, "storage"));
-	bool has_subject = false;
-	size_t i;
-	json_t *v;
-	json_array_foreach(json_object_get(cfg, "subjects"), i, v)
-		has_subject |= json_string_value(v) &&
-		               !strcmp(json_string_value(v), subject);
-	if (!retention || strcmp(retention, "limits") != 0)
-		snprintf(why, sizeof why, "its retention is %s; a journal needs "
-		         "limits", retention ? retention : "unknown");
-	else if (!storage || strcmp(storage, "file") != 0)
-		snprintf(why, sizeof why, "its storage is %s; a journal needs file",
-		         storage ? storage : "unknown");
-	else if (!has_subject)
-		snprintf(why, sizeof why, "it does not take subject %s", subject);
-	else if (json_integer_value(json_object_get(cfg, "max_msgs")) > 0 ||
-	         json_integer_value(json_object_get(cfg, "max_bytes")) > 0 ||
-	         json_integer_value(json_object_get(cfg, "max_age")) > 0 ||
-	         json_integer_value(json_object_get(cfg,
-	                                            "max_msgs_per_subject")) > 0)
-		snprintf(why, sizeof why, "it has limits (max_msgs, max_bytes, "
-		         "max_age or max_msgs_per_subject) that would drop records");
-	else if (json_is_true(json_object_get(cfg, "sealed")) ||
-	         json_is_true(json_object_get(cfg, "deny_purge")))
-		snprintf(why, sizeof why, "it is sealed or denies purges");
-	else
-		return NULL;
-	return why;
-}
-
-static void on_info(struct store_nats *s, json_t *reply, unsigned arg);
+static void on_info(void *ctx, json_t *reply, unsigned arg);
 
 /* What a missing reply most likely means, for the log. */
 #define NO_REPLY "no reply: is JetStream enabled, with a leader elected?"
 
-static void on_created(struct store_nats *s, json_t *reply, unsigned arg)
+static void on_created(void *ctx, json_t *reply, unsigned arg)
 {
+	struct store_nats *s = ctx;
 	const char *desc;
-	int code = reply ? api_error(reply, &desc) : -1;
+	int code = reply ? jsapi_error(reply, &desc) : -1;
 	if (code == 10058) {   /* another daemon made it first */
 		ask_info(s);
 		return;
@@ -335,30 +192,27 @@ static void on_created(struct store_nats *s, json_t *reply, unsigned arg)
 	}
 	log_info("journal: created stream %s (subject %s, %u replicas)",
 	         s->conf->stream, s->subject, s->conf->replicas);
-	on_info(s, reply, arg);
+	on_info(ctx, reply, arg);
 }
 
 static void create_stream(struct store_nats *s)
 {
-	json_t *cfg = json_pack("{s:s, s:[s], s:s, s:s, s:i, s:i, s:i, s:i, "
-	                        "s:i, s:s, s:b, s:b, s:s}",
-	                        "name", s->conf->stream, "subjects", s->subject,
-	                        "retention", "limits", "storage", "file",
-	                        "num_replicas", (int)s->conf->replicas,
-	                        "max_msgs", -1, "max_bytes", -1, "max_age", 0,
-	                        "max_msg_size", -1, "discard", "old",
-	                        "deny_delete", 1, "deny_purge", 0,
-	                        "description", "joinq journal");
-	json_object_set_new(cfg, "duplicate_window",
-	                    json_integer(atoll(DUPLICATE_WINDOW_NS)));
-	api(s, "STREAM.CREATE", NULL, cfg, on_created, 0);
+	jsapi_request(&s->api, "STREAM.CREATE", NULL,
+	              jsapi_stream_config(s->conf->stream, s->subject,
+	                                  s->conf->replicas), on_created, 0);
 }
 
-static void on_info(struct store_nats *s, json_t *reply, unsigned arg)
+static void on_info(void *ctx, json_t *reply, unsigned arg)
 {
+	struct store_nats *s = ctx;
 	const char *desc;
+	char why[400];
 	(void)arg;
-	int code = reply ? api_error(reply, &desc) : -1;
+	int code = reply ? jsapi_error(reply, &desc) : -1;
+	if (code == 10059 && s->read_only) {
+		fail(s, "there is no such stream");
+		return;
+	}
 	if (code == 10059) {
 		create_stream(s);
 		return;
@@ -369,8 +223,8 @@ static void on_info(struct store_nats *s, json_t *reply, unsigned arg)
 		s->state = NS_CONNECTING;
 		return;
 	}
-	const char *why = not_ours(json_object_get(reply, "config"), s->subject);
-	if (why) {
+	if (jsapi_unfit(json_object_get(reply, "config"), s->subject, why,
+	                sizeof why)) {
 		fail(s, "it exists but is not a joinq journal: %s", why);
 		return;
 	}
@@ -384,7 +238,7 @@ static void on_info(struct store_nats *s, json_t *reply, unsigned arg)
 static void ask_info(struct store_nats *s)
 {
 	s->state = NS_INFO;
-	api(s, "STREAM.INFO", NULL, NULL, on_info, 0);
+	jsapi_request(&s->api, "STREAM.INFO", NULL, NULL, on_info, 0);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -404,20 +258,22 @@ static void caught_up(struct store_nats *s)
 static void drop_consumer(struct store_nats *s)
 {
 	if (s->consumer[0])
-		api(s, "CONSUMER.DELETE", s->consumer, NULL, NULL, 0);
+		jsapi_request(&s->api, "CONSUMER.DELETE", s->consumer, NULL, NULL,
+		              0);
 	s->consumer[0] = '\0';
 	s->gen++;
 }
 
-static void on_consumer(struct store_nats *s, json_t *reply, unsigned gen)
+static void on_consumer(void *ctx, json_t *reply, unsigned gen)
 {
+	struct store_nats *s = ctx;
 	const char *desc;
-	int code = reply ? api_error(reply, &desc) : -1;
+	int code = reply ? jsapi_error(reply, &desc) : -1;
 	const char *name = json_string_value(json_object_get(reply, "name"));
 	if (gen != s->gen || (s->state != NS_READING && s->state != NS_STANDBY &&
 	                      s->state != NS_TAKING_OVER)) {
 		if (!code && name)   /* one we no longer want */
-			api(s, "CONSUMER.DELETE", name, NULL, NULL, 0);
+			jsapi_request(&s->api, "CONSUMER.DELETE", name, NULL, NULL, 0);
 		return;
 	}
 	if (code) {
@@ -451,23 +307,9 @@ static void start_reading(struct store_nats *s, uint64_t from)
 		back_off(s);
 		return;
 	}
-	json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b, s:i}",
-	                        "deliver_subject", deliver,
-	                        "ack_policy", "none", "replay_policy", "instant",
-	                        "flow_control", 1,
-	                        "idle_heartbeat",
-	                        (json_int_t)IDLE_HEARTBEAT_MS * 1000000,
-	                        "mem_storage", 1, "num_replicas", 1);
-	if (from > 1) {
-		json_object_set_new(cfg, "deliver_policy",
-		                    json_string("by_start_sequence"));
-		json_object_set_new(cfg, "opt_start_seq", json_integer(
-		                    (json_int_t)from));
-	} else {
-		json_object_set_new(cfg, "deliver_policy", json_string("all"));
-	}
-	api(s, "CONSUMER.CREATE", NULL, json_pack("{s:s, s:o}", "stream_name",
-	    s->conf->stream, "config", cfg), on_consumer, s->gen);
+	jsapi_request(&s->api, "CONSUMER.CREATE", NULL,
+	              jsapi_consumer(s->conf->stream, deliver, from,
+	                             IDLE_HEARTBEAT_MS), on_consumer, s->gen);
 }
 
 /* Reading again from the stream's start, with nothing applied. */
@@ -484,27 +326,6 @@ static void read_from_start(struct store_nats *s)
 	}
 }
 
-/* The numbers in a delivery's reply subject:
- * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>,
- * or with <domain>.<account hash> before the stream and a token after. */
-static bool delivery_meta(const char *reply, uint64_t *sseq, uint64_t *dseq,
-                          uint64_t *pending)
-{
-	const char *tok[16];
-	int n = 0;
-	if (!reply || strncmp(reply, "$JS.ACK.", 8) != 0)
-		return false;
-	for (const char *p = reply; p && n < 16; p = strchr(p, '.'))
-		tok[n++] = *p == '.' ? ++p : p;
-	int base = n == 9 ? 4 : n >= 12 ? 6 : -1;
-	if (base < 0)
-		return false;
-	*sseq = strtoull(tok[base + 1], NULL, 10);
-	*dseq = strtoull(tok[base + 2], NULL, 10);
-	*pending = strtoull(tok[base + 4], NULL, 10);
-	return true;
-}
-
 static const char *header(natsMsg *m, const char *key)
 {
 	const char *v = NULL;
@@ -513,12 +334,30 @@ static const char *header(natsMsg *m, const char *key)
 
 static void take_over(struct store_nats *s);
 
+/* A compressed message's bytes, into s->plain. */
+static int unzstd(struct store_nats *s, const unsigned char **p, size_t *len)
+{
+	unsigned long long n = ZSTD_getFrameContentSize(*p, *len);
+	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    n > (64ull << 20))
+		return -1;
+	buf_reset(&s->plain);
+	buf_reserve(&s->plain, (size_t)n);
+	size_t got = ZSTD_decompressDCtx(s->zd, s->plain.p, (size_t)n, *p, *len);
+	if (ZSTD_isError(got) || got != n)
+		return -1;
+	*p = (const unsigned char *)s->plain.p;
+	*len = got;
+	return 0;
+}
+
 /* One message of the stream, in order. */
 static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 {
 	const char *kind = header(m, "Joinq-Kind");
 	const char *writer = header(m, "Joinq-Writer");
 	const char *active = header(m, "Joinq-Active");
+	const char *encoding = header(m, "Joinq-Encoding");
 	const unsigned char *p = (const unsigned char *)natsMsg_GetData(m);
 	size_t len = (size_t)natsMsg_GetDataLength(m);
 
@@ -530,13 +369,19 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 		return;
 	}
 	s->resigned = !strcmp(kind, "resign");
-	if (!strcmp(writer, s->writer))
+	if (!strcmp(writer, s->pipe.writer))
 		return;   /* ours: applied already */
 	if (active)
 		snprintf(s->active, sizeof s->active, "%s", active);
 	if (s->resigned)
 		s->active[0] = '\0';
-	s->size += len;
+	if (encoding && (strcmp(encoding, "zstd") != 0 ||
+	                 unzstd(s, &p, &len) < 0)) {
+		fail(s, "sequence %" PRIu64 " cannot be decoded (%s)", seq,
+		     encoding);
+		return;
+	}
+	s->size += len + MESSAGE_BYTES;
 	int rc = 0;
 	if (!strcmp(kind, "head")) {
 		if (s->based) {
@@ -554,16 +399,18 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 		}
 		rc = s->reader.apply(s->reader.ctx, p, len, false);
 	} else if (!strcmp(kind, "snap") && !s->based) {
-		unsigned i = 0, n = 0;
 		const char *part = header(m, "Joinq-Part");
-		if (!part || sscanf(part, "%u/%u", &i, &n) != 2 || i != s->parts + 1 ||
-		    (s->nparts && n != s->nparts) || i > n) {
+		char *slash = NULL;
+		unsigned long i = part ? strtoul(part, &slash, 10) : 0;
+		unsigned long n = slash && *slash == '/' ? strtoul(slash + 1, NULL,
+		                                                   10) : 0;
+		if (i != s->parts + 1 || (s->nparts && n != s->nparts) || i > n) {
 			fail(s, "a snapshot part out of order at sequence %" PRIu64,
 			     seq);
 			return;
 		}
-		s->nparts = n;
-		s->parts = i;
+		s->nparts = (unsigned)n;
+		s->parts = (unsigned)i;
 		buf_add(&s->image, p, len);
 		if (i == n) {
 			s->based = true;
@@ -602,7 +449,7 @@ static void on_delivery(struct store_nats *s, unsigned gen, natsMsg *m)
 			start_reading(s, s->last_seq + 1);
 		return;
 	}
-	if (!delivery_meta(natsMsg_GetReply(m), &sseq, &dseq, &pending))
+	if (!jsapi_delivery(natsMsg_GetReply(m), &sseq, &dseq, &pending))
 		return;
 	if (dseq != s->dseq + 1) {   /* deliveries lost (a slow consumer) */
 		start_reading(s, s->last_seq + 1);
@@ -629,93 +476,20 @@ static void on_delivery(struct store_nats *s, unsigned gen, natsMsg *m)
 		take_over(s);
 }
 
-/* ---- appending ---------------------------------------------------------- */
-
-static void send_pub(struct store_nats *s, struct pub *p)
-{
-	char reply[128], suffix[64], buf[32];
-	natsMsg *m = NULL;
-	snprintf(suffix, sizeof suffix, "a.%" PRIu64 ".%u", p->id, p->attempt);
-	natsconn_inbox(s->nc, suffix, reply, sizeof reply);
-	p->sent_at = now_ms();
-	p->fate = PUB_WAITING;
-	natsStatus st = natsMsg_Create(&m, s->subject, reply,
-	                               (const char *)p->data, (int)p->len);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(m, "Joinq-Kind", p->kind);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(m, "Joinq-Writer", s->writer);
-	if (st == NATS_OK && s->conf->advertise && strcmp(p->kind, "resign"))
-		st = natsMsgHeader_Set(m, "Joinq-Active", s->conf->advertise);
-	if (st == NATS_OK && p->part[0])
-		st = natsMsgHeader_Set(m, "Joinq-Part", p->part);
-	snprintf(buf, sizeof buf, "%" PRIu64, p->expect);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", buf);
-	snprintf(buf, sizeof buf, "%s-%" PRIu64, s->writer, p->id);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(m, "Nats-Msg-Id", buf);
-	if (st == NATS_OK)
-		st = natsconn_publish(s->nc, m);
-	natsMsg_Destroy(m);
-	if (st != NATS_OK)
-		p->fate = PUB_LOST;   /* sent again after a back-off */
-	s->sent_at = now_ms();
-}
-
-static struct pub *pub(struct store_nats *s, const char *kind,
-                       const char *part, const void *data, size_t len)
-{
-	struct pub *p = xmalloc(sizeof *p + len);
-	*p = (struct pub){ .id = ++s->next_id, .expect = s->expect_next++,
-	                   .upto = s->upto, .len = len };
-	snprintf(p->kind, sizeof p->kind, "%s", kind);
-	snprintf(p->part, sizeof p->part, "%s", part ? part : "");
-	if (len)
-		memcpy(p->data, data, len);
-	if (s->tail)
-		s->tail->next = p;
-	else
-		s->head = p;
-	s->tail = p;
-	s->pending_bytes += len;
-	send_pub(s, p);
-	return p;
-}
-
-static void free_pubs(struct store_nats *s)
-{
-	while (s->head) {
-		struct pub *p = s->head;
-		s->head = p->next;
-		free(p);
-	}
-	s->tail = NULL;
-	s->pending_bytes = 0;
-}
-
-static void new_term(struct store_nats *s)
-{
-	uint64_t r = 0;
-	if (getrandom(&r, sizeof r, 0) != sizeof r)
-		r = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32);
-	snprintf(s->writer, sizeof s->writer, "%016" PRIx64, r);
-}
+/* ---- roles ------------------------------------------------------------- */
 
 static void take_over(struct store_nats *s)
 {
-	if (!natsconn_up(s->nc))
+	if (!natsconn_up(s->nc) || s->read_only)
 		return;
 	s->state = NS_TAKING_OVER;
-	new_term(s);
-	s->expect_next = s->last_seq;
+	natspipe_new_term(&s->pipe, s->last_seq);
 	log_info("journal: stream %s: no record for %u ms; taking over after "
 	         "sequence %" PRIu64, s->conf->stream,
 	         (unsigned)(now_ms() - s->heard_at), s->last_seq);
-	pub(s, "takeover", NULL, NULL, 0);
-	s->wrote_head = !s->based;
-	if (s->wrote_head)   /* an empty stream: the journal begins */
-		pub(s, "head", NULL, s->header, s->header_len);
+	natspipe_send(&s->pipe, "takeover", NULL, NULL, 0, 0);
+	if (!s->based)   /* an empty stream: the journal begins */
+		natspipe_send(&s->pipe, "head", NULL, s->header, s->header_len, 0);
 }
 
 /* Our takeover is in: we are the active daemon. */
@@ -733,9 +507,10 @@ static void took_over(struct store_nats *s)
 }
 
 /* Another daemon wrote: lost a takeover race, or replaced as active. */
-static void refused(struct store_nats *s)
+static void on_refused(void *ctx)
 {
-	free_pubs(s);
+	struct store_nats *s = ctx;
+	natspipe_drop(&s->pipe);
 	s->purge_id = 0;
 	if (s->state == NS_TAKING_OVER) {
 		log_info("journal: stream %s: another daemon wrote first; "
@@ -748,91 +523,43 @@ static void refused(struct store_nats *s)
 	log_error("journal: stream %s: another daemon has taken it over; "
 	          "this one answers no more changes and reads it again",
 	          s->conf->stream);
-	new_term(s);
+	natspipe_new_term(&s->pipe, 0);
 	s->reader.news(s->reader.ctx, STORE_REPLACED);
 	read_from_start(s);
 }
 
 static void purge(struct store_nats *s);
 
-/* The front of the pipeline, as far as it is decided. */
-static void settle(struct store_nats *s)
+/* Our message is in, at seq: the takeover makes us active; the last part
+ * of a snapshot lets the log before it go. */
+static void on_acked(void *ctx, const struct pub *p, uint64_t seq)
 {
-	while (s->head && s->head->fate == PUB_ACKED) {
-		struct pub *p = s->head;
-		s->head = p->next;
-		if (!s->head)
-			s->tail = NULL;
-		s->pending_bytes -= p->len;
-		s->durable = p->upto;
-		if (p->id == s->purge_id)
-			purge(s);
-		bool takeover = !strcmp(p->kind, "takeover");
-		free(p);
-		if (takeover && s->state == NS_TAKING_OVER)
-			took_over(s);
-	}
-	if (s->head && s->head->fate == PUB_REFUSED) {
-		refused(s);
-		return;
-	}
-	bool lost = false;
-	for (struct pub *p = s->head; p && !lost; p = p->next)
-		lost = p->fate == PUB_LOST;
-	if (!lost || now_ms() < s->retry_at)
-		return;
-	/* Everything not acknowledged goes again, in order: what had landed
-	 * comes back as a duplicate, the rest lands now. */
-	back_off(s);
-	for (struct pub *p = s->head; p; p = p->next)
-		if (p->fate != PUB_ACKED) {
-			p->attempt++;
-			send_pub(s, p);
-		}
+	struct store_nats *s = ctx;
+	if (seq > s->last_seq)
+		s->last_seq = seq;
+	if (p->id == s->purge_id)
+		purge(s);
+	if (!strcmp(p->kind, "takeover") && s->state == NS_TAKING_OVER)
+		took_over(s);
 }
 
-static void on_puback(struct store_nats *s, uint64_t id, unsigned attempt,
-                      natsMsg *m)
+static void on_failed(void *ctx, const char *why)
 {
-	struct pub *p = s->head;
-	while (p && p->id != id)
-		p = p->next;
-	if (!p || p->fate == PUB_ACKED)
-		return;
-	json_t *r = natsMsg_IsNoResponders(m) ? NULL :
-	            json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
-	                       0, NULL);
-	const char *desc;
-	int code = r ? api_error(r, &desc) : -1;
-	if (!code) {
-		uint64_t seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
-		if (seq != p->expect + 1) {
-			fail(s, "JetStream stored our append at sequence %" PRIu64
-			     ", not %" PRIu64, seq, p->expect + 1);
-		} else {
-			p->fate = PUB_ACKED;
-			if (seq > s->last_seq)
-				s->last_seq = seq;
-			s->backoff = 0;
-		}
-	} else if (attempt == p->attempt) {
-		/* 10071: wrong last sequence.  Others (no responders, a leader
-		 * moving, a stream gone) are sent again. */
-		p->fate = code == 10071 ? PUB_REFUSED : PUB_LOST;
-		if (code > 0 && code != 10071)
-			warn(s, "an append was not taken", desc);
-		if (code == 10059)
-			fail(s, "it was deleted while joinqd was using it");
-	}
-	json_decref(r);
+	fail(ctx, "%s", why);
+}
+
+static void on_warn(void *ctx, const char *what, const char *why)
+{
+	warn(ctx, what, why);
 }
 
 /* ---- snapshots and purges ----------------------------------------------- */
 
-static void on_purged(struct store_nats *s, json_t *reply, unsigned arg)
+static void on_purged(void *ctx, json_t *reply, unsigned arg)
 {
+	struct store_nats *s = ctx;
 	const char *desc;
-	int code = reply ? api_error(reply, &desc) : -1;
+	int code = reply ? jsapi_error(reply, &desc) : -1;
 	(void)arg;
 	if (code)
 		log_warning("journal: stream %s: cannot purge before the snapshot "
@@ -848,8 +575,8 @@ static void on_purged(struct store_nats *s, json_t *reply, unsigned arg)
 static void purge(struct store_nats *s)
 {
 	s->purge_id = 0;
-	api(s, "STREAM.PURGE", NULL, json_pack("{s:I}", "seq",
-	    (json_int_t)s->purge_seq), on_purged, 0);
+	jsapi_request(&s->api, "STREAM.PURGE", NULL, json_pack("{s:I}", "seq",
+	              (json_int_t)s->purge_seq), on_purged, 0);
 }
 
 /* ---- the store's calls -------------------------------------------------- */
@@ -878,7 +605,7 @@ static int nats_reserve(struct store *st, uint64_t bytes, bool small)
 	(void)small;
 	if (s->state != NS_ACTIVE || s->error)
 		return STORE_AGAIN;
-	return s->pending_bytes + bytes > MAX_PENDING_BYTES ? STORE_AGAIN :
+	return s->pipe.pending_bytes + bytes > MAX_PENDING_BYTES ? STORE_AGAIN :
 	       STORE_OK;
 }
 
@@ -890,31 +617,25 @@ static int nats_append(struct store *st, const void *p, size_t len,
 		return s->error;
 	if (s->state != NS_ACTIVE)
 		return STORE_FENCED;
-	s->upto = upto;
-	s->size += len;
-	pub(s, "log", NULL, p, len);
+	s->size += len + MESSAGE_BYTES;
+	natspipe_append(&s->pipe, p, len, upto);
 	return STORE_OK;
 }
 
 static uint64_t nats_durable(const struct store *st)
 {
-	return ((const struct store_nats *)st)->durable;
+	return ((const struct store_nats *)st)->pipe.durable;
 }
 
 static void on_message(void *ctx, const char *suffix, natsMsg *m)
 {
 	struct store_nats *s = ctx;
-	char *end;
-	if (suffix[0] == 'a' && suffix[1] == '.') {
-		uint64_t id = strtoull(suffix + 2, &end, 10);
-		unsigned attempt = *end == '.' ? (unsigned)strtoul(end + 1, NULL,
-		                                                   10) : 0;
-		on_puback(s, id, attempt, m);
-	} else if (suffix[0] == 'r' && suffix[1] == '.') {
-		on_api_reply(s, strtoull(suffix + 2, NULL, 10), m);
-	} else if (suffix[0] == 'd' && suffix[1] == '.') {
+	if (suffix[0] == 'a' && suffix[1] == '.')
+		natspipe_ack(&s->pipe, suffix + 2, m);
+	else if (suffix[0] == 'r' && suffix[1] == '.')
+		jsapi_reply(&s->api, suffix + 2, m);
+	else if (suffix[0] == 'd' && suffix[1] == '.')
 		on_delivery(s, (unsigned)strtoul(suffix + 2, NULL, 10), m);
-	}
 	natsMsg_Destroy(m);
 }
 
@@ -950,11 +671,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->state == NS_FAILED)
 		return;
-	api_timeouts(s);
-	for (struct pub *p = s->head; p; p = p->next)
-		if (p->fate == PUB_WAITING && now - p->sent_at >= ACK_WAIT_MS)
-			p->fate = PUB_LOST;
-	settle(s);
+	jsapi_expire(&s->api, now);
+	natspipe_settle(&s->pipe, now);
 	bool up = natsconn_up(s->nc);
 	if (s->state == NS_CONNECTING && up && now >= s->retry_at)
 		ask_info(s);
@@ -966,9 +684,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	if (s->state == NS_STANDBY && now - s->consumer_at < CONSUMER_LOST_MS &&
 	    (s->resigned || now - s->heard_at >= s->conf->failover_timeout))
 		take_over(s);
-	if (s->state == NS_ACTIVE && !s->head &&
-	    now - s->sent_at >= s->conf->failover_timeout / 3)
-		pub(s, "beat", NULL, NULL, 0);
+	if (s->state == NS_ACTIVE && !s->pipe.head &&
+	    now - s->pipe.sent_at >= s->conf->failover_timeout / 3)
+		natspipe_send(&s->pipe, "beat", NULL, NULL, 0, 0);
 }
 
 static int nats_check(struct store *st)
@@ -976,7 +694,7 @@ static int nats_check(struct store *st)
 	struct store_nats *s = (struct store_nats *)st;
 	natsconn_poll(s->nc);
 	if (s->state != NS_FAILED)
-		settle(s);
+		natspipe_settle(&s->pipe, now_ms());
 	return s->error;
 }
 
@@ -1054,6 +772,7 @@ static int nats_snapshot_install(struct store *st, uint64_t upto,
 		return STORE_AGAIN;
 	}
 	unlink(s->snap_path);
+	natspipe_flush(&s->pipe);   /* the tail's records land before it */
 	buf_add(&image, tail, tail_len);
 	unsigned n = (unsigned)((image.len + CHUNK_BYTES - 1) / CHUNK_BYTES);
 	for (unsigned i = 0; i < n; i++) {
@@ -1062,7 +781,8 @@ static int nats_snapshot_install(struct store *st, uint64_t upto,
 		             CHUNK_BYTES;
 		char part[24];
 		snprintf(part, sizeof part, "%u/%u", i + 1, n);
-		struct pub *p = pub(s, "snap", part, image.p + off, len);
+		struct pub *p = natspipe_send(&s->pipe, "snap", part, image.p + off,
+		                              len, 0);
 		if (i == 0)
 			s->purge_seq = p->expect + 1;
 		if (i == n - 1)
@@ -1084,14 +804,17 @@ static int nats_close(struct store *st)
 	if (s->state == NS_ACTIVE && !s->error) {
 		/* An orderly stop: what is out lands, and a standby may take
 		 * over at once. */
-		pub(s, "resign", NULL, NULL, 0);
-		uint64_t until = now_ms() + ACK_WAIT_MS;
-		while (s->head && !s->error && now_ms() < until) {
+		natspipe_flush(&s->pipe);
+		natspipe_send(&s->pipe, "resign", NULL, NULL, 0, 0);
+		uint64_t until = now_ms() + CLOSE_WAIT_MS;
+		while (s->pipe.head && !s->error && now_ms() < until) {
+			/* The loop is over: read the socket ourselves. */
+			event_base_loop(s->evbase, EVLOOP_NONBLOCK);
 			natsconn_poll(s->nc);
-			settle(s);
+			natspipe_settle(&s->pipe, now_ms());
 			usleep(2000);
 		}
-		if (s->head)
+		if (s->pipe.head)
 			log_warning("journal: stream %s: appends not acknowledged at "
 			            "the stop; their replies were never sent",
 			            s->conf->stream);
@@ -1100,8 +823,10 @@ static int nats_close(struct store *st)
 	if (s->tick)
 		event_free(s->tick);
 	natsconn_close(s->nc);
-	free_pubs(s);
+	natspipe_free(&s->pipe);
 	buf_free(&s->image);
+	buf_free(&s->plain);
+	ZSTD_freeDCtx(s->zd);
 	free(s->header);
 	free(s->snap_path);
 	free(s);
@@ -1126,6 +851,7 @@ static const struct store_ops nats_ops = {
 struct store *store_nats_open(const struct nats_conf *conf,
                               struct event_base *base, const char *dir,
                               const void *header, size_t header_len,
+                              bool read_only,
                               const struct store_reader *reader, char *err,
                               size_t errlen)
 {
@@ -1135,7 +861,10 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	s->base.name = s->name;
 	s->conf = conf;
 	s->reader = *reader;
+	s->read_only = read_only;
 	s->snap_fd = -1;
+	s->evbase = base;
+	s->zd = ZSTD_createDCtx();
 	snprintf(s->name, sizeof s->name, "nats:%s", conf->stream);
 	snprintf(s->subject, sizeof s->subject, "joinq.%s", conf->stream);
 	s->header = xmalloc(header_len);
@@ -1145,14 +874,18 @@ struct store *store_nats_open(const struct nats_conf *conf,
 	s->snap_path = xmalloc(n);
 	snprintf(s->snap_path, n, "%s/joinq-%s.snapshot", dir, conf->stream);
 	mkdir(dir, 0750);
-	new_term(s);
 	s->nc = natsconn_open(base, conf, &h, err, errlen);
 	if (!s->nc) {
+		ZSTD_freeDCtx(s->zd);
 		free(s->header);
 		free(s->snap_path);
 		free(s);
 		return NULL;
 	}
+	struct natspipe_events ev = { s, on_acked, on_refused, on_failed,
+	                              on_warn };
+	natspipe_init(&s->pipe, s->nc, s->subject, &conf->advertise, &ev);
+	jsapi_init(&s->api, s->nc, conf->stream, s);
 	unsigned every = conf->failover_timeout / 10;
 	every = every < 20 ? 20 : every > 100 ? 100 : every;
 	struct timeval tv = { 0, (suseconds_t)every * 1000 };
@@ -1173,11 +906,8 @@ void store_nats_figures(const struct store *st, uint64_t *position,
                         uint64_t *lag, uint64_t *takeovers)
 {
 	const struct store_nats *s = (const struct store_nats *)st;
-	uint64_t inflight = 0;
-	for (const struct pub *p = s->head; p; p = p->next)
-		inflight++;
 	*position = s->last_seq;
-	*lag = s->state == NS_ACTIVE ? inflight : s->lag;
+	*lag = s->state == NS_ACTIVE ? s->pipe.count : s->lag;
 	*takeovers = s->takeovers;
 }
 

@@ -202,26 +202,6 @@ void udp_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void udp_free_all(void)
-{
-	struct udp_pending *u;
-	while ((u = server.udp.waiting)) {
-		server.udp.waiting = u->next;
-		ops_cancel(&u->p);
-		free(u);
-	}
-	free(server.udp.spare);
-	server.udp.spare = NULL;
-	struct held_datagram *h;
-	while ((h = server.udp.held)) {
-		server.udp.held = h->next;
-		free(h);
-	}
-	server.udp.held_last = NULL;
-	free(server.udp.buf);
-	server.udp.buf = NULL;
-}
-
 void udp_drop_held(void)
 {
 	struct udp_pending *u;
@@ -236,4 +216,13 @@ void udp_drop_held(void)
 		free(h);
 	}
 	server.udp.held_last = NULL;
+}
+
+void udp_free_all(void)
+{
+	udp_drop_held();
+	free(server.udp.spare);
+	server.udp.spare = NULL;
+	free(server.udp.buf);
+	server.udp.buf = NULL;
 }

@@ -29,9 +29,13 @@ void udp_read(evutil_socket_t fd, short what, void *arg);
 /* The journal is safe up to record `safe`: the replies waiting for it go. */
 void udp_release(uint64_t safe);
 
-/* Forgets every parked UDP request (exit). */
+/* Fenced (another daemon took the stream over): every UDP reply owed is
+ * dropped unsent, those held for the journal and those of parked requests
+ * (cancelled): the changes they would report did not reach the stream. */
+void udp_drop_held(void);
+
+/* Forgets every parked UDP request and held reply, and frees what the
+ * transport keeps (exit). */
 void udp_free_all(void);
 
-
-void udp_drop_held(void);
 #endif

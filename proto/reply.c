@@ -101,12 +101,18 @@ void reply_end(struct buf *b)
 	buf_add(b, "}\n", 2);
 }
 
-void reply_error(struct buf *b, const struct jtext *id, int code,
-                 const char *message)
+void reply_error_open(struct buf *b, const struct jtext *id, int code,
+                      const char *message)
 {
 	buf_adds(b, "{\"ok\":false");
 	id_member(b, id);
 	reply_str(b, "error", errcode_name(code));
 	reply_str(b, "message", message);
+}
+
+void reply_error(struct buf *b, const struct jtext *id, int code,
+                 const char *message)
+{
+	reply_error_open(b, id, code, message);
 	reply_end(b);
 }

@@ -36,6 +36,10 @@ void reply_end(struct buf *b);
 /* A whole error line: {"ok":false,"id":...,"error":CODE,"message":TEXT}. */
 void reply_error(struct buf *b, const struct jtext *id, int code,
                  const char *message);
+/* The same left open, for an error that carries fields of its own (a
+ * standby's "active"): the caller adds them, then reply_end(). */
+void reply_error_open(struct buf *b, const struct jtext *id, int code,
+                      const char *message);
 
 /* Appends s as a JSON string literal, quotes included; s is UTF-8. */
 void json_append_string(struct buf *b, const char *s, size_t len);

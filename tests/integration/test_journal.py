@@ -1988,6 +1988,123 @@ class StateDir(Helpers):
             shutil.rmtree(tmp)
 
 
+    def test_nats_settings_are_checked(self):
+        """journal = nats's settings (joinqd.conf(5)): each bad value,
+        in the file and as a flag, stops joinqd with exit 2 naming the
+        setting; good ones start it."""
+        tmp = tempfile.mkdtemp(prefix="joinq-nats-")
+        try:
+            readable = os.path.join(tmp, "readable")
+            with open(readable, "w") as f:
+                f.write("x\n")
+            missing = os.path.join(tmp, "missing")
+            bad = [("journal", "nats-ish"), ("journal", "NATS"),
+                   ("nats_servers", "http://127.0.0.1:4222"),
+                   ("nats_servers", "127.0.0.1:4222"),
+                   ("nats_servers", "nats://"),
+                   ("nats_servers", "nats://a:4222,tls://b:65536"),
+                   ("nats_servers", "nats://a:0"),
+                   ("nats_servers", "nats://a/path"),
+                   ("nats_servers", "nats://[::1:4222"),
+                   ("nats_servers", ","),
+                   ("nats_servers", ",".join("nats://n%d" % i
+                                             for i in range(33))),
+                   ("nats_stream", "a.b"), ("nats_stream", "a*"),
+                   ("nats_stream", "a>"), ("nats_stream", "a b"),
+                   ("nats_stream", "a/b"), ("nats_stream", "x" * 33),
+                   ("nats_replicas", "0"), ("nats_replicas", "6"),
+                   ("nats_replicas", "three"),
+                   ("failover_timeout", "0.1"), ("failover_timeout", "0"),
+                   ("failover_timeout", "-1"), ("failover_timeout", "soon"),
+                   ("failover_timeout", "3601"),
+                   ("advertise", "db1"), ("advertise", "db1:"),
+                   ("advertise", "db1:0"), ("advertise", "db1:70000"),
+                   ("advertise", "::1:7477"), ("advertise", "[::1]"),
+                   ("advertise", "[nope]:7477"), ("advertise", "a b:7477"),
+                   ("nats_creds", missing), ("nats_tls_ca", missing),
+                   ("nats_tls_cert", missing), ("nats_tls_key", missing)]
+            for i, (key, value) in enumerate(bad):
+                conf = os.path.join(tmp, "bad%d.conf" % i)
+                with open(conf, "w") as f:
+                    f.write("# journal = nats\n%s = %s\n" % (key, value))
+                # a long value is shown cut, the reason after it whole
+                shown = value if len(value) <= 100 else value[:100] + "..."
+                why = "cannot read" if key in (
+                    "nats_creds", "nats_tls_ca", "nats_tls_cert",
+                    "nats_tls_key") else "expected"
+                with self.subTest(config="%s = %s" % (key, value)):
+                    p = run_joinqd("-c", conf, "--state-dir", tmp)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn("%s:2: %s = %s: %s" % (conf, key, shown,
+                                                         why), p.stderr)
+                flag = "--" + key.replace("_", "-")
+                with self.subTest(flag=flag, value=value):
+                    p = run_joinqd(flag, value, "--state-dir", tmp)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn("%s: %s: %s" % (flag, shown, why), p.stderr)
+                    self.assertEqual(p.stdout, "")
+            # A client certificate needs its key, and the other way round.
+            for flag in ("--nats-tls-cert", "--nats-tls-key"):
+                with self.subTest(alone=flag):
+                    p = run_joinqd(flag, readable, "--state-dir", tmp)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn("nats_tls_cert and nats_tls_key go "
+                                  "together", p.stderr)
+            # Good values, the smallest and largest, in the file and as
+            # flags, are taken (the journal off: no NATS needed).
+            conf = os.path.join(tmp, "good.conf")
+            with open(conf, "w") as f:
+                f.write("nats_servers = nats://u:p@nats1.example:4222, "
+                        "tls://[::1]:4223,nats://10.0.0.3\n"
+                        "nats_stream = Jobs_2-x\nnats_replicas = 1\n"
+                        "failover_timeout = 0.2\n"
+                        "advertise = [fd00::5]:7477\n"
+                        "nats_creds = %s\nnats_tls_ca = %s\n"
+                        "nats_tls_cert = %s\nnats_tls_key = %s\n"
+                        % ((readable,) * 4))
+            with running(jqtest.Daemon(
+                    "-c", conf, "--nats-stream", "x" * 32,
+                    "--nats-replicas", "5", "--failover-timeout", "3600",
+                    "--advertise", "db-1.example.com:1",
+                    "--nats-servers", "tls://nats.example:65535",
+                    "--nats-creds", "", "--journal", "off")) as d:
+                self.assertOk(d.request({"op": "ping"}))
+        finally:
+            shutil.rmtree(tmp)
+
+    def test_nats_settings_take_effect_at_the_next_start(self):
+        """A reload that changes a setting of journal = nats says it takes
+        a restart, like the journal's other settings; one that changes
+        none says nothing of them."""
+        warning = "reload: the journal's settings take effect at the next " \
+                  "start"
+        conf = "nats_stream = one\nfailover_timeout = 2\n"
+        with running(jqtest.Daemon(config=conf)) as d:
+            path = d.path("joinqd.conf")
+
+            def reload(text):
+                with open(path, "w") as f:
+                    f.write(text)
+                n = d.log().count("reloaded")
+                d.proc.send_signal(signal.SIGHUP)
+                self.assertTrue(jqtest.wait_until(
+                    lambda: d.log().count("reloaded") > n), d.log())
+
+            reload(conf + "default_maxsize = 3\n")
+            self.assertNotIn(warning, d.log())
+            for i, change in enumerate((
+                    "nats_stream = two\nfailover_timeout = 2\n",
+                    "nats_stream = one\nfailover_timeout = 2.5\n",
+                    conf + "advertise = db1:7477\n",
+                    conf + "nats_servers = nats://10.0.0.1:4222\n",
+                    conf + "nats_replicas = 1\n")):
+                with self.subTest(change=change):
+                    reload(change)
+                    # the settings in effect are still the first ones
+                    self.assertEqual(d.log().count(warning), i + 1)
+            self.assertOk(d.request({"op": "ping"}))
+
+
 class Delays(Helpers):
     def delay_across_restart(self, config=None):
         """A task released with a 1.5 s delay, the daemon killed 0.5 s

@@ -16,7 +16,8 @@ GET_KEYS = {"ok", "item", "task", "deliveries"}
 # qsize adds dead_lettered to PROTOCOL.md's fields (issue 3).
 QSIZE_KEYS = {"ok", "qsize", "maxsize", "unfinished", "inflight", "delayed",
               "dead_lettered", "empty", "full"}
-STATS_KEYS = {"ok", "version", "uptime", "connections", "queues"}
+STATS_KEYS = {"ok", "version", "uptime", "connections", "queues", "role"}
+JOURNAL_STATS_KEYS = {"store", "position", "lag", "takeovers"}
 QUEUE_STATS_KEYS = {"qsize", "maxsize", "unfinished", "inflight", "delayed",
                     "puts", "gets", "task_dones", "releases", "redeliveries",
                     "dead_lettered"}
@@ -39,6 +40,18 @@ class Ping(jqtest.TestCase):
         with jqtest.Daemon() as d:
             self.assertOk(d.request({"op": "ping"}))
             self.assertEqual(d.udp().request({"op": "ping"})["protocol"], 1)
+
+    def test_role_active_with_and_without_journal(self):
+        # PROTOCOL.md, Replication: "An active daemon's ping says
+        # "role": "active"", and a daemon with no replicated log is active.
+        for journal in (False, True):
+            d = jqtest.Daemon()
+            if journal:
+                d.args += ["--journal", "on", "--state-dir", d.path("state")]
+            with self.subTest(journal=journal), d:
+                for c in (d.tcp(), d.udp()):
+                    self.assertEqual(c.request({"op": "ping"})["role"],
+                                     "active")
 
 
 # ---- every op ---------------------------------------------------------------
@@ -197,7 +210,8 @@ class OpsMixin(Transport):
     def test_ping(self):
         with jqtest.Daemon() as d:
             r = self.conn(d).request({"op": "ping"})
-            self.assertEqual(set(r), {"ok", "version", "protocol"}, r)
+            self.assertEqual(set(r), {"ok", "version", "protocol", "role"}, r)
+            self.assertEqual(r["role"], "active")
             self.assertIs(r["ok"], True)
             self.assertRegex(r["version"], r"^\d+\.\d+\.\d+$")
             self.assertTrue(is_int(r["protocol"]))
@@ -230,6 +244,37 @@ class OpsMixin(Transport):
                               b["puts"], b["gets"], b["task_dones"]),
                              (1, 7, 1, 2, 1, 1))
             self.assertEqual(r["queues"]["a"]["maxsize"], 0)
+            self.assertEqual(r["role"], "active")
+            self.assertNotIn("journal", r, "no journal: no journal figures")
+
+    def test_stats_with_journal(self):
+        d = jqtest.Daemon()
+        d.args += ["--journal", "on", "--state-dir", d.path("state")]
+        with d:
+            c = self.conn(d)
+            r = c.request({"op": "stats"})
+            self.assertOk(r)
+            self.assertEqual(r["role"], "active")
+            j = r["journal"]
+            self.assertEqual(set(j), JOURNAL_STATS_KEYS, j)
+            self.assertIsInstance(j["store"], str)
+            self.assertTrue(j["store"], j)
+            for k in ("position", "lag", "takeovers"):
+                self.assertTrue(is_int(j[k]) and j[k] >= 0, (k, j))
+            self.assertEqual(j["takeovers"], 0)
+            # every change is a record: the position grows with them
+            start = j["position"]
+            t = c.request({"op": "put", "item": 1})["task"]
+            after_put = c.request({"op": "stats"})["journal"]["position"]
+            self.assertGreater(after_put, start)
+            c.request({"op": "get", "lease": 30})
+            c.request({"op": "task_done", "task": t})
+            end = c.request({"op": "stats"})["journal"]
+            self.assertGreater(end["position"], after_put)
+            # what changes nothing writes nothing
+            c.request({"op": "qsize"})
+            self.assertEqual(c.request({"op": "stats"})["journal"]["position"],
+                             end["position"])
 
     def test_task_done_and_release_ignore_queue(self):
         # "Task ids are unique across the daemon: task_done and release

@@ -418,10 +418,18 @@ FAMILY_TYPES = {
     "joinq_queues": "gauge",
     "joinq_uptime_seconds": "gauge",
     "joinq_build_info": "gauge",
+    "joinq_role": "gauge",
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
     "process_open_fds": "gauge",
     "process_start_time_seconds": "gauge",
+}
+# with a journal only: metric family -> its type and the field of stats'
+# "journal" it mirrors
+JOURNAL_FAMILIES = {
+    "joinq_journal_position": ("gauge", "position"),
+    "joinq_journal_lag": ("gauge", "lag"),
+    "joinq_takeovers_total": ("counter", "takeovers"),
 }
 # metric family -> the field of qsize/stats it mirrors
 QUEUE_FIELDS = {
@@ -1325,6 +1333,38 @@ class Metrics(MetricsMixin, jqtest.TestCase):
             self.assertGreaterEqual(s.value("process_cpu_seconds_total"), 0)
             fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
             self.assertLess(abs(s.value("process_open_fds") - fds), 4)
+            # no journal: active, and no journal figures
+            self.assertEqual({dict(k)["role"]: v for k, v in
+                              s.series("joinq_role").items()},
+                             {"active": 1, "standby": 0, "starting": 0})
+            for family in JOURNAL_FAMILIES:
+                self.assertNotIn(family, s.families)
+
+    def test_role_and_journal_figures(self):
+        d = SdDaemon("--metrics-listen", "127.0.0.1:0", notify=False)
+        d.args += ["--journal", "on", "--state-dir", d.path("state")]
+        with d:
+            mport = self.metrics_port(d)
+            c = d.tcp()
+            before = self.scrape(mport)
+            self.check_families(before)
+            roles = {dict(k)["role"]: v for k, v in
+                     before.series("joinq_role").items()}
+            self.assertEqual(roles, {"active": 1, "standby": 0,
+                                     "starting": 0})
+            for family, (typ, _) in JOURNAL_FAMILIES.items():
+                with self.subTest(family=family):
+                    self.assertEqual(before.families[family].get("type"), typ)
+                    self.assertIn("help", before.families[family])
+            self.assertOk(c.request({"op": "put", "item": 1}))
+            s = self.scrape(mport)
+            stats = c.request({"op": "stats"})["journal"]
+            for family, (_, field) in JOURNAL_FAMILIES.items():
+                with self.subTest(family=family):
+                    self.assertEqual(s.value(family), stats[field])
+            self.assertGreater(s.value("joinq_journal_position"),
+                               before.value("joinq_journal_position"))
+            self.assertEqual(s.value("joinq_takeovers_total"), 0)
 
     def check_families(self, s):
         for name, typ in FAMILY_TYPES.items():

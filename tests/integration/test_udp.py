@@ -183,7 +183,8 @@ class TooLarge(jqtest.TestCase):
     def test_small_replies_judged_exactly(self):
         with jqtest.Daemon("--udp-max-reply", "600") as d:
             u = d.udp()
-            fixed = len(b'{"ok":true,"id":"","version":"%s","protocol":1}\n'
+            fixed = len(b'{"ok":true,"id":"","version":"%s","protocol":1,'
+                        b'"role":"active"}\n'
                         % d.request({"op": "ping"})["version"].encode())
             r = u.request({"op": "ping", "id": "i" * (600 - fixed)})
             self.assertOk(r)
