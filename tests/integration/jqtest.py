@@ -652,6 +652,9 @@ def main():
     # terminal (test_work.py's Ctrl-C test sends one).
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM (a runner's timeout) ends the run through the tests' finally
+    # clauses, so that the daemons they started are stopped too.
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
     loader = unittest.TestLoader()
     module = sys.modules["__main__"]
     if len(sys.argv) > 1:

@@ -17,6 +17,7 @@ $JOINQ_NATS_SUITE_JOBS how many run side by side (default 2).
 """
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,7 +123,27 @@ class Tap:
         return passed, failed, left_out
 
 
+def run_all(pending, running, done, env):
+    """Runs the files JOBS at a time until every one has ended."""
+    while pending or running:
+        while pending and len(running) < JOBS:
+            running.append(Child(pending.pop(0), env))
+        ended = [c for c in running if c.proc.poll() is not None]
+        if not ended:
+            time.sleep(0.2)
+            if time.monotonic() - min(c.started for c in running) < \
+                    FILE_TIMEOUT:
+                continue
+            ended = running[:1]
+        for child in ended:
+            running.remove(child)
+            done[child.name] = child.wait()
+
+
 def main():
+    # SIGTERM ends the run through the finally clauses below: the children
+    # (told in turn) and the cluster are stopped.
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
     tap = Tap()
     t0 = time.monotonic()
     try:
@@ -146,19 +167,17 @@ def main():
         pending = list(FILES)
         running = []
         done = {}
-        while pending or running:
-            while pending and len(running) < JOBS:
-                running.append(Child(pending.pop(0), env))
-            ended = [c for c in running if c.proc.poll() is not None]
-            if not ended:
-                time.sleep(0.2)
-                if time.monotonic() - min(c.started for c in running) < \
-                        FILE_TIMEOUT:
-                    continue
-                ended = running[:1]
-            for child in ended:
-                running.remove(child)
-                done[child.name] = child.wait()
+        try:
+            run_all(pending, running, done, env)
+        finally:
+            for child in running:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+                    try:
+                        child.proc.wait(60)
+                    except subprocess.TimeoutExpired:
+                        child.proc.kill()
+                        child.proc.wait()
         for name in FILES:
             child = done[name]
             passed, failed, left_out = tap.report(child)
