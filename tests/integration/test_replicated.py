@@ -20,6 +20,7 @@ by its PID; everything stays on loopback.
 """
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -715,6 +716,41 @@ class Replicated(jqtest.TestCase):
                         "failover_timeout: no resign in the stream")
         self.assertQsize(b.qsize("q"), qsize=5, unfinished=5)
         self.stop_cleanly(b)
+
+    # ---- an append bigger than NATS takes --------------------------------
+
+    def test_8_append_over_max_payload(self):
+        """An item that max_frame allows but that no NATS message can hold
+        (max_payload, 1 MB by default; random characters do not compress)
+        is answered, ok or an error, and the journal goes on: a later put
+        on another connection is answered ok."""
+        self.cluster.start()
+        d = self.joinqd("t8", "--max-frame", str(4 << 20), role="active")
+        rnd = random.Random(8)
+        alphabet = ("abcdefghijklmnopqrstuvwxyz"
+                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        big = "".join(rnd.choice(alphabet) for _ in range(2 << 20))
+        c = d.tcp()
+        c.send({"op": "put", "queue": "q", "item": big})
+        try:
+            r = c.recv(TIMEOUT)
+        except (TimeoutError, ConnectionError) as e:
+            r = e
+        other = d.tcp()
+        other.send({"op": "put", "queue": "q", "item": "small"})
+        try:
+            small = other.recv(TIMEOUT)
+        except (TimeoutError, ConnectionError) as e:
+            small = e
+        self.assertIsInstance(r, dict, "a put of 2 MiB got no reply (%s):\n%s"
+                              % (r, log_tail(d)))
+        jqtest.diag("a put of 2 MiB: %s" % json.dumps(r)[:200])
+        self.assertIsInstance(small, dict, "after the big put, a small one "
+                              "got no reply (%s):\n%s" % (small, log_tail(d)))
+        self.assertOk(small)
+        c.close()
+        other.close()
+        self.stop_cleanly(d)
 
     # ---- 6. bad conditions ----------------------------------------------
 
