@@ -450,6 +450,37 @@ class NatsCluster:
                                  % (stream, timeout))
         return found[0]
 
+    def dump(self, stream, last=20):
+        """The last messages of stream, a line each: sequence, joinq's
+        headers (kind, writer, active, expected sequence), size; for the
+        diagnostics of a failed test."""
+        import base64
+        lines = []
+        try:
+            with self.client() as c:
+                state = c.js("STREAM.INFO." + stream)["state"]
+                first = max(state["first_seq"], state["last_seq"] - last + 1)
+                lines.append("stream %s: %s" % (stream, json.dumps(state)))
+                for seq in range(first, state["last_seq"] + 1):
+                    try:
+                        m = c.js("STREAM.MSG.GET." + stream,
+                                 {"seq": seq})["message"]
+                    except NatsError as e:
+                        lines.append("%d: %s" % (seq, e))
+                        continue
+                    h = NatsClient._headers(base64.b64decode(
+                        m.get("hdrs") or b""))
+                    lines.append("%d: %s %d bytes" % (seq, " ".join(
+                        "%s=%s" % (k.replace("Joinq-", "").replace(
+                            "Nats-Expected-Last-Sequence", "expect"), v)
+                        for k, v in h.items()
+                        if k.startswith("Joinq-") or k.startswith(
+                            "Nats-Expected")), len(base64.b64decode(
+                                m.get("data") or b""))))
+        except (OSError, NatsError, StopIteration, ValueError) as e:
+            lines.append("stream %s: cannot read it: %r" % (stream, e))
+        return "\n".join(lines)
+
     def client(self, i=None):
         """A NatsClient on node i (default: the first running node)."""
         if i is None:

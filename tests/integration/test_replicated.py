@@ -290,8 +290,24 @@ class Replicated(jqtest.TestCase):
     def setUp(self):
         self.failed = False
         self.daemons = []
+        self.streams = set()
         self.cluster = natscluster.NatsCluster()
         self.addCleanup(self.cluster.close)
+        self.addCleanup(self.show_nats)
+
+    def show_nats(self):
+        """After a failure: the streams' last messages and the NATS logs."""
+        if not self.failed:
+            return
+        for stream in sorted(self.streams):
+            jqtest.diag(self.cluster.dump(stream, 30))
+        for i in range(self.cluster.n):
+            try:
+                tail = self.cluster.log(i).splitlines()[-12:]
+            except OSError:
+                continue
+            jqtest.diag("nats-server %s:\n%s" % (self.cluster.name(i),
+                                                  "\n".join(tail)))
 
     # ---- the pieces ----------------------------------------------------
 
@@ -301,6 +317,7 @@ class Replicated(jqtest.TestCase):
         It is killed (by its PID) when the test ends, its log shown if the
         test failed."""
         cluster = cluster or self.cluster
+        self.streams.add(stream)
         port = port or jqtest.free_port()
         d = jqtest.Daemon(*(jqtest.nats_args(
             cluster.servers, stream, "127.0.0.1:%d" % port, FAILOVER) +
