@@ -565,11 +565,20 @@ class Replicated(jqtest.TestCase):
         time.sleep(0.7)
         killed = time.monotonic()
         self.cluster.kill(leader)
-        new = self.cluster.wait_stream_leader("t4", not_node=leader)
-        elected = time.monotonic() - killed
+        # Two nodes of three elect a new leader in a few seconds; should
+        # they not (nats-server 2.9.10 on a loaded machine), the node comes
+        # back and the cluster elects one: joinq must get through either.
+        try:
+            new = self.cluster.wait_stream_leader("t4", 20 * SLOW,
+                                                  not_node=leader)
+            elected = "after %.2f s" % (time.monotonic() - killed)
+        except AssertionError:
+            new, elected = None, "none in %.0f s" % (20 * SLOW)
         time.sleep(1.0)
         self.cluster.start(leader)
         restarted = time.monotonic() - killed
+        if new is None:
+            new = self.cluster.wait_stream_leader("t4")
         time.sleep(0.5)
         failures = load.stop()
         self.assertEqual(failures, [])
@@ -583,7 +592,7 @@ class Replicated(jqtest.TestCase):
                         "roles after the node's death: %r" % roles)
         drained = drain([a, b], "q")
         self.check_ledger(led, drained)
-        jqtest.diag("NATS leader %s killed: new leader %s after %.2f s, "
+        jqtest.diag("NATS leader %s killed: new leader %s %s, "
                     "node healthy again %.2f s after the kill; longest "
                     "stall seen by a client %.2f s (longest gap between a "
                     "producer's answered puts %.2f s); active now: %s"
