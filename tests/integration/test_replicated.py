@@ -152,7 +152,7 @@ class Load:
     and waits; the ledger holds what was answered."""
 
     def __init__(self, daemons, queue="q", producers=2, consumers=2,
-                 max_puts=400):
+                 max_puts=3000):
         self.daemons = daemons
         self.queue = queue
         self.ledger = Ledger()
@@ -200,7 +200,7 @@ class Load:
                         led.task_ids.append(r["task"])
                     else:
                         led.errors.append(("put", item, r))
-                time.sleep(0.002)
+                time.sleep(0.01)   # puts all through the test, not a burst
         finally:
             self.gaps.append(gap)
             c.close()
