@@ -238,7 +238,10 @@ static void on_info(void *ctx, json_t *reply, unsigned arg)
 static void ask_info(struct store_nats *s)
 {
 	s->state = NS_INFO;
-	jsapi_request(&s->api, "STREAM.INFO", NULL, NULL, on_info, 0);
+	if (jsapi_request(&s->api, "STREAM.INFO", NULL, NULL, on_info, 0) < 0) {
+		s->state = NS_CONNECTING;   /* the tick asks again */
+		back_off(s);
+	}
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -307,9 +310,11 @@ static void start_reading(struct store_nats *s, uint64_t from)
 		back_off(s);
 		return;
 	}
-	jsapi_request(&s->api, "CONSUMER.CREATE", NULL,
-	              jsapi_consumer(s->conf->stream, deliver, from,
-	                             IDLE_HEARTBEAT_MS), on_consumer, s->gen);
+	if (jsapi_request(&s->api, "CONSUMER.CREATE", NULL,
+	                  jsapi_consumer(s->conf->stream, deliver, from,
+	                                 IDLE_HEARTBEAT_MS), on_consumer,
+	                  s->gen) < 0)
+		back_off(s);   /* the tick asks again, the consumer unheard */
 }
 
 /* Reading again from the stream's start, with nothing applied. */
@@ -575,8 +580,9 @@ static void on_purged(void *ctx, json_t *reply, unsigned arg)
 static void purge(struct store_nats *s)
 {
 	s->purge_id = 0;
-	jsapi_request(&s->api, "STREAM.PURGE", NULL, json_pack("{s:I}", "seq",
-	              (json_int_t)s->purge_seq), on_purged, 0);
+	if (jsapi_request(&s->api, "STREAM.PURGE", NULL, json_pack("{s:I}",
+	                  "seq", (json_int_t)s->purge_seq), on_purged, 0) < 0)
+		on_purged(s, NULL, 0);
 }
 
 /* ---- the store's calls -------------------------------------------------- */
