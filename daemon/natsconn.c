@@ -352,7 +352,7 @@ bool natsconn_up(const struct natsconn *nc)
 size_t natsconn_max_payload(struct natsconn *nc)
 {
 	int64_t max = nc->conn ? natsConnection_GetMaxPayload(nc->conn) : 0;
-	return max > 0 ? (size_t)max : 1024 * 1024;
+	return max > 0 ? (size_t)max : (size_t)1 << 20;
 }
 
 const char *natsconn_server(struct natsconn *nc, char *buf, size_t len)

@@ -138,7 +138,7 @@ struct pub *natspipe_send_parts(struct natspipe *q, const char *kind,
                                 const void *data, size_t len, uint64_t upto)
 {
 	size_t max = natsconn_max_payload(q->nc);
-	size_t most = max > 2 * HEADER_ROOM ? max - HEADER_ROOM : HEADER_ROOM;
+	size_t most = max > (size_t)2 * HEADER_ROOM ? max - HEADER_ROOM : HEADER_ROOM;
 	if (len <= most)
 		return natspipe_send(q, kind, NULL, data, len, upto);
 	const char *p = data;
