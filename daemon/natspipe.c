@@ -20,7 +20,7 @@
 #define RETRY_MAX_MS 2000
 #define MAX_APPENDS_OUT 4            /* then appends wait, and join up */
 #define COMPRESS_MIN 512             /* smaller messages go as they are */
-#define HEADER_ROOM 1024             /* our headers, within max_payload */
+#define HEADER_ROOM ((size_t)1024)            /* our headers, within max_payload */
 #define COMPRESS_LEVEL 1             /* zstd's fastest: JetStream's bytes,
                                         replicated, cost far more */
 
@@ -138,7 +138,7 @@ struct pub *natspipe_send_parts(struct natspipe *q, const char *kind,
                                 const void *data, size_t len, uint64_t upto)
 {
 	size_t max = natsconn_max_payload(q->nc);
-	size_t most = max > (size_t)2 * HEADER_ROOM ? max - HEADER_ROOM : HEADER_ROOM;
+	size_t most = max > 2 * HEADER_ROOM ? max - HEADER_ROOM : HEADER_ROOM;
 	if (len <= most)
 		return natspipe_send(q, kind, NULL, data, len, upto);
 	const char *p = data;
