@@ -20,7 +20,7 @@
 #define RETRY_MAX_MS 2000
 #define MAX_APPENDS_OUT 4            /* then appends wait, and join up */
 #define COMPRESS_MIN 512             /* smaller messages go as they are */
-#define HEADER_ROOM ((size_t)1024)            /* our headers, within max_payload */
+#define HEADER_ROOM ((size_t)1024)   /* our headers, within max_payload */
 #define COMPRESS_LEVEL 1             /* zstd's fastest: JetStream's bytes,
                                         replicated, cost far more */
 
