@@ -14,7 +14,7 @@
 
 #include "natsconn.h"
 
-#define JSAPI_MAX 4                  /* requests out at once */
+#define JSAPI_MAX 8                  /* requests out at once */
 #define JSAPI_WAIT_MS 3000           /* then a request counts as lost */
 
 /* Hears a request's reply: NULL when none came in time, or nobody

@@ -349,6 +349,12 @@ bool natsconn_up(const struct natsconn *nc)
 	return nc->is_up;
 }
 
+size_t natsconn_max_payload(struct natsconn *nc)
+{
+	int64_t max = nc->conn ? natsConnection_GetMaxPayload(nc->conn) : 0;
+	return max > 0 ? (size_t)max : (size_t)1 << 20;
+}
+
 const char *natsconn_server(struct natsconn *nc, char *buf, size_t len)
 {
 	if (!nc->conn || natsConnection_GetConnectedUrl(nc->conn, buf, len) !=

@@ -75,6 +75,10 @@ void natsconn_poll(struct natsconn *nc);
 
 bool natsconn_up(const struct natsconn *nc);
 
+/* The largest message the server takes (its max_payload; 1 MB, NATS's
+ * default, until connected). */
+size_t natsconn_max_payload(struct natsconn *nc);
+
 /* The server this connection is on ("nats://host:port"), or "". */
 const char *natsconn_server(struct natsconn *nc, char *buf, size_t len);
 

@@ -20,6 +20,7 @@
 #define RETRY_MAX_MS 2000
 #define MAX_APPENDS_OUT 4            /* then appends wait, and join up */
 #define COMPRESS_MIN 512             /* smaller messages go as they are */
+#define HEADER_ROOM ((size_t)1024)   /* our headers, within max_payload */
 #define COMPRESS_LEVEL 1             /* zstd's fastest: JetStream's bytes,
                                         replicated, cost far more */
 
@@ -133,13 +134,36 @@ struct pub *natspipe_send(struct natspipe *q, const char *kind,
 	return p;
 }
 
+struct pub *natspipe_send_parts(struct natspipe *q, const char *kind,
+                                const void *data, size_t len, uint64_t upto)
+{
+	size_t max = natsconn_max_payload(q->nc);
+	size_t most = max > 2 * HEADER_ROOM ? max - HEADER_ROOM : HEADER_ROOM;
+	if (len <= most)
+		return natspipe_send(q, kind, NULL, data, len, upto);
+	const char *p = data;
+	size_t n = (len + most - 1) / most;
+	struct pub *first = NULL;
+	for (size_t i = 0; i < n; i++) {
+		char part[48];
+		size_t off = i * most;
+		size_t size = len - off < most ? len - off : most;
+		snprintf(part, sizeof part, "%zu/%zu", i + 1, n);
+		struct pub *pub = natspipe_send(q, kind, part, p + off, size,
+		                                i == n - 1 ? upto : 0);
+		if (!first)
+			first = pub;
+	}
+	return first;
+}
+
 void natspipe_flush(struct natspipe *q)
 {
 	if (!q->waiting.len)
 		return;
 	q->pending_bytes -= q->waiting.len;
-	natspipe_send(q, "log", NULL, q->waiting.p, q->waiting.len,
-	              q->waiting_upto);
+	natspipe_send_parts(q, "log", q->waiting.p, q->waiting.len,
+	                    q->waiting_upto);
 	buf_reset(&q->waiting);
 }
 

@@ -13,8 +13,9 @@
  * yet acknowledged again, after a back-off.
  *
  * The headers it writes: Joinq-Kind, Joinq-Writer (this term's random id),
- * Joinq-Active (the writer's address for clients), Joinq-Part (a snapshot
- * part "i/n"), Joinq-Encoding ("zstd").  store_nats.c reads them.
+ * Joinq-Active (the writer's address for clients), Joinq-Part (part "i/n"
+ * of a snapshot, or of an append too big for one message),
+ * Joinq-Encoding ("zstd").  store_nats.c reads them.
  */
 #ifndef JQ_NATSPIPE_H
 #define JQ_NATSPIPE_H
@@ -40,7 +41,7 @@ struct pub {
 	enum pub_fate fate;
 	bool zstd;                   /* data is one zstd frame */
 	char kind[12];
-	char part[24];               /* snap: "i/n" */
+	char part[48];               /* "i/n" of a message cut in parts */
 	size_t len;
 	unsigned char data[];        /* kept to be sent again */
 };
@@ -106,6 +107,12 @@ void natspipe_append(struct natspipe *q, const void *p, size_t len,
 
 /* What is held back goes now (before a snapshot, a resign). */
 void natspipe_flush(struct natspipe *q);
+
+/* Sends data as one message of kind, or, when NATS would refuse one that
+ * big (max_payload), as parts "i/n" that readers join; only the last
+ * reaches upto.  Returns the first. */
+struct pub *natspipe_send_parts(struct natspipe *q, const char *kind,
+                                const void *data, size_t len, uint64_t upto);
 
 /* A PubAck: the inbox suffix after "a.", and the message. */
 void natspipe_ack(struct natspipe *q, const char *suffix, natsMsg *m);

@@ -45,8 +45,6 @@
 #include "store.h"
 #include "xalloc.h"
 
-#define CHUNK_BYTES ((size_t)256 << 10)    /* snapshot parts: NATS's max_payload
-                                        is 1 MB unless raised */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 2000
 #define IDLE_HEARTBEAT_MS 1000       /* the consumer's, while reading */
@@ -99,10 +97,11 @@ struct store_nats {
 	bool resigned;               /* the last message was a resign */
 	bool wrote_head;             /* our takeover begins the journal */
 	bool read_only;              /* --check-journal */
-	struct buf image;            /* a snapshot's parts so far */
+	struct buf image;            /* a message's parts so far */
 	struct buf plain;            /* a compressed message, decompressed */
 	ZSTD_DCtx *zd;
-	unsigned parts, nparts;
+	unsigned parts, nparts;      /* of the message being joined */
+	char part_kind[12];
 	char active[256];
 
 	uint64_t size, takeovers;
@@ -238,7 +237,10 @@ static void on_info(void *ctx, json_t *reply, unsigned arg)
 static void ask_info(struct store_nats *s)
 {
 	s->state = NS_INFO;
-	jsapi_request(&s->api, "STREAM.INFO", NULL, NULL, on_info, 0);
+	if (jsapi_request(&s->api, "STREAM.INFO", NULL, NULL, on_info, 0) < 0) {
+		s->state = NS_CONNECTING;   /* the tick asks again */
+		back_off(s);
+	}
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -307,9 +309,11 @@ static void start_reading(struct store_nats *s, uint64_t from)
 		back_off(s);
 		return;
 	}
-	jsapi_request(&s->api, "CONSUMER.CREATE", NULL,
-	              jsapi_consumer(s->conf->stream, deliver, from,
-	                             IDLE_HEARTBEAT_MS), on_consumer, s->gen);
+	if (jsapi_request(&s->api, "CONSUMER.CREATE", NULL,
+	                  jsapi_consumer(s->conf->stream, deliver, from,
+	                                 IDLE_HEARTBEAT_MS), on_consumer,
+	                  s->gen) < 0)
+		back_off(s);   /* the tick asks again, the consumer unheard */
 }
 
 /* Reading again from the stream's start, with nothing applied. */
@@ -351,6 +355,47 @@ static int unzstd(struct store_nats *s, const unsigned char **p, size_t *len)
 	return 0;
 }
 
+/*
+ * Joins part "i/n" of kind into s->image: true once the last is in, or
+ * when the message is whole (part NULL).  A message that is not the next
+ * part drops what was joined so far (a writer replaced in the middle of
+ * a message: its parts were never acknowledged).
+ */
+static bool join_part(struct store_nats *s, const char *part,
+                      const char *kind, const unsigned char *p, size_t len)
+{
+	char *slash = NULL;
+	unsigned long i = part ? strtoul(part, &slash, 10) : 0;
+	unsigned long n = slash && *slash == '/' ? strtoul(slash + 1, NULL, 10) :
+	                  0;
+	bool next = part && s->nparts && i == s->parts + 1 && n == s->nparts &&
+	            !strcmp(kind, s->part_kind);
+	if (!next && s->nparts) {
+		log_info("journal: stream %s: an unfinished %s (%u of %u parts) "
+		         "left by a replaced writer is dropped", s->conf->stream,
+		         s->part_kind, s->parts, s->nparts);
+		buf_reset(&s->image);
+		s->parts = s->nparts = 0;
+	}
+	if (!part)
+		return true;
+	if (!next && (i != 1 || n < 1 || n > 1000000)) {
+		log_warning("journal: stream %s: part %s of a %s out of order; "
+		            "skipped", s->conf->stream, part, kind);
+		return false;
+	}
+	if (!next) {
+		snprintf(s->part_kind, sizeof s->part_kind, "%s", kind);
+		s->nparts = (unsigned)n;
+	}
+	s->parts = (unsigned)i;
+	buf_add(&s->image, p, len);
+	if (i < n)
+		return false;
+	s->parts = s->nparts = 0;
+	return true;
+}
+
 /* One message of the stream, in order. */
 static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 {
@@ -382,6 +427,20 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 		return;
 	}
 	s->size += len + MESSAGE_BYTES;
+	if (!strcmp(kind, "snap") && s->based)
+		return;   /* we hold its state already */
+	const char *part = header(m, "Joinq-Part");
+	if (part || s->nparts) {
+		/* A part of a message too big for one, or what ends one: those
+		 * that never got their last part (their writer was replaced)
+		 * were never acknowledged, and go. */
+		if (!join_part(s, part, kind, p, len))
+			return;
+		if (part) {
+			p = (const unsigned char *)s->image.p;
+			len = s->image.len;
+		}
+	}
 	int rc = 0;
 	if (!strcmp(kind, "head")) {
 		if (s->based) {
@@ -398,29 +457,13 @@ static void on_record(struct store_nats *s, natsMsg *m, uint64_t seq)
 			return;
 		}
 		rc = s->reader.apply(s->reader.ctx, p, len, false);
-	} else if (!strcmp(kind, "snap") && !s->based) {
-		const char *part = header(m, "Joinq-Part");
-		char *slash = NULL;
-		unsigned long i = part ? strtoul(part, &slash, 10) : 0;
-		unsigned long n = slash && *slash == '/' ? strtoul(slash + 1, NULL,
-		                                                   10) : 0;
-		if (i != s->parts + 1 || (s->nparts && n != s->nparts) || i > n) {
-			fail(s, "a snapshot part out of order at sequence %" PRIu64,
-			     seq);
-			return;
-		}
-		s->nparts = (unsigned)n;
-		s->parts = (unsigned)i;
-		buf_add(&s->image, p, len);
-		if (i == n) {
-			s->based = true;
-			s->size = s->image.len;
-			rc = s->reader.apply(s->reader.ctx,
-			                     (const unsigned char *)s->image.p,
-			                     s->image.len, true);
-			buf_free(&s->image);
-		}
+	} else if (!strcmp(kind, "snap")) {
+		s->based = true;
+		s->size = len;
+		rc = s->reader.apply(s->reader.ctx, p, len, true);
 	}
+	if (part)
+		buf_free(&s->image);
 	if (rc < 0)
 		fail(s, "sequence %" PRIu64 " does not replay (see above); see "
 		     "joinqd --check-journal", seq);
@@ -575,8 +618,9 @@ static void on_purged(void *ctx, json_t *reply, unsigned arg)
 static void purge(struct store_nats *s)
 {
 	s->purge_id = 0;
-	jsapi_request(&s->api, "STREAM.PURGE", NULL, json_pack("{s:I}", "seq",
-	              (json_int_t)s->purge_seq), on_purged, 0);
+	if (jsapi_request(&s->api, "STREAM.PURGE", NULL, json_pack("{s:I}",
+	                  "seq", (json_int_t)s->purge_seq), on_purged, 0) < 0)
+		on_purged(s, NULL, 0);
 }
 
 /* ---- the store's calls -------------------------------------------------- */
@@ -774,20 +818,10 @@ static int nats_snapshot_install(struct store *st, uint64_t upto,
 	unlink(s->snap_path);
 	natspipe_flush(&s->pipe);   /* the tail's records land before it */
 	buf_add(&image, tail, tail_len);
-	unsigned n = (unsigned)((image.len + CHUNK_BYTES - 1) / CHUNK_BYTES);
-	for (unsigned i = 0; i < n; i++) {
-		size_t off = (size_t)i * CHUNK_BYTES;
-		size_t len = image.len - off < CHUNK_BYTES ? image.len - off :
-		             CHUNK_BYTES;
-		char part[24];
-		snprintf(part, sizeof part, "%u/%u", i + 1, n);
-		struct pub *p = natspipe_send(&s->pipe, "snap", part, image.p + off,
-		                              len, 0);
-		if (i == 0)
-			s->purge_seq = p->expect + 1;
-		if (i == n - 1)
-			s->purge_id = p->id;
-	}
+	struct pub *first = natspipe_send_parts(&s->pipe, "snap", image.p,
+	                                        image.len, 0);
+	s->purge_seq = first->expect + 1;
+	s->purge_id = s->pipe.tail->id;
 	s->size = image.len;
 	buf_free(&image);
 	return STORE_OK;
