@@ -592,7 +592,7 @@ class Replicated(jqtest.TestCase):
                         "roles after the node's death: %r" % roles)
         drained = drain([a, b], "q")
         self.check_ledger(led, drained)
-        jqtest.diag("NATS leader %s killed: new leader %s %s, "
+        jqtest.diag("NATS leader %s killed: new leader %s (%s), "
                     "node healthy again %.2f s after the kill; longest "
                     "stall seen by a client %.2f s (longest gap between a "
                     "producer's answered puts %.2f s); active now: %s"
@@ -826,13 +826,20 @@ class Replicated(jqtest.TestCase):
                                           (FAILOVER + 5) * SLOW, 0.05),
                         "no log line naming %s and why:\n%s"
                         % (stream, log_tail(d)))
+        # It exits non-zero, or stays up serving nothing.
+        try:
+            d.proc.wait(FAILOVER + 1)
+        except subprocess.TimeoutExpired:
+            pass
         if d.proc.poll() is None:
-            time.sleep(FAILOVER + 1)
-            self.assertNotEqual(d.role(), "active", log_tail(d))
-            r = d.request({"op": "put", "queue": "q", "item": "x"})
-            self.assertError(r, "unavailable")
-        else:
-            self.assertNotEqual(d.proc.returncode, 0)
+            try:
+                r = d.request({"op": "put", "queue": "q", "item": "x"})
+            except (ConnectionError, OSError):
+                r = None                 # it was exiting meanwhile
+            if r is not None:
+                self.assertError(r, "unavailable")
+        if d.proc.poll() is not None:
+            self.assertNotEqual(d.proc.returncode, 0, log_tail(d))
         return said()
 
     def start_refused(self, stream):
