@@ -63,6 +63,7 @@ void natspipe_new_term(struct natspipe *q, uint64_t after)
 	snprintf(q->writer, sizeof q->writer, "%016" PRIx64, r);
 	natspipe_drop(q);
 	q->expect_next = after;
+	q->term_first = q->next_id + 1;
 }
 
 static void publish(struct natspipe *q, struct pub *p)
@@ -91,6 +92,13 @@ static void publish(struct natspipe *q, struct pub *p)
 	snprintf(buf, sizeof buf, "%s-%" PRIu64, q->writer, p->id);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(m, "Nats-Msg-Id", buf);
+	/* The sequence alone lets a late message of a replaced writer land
+	 * when the new one happened to write as many messages as it had out
+	 * before it: so each message after a term's first also names the
+	 * message it must follow, which only we write. */
+	snprintf(buf, sizeof buf, "%s-%" PRIu64, q->writer, p->id - 1);
+	if (st == NATS_OK && p->id > q->term_first)
+		st = natsMsgHeader_Set(m, "Nats-Expected-Last-Msg-Id", buf);
 	if (st == NATS_OK)
 		st = natsconn_publish(q->nc, m);
 	natsMsg_Destroy(m);
@@ -208,12 +216,14 @@ void natspipe_ack(struct natspipe *q, const char *suffix, natsMsg *m)
 			q->ev.failed(q->ev.ctx, why);
 		}
 	} else if (attempt == p->attempt) {
-		/* 10071: wrong last sequence.  Others (no responders, a leader
-		 * moving) are sent again; a stream deleted under us is the end. */
-		p->fate = code == 10071 ? PUB_REFUSED : PUB_LOST;
+		/* 10071, 10070: wrong last sequence or message id.  Others (no
+		 * responders, a leader moving) are sent again; a stream deleted
+		 * under us is the end. */
+		bool refused = code == 10071 || code == 10070;
+		p->fate = refused ? PUB_REFUSED : PUB_LOST;
 		if (code == 10059)
 			q->ev.failed(q->ev.ctx, "it was deleted while in use");
-		else if (code > 0 && code != 10071)
+		else if (code > 0 && !refused)
 			q->ev.warn(q->ev.ctx, "a message was not taken", desc);
 	}
 	json_decref(r);

@@ -4,10 +4,11 @@
  * published and not yet seen acknowledged, in order.
  *
  * Every message carries Nats-Expected-Last-Sequence, the sequence the one
- * before it in the pipeline will get, so that only one writer extends the
- * stream and ours land only in order; and Nats-Msg-Id, so that one sent
- * again after a lost PubAck is known (JetStream checks duplicates before
- * the expected sequence).  The front message refused for its expected
+ * before it in the pipeline will get, and, after a term's first,
+ * Nats-Expected-Last-Msg-Id, the id of that one: so only one writer
+ * extends the stream, and ours land only in order, right after each
+ * other.  Each carries Nats-Msg-Id, so that one sent again after a lost
+ * PubAck is known (JetStream checks duplicates before the expectations).  The front message refused for its expected
  * sequence means another daemon wrote.  A PubAck that does not come, or
  * a "no responders" (the stream's leader moving), sends everything not
  * yet acknowledged again, after a back-off.
@@ -71,6 +72,7 @@ struct natspipe {
 	struct pub *head, *tail;
 	unsigned count;
 	uint64_t next_id;
+	uint64_t term_first;         /* the id of this term's first message */
 	uint64_t expect_next;        /* what the next message expects */
 	uint64_t durable;            /* upto of the last acknowledged */
 	unsigned appends_out;        /* "log" messages out */
