@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nats/adapters/libevent.h>
 
@@ -373,6 +374,14 @@ void natsconn_close(struct natsconn *nc)
 		natsSubscription_Destroy(nc->inbox_sub);
 	if (nc->follow_sub)
 		natsSubscription_Destroy(nc->follow_sub);
+	/* What is still buffered goes out first, by our loop: nats.c's close
+	 * would otherwise wait its flush timeout for a write only the loop
+	 * makes. */
+	for (int i = 0; nc->conn && i < 100 &&
+	     natsConnection_Buffered(nc->conn) > 0; i++) {
+		event_base_loop(nc->base, EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
 	if (nc->conn) {
 		natsConnection_Close(nc->conn);
 		natsConnection_Destroy(nc->conn);

@@ -161,6 +161,7 @@ static void back_off(struct store_nats *s)
 
 static void start_reading(struct store_nats *s, uint64_t from);
 static void ask_info(struct store_nats *s);
+static void take_over(struct store_nats *s);
 
 static void on_info(void *ctx, json_t *reply, unsigned arg);
 
@@ -255,6 +256,10 @@ static void caught_up(struct store_nats *s)
 	         s->conf->stream, s->last_seq, s->active[0] ?
 	         "; the active daemon is " : "", s->active);
 	s->reader.news(s->reader.ctx, STORE_CAUGHT_UP);
+	/* A stream with no journal in it has no active daemon to wait for:
+	 * take it at once (two daemons that both try are fenced as ever). */
+	if (!s->based && !s->read_only)
+		take_over(s);
 }
 
 static void drop_consumer(struct store_nats *s)
@@ -336,7 +341,6 @@ static const char *header(natsMsg *m, const char *key)
 	return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
 }
 
-static void take_over(struct store_nats *s);
 
 /* A compressed message's bytes, into s->plain. */
 static int unzstd(struct store_nats *s, const unsigned char **p, size_t *len)
@@ -527,9 +531,12 @@ static void take_over(struct store_nats *s)
 		return;
 	s->state = NS_TAKING_OVER;
 	natspipe_new_term(&s->pipe, s->last_seq);
-	log_info("journal: stream %s: no record for %u ms; taking over after "
-	         "sequence %" PRIu64, s->conf->stream,
-	         (unsigned)(now_ms() - s->heard_at), s->last_seq);
+	char why[64];
+	snprintf(why, sizeof why, "no record for %u ms",
+	         (unsigned)(now_ms() - s->heard_at));
+	log_info("journal: stream %s: %s; taking over after sequence %" PRIu64,
+	         s->conf->stream, !s->based ? "no journal in it yet" :
+	         s->resigned ? "the active daemon resigned" : why, s->last_seq);
 	natspipe_send(&s->pipe, "takeover", NULL, NULL, 0, 0);
 	if (!s->based)   /* an empty stream: the journal begins */
 		natspipe_send(&s->pipe, "head", NULL, s->header, s->header_len, 0);
