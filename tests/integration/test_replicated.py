@@ -784,7 +784,9 @@ class Replicated(jqtest.TestCase):
     # ---- 6. bad conditions ----------------------------------------------
 
     def test_6a_nats_unreachable_at_start(self):
-        notify = NotifySocket()
+        notify_dir = tempfile.TemporaryDirectory(prefix="joinq-notify-")
+        self.addCleanup(notify_dir.cleanup)
+        notify = jqtest.NotifySocket(os.path.join(notify_dir.name, "notify"))
         self.addCleanup(notify.close)
         d = self.joinqd("t6a", env={"NOTIFY_SOCKET": notify.path})
         time.sleep(1.5 * SLOW)
@@ -800,7 +802,7 @@ class Replicated(jqtest.TestCase):
         self.assertTrue(lines, "joinqd does not say NATS is unreachable:\n"
                         + log_tail(d))
         jqtest.diag("said: " + lines[0])
-        self.assertNotIn("READY=1", notify.messages(),
+        self.assertNotIn("READY=1", notify.lines(),
                          "READY=1 while NATS is unreachable")
         self.assertIsNone(d.proc.poll(), "joinqd gave up:\n" + log_tail(d))
         self.cluster.start()
@@ -809,8 +811,8 @@ class Replicated(jqtest.TestCase):
         jqtest.diag("active %.2f s after NATS became healthy"
                     % (time.monotonic() - t0))
         self.assertTrue(jqtest.wait_until(
-            lambda: "READY=1" in notify.messages(), TIMEOUT),
-            "no READY=1 once active: %r" % notify.messages())
+            lambda: "READY=1" in notify.lines(), TIMEOUT),
+            "no READY=1 once active: %r" % notify.lines())
         self.assertOk(d.request({"op": "put", "queue": "q", "item": 1}))
         self.stop_cleanly(d)
 
@@ -894,40 +896,6 @@ class Replicated(jqtest.TestCase):
                          cfg)
         self.assertIn("joinq.t6d", cfg.get("subjects", []), cfg)
         self.stop_cleanly(d)
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET of our own, drained by a thread."""
-
-    def __init__(self):
-        self.dir = tempfile.TemporaryDirectory(prefix="joinq-notify-")
-        self.path = os.path.join(self.dir.name, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.05)
-        self.items = []
-        self.done = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.done:
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.items.extend(data.decode(errors="replace").splitlines())
-
-    def messages(self):
-        return list(self.items)
-
-    def close(self):
-        self.done = True
-        self.thread.join(TIMEOUT)
-        self.sock.close()
-        self.dir.cleanup()
 
 
 if __name__ == "__main__":

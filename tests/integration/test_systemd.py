@@ -181,74 +181,6 @@ def inode_of(sock):
     return os.fstat(sock.fileno()).st_ino
 
 
-class NotifySocket:
-    """A NOTIFY_SOCKET of our own.  A thread drains it at once: the daemon's
-    sd_notify blocks when the receive queue is full (max_dgram_qlen is
-    small), as it would with a systemd that stopped reading."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.05)
-        self.items = []          # (monotonic time, "KEY=VALUE")
-        self.cond = threading.Condition()
-        self.done = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.done:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            now = time.monotonic()
-            with self.cond:
-                for line in data.decode("utf-8", "replace").split("\n"):
-                    if line:
-                        self.items.append((now, line))
-                self.cond.notify_all()
-
-    def lines(self, start=0):
-        with self.cond:
-            return [line for _, line in self.items[start:]]
-
-    def count(self):
-        with self.cond:
-            return len(self.items)
-
-    def wait(self, predicate, start=0, timeout=TIMEOUT):
-        """The index of the first line at or after start that satisfies
-        predicate (a string: equal to it), or None after timeout."""
-        if isinstance(predicate, str):
-            want = predicate
-            predicate = lambda line: line == want
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            i = start
-            while True:
-                while i < len(self.items):
-                    if predicate(self.items[i][1]):
-                        return i
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def times_of(self, line, start, end):
-        with self.cond:
-            return [t for t, l in self.items if l == line and start <= t < end]
-
-    def close(self):
-        self.done = True
-        self.thread.join(TIMEOUT)
-        self.sock.close()
-
-
 class SdDaemon(jqtest.Daemon):
     """A joinqd started as systemd starts one.
 
@@ -289,7 +221,7 @@ class SdDaemon(jqtest.Daemon):
             st = os.fstat(self.errfile.fileno())
             env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
         if self.want_notify:
-            self.notify = NotifySocket(self.path("notify"))
+            self.notify = jqtest.NotifySocket(self.path("notify"))
             env["NOTIFY_SOCKET"] = self.notify.path
         fds = []
         if self.listen_fds is not None:
