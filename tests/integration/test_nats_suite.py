@@ -36,11 +36,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = os.environ.get("JOINQ_NATS_SUITE_FILES", "").split() or [
     "test_ops.py", "test_delivery.py", "test_frames.py", "test_udp.py"]
 # Under a sanitizer (or valgrind) every daemon is slower to start and the
-# whole suite runs twice: there the ops and the frames stand for the rest,
-# which the plain build runs in this mode, and test_replicated.py runs in
-# both.
+# whole suite runs twice: there the frames stand for the rest, which the
+# plain build runs in this mode; test_replicated.py, which drives the
+# replicated journal hardest, runs in both.
 if jqtest.SLOW > 1 and not os.environ.get("JOINQ_NATS_SUITE_FILES"):
-    FILES = ["test_ops.py", "test_frames.py", "test_udp.py"]
+    FILES = ["test_frames.py"]
 JOBS = int(os.environ.get("JOINQ_NATS_SUITE_JOBS", "2"))
 # A file's own bound: its cases, each daemon also taking over its stream.
 FILE_TIMEOUT = 900 * jqtest.SLOW
