@@ -231,9 +231,7 @@ void natspipe_ack(struct natspipe *q, const char *suffix, natsMsg *m)
 
 static void back_off(struct natspipe *q, uint64_t now)
 {
-	q->backoff = q->backoff ? q->backoff * 2 : RETRY_MIN_MS;
-	if (q->backoff > RETRY_MAX_MS)
-		q->backoff = RETRY_MAX_MS;
+	q->backoff = store_backoff(q->backoff, RETRY_MIN_MS, RETRY_MAX_MS);
 	q->retry_at = now + q->backoff;
 }
 

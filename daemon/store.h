@@ -77,6 +77,13 @@ static inline uint64_t store_clock_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The next wait of a back-off that doubles from min to max (prev 0: the
+ * first), for a store's retries on the network. */
+static inline unsigned store_backoff(unsigned prev, unsigned min, unsigned max)
+{
+	return !prev ? min : prev * 2 > max ? max : prev * 2;
+}
+
 enum store_status {
 	STORE_OK = 0,
 	STORE_AGAIN = -1,    /* not done, nothing lost: try again later */

@@ -151,9 +151,7 @@ static void warn(struct store_nats *s, const char *what, const char *why)
 
 static void back_off(struct store_nats *s)
 {
-	s->backoff = s->backoff ? s->backoff * 2 : RETRY_MIN_MS;
-	if (s->backoff > RETRY_MAX_MS)
-		s->backoff = RETRY_MAX_MS;
+	s->backoff = store_backoff(s->backoff, RETRY_MIN_MS, RETRY_MAX_MS);
 	s->retry_at = now_ms() + s->backoff;
 }
 
