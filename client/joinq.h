@@ -91,8 +91,10 @@ extern "C" {
 #define JQ_DEFAULT_HOST "127.0.0.1"
 #define JQ_DEFAULT_PORT "7477"
 
-/* The daemon's error codes, PROTOCOL.md's table in its order; on the wire
- * each goes by its name, jq_strcode(code) ("bad_json", "full", ...). */
+/* The daemon's error codes, PROTOCOL.md's table in its order but for
+ * conflict, which came later and goes last so that the others keep their
+ * numbers; on the wire each goes by its name, jq_strcode(code)
+ * ("bad_json", "full", ...). */
 enum jq_err {
 	JQ_OK = 0,
 	JQ_BAD_JSON,
@@ -111,6 +113,7 @@ enum jq_err {
 	JQ_TOO_MANY_CONNECTIONS,
 	JQ_SHUTTING_DOWN,
 	JQ_UNAVAILABLE,
+	JQ_CONFLICT,
 	JQ_NERR
 };
 
