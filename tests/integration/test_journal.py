@@ -1544,10 +1544,14 @@ class DiskFull(Helpers):
             for _ in range(20):
                 self.assertError(c.request({"op": "put", "item": "more"}),
                                  "unavailable")
-            # Not even a queue is made for a refused put.
+            # Not even a queue is made for a refused put, or declare.
             self.assertError(c.request({"op": "put", "queue": "fresh",
                                         "item": 1}), "unavailable")
+            self.assertError(c.request({"op": "declare", "queue": "fresh",
+                                        "maxsize": 3}), "unavailable")
             self.assertNotIn("fresh", queue_names(d))
+            # A declare that changes nothing needs no room.
+            self.assertOk(c.request({"op": "declare", "maxsize": 0}))
             self.assertEqual(self.qsize_of(d), before)
             # Small changes go on, and the engine's own.
             t3 = self.get(c)["task"]
