@@ -2487,6 +2487,15 @@ static void declare_of_an_existing_queue_compares_what_it_names(void **state)
 	assert_int_equal(s.max_deliveries, 0);
 	assert_int_equal(s.qsize, 1);
 
+	/* A declare that matches changes nothing either: the settings stay
+	 * the defaults', and follow them. */
+	static const struct engine_conf seven = {
+		.clock = fake_clock, .default_maxsize = 7, .max_queues = 64,
+	};
+	engine_reconfigure(e, &seven);
+	assert_int_equal(qstats(e, "plain").maxsize, 7);
+	engine_reconfigure(e, &std_conf);
+
 	/* Declared settings are compared the same way. */
 	struct queue_conf d = { .name = "d", .has_maxsize = true, .maxsize = 4 };
 	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
