@@ -2441,6 +2441,16 @@ static void declare_makes_a_queue_with_the_settings_named(void **state)
 	assert_int_equal(qstats(e, "all").dead_lettered, 1);
 	expect_get(e, findq(e, "graveyard"), "poison", 1);
 
+	/* "off" declared is a queue's name, not "none" as in the
+	 * configuration. */
+	struct queue_conf off = { .name = "offq", .has_max_deliveries = true,
+	                          .max_deliveries = 1, .dead_letter = "off" };
+	assert_int_equal(declare(e, &off, &r, dl), JQ_OK);
+	assert_string_equal(dl, "off");
+	put(e, r.queue, "to-off");
+	assert_int_equal(release(e, get(e, r.queue).task, 0), JQ_OK);
+	expect_get(e, findq(e, "off"), "to-off", 1);
+
 	/* Nothing named: made as put makes it. */
 	struct queue_conf bare = { .name = "bare" };
 	assert_int_equal(declare(e, &bare, &r, dl), JQ_OK);
