@@ -2130,7 +2130,8 @@ static void d_settings(void *ctx, uint32_t qid, const struct queue_conf *c)
 	q->settings.name = NULL;
 	if (c->dead_letter) {
 		assert_true(strlen(c->dead_letter) < sizeof q->dead_letter);
-		strcpy(q->dead_letter, c->dead_letter);
+		snprintf(q->dead_letter, sizeof q->dead_letter, "%s",
+		         c->dead_letter);
 		q->settings.dead_letter = q->dead_letter;
 	}
 }
@@ -2668,7 +2669,7 @@ static void purge_finishes_queued_tasks_only(void **state)
 	assert_int_equal(s.task_dones, 0);
 	assert_int_equal(s.dead_lettered, 0);        /* not dead letters */
 	assert_null(findq(e, "jobs.dead"));
-	assert_int_equal(engine_live_bytes(e), live - 3 * (1 + 24));
+	assert_int_equal(engine_live_bytes(e), live - UINT64_C(3) * (1 + 24));
 
 	/* What was in flight or delayed goes on. */
 	assert_int_equal(done_ok(e, ta), 1);
