@@ -176,13 +176,17 @@ static void on_created(void *ctx, json_t *reply, unsigned arg)
 		return;
 	}
 	if (code) {
-		/* Too few servers for the replicas is an error of the settings;
-		 * no answer is NATS still starting. */
-		if (code > 0 && code != 10008) {
+		/* No answer, 10008 (cluster not available) and 10005 (no
+		 * suitable peers) are NATS still starting: the meta leader
+		 * learns its peers some time after /healthz says ready.  10005
+		 * is also too few servers for nats_replicas, which the warning
+		 * names every few seconds; the daemon waits for them, as it
+		 * waits for NATS itself. */
+		if (code > 0 && code != 10008 && code != 10005) {
 			fail(s, "cannot create it: %s (error %d)", desc, code);
 			return;
 		}
-		warn(s, "JetStream does not answer its creation", code < 0 ?
+		warn(s, "JetStream cannot create it yet", code < 0 ?
 		     NO_REPLY : desc);
 		back_off(s);
 		s->state = NS_CONNECTING;

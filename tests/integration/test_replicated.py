@@ -914,6 +914,27 @@ class Replicated(jqtest.TestCase):
         self.assertIn("joinq.t6d", cfg.get("subjects", []), cfg)
         self.stop_cleanly(d)
 
+    def test_6e_too_few_servers_for_the_replicas(self):
+        """More replicas than servers: JetStream answers "no suitable
+        peers" (10005), as it also does while a new cluster learns its
+        peers, so joinqd waits, serving nothing and saying why, instead
+        of exiting; an orderly stop still works."""
+        self.cluster.start()
+        d = self.joinqd("t6e", "--nats-replicas", "5")
+
+        def said():
+            return [l for l in d.log().splitlines()
+                    if " warning: " in l and "t6e" in l and "peers" in l]
+        self.assertTrue(jqtest.wait_until(lambda: said(), 10 * SLOW, 0.05),
+                        "no warning naming the stream and its peers:\n"
+                        + log_tail(d))
+        jqtest.diag("said: " + said()[0])
+        self.assertIsNone(d.proc.poll(), "joinqd gave up:\n" + log_tail(d))
+        self.assertEqual(d.role(), "standby")
+        self.assertError(d.request({"op": "put", "queue": "q", "item": 1}),
+                         "unavailable")
+        self.stop_cleanly(d)
+
 
 if __name__ == "__main__":
     jqtest.main()
