@@ -1848,7 +1848,7 @@ class Policies(Helpers):
         with running(d):
             conns = [d.tcp() for _ in range(20)]
             with open(delay, "w") as f:
-                f.write("%d\n" % (1000 * sync))
+                f.write("%d\n" % round(1000 * sync))
             t0 = time.monotonic()
             for c in conns:
                 c.send({"op": "put", "item": "g"})

@@ -2,20 +2,27 @@
 the existing integration files, not copies of them, run against daemons
 whose journal is a JetStream stream on a three-node NATS cluster.
 
-One cluster (natscluster.py) for the whole run; each file runs as a child
-with JOINQ_TEST_JOURNAL=nats and JOINQ_TEST_NATS=<its servers>, so that
-every jqtest.Daemon that does not choose a journal itself gets a stream of
-its own and is waited for until its ping says "role":"active" (jqtest.py).
+One cluster (natscluster.py) for the whole run; each test class of each
+file runs as a child (`python3 <file> <class>`) with
+JOINQ_TEST_JOURNAL=nats and JOINQ_TEST_NATS=<its servers>, so that every
+jqtest.Daemon that does not choose a journal itself gets a stream of its
+own and is waited for until its ping says "role":"active" (jqtest.py).
 The children's TAP lines are passed on, renumbered and named "nats:<file>:
 <test>", so that `make check` counts each case; the plan comes last.  A
 child that dies before its plan is done fails for the cases it did not
 report.  Tests about the file journal itself are left out by jqtest
 (@file_journal_only), each named in a diagnostic line.
 
+Children, not files, run side by side: each daemon waits about half a
+second for its new stream's three replicas to elect a leader (NATS's
+campaign timer), so a file here is mostly waiting, and one child a class
+lets several files' waits overlap.
+
 $JOINQ_NATS_SUITE_FILES (names, space separated) chooses the files (a
 sanitizer build runs fewer by default: see FILES);
-$JOINQ_NATS_SUITE_JOBS how many run side by side (default 2).
+$JOINQ_NATS_SUITE_JOBS how many children run side by side (default 6).
 """
+import importlib
 import os
 import re
 import signal
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 import jqtest
 import natscluster
@@ -41,24 +49,37 @@ FILES = os.environ.get("JOINQ_NATS_SUITE_FILES", "").split() or [
 # replicated journal hardest, runs in both.
 if jqtest.SLOW > 1 and not os.environ.get("JOINQ_NATS_SUITE_FILES"):
     FILES = ["test_frames.py"]
-JOBS = int(os.environ.get("JOINQ_NATS_SUITE_JOBS", "2"))
-# A file's own bound: its cases, each daemon also taking over its stream.
+JOBS = int(os.environ.get("JOINQ_NATS_SUITE_JOBS", "6"))
+# A child's own bound: its cases, each daemon also taking over its stream.
 FILE_TIMEOUT = 900 * jqtest.SLOW
 
 RESULT_RE = re.compile(r"^(ok|not ok)\s+\d+\s*-?\s*(.*)$")
 PLAN_RE = re.compile(r"^1\.\.(\d+)")
 
 
-class Child:
-    """One integration file running against the cluster."""
+def classes(name):
+    """The test classes of file name, each with how many cases it has, in
+    the order unittest runs them."""
+    module = importlib.import_module(name[:-3])
+    found = []
+    for suite in unittest.TestLoader().loadTestsFromModule(module):
+        tests = list(suite)
+        if tests:
+            found.append((type(tests[0]).__name__, len(tests)))
+    return found
 
-    def __init__(self, name, env):
+
+class Child:
+    """One test class of an integration file running against the cluster."""
+
+    def __init__(self, name, cls, env):
         self.name = name
+        self.cls = cls
         self.started = time.monotonic()
         # A file, not a pipe: a failing case may print a daemon's whole log.
         self.out = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, name)], env=env,
+            [sys.executable, os.path.join(HERE, name), cls], env=env,
             stdin=subprocess.DEVNULL, stdout=self.out,
             stderr=subprocess.STDOUT, text=True)
         self.text = None
@@ -72,8 +93,8 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            note = "# %s did not end within %.0f s\n" % (self.name,
-                                                        FILE_TIMEOUT)
+            note = "# %s %s did not end within %.0f s\n" % (
+                self.name, self.cls, FILE_TIMEOUT)
         self.took = time.monotonic() - self.started
         self.out.seek(0)
         self.text = self.out.read() + note
@@ -121,22 +142,24 @@ class Tap:
                 print("# " + raw, flush=True)
         missing = (planned if planned is not None else 1) - passed - failed
         if missing > 0 or child.proc.returncode not in (0, 1):
-            self.line(False, "nats:%s: %d planned cases not reported "
-                      "(exit status %s)" % (child.name, max(missing, 0),
+            self.line(False, "nats:%s: %s: %d planned cases not reported "
+                      "(exit status %s)" % (child.name, child.cls,
+                                            max(missing, 0),
                                             child.proc.returncode))
             failed += 1
         elif child.proc.returncode != 0 and failed == 0:
-            self.line(False, "nats:%s: exit status %d with no failed case"
-                      % (child.name, child.proc.returncode))
+            self.line(False, "nats:%s: %s: exit status %d with no failed "
+                      "case" % (child.name, child.cls, child.proc.returncode))
             failed += 1
         return passed, failed, left_out
 
 
 def run_all(pending, running, done, env):
-    """Runs the files JOBS at a time until every one has ended."""
+    """Runs the (file, class) pairs JOBS at a time until every one has
+    ended."""
     while pending or running:
         while pending and len(running) < JOBS:
-            running.append(Child(pending.pop(0), env))
+            running.append(Child(*pending.pop(0), env))
         ended = [c for c in running if c.proc.poll() is not None]
         if not ended:
             time.sleep(0.2)
@@ -146,7 +169,7 @@ def run_all(pending, running, done, env):
             ended = running[:1]
         for child in ended:
             running.remove(child)
-            done[child.name] = child.wait()
+            done[child.name, child.cls] = child.wait()
 
 
 def main():
@@ -173,7 +196,11 @@ def main():
                    JOINQ_TEST_FAILOVER=os.environ.get("JOINQ_TEST_FAILOVER",
                                                       "0.2"),
                    PYTHONDONTWRITEBYTECODE="1")
-        pending = list(FILES)
+        parts = {name: classes(name) for name in FILES}
+        # The largest classes first, so that none starts last and alone.
+        sizes = [(n, name, cls) for name in FILES for cls, n in parts[name]]
+        pending = [(name, cls) for _, name, cls in
+                   sorted(sizes, key=lambda size: -size[0])]
         running = []
         done = {}
         try:
@@ -188,11 +215,15 @@ def main():
                         child.proc.kill()
                         child.proc.wait()
         for name in FILES:
-            child = done[name]
-            passed, failed, left_out = tap.report(child)
+            children = [done[name, cls] for cls, _ in parts[name]]
+            counts = [tap.report(child) for child in children]
+            passed, failed, left_out = [sum(c) for c in zip(*counts)]
+            took = [child.took for child in children]
             jqtest.diag("%s with journal = nats: %d passed, %d failed, %d "
-                        "left out (file journal only), %.1f s"
-                        % (name, passed, failed, left_out, child.took))
+                        "left out (file journal only), %.1f s in %d classes "
+                        "(the longest %.1f s)"
+                        % (name, passed, failed, left_out, sum(took),
+                           len(took), max(took)))
     finally:
         cluster.close()
     print("1..%d" % tap.n, flush=True)
