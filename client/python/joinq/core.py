@@ -1,0 +1,230 @@
+"""What the blocking queues (queues.py) and the asyncio ones (aio.py)
+share, with no I/O: the requests each method sends, what each reply means,
+and the book of tasks a queue object holds in one process."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, NamedTuple
+
+from .codec import dumps, wait_fields
+from .errors import Error, JoinTimeout, ProtocolError, TaskDoneError, \
+    from_reply
+from .settings import Settings, check_name, seconds
+
+# Requests that may be sent again when their reply was lost (failover.c's
+# list, and the other read-only ones): nothing of them happens twice.  A
+# get's task comes back as after any disconnect.
+RESENDABLE = frozenset(("get", "ping", "qsize", "stats", "join", "empty",
+                        "full", "declare"))
+
+
+class Task(NamedTuple):
+    """A delivered task: its item, its id (for task_done(task) and
+    release(task), from any process), and how many times it has been
+    delivered (1 the first time)."""
+    item: Any
+    id: int
+    deliveries: int
+
+
+def wait_of(block: Any, timeout: Any) -> tuple[bool, float | None]:
+    """(block, timeout) as Python's queues read them: timeout matters only
+    when blocking, and then a negative one is a ValueError."""
+    if not block:
+        return False, None
+    return True, seconds(timeout, "timeout")
+
+
+def task_id(task: Any) -> int:
+    tid = task.id if isinstance(task, Task) else task
+    if isinstance(tid, bool) or not isinstance(tid, int) or tid <= 0:
+        raise TypeError("a task is a joinq.Task or its id (a positive int), "
+                        "not %r" % (task,))
+    return tid
+
+
+class Frames:
+    """The request lines of one queue (PROTOCOL.md "Ops"), as text with its
+    LF.  Over UDP, udp_frame() adds the id and the token."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.q = ',"queue":' + dumps(settings.name)
+        self.encode = settings.serializer.encode
+        self.token = settings.token
+        self.auth = '{"op":"auth","token":%s}\n' % dumps(self.token) \
+            if self.token else None
+
+    def put(self, item: Any, block: bool, timeout: float | None) -> str:
+        return '{"op":"put"%s,"item":%s%s}\n' % (
+            self.q, self.encode(item), wait_fields(block, timeout))
+
+    def get(self, block: bool, timeout: float | None,
+            lease: float | None) -> str:
+        extra = ',"lease":%r' % lease if lease is not None else ""
+        return '{"op":"get"%s%s%s}\n' % (self.q, wait_fields(block, timeout),
+                                        extra)
+
+    @staticmethod
+    def task_done(tid: int) -> str:
+        return '{"op":"task_done","task":%d}\n' % tid
+
+    @staticmethod
+    def release(tid: int, delay: float | None) -> str:
+        extra = ',"delay":%r' % delay if delay is not None else ""
+        return '{"op":"release","task":%d%s}\n' % (tid, extra)
+
+    def join(self, timeout: float | None) -> str:
+        return '{"op":"join"%s%s}\n' % (self.q, wait_fields(True, timeout))
+
+    def op(self, name: str) -> str:
+        """qsize, empty, full, purge, delete: the queue and nothing else."""
+        return '{"op":"%s"%s}\n' % (name, self.q)
+
+    def declare(self, maxsize: Any, max_deliveries: Any,
+                dead_letter: Any) -> str:
+        fields = ""
+        for key, value in (("maxsize", maxsize),
+                           ("max_deliveries", max_deliveries)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) \
+                        or value < 0:
+                    raise ValueError("%s must be an int >= 0, not %r"
+                                     % (key, value))
+                fields += ',"%s":%d' % (key, value)
+        if dead_letter is not None:
+            fields += ',"dead_letter":' + dumps(check_name(dead_letter))
+        return '{"op":"declare"%s%s}\n' % (self.q, fields)
+
+    def udp_frame(self, frame: str, rid: int, noreply: bool) -> str:
+        extra = ',"noreply":true' if noreply else ',"id":%d' % rid
+        if self.token:
+            extra += ',"token":' + dumps(self.token)
+        return frame[:-2] + extra + "}\n"
+
+
+# ---- replies ---------------------------------------------------------------
+
+def check(reply: dict[str, Any]) -> dict[str, Any]:
+    if not reply["ok"]:
+        raise from_reply(reply)
+    return reply
+
+
+def put_result(reply: dict[str, Any], full: type) -> int:
+    if reply["ok"]:
+        return reply["task"]
+    if reply.get("error") == "full":
+        raise full()
+    raise from_reply(reply)
+
+
+def get_result(reply: dict[str, Any], empty: type) -> Task | None:
+    """The task a get delivered; None for an empty reply."""
+    if reply["ok"]:
+        try:
+            return Task(reply["item"], reply["task"], reply["deliveries"])
+        except KeyError:
+            raise ProtocolError("a get reply without its task: %r"
+                                % (reply,)) from None
+    if reply.get("error") == "empty":
+        return None
+    raise from_reply(reply)
+
+
+def join_result(reply: dict[str, Any]) -> None:
+    if not reply["ok"]:
+        err = from_reply(reply)
+        if isinstance(err, JoinTimeout):
+            err.message = "join timed out: %s" % err.message
+        raise err
+
+
+# ---- the book of tasks -------------------------------------------------------
+
+class Book:
+    """A queue object's tasks in one process: those it got and has not
+    finished (oldest first: task_done() with no argument finishes the
+    oldest, like Python's counter), the task_dones deferred to go out with
+    the next request, and the errors of those that went."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, None] = {}
+        self.pending: list[int] = []
+        self.since = 0.0                # when pending became non-empty
+        self.failures: list[Error] = []
+
+    def got(self, tid: int) -> None:
+        with self.lock:
+            self.held[tid] = None
+
+    def oldest(self) -> int:
+        with self.lock:
+            if not self.held:
+                raise ValueError("task_done() called too many times")
+            tid = next(iter(self.held))
+            del self.held[tid]
+            return tid
+
+    def drop(self, tid: int) -> bool:
+        """Forgets a task held; False if it was not."""
+        with self.lock:
+            if tid not in self.held:
+                return False
+            del self.held[tid]
+            return True
+
+    def defer(self, tid: int) -> bool:
+        """Queues a task_done; True if it is the first waiting."""
+        with self.lock:
+            first = not self.pending
+            if first:
+                self.since = time.monotonic()
+            self.pending.append(tid)
+            return first
+
+    def take(self) -> list[int]:
+        with self.lock:
+            out, self.pending = self.pending, []
+            return out
+
+    def due(self, linger: float) -> float:
+        """Seconds until the waiting task_dones are due (<= 0: now)."""
+        with self.lock:
+            if not self.pending:
+                return float("inf")
+            return self.since + linger - time.monotonic()
+
+    def give_back(self, tids: list[int]) -> None:
+        """task_dones that went nowhere (refused with nothing changed)."""
+        if tids:
+            with self.lock:
+                if not self.pending:
+                    self.since = time.monotonic()
+                self.pending[:0] = tids
+
+    def answered(self, tid: int, reply: dict[str, Any]) -> None:
+        if not reply["ok"]:
+            err = from_reply(reply)
+            self.failed(TaskDoneError(
+                "task_done(%d), sent later, failed: %s" % (tid, err.message),
+                err.code, reply, task=tid))
+
+    def lost(self, tids: list[int], why: Exception) -> None:
+        for tid in tids:
+            self.failed(TaskDoneError(
+                "task_done(%d), sent later, may not have been done: %s"
+                % (tid, why), None, None, task=tid))
+
+    def failed(self, err: Error) -> None:
+        with self.lock:
+            self.failures.append(err)
+
+    def raise_failed(self) -> None:
+        """Raises the first deferred task_done failure not yet raised."""
+        if self.failures:
+            with self.lock:
+                err = self.failures.pop(0) if self.failures else None
+            if err is not None:
+                raise err

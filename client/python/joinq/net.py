@@ -1,0 +1,285 @@
+"""Blocking sockets to the daemon: a TCP connection (one JSON line per
+request and per reply, PROTOCOL.md "Transports"), the pool of them a queue
+object keeps in each process, and a UDP socket.  The asyncio side is in
+aio.py.
+
+A connection is used by one caller at a time, for a whole exchange (its
+requests written in one go, then every reply read), and goes back to the
+pool only when every reply was read: one that broke, timed out or was
+interrupted is closed, never reused, since its stream is out of step.
+Closing a connection gives back to their queues the tasks it took
+without a lease (the protocol's rule), so the pool never closes one of
+its own accord: only close(), or a failure, does.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from typing import Any
+
+from .codec import parse
+from .errors import CannotConnect, ConnectionLost
+from .settings import Address, Settings
+
+BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
+BACKOFF_MAX = 1.0              # (failover.c's FAILOVER_BACKOFF_*)
+FAILOVER_BUDGET = 5.0          # when io_timeout is None
+UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
+
+
+def hostport(address: Address) -> str:
+    host, port = address
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+def backoff(last: float) -> float:
+    return BACKOFF_MIN if last <= 0 else min(last * 2, BACKOFF_MAX)
+
+
+class TcpConnection:
+    """One TCP connection: writes whole batches, reads reply lines."""
+
+    __slots__ = ("sock", "rfile", "peer", "authed", "_timeout", "_poll")
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.rfile = sock.makefile("rb")
+        self.peer = peer
+        self.authed = False
+        self._timeout: Any = sock.gettimeout()
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+
+    def send(self, data: bytes, timeout: float | None) -> None:
+        self._settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ConnectionLost("the daemon at %s took nothing for %.1f s"
+                                 % (self.peer, timeout)) from None
+        except OSError as e:
+            raise ConnectionLost("the connection to %s broke: %s"
+                                 % (self.peer, e.strerror or e)) from None
+
+    def reply(self, timeout: float | None) -> dict[str, Any]:
+        """The next reply; ConnectionLost when the connection closes or
+        breaks, or no reply comes within timeout seconds (None: none)."""
+        self._settimeout(timeout)
+        try:
+            line = self.rfile.readline()
+        except socket.timeout:
+            raise ConnectionLost("no reply from %s within %.1f s"
+                                 % (self.peer, timeout)) from None
+        except OSError as e:
+            raise ConnectionLost("the connection to %s broke: %s"
+                                 % (self.peer, e.strerror or e)) from None
+        if not line.endswith(b"\n"):
+            raise ConnectionLost("the daemon at %s closed the connection"
+                                 % self.peer)
+        return parse(line)
+
+    def _settimeout(self, timeout: float | None) -> None:
+        # settimeout costs a system call: only when it changes.
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def gone(self) -> bool:
+        """True if an idle connection is readable: the daemon closed it (or
+        sent what nobody asked for); a request sent on it now would go
+        nowhere (libjoinq's peer_gone)."""
+        try:
+            return bool(self._poll.poll(0))
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def forget(self) -> None:
+        """In a child after fork: closes this process's copy of the file
+        descriptor only.  No shutdown, no write, nothing sent: the
+        connection is the parent's, and stays open there."""
+        fd = self.sock.detach()
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def open_tcp(settings: Settings, address: Address) -> TcpConnection:
+    """A new connection to address (OSError if none)."""
+    sock = socket.create_connection(address, timeout=settings.connect_timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        ctx = settings.ssl_context()
+        if ctx is not None:
+            # The door for TLS (PROTOCOL.md "TLS"): the same frames
+            # inside the session.
+            sock = ctx.wrap_socket(sock, server_hostname=address[0])
+    except BaseException:
+        sock.close()
+        raise
+    return TcpConnection(sock, hostport(address))
+
+
+class Pool:
+    """A queue object's TCP connections in one process.  borrow() gives a
+    connection to one caller; give() takes it back when its exchange went
+    well, discard() closes it when not.  With several addresses it
+    remembers which daemon answered last (cur) and the active daemon a
+    standby named, as failover.c does for the CLI."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.idle: list[TcpConnection] = []
+        self.conns: set[TcpConnection] = set()
+        self.cur = 0
+        self.active: Address | None = None
+        self.closed = False
+
+    def borrow(self, after_failure: bool = False) -> TcpConnection:
+        with self.lock:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.gone():
+                    return conn
+                self.conns.discard(conn)
+                conn.close()
+                after_failure = True
+        return self.connect(after_failure)
+
+    def give(self, conn: TcpConnection) -> None:
+        with self.lock:
+            if self.closed:
+                self.conns.discard(conn)
+                conn.close()
+            else:
+                self.idle.append(conn)
+
+    def discard(self, conn: TcpConnection) -> None:
+        with self.lock:
+            self.conns.discard(conn)
+        conn.close()
+
+    def candidates(self, after_failure: bool) -> list[tuple[int, Address]]:
+        """One round: the active daemon a standby named, then every address
+        from the one used last (the one after it after a failure)."""
+        addrs = self.settings.addresses
+        start = (self.cur + 1) % len(addrs) if after_failure else self.cur
+        order = [(-1, self.active)] if self.active else []
+        self.active = None          # one try each time it is named
+        return order + [((start + i) % len(addrs),
+                         addrs[(start + i) % len(addrs)])
+                        for i in range(len(addrs))]
+
+    def connect(self, after_failure: bool = False) -> TcpConnection:
+        """A new connection to the first daemon that answers; CannotConnect
+        naming every address and why when none does."""
+        why = []
+        for index, address in self.candidates(after_failure):
+            try:
+                conn = open_tcp(self.settings, address)
+            except OSError as e:
+                why.append("%s: %s" % (hostport(address), e.strerror or e))
+                continue
+            if index >= 0:
+                self.cur = index
+            with self.lock:
+                if self.closed:
+                    conn.close()
+                    raise ConnectionLost("the queue was closed")
+                self.conns.add(conn)
+            return conn
+        raise CannotConnect("no daemon answers at %s (%s)"
+                            % (", ".join(map(hostport,
+                                             self.settings.addresses)),
+                               "; ".join(why)))
+
+    def name_active(self, active: Any) -> None:
+        """Remembers HOST:PORT that a standby named as the active daemon."""
+        from .settings import addresses
+        try:
+            self.active = addresses(str(active))[0]
+        except ValueError:
+            self.active = None
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            conns, self.conns, self.idle = self.conns, set(), []
+        for conn in conns:
+            conn.close()
+
+    def forget(self) -> None:
+        """After fork, in the child: drops every connection (the parent's)
+        without touching the parent's side; nothing is locked, since the
+        lock may have been held by a thread of the parent."""
+        for conn in list(self.conns):
+            conn.forget()
+        self.conns, self.idle = set(), []
+
+
+class UdpSocket:
+    """A UDP socket to the first address that resolves (as libjoinq):
+    one datagram per request; replies matched by id."""
+
+    def __init__(self, settings: Settings) -> None:
+        why = []
+        for address in settings.addresses:
+            try:
+                infos = socket.getaddrinfo(address[0], address[1],
+                                           type=socket.SOCK_DGRAM)
+            except OSError as e:
+                why.append("%s: %s" % (hostport(address), e.strerror or e))
+                continue
+            family, kind, proto, _, sockaddr = infos[0]
+            self.sock = socket.socket(family, kind, proto)
+            self.sock.connect(sockaddr)
+            self.peer = hostport(address)
+            self.next_id = 1
+            return
+        raise CannotConnect("no address resolves: %s" % "; ".join(why))
+
+    def send(self, data: bytes) -> None:
+        if len(data) > UDP_DATAGRAM_MAX:
+            raise ValueError("the request is %d bytes, more than a UDP "
+                             "datagram holds (%d): put it over TCP"
+                             % (len(data), UDP_DATAGRAM_MAX))
+        try:
+            self.sock.send(data)
+        except OSError as e:
+            raise CannotConnect("cannot send to %s: %s"
+                                % (self.peer, e.strerror or e)) from None
+
+    def reply(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next reply datagram, None after timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            return parse(self.sock.recv(70000))
+        except socket.timeout:
+            return None
+        except OSError as e:
+            # Connected UDP: an ICMP "port unreachable" comes back here.
+            raise CannotConnect("no daemon at %s: %s"
+                                % (self.peer, e.strerror or e)) from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def forget(self) -> None:
+        fd = self.sock.detach()
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
