@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, NamedTuple
 
 from .codec import dumps, wait_fields
@@ -12,11 +13,48 @@ from .errors import Error, JoinTimeout, ProtocolError, TaskDoneError, \
     from_reply
 from .settings import Settings, check_name, seconds
 
+BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
+BACKOFF_MAX = 1.0              # (failover.h's FAILOVER_BACKOFF_*)
+FAILOVER_BUDGET = 5.0          # when io_timeout is None
+
 # Requests that may be sent again when their reply was lost (failover.c's
 # list, and the other read-only ones): nothing of them happens twice.  A
 # get's task comes back as after any disconnect.
 RESENDABLE = frozenset(("get", "ping", "qsize", "stats", "join", "empty",
                         "full", "declare"))
+
+
+class Retry:
+    """How long a call with several addresses keeps looking for a daemon
+    (failover.c, libjoinq's jqc_call_failover): io_timeout (5 s without
+    one) from the first failure on, pausing 50 ms, doubling to 1 s, after
+    each round of addresses that found none.  again() says whether to try
+    once more, after sleeping wait (time.sleep or asyncio.sleep: the
+    caller's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget = settings.io_timeout or FAILOVER_BUDGET
+        self.rounds = len(settings.addresses)
+        self.until = 0.0
+        self.pause = 0.0
+        self.tries = 0
+        self.wait = 0.0
+
+    def again(self, round_failed: bool = False) -> bool:
+        now = time.monotonic()
+        self.wait = 0.0
+        if not self.until:
+            self.until = now + self.budget
+        elif now > self.until:
+            return False
+        self.tries += 1
+        if round_failed or self.tries > self.rounds:
+            self.pause = BACKOFF_MIN if self.pause <= 0 else \
+                min(self.pause * 2, BACKOFF_MAX)
+            if now + self.pause > self.until:
+                return False
+            self.wait = self.pause
+        return True
 
 
 class Task(NamedTuple):
@@ -130,6 +168,33 @@ def get_result(reply: dict[str, Any], empty: type) -> Task | None:
     if reply.get("error") == "empty":
         return None
     raise from_reply(reply)
+
+
+def delivered(replies: list[dict[str, Any]], empty: type
+              ) -> tuple[list[Task], Error | None]:
+    """The tasks a batch of gets delivered, and its first failure."""
+    tasks, failure = [], None
+    for r in replies:
+        try:
+            t = get_result(r, empty)
+        except Error as e:
+            failure = failure or e
+            continue
+        if t is not None:
+            tasks.append(t)
+    return tasks, failure
+
+
+def release_order(book: "Book", current: int, ahead: "deque[Task]"
+                  ) -> list[int]:
+    """The tasks a consume loop gives back when it is left: the one in
+    hand (if not finished meanwhile) and those fetched ahead, in the order
+    to release them so that they stand at the head of the queue in the
+    order they came (each release puts its task at the head)."""
+    tids = [t.id for t in ahead]
+    if current and book.drop(current):
+        tids.insert(0, current)
+    return tids[::-1]
 
 
 def join_result(reply: dict[str, Any]) -> None:

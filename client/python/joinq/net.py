@@ -21,21 +21,14 @@ from typing import Any
 
 from .codec import parse
 from .errors import CannotConnect, ConnectionLost
-from .settings import Address, Settings
+from .settings import Address, Settings, addresses
 
-BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
-BACKOFF_MAX = 1.0              # (failover.c's FAILOVER_BACKOFF_*)
-FAILOVER_BUDGET = 5.0          # when io_timeout is None
 UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
 
 
 def hostport(address: Address) -> str:
     host, port = address
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
-
-
-def backoff(last: float) -> float:
-    return BACKOFF_MIN if last <= 0 else min(last * 2, BACKOFF_MAX)
 
 
 class TcpConnection:
@@ -131,20 +124,55 @@ def open_tcp(settings: Settings, address: Address) -> TcpConnection:
     return TcpConnection(sock, hostport(address))
 
 
-class Pool:
-    """A queue object's TCP connections in one process.  borrow() gives a
-    connection to one caller; give() takes it back when its exchange went
-    well, discard() closes it when not.  With several addresses it
-    remembers which daemon answered last (cur) and the active daemon a
-    standby named, as failover.c does for the CLI."""
+class Rotation:
+    """Which daemon a new connection tries first, as failover.c does for
+    the CLI: the active daemon a standby named (once), then every address
+    from the one that answered last, or from the one after it when a
+    connection to it just failed.  No I/O: the pools here and in aio.py
+    connect."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cur = 0
+        self.active: Address | None = None
+
+    def candidates(self, after_failure: bool) -> list[tuple[int, Address]]:
+        addrs = self.settings.addresses
+        start = (self.cur + 1) % len(addrs) if after_failure else self.cur
+        order = [(-1, self.active)] if self.active else []
+        self.active = None
+        return order + [((start + i) % len(addrs),
+                         addrs[(start + i) % len(addrs)])
+                        for i in range(len(addrs))]
+
+    def answered(self, index: int) -> None:
+        if index >= 0:
+            self.cur = index
+
+    def name_active(self, active: Any) -> None:
+        """Remembers the HOST:PORT a standby named as the active daemon."""
+        try:
+            self.active = addresses(str(active))[0]
+        except ValueError:
+            self.active = None
+
+    def no_daemon(self, why: list[str]) -> CannotConnect:
+        return CannotConnect("no daemon answers at %s (%s)"
+                             % (", ".join(map(hostport,
+                                              self.settings.addresses)),
+                                "; ".join(why)))
+
+
+class Pool(Rotation):
+    """A queue object's TCP connections in one process.  borrow() gives a
+    connection to one caller; give() takes it back when its exchange went
+    well, discard() closes it when not."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.lock = threading.Lock()
         self.idle: list[TcpConnection] = []
         self.conns: set[TcpConnection] = set()
-        self.cur = 0
-        self.active: Address | None = None
         self.closed = False
 
     def borrow(self, after_failure: bool = False) -> TcpConnection:
@@ -160,27 +188,16 @@ class Pool:
 
     def give(self, conn: TcpConnection) -> None:
         with self.lock:
-            if self.closed:
-                self.conns.discard(conn)
-                conn.close()
-            else:
+            if not self.closed:
                 self.idle.append(conn)
+                return
+            self.conns.discard(conn)
+        conn.close()
 
     def discard(self, conn: TcpConnection) -> None:
         with self.lock:
             self.conns.discard(conn)
         conn.close()
-
-    def candidates(self, after_failure: bool) -> list[tuple[int, Address]]:
-        """One round: the active daemon a standby named, then every address
-        from the one used last (the one after it after a failure)."""
-        addrs = self.settings.addresses
-        start = (self.cur + 1) % len(addrs) if after_failure else self.cur
-        order = [(-1, self.active)] if self.active else []
-        self.active = None          # one try each time it is named
-        return order + [((start + i) % len(addrs),
-                         addrs[(start + i) % len(addrs)])
-                        for i in range(len(addrs))]
 
     def connect(self, after_failure: bool = False) -> TcpConnection:
         """A new connection to the first daemon that answers; CannotConnect
@@ -192,33 +209,31 @@ class Pool:
             except OSError as e:
                 why.append("%s: %s" % (hostport(address), e.strerror or e))
                 continue
-            if index >= 0:
-                self.cur = index
+            self.answered(index)
             with self.lock:
                 if self.closed:
                     conn.close()
                     raise ConnectionLost("the queue was closed")
                 self.conns.add(conn)
             return conn
-        raise CannotConnect("no daemon answers at %s (%s)"
-                            % (", ".join(map(hostport,
-                                             self.settings.addresses)),
-                               "; ".join(why)))
-
-    def name_active(self, active: Any) -> None:
-        """Remembers HOST:PORT that a standby named as the active daemon."""
-        from .settings import addresses
-        try:
-            self.active = addresses(str(active))[0]
-        except ValueError:
-            self.active = None
+        raise self.no_daemon(why)
 
     def close(self) -> None:
+        """Closes the idle connections; those in use are shut down, so that
+        a call waiting on one (a get in another thread) ends with
+        ConnectionLost, and closed by their borrower."""
         with self.lock:
             self.closed = True
-            conns, self.conns, self.idle = self.conns, set(), []
-        for conn in conns:
+            idle, self.idle = self.idle, []
+            self.conns.difference_update(idle)
+            busy = list(self.conns)
+        for conn in idle:
             conn.close()
+        for conn in busy:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def forget(self) -> None:
         """After fork, in the child: drops every connection (the parent's)

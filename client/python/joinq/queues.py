@@ -31,8 +31,9 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import RESENDABLE, Book, Frames, Task, check, get_result, \
-    join_result, put_result, task_id, wait_of
+from .core import RESENDABLE, Book, Frames, Retry, Task, check, \
+    delivered, get_result, join_result, put_result, release_order, task_id, \
+    wait_of
 from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
 from .settings import Settings, make_settings, seconds
 
@@ -42,33 +43,6 @@ UDP_IO_TIMEOUT = 5.0    # when io_timeout is None (libjoinq's UDP default)
 
 _states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
 _state_lock = threading.Lock()
-
-
-class _Retry:
-    """How long a call with several addresses keeps looking for a daemon
-    (failover.c): io_timeout (5 s without one) from the first failure, a
-    pause of 50 ms doubling to 1 s after each round that found none."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.budget = settings.io_timeout or net.FAILOVER_BUDGET
-        self.rounds = len(settings.addresses)
-        self.until = 0.0
-        self.pause = 0.0
-        self.tries = 0
-
-    def again(self, round_failed: bool = False) -> bool:
-        now = time.monotonic()
-        if not self.until:
-            self.until = now + self.budget
-        elif now > self.until:
-            return False
-        self.tries += 1
-        if round_failed or self.tries > self.rounds:
-            self.pause = net.backoff(self.pause)
-            if now + self.pause > self.until:
-                return False
-            time.sleep(self.pause)
-        return True
 
 
 class _ProcessState:
@@ -97,11 +71,13 @@ class _ProcessState:
         daemon, when several are given, as libjoinq's do."""
         s = self.settings
         several = failover and len(s.addresses) > 1
-        retry = _Retry(s)
+        retry = Retry(s)
         after_failure = False
         timeout = None if wait is None or s.io_timeout is None \
             else wait + s.io_timeout
         while True:
+            if retry.wait:
+                time.sleep(retry.wait)
             if not ops and not self.book.pending:
                 return []
             try:
@@ -596,6 +572,13 @@ class Queue:
         st.close()
         st.book.raise_failed()
 
+    def flush(self) -> None:
+        """Sends the task_dones still waiting now, and raises TaskDoneError
+        if one failed (this one or an earlier one not raised yet)."""
+        st = self._state()
+        st.flush()
+        st.book.raise_failed()
+
     def join_thread(self) -> None:
         """multiprocessing.Queue's: nothing to wait for here (a put is on
         the daemon when it returns)."""
@@ -783,10 +766,12 @@ class JoinableQueue(Queue):
     def task(self, block: bool = True, timeout: float | None = None, *,
              lease: float | None = None) -> "TaskScope":
         """``with q.task() as item:`` gets an item (as get(block, timeout,
-        lease=lease)); the task is finished when the block ends normally
-        (its task_done deferred as task_done()'s) and released to the
-        head of the queue when it raises.  The Task is the scope's
-        ``task`` attribute."""
+        lease=lease)); the task is finished when the block ends normally,
+        and released to the head of the queue when it raises.  Its
+        task_done is sent before the block is left, not deferred: a
+        function built on it (a Pool worker, say) has finished its task
+        when it returns, even if its process is killed next.  The Task is
+        the scope's ``task`` attribute."""
         return TaskScope(self, block, timeout, lease)
 
 
@@ -805,10 +790,8 @@ class TaskScope:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         assert self.task is not None
-        st = self.q._state(raise_failed=False)
         if exc_type is None:
-            if st.book.drop(self.task.id):
-                self.q._finish_later(st, self.task.id)
+            self.q.task_done(self.task)
             return False
         try:
             self.q.release(self.task)
@@ -863,17 +846,10 @@ class Consumer:
                         q._finish_later(st, current)
                     current = 0
                 if not ahead:
-                    replies = q._state().exchange(refill, timeout, "get",
-                                                  failover=False)
-                    failure = None
-                    for r in replies:
-                        try:
-                            t = get_result(r, _stdqueue.Empty)
-                        except Error as e:
-                            failure = failure or e
-                            continue
-                        if t is not None:
-                            ahead.append(t)
+                    tasks, failure = delivered(
+                        q._state().exchange(refill, timeout, "get",
+                                            failover=False), _stdqueue.Empty)
+                    ahead.extend(tasks)
                     if failure is not None:
                         raise failure
                     if not ahead:
@@ -898,13 +874,10 @@ class Consumer:
     @staticmethod
     def _release(q: Queue, st: _ProcessState, current: int,
                  ahead: deque[Task]) -> None:
-        """Gives back the task in hand and those fetched ahead, so that
-        they stand at the head of the queue in the order they came."""
+        """Gives back the task in hand and those fetched ahead."""
         if st.pid != os.getpid() or q._closed:
             return
-        tids = [t.id for t in ahead]
-        if current and st.book.drop(current):
-            tids.insert(0, current)
+        tids = release_order(st.book, current, ahead)
         if tids:
-            st.exchange([Frames.release(t, None) for t in reversed(tids)],
+            st.exchange([Frames.release(t, None) for t in tids],
                         0, "release", failover=False)
