@@ -34,13 +34,15 @@ def hostport(address: Address) -> str:
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "_timeout", "_poll")
+    __slots__ = ("sock", "rfile", "peer", "authed", "sent", "answered",
+                 "_timeout", "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
+        self.sent = self.answered = 0     # how far the exchange went
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)

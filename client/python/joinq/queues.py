@@ -71,38 +71,38 @@ class _ProcessState:
         daemon, when several are given, as libjoinq's do."""
         s = self.settings
         several = failover and len(s.addresses) > 1
-        retry = Retry(s)
+        retry = Retry(s) if several else None
         after_failure = False
         timeout = None if wait is None or s.io_timeout is None \
             else wait + s.io_timeout
         while True:
-            if retry.wait:
+            if retry is not None and retry.wait:
                 time.sleep(retry.wait)
             if not ops and not self.book.pending:
                 return []
             try:
                 conn = self.pool.borrow(after_failure)
             except CannotConnect:
-                if several and retry.again(round_failed=True):
+                if retry is not None and retry.again(round_failed=True):
                     after_failure = True
                     continue
                 raise
-            dones = self.book.take()
-            auth = self.frames.auth if not conn.authed else None
-            progress = [0, 0]           # sent, task_dones answered
+            dones = self.book.take() if self.book.pending else []
+            auth = None if conn.authed else self.frames.auth
             refused: list[int] = []
             try:
                 refusal, replies = self._roundtrip(
-                    conn, auth, dones, ops, timeout, progress,
+                    conn, auth, dones, ops, timeout,
                     refused if several else None)
             except ConnectionLost as e:
                 self.pool.discard(conn)
-                self._unanswered(dones, progress, e)
-                if several and (op in RESENDABLE or not progress[0]) and \
+                self._unanswered(conn, dones, e)
+                if retry is not None and \
+                        (op in RESENDABLE or not conn.sent) and \
                         retry.again():
                     after_failure = True
                     continue
-                if progress[0] and op not in RESENDABLE:
+                if conn.sent and op not in RESENDABLE:
                     raise OutcomeUnknown(
                         "%s; the %s may or may not have taken effect"
                         % (e, op)) from None
@@ -111,19 +111,21 @@ class _ProcessState:
                 # Interrupted, or a reply that does not parse: the stream
                 # is out of step.
                 self.pool.discard(conn)
-                self._unanswered(dones, progress, e)
+                self._unanswered(conn, dones, e)
                 raise
             if refusal is not None:
                 # Every request behind a refused auth got the same
                 # refusal: nothing was done.
                 self.pool.discard(conn)
                 self.book.give_back(dones)
-                if several and self._standby(refusal) and retry.again():
+                if retry is not None and self._standby(refusal) and \
+                        retry.again():
                     after_failure = True
                     continue
                 check(refusal)
-            self.book.give_back(refused)
-            if several and len(ops) == 1 and \
+            if refused:
+                self.book.give_back(refused)
+            if retry is not None and len(ops) == 1 and \
                     replies[0].get("error") == "unavailable" and \
                     self._standby(replies[0], conn, timeout) and \
                     retry.again():
@@ -135,16 +137,22 @@ class _ProcessState:
 
     def _roundtrip(self, conn: net.TcpConnection, auth: str | None,
                    dones: list[int], ops: list[str], timeout: float | None,
-                   progress: list[int], refused: list[int] | None
+                   refused: list[int] | None
                    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """One write, then the replies: the auth's (returned when it was
         refused, and nothing more read), the task_dones' (into the book;
-        into refused when a standby refused them, if given), the ops'."""
-        lines = [auth] if auth else []
-        lines += [Frames.task_done(t) for t in dones]
-        lines += ops
-        conn.send("".join(lines).encode(), timeout)
-        progress[0] = 1
+        into refused when a standby refused them, if given), the ops'.
+        conn.sent and conn.answered say how far it went."""
+        conn.sent = conn.answered = 0
+        if auth or dones:
+            lines = [auth] if auth else []
+            lines += [Frames.task_done(t) for t in dones]
+            lines += ops
+            data = "".join(lines)
+        else:
+            data = ops[0] if len(ops) == 1 else "".join(ops)
+        conn.send(data.encode(), timeout)
+        conn.sent = 1
         if auth:
             r = conn.reply(timeout)
             if not r["ok"]:
@@ -152,17 +160,19 @@ class _ProcessState:
             conn.authed = True
         for tid in dones:
             r = conn.reply(timeout)
-            progress[1] += 1
+            conn.answered += 1
             if refused is not None and r.get("error") == "unavailable":
                 refused.append(tid)       # nothing changed: send it again
             else:
                 self.book.answered(tid, r)
+        if len(ops) == 1:
+            return None, [conn.reply(timeout)]
         return None, [conn.reply(timeout) for _ in ops]
 
-    def _unanswered(self, dones: list[int], progress: list[int],
+    def _unanswered(self, conn: net.TcpConnection, dones: list[int],
                     why: BaseException) -> None:
-        if progress[0]:
-            self.book.lost(dones[progress[1]:], why)
+        if conn.sent:
+            self.book.lost(dones[conn.answered:], why)
         else:
             self.book.give_back(dones)
 
@@ -268,14 +278,19 @@ class _ProcessState:
 
 
 class _Flusher:
-    """The process's thread that sends deferred task_dones nobody else
-    carried within their queue's linger."""
+    """The process's thread that sends the deferred task_dones nobody else
+    carried within their queue's linger.  While task_dones keep coming it
+    looks every TICK seconds (a fast consumer's next get takes them first,
+    and a wake-up per task_done would cost more than the flush saves); it
+    sleeps until woken once a look finds nothing to wait for twice."""
+
+    TICK = 0.001
 
     def __init__(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.states: dict[_ProcessState, None] = {}
         self.thread: threading.Thread | None = None
-        self.wake_at = float("-inf")      # when the thread looks next
+        self.wake_at = float("inf")      # when the thread looks next
 
     def schedule(self, st: _ProcessState) -> None:
         at = time.monotonic() + st.settings.linger
@@ -286,12 +301,13 @@ class _Flusher:
                                                name="joinq-flusher")
                 self.thread.start()
             if at < self.wake_at:
+                self.wake_at = at
                 self.cond.notify()
 
     def _due(self) -> list[_ProcessState]:
+        quiet = 0
         with self.cond:
             while True:
-                now = time.monotonic()
                 soonest = float("inf")
                 due = []
                 for st in list(self.states):
@@ -301,13 +317,14 @@ class _Flusher:
                         if left <= 0:
                             due.append(st)
                     else:
-                        soonest = min(soonest, now + left)
+                        soonest = min(soonest, left)
                 if due:
                     return due
-                self.wake_at = soonest
-                self.cond.wait(None if soonest == float("inf")
-                               else soonest - now)
-                self.wake_at = float("-inf")
+                quiet = quiet + 1 if soonest == float("inf") else 0
+                wait = None if quiet > 1 else min(soonest, self.TICK)
+                self.wake_at = float("inf") if wait is None \
+                    else time.monotonic() + wait
+                self.cond.wait(wait)
 
     def _run(self) -> None:
         while True:
