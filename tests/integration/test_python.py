@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import jqtest
 
@@ -438,8 +439,12 @@ class Threads(WithDaemon):
 
 class ForkSafety(WithDaemon):
     def fork(self, child):
-        """Runs child() in a forked process; its exit status (0: passed)."""
-        pid = os.fork()
+        """Runs child() in a forked process; its exit status (0: passed).
+        Forking with threads running is the point here (Python 3.12 warns
+        of it)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:
             code = 1
             try:

@@ -43,11 +43,12 @@ from typing import Any, AsyncIterator, Iterable
 
 from . import net
 from .codec import parse
-from .core import RESENDABLE, Book, Frames, Retry, Task, check, delivered, \
-    get_result, join_result, put_result, release_order, task_id, wait_of
+from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
+    check, delivered, get_result, join_result, put_chunks, put_replies, \
+    put_result, release_order, task_id, wait_of
 from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
-from .queues import PUT_WINDOW, UDP_IO_TIMEOUT, UDP_WINDOW, _rebuild
-from .settings import Settings, make_settings, seconds
+from .queues import UDP_IO_TIMEOUT, UDP_WINDOW
+from .settings import Settings, seconds
 
 READ_LIMIT = 1 << 26       # the longest reply line read (items of max_frame)
 
@@ -74,27 +75,18 @@ class _Conn:
         try:
             self.writer.write(data)
             await _within(self.writer.drain(), timeout)
-        except asyncio.TimeoutError:
-            raise ConnectionLost("the daemon at %s took nothing for %.1f s"
-                                 % (self.peer, timeout)) from None
-        except OSError as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e.strerror or e)) from None
+        except (OSError, asyncio.TimeoutError) as e:
+            raise net.lost(self.peer, e, isinstance(e, asyncio.TimeoutError),
+                           timeout, "took nothing") from None
 
     async def reply(self, timeout: float | None) -> dict[str, Any]:
         try:
             line = await (self.reader.readline() if timeout is None else
                           _within(self.reader.readline(), timeout))
-        except asyncio.TimeoutError:
-            raise ConnectionLost("no reply from %s within %.1f s"
-                                 % (self.peer, timeout)) from None
-        except (OSError, ValueError) as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e)) from None
-        if not line.endswith(b"\n"):
-            raise ConnectionLost("the daemon at %s closed the connection"
-                                 % self.peer)
-        return parse(line)
+        except (OSError, ValueError, asyncio.TimeoutError) as e:
+            raise net.lost(self.peer, e, isinstance(e, asyncio.TimeoutError),
+                           timeout, "sent no reply") from None
+        return net.reply_of(self.peer, line)
 
     def gone(self) -> bool:
         return self.reader.at_eof() or self.writer.is_closing()
@@ -135,13 +127,9 @@ class _State(net.Rotation):
     # ---- connections -----------------------------------------------------
 
     async def borrow(self, after_failure: bool) -> _Conn:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.gone():
-                return conn
-            self.conns.discard(conn)
-            conn.close()
-            after_failure = True
+        conn = self.take_idle(self.idle, self.conns)
+        if conn is not None:
+            return conn
         why = []
         for index, address in self.candidates(after_failure):
             try:
@@ -418,56 +406,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Queue:
+class Queue(QueueBase):
     """joinq.Queue for asyncio (get removes an item for good); see the
     module's docstring, and joinq.Queue for the arguments."""
 
-    _joinable = False
-
-    def __init__(self, name: str = "default", maxsize: int = 0, *,
-                 host: Any = None, port: int | str | None = None,
-                 token: str | None = None, token_file: Any = None,
-                 udp: bool = False, noreply: bool = False,
-                 serializer: Any = "json", max_deliveries: int | None = None,
-                 dead_letter: str | None = None,
-                 connect_timeout: float = 5.0,
-                 io_timeout: float | None = 5.0,
-                 linger: float = 0.001, ssl: Any = None) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError("maxsize must be an int, not %r" % (maxsize,))
-        settings = make_settings(name, host, port, token, token_file, udp,
-                                 noreply, serializer, connect_timeout,
-                                 io_timeout, linger, ssl)
-        self._setup(settings, maxsize)
-        if maxsize > 0 or max_deliveries is not None or \
-                dead_letter is not None:
-            frame = self._frames.declare(maxsize if maxsize > 0 else None,
-                                         max_deliveries, dead_letter)
-            self._declaring: Any = frame
+    _module = "joinq.aio"
 
     def _setup(self, settings: Settings, maxsize: int) -> None:
-        self._settings = settings
-        self._frames = Frames(settings)
-        self._decode = settings.serializer.decode
+        super()._setup(settings, maxsize)
         self._states: dict[asyncio.AbstractEventLoop, _State] = {}
-        self._closed = False
-        self._declaring = None
-        self.maxsize = maxsize
+        self._declaring: str | None = None
         _live.add(self)
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), self._settings.reduced(),
-                           self.maxsize))
-
-    def __repr__(self) -> str:
-        return "<joinq.aio.%s %r at %s%s>" % (
-            type(self).__name__, self._settings.name,
-            ",".join(map(net.hostport, self._settings.addresses)),
-            " closed" if self._closed else "")
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
+    def _declare_first(self, frame: str) -> None:
+        self._declaring = frame            # sent by the first call
 
     # ---- plumbing --------------------------------------------------------
 
@@ -597,35 +549,20 @@ class Queue:
         block, timeout = wait_of(block, timeout)
         wait = timeout if block else 0
         tasks: list[int | None] = []
-        it = iter(items)
-        while True:
-            chunk: list[str] = []
-            failure: BaseException | None = None
-            try:
-                for item in it:
-                    chunk.append(self._frames.put(item, block, timeout))
-                    if len(chunk) == PUT_WINDOW:
-                        break
-            except TypeError as e:
-                failure = e
+        for chunk, failure in put_chunks(
+                lambda item: self._frames.put(item, block, timeout), items):
             if chunk:
                 st = await self._ready()
                 replies = await (st.udp_puts(chunk, wait)
                                  if self._settings.udp else
                                  st.exchange(chunk, wait, "put",
                                              failover=False))
-                for r in replies:
-                    try:
-                        tasks.append(None if r is None else
-                                     put_result(r, asyncio.QueueFull))
-                    except (Error, asyncio.QueueFull) as e:
-                        tasks.append(None)
-                        failure = failure or e
+                failure = put_replies(replies, tasks, asyncio.QueueFull) or \
+                    failure
             if failure is not None:
                 failure.tasks = tasks              # type: ignore[attr-defined]
                 raise failure
-            if len(chunk) < PUT_WINDOW:
-                return tasks        # type: ignore[return-value]
+        return tasks        # type: ignore[return-value]
 
     def consume(self, prefetch: int = 64, *, timeout: float | None = None,
                 lease: float | None = None) -> "AsyncConsumer":
@@ -712,13 +649,8 @@ class JoinableQueue(Queue):
         return AsyncTaskScope(self, block, timeout, lease)
 
 
-class AsyncTaskScope:
+class AsyncTaskScope(Scope):
     """See JoinableQueue.task."""
-
-    def __init__(self, q: JoinableQueue, block: bool, timeout: Any,
-                 lease: Any) -> None:
-        self.q, self.block, self.timeout, self.lease = q, block, timeout, lease
-        self.task: Task | None = None
 
     async def __aenter__(self) -> Any:
         self.task = await self.q.get_task(self.block, self.timeout,

@@ -6,12 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from .codec import dumps, wait_fields
 from .errors import Error, JoinTimeout, ProtocolError, TaskDoneError, \
     from_reply
-from .settings import Settings, check_name, seconds
+from .settings import LINGER, Settings, check_name, make_settings, \
+    seconds
+
+PUT_WINDOW = 512        # put_many: requests per write
 
 BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
 BACKOFF_MAX = 1.0              # (failover.h's FAILOVER_BACKOFF_*)
@@ -139,6 +142,112 @@ class Frames:
         if self.token:
             extra += ',"token":' + dumps(self.token)
         return frame[:-2] + extra + "}\n"
+
+
+class QueueBase:
+    """What joinq's four queue classes (blocking and asyncio, Queue and
+    JoinableQueue) share: their arguments, settings and pickling.  The
+    arguments are documented on joinq.Queue."""
+
+    _joinable = False
+    _module = "joinq"
+
+    def __init__(self, name: str = "default", maxsize: int = 0, *,
+                 host: Any = None, port: int | str | None = None,
+                 token: str | None = None, token_file: Any = None,
+                 udp: bool = False, noreply: bool = False,
+                 serializer: Any = "json", max_deliveries: int | None = None,
+                 dead_letter: str | None = None,
+                 connect_timeout: float = 5.0,
+                 io_timeout: float | None = 5.0,
+                 linger: float = LINGER, ssl: Any = None) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError("maxsize must be an int, not %r" % (maxsize,))
+        self._setup(make_settings(name, host, port, token, token_file, udp,
+                                  noreply, serializer, connect_timeout,
+                                  io_timeout, linger, ssl), maxsize)
+        if maxsize > 0 or max_deliveries is not None or \
+                dead_letter is not None:
+            self._declare_first(self._frames.declare(
+                maxsize if maxsize > 0 else None, max_deliveries,
+                dead_letter))
+
+    def _setup(self, settings: Settings, maxsize: int) -> None:
+        self._settings = settings
+        self._frames = Frames(settings)
+        self._decode = settings.serializer.decode
+        self._closed = False
+        self.maxsize = maxsize
+
+    def _declare_first(self, frame: str) -> None:
+        """Declares the queue made with a maxsize (or other settings)."""
+        raise NotImplementedError
+
+    def __reduce__(self):
+        return (rebuild, (type(self), self._settings.reduced(),
+                          self.maxsize))
+
+    def __repr__(self) -> str:
+        return "<%s.%s %r at %s%s>" % (
+            self._module, type(self).__name__, self._settings.name,
+            ",".join(("[%s]:%d" if ":" in h else "%s:%d") % (h, p)
+                     for h, p in self._settings.addresses),
+            " closed" if self._closed else "")
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+
+class Scope:
+    """What ``with q.task()`` holds: how to get, then the Task got."""
+
+    def __init__(self, q: Any, block: bool, timeout: Any, lease: Any
+                 ) -> None:
+        self.q, self.block, self.timeout, self.lease = q, block, timeout, lease
+        self.task: Task | None = None
+
+
+def rebuild(cls: type, settings: dict[str, Any], maxsize: int) -> Any:
+    """Unpickles a queue: the same name, daemon and settings, connecting
+    afresh in this process; no declare is sent again."""
+    q = cls.__new__(cls)
+    q._setup(Settings(**settings), maxsize)
+    return q
+
+
+def put_chunks(frame: Callable[[Any], str], items: Iterable[Any]
+               ) -> Iterator[tuple[list[str], TypeError | None]]:
+    """put_many's requests, PUT_WINDOW at a time; an item JSON cannot hold
+    ends them, with the requests before it and its TypeError."""
+    it = iter(items)
+    while True:
+        chunk: list[str] = []
+        try:
+            for item in it:
+                chunk.append(frame(item))
+                if len(chunk) == PUT_WINDOW:
+                    break
+        except TypeError as e:
+            yield chunk, e
+            return
+        yield chunk, None
+        if len(chunk) < PUT_WINDOW:
+            return
+
+
+def put_replies(replies: list[dict[str, Any] | None], tasks: list[Any],
+                full: type) -> BaseException | None:
+    """Adds each put's task id (None if it was not queued, or unknown with
+    noreply) to tasks; returns the first failure."""
+    failure = None
+    for r in replies:
+        try:
+            tasks.append(None if r is None else put_result(r, full))
+        except (Error, full) as e:
+            tasks.append(None)
+            failure = failure or e
+    return failure
 
 
 # ---- replies ---------------------------------------------------------------

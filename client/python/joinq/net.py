@@ -31,6 +31,35 @@ def hostport(address: Address) -> str:
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
+def close_fd_only(sock: socket.socket) -> None:
+    """In a child after fork: closes this process's copy of the socket's
+    file descriptor only.  No shutdown, no write, nothing sent: the
+    socket is the parent's, and stays open there."""
+    fd = sock.detach()
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def lost(peer: str, e: BaseException, timed_out: bool,
+         timeout: float | None, what: str) -> ConnectionLost:
+    """The ConnectionLost for an error sending or reading."""
+    if timed_out:
+        return ConnectionLost("the daemon at %s %s for %.1f s"
+                              % (peer, what, timeout or 0))
+    return ConnectionLost("the connection to %s broke: %s"
+                          % (peer, getattr(e, "strerror", None) or e))
+
+
+def reply_of(peer: str, line: bytes) -> dict[str, Any]:
+    """A reply line read; a line cut short means the daemon closed."""
+    if not line.endswith(b"\n"):
+        raise ConnectionLost("the daemon at %s closed the connection" % peer)
+    return parse(line)
+
+
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
@@ -51,12 +80,9 @@ class TcpConnection:
         self._settimeout(timeout)
         try:
             self.sock.sendall(data)
-        except socket.timeout:
-            raise ConnectionLost("the daemon at %s took nothing for %.1f s"
-                                 % (self.peer, timeout)) from None
         except OSError as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e.strerror or e)) from None
+            raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
+                       "took nothing") from None
 
     def reply(self, timeout: float | None) -> dict[str, Any]:
         """The next reply; ConnectionLost when the connection closes or
@@ -64,16 +90,10 @@ class TcpConnection:
         self._settimeout(timeout)
         try:
             line = self.rfile.readline()
-        except socket.timeout:
-            raise ConnectionLost("no reply from %s within %.1f s"
-                                 % (self.peer, timeout)) from None
         except OSError as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e.strerror or e)) from None
-        if not line.endswith(b"\n"):
-            raise ConnectionLost("the daemon at %s closed the connection"
-                                 % self.peer)
-        return parse(line)
+            raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
+                       "sent no reply") from None
+        return reply_of(self.peer, line)
 
     def _settimeout(self, timeout: float | None) -> None:
         # settimeout costs a system call: only when it changes.
@@ -98,15 +118,7 @@ class TcpConnection:
             pass
 
     def forget(self) -> None:
-        """In a child after fork: closes this process's copy of the file
-        descriptor only.  No shutdown, no write, nothing sent: the
-        connection is the parent's, and stays open there."""
-        fd = self.sock.detach()
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fd_only(self.sock)
 
 
 def open_tcp(settings: Settings, address: Address) -> TcpConnection:
@@ -151,6 +163,17 @@ class Rotation:
         if index >= 0:
             self.cur = index
 
+    def take_idle(self, idle: list[Any], conns: set[Any]) -> Any:
+        """The most recently used idle connection that is still open (the
+        others closed and forgotten), or None."""
+        while idle:
+            conn = idle.pop()
+            if not conn.gone():
+                return conn
+            conns.discard(conn)
+            conn.close()
+        return None
+
     def name_active(self, active: Any) -> None:
         """Remembers the HOST:PORT a standby named as the active daemon."""
         try:
@@ -179,14 +202,8 @@ class Pool(Rotation):
 
     def borrow(self, after_failure: bool = False) -> TcpConnection:
         with self.lock:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.gone():
-                    return conn
-                self.conns.discard(conn)
-                conn.close()
-                after_failure = True
-        return self.connect(after_failure)
+            conn = self.take_idle(self.idle, self.conns)
+        return conn or self.connect(after_failure)
 
     def give(self, conn: TcpConnection) -> None:
         with self.lock:
@@ -294,9 +311,4 @@ class UdpSocket:
         self.sock.close()
 
     def forget(self) -> None:
-        fd = self.sock.detach()
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fd_only(self.sock)

@@ -31,13 +31,12 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import RESENDABLE, Book, Frames, Retry, Task, check, \
-    delivered, get_result, join_result, put_result, release_order, task_id, \
-    wait_of
+from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
+    check, delivered, get_result, join_result, put_chunks, put_replies, \
+    put_result, release_order, task_id, wait_of
 from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
-from .settings import Settings, make_settings, seconds
+from .settings import LINGER, Settings, seconds
 
-PUT_WINDOW = 512        # put_many: requests per write
 UDP_WINDOW = 64         # put_many over UDP: datagrams awaiting a reply
 UDP_IO_TIMEOUT = 5.0    # when io_timeout is None (libjoinq's UDP default)
 
@@ -279,23 +278,25 @@ class _ProcessState:
 
 class _Flusher:
     """The process's thread that sends the deferred task_dones nobody else
-    carried within their queue's linger.  While task_dones keep coming it
-    looks every TICK seconds (a fast consumer's next get takes them first,
-    and a wake-up per task_done would cost more than the flush saves); it
-    sleeps until woken once a look finds nothing to wait for twice."""
-
-    TICK = 0.001
+    carried within their queue's linger.  It is woken when it sleeps with
+    no deadline, looks when the oldest waiting task_done is due, and after
+    a look that found none waiting it looks once more a linger later
+    before sleeping again: a consumer's next request takes its task_done
+    first, and waking the thread for each would cost more (the GIL) than
+    the flush saves."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.states: dict[_ProcessState, None] = {}
         self.thread: threading.Thread | None = None
         self.wake_at = float("inf")      # when the thread looks next
+        self.tick = LINGER
 
     def schedule(self, st: _ProcessState) -> None:
         at = time.monotonic() + st.settings.linger
         with self.cond:
             self.states[st] = None
+            self.tick = max(st.settings.linger, 0.0005)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, daemon=True,
                                                name="joinq-flusher")
@@ -321,7 +322,8 @@ class _Flusher:
                 if due:
                     return due
                 quiet = quiet + 1 if soonest == float("inf") else 0
-                wait = None if quiet > 1 else min(soonest, self.TICK)
+                wait = soonest if soonest != float("inf") else \
+                    None if quiet > 1 else self.tick
                 self.wake_at = float("inf") if wait is None \
                     else time.monotonic() + wait
                 self.cond.wait(wait)
@@ -378,15 +380,7 @@ except ImportError:             # pragma: no cover - a Python without it
     pass
 
 
-def _rebuild(cls: type, settings: dict[str, Any], maxsize: int) -> Any:
-    """Unpickles a queue: the same name, daemon and settings, connecting
-    afresh in this process; no declare is sent again."""
-    q = cls.__new__(cls)
-    q._setup(Settings(**settings), maxsize)
-    return q
-
-
-class Queue:
+class Queue(QueueBase):
     """A queue held by joinqd, used as ``multiprocessing.Queue``: ``get``
     removes an item for good (its task is finished for you, its
     task_done sent with the next request).  JoinableQueue adds task_done
@@ -431,52 +425,16 @@ class Queue:
     got without a lease and not finished go back to their queue.
     """
 
-    _joinable = False
-
-    def __init__(self, name: str = "default", maxsize: int = 0, *,
-                 host: Any = None, port: int | str | None = None,
-                 token: str | None = None, token_file: Any = None,
-                 udp: bool = False, noreply: bool = False,
-                 serializer: Any = "json", max_deliveries: int | None = None,
-                 dead_letter: str | None = None,
-                 connect_timeout: float = 5.0,
-                 io_timeout: float | None = 5.0,
-                 linger: float = 0.001, ssl: Any = None) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError("maxsize must be an int, not %r" % (maxsize,))
-        self._setup(make_settings(name, host, port, token, token_file, udp,
-                                  noreply, serializer, connect_timeout,
-                                  io_timeout, linger, ssl), maxsize)
-        if maxsize > 0 or max_deliveries is not None or \
-                dead_letter is not None:
-            try:
-                self.declare(maxsize if maxsize > 0 else None,
-                             max_deliveries, dead_letter)
-            except BaseException:
-                self.close()
-                raise
-
     def _setup(self, settings: Settings, maxsize: int) -> None:
-        self._settings = settings
-        self._frames = Frames(settings)
-        self._decode = settings.serializer.decode
+        super()._setup(settings, maxsize)
         self._st: _ProcessState | None = None
-        self._closed = False
-        self.maxsize = maxsize
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), self._settings.reduced(),
-                           self.maxsize))
-
-    def __repr__(self) -> str:
-        return "<joinq.%s %r at %s%s>" % (
-            type(self).__name__, self._settings.name,
-            ",".join(map(net.hostport, self._settings.addresses)),
-            " closed" if self._closed else "")
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
+    def _declare_first(self, frame: str) -> None:
+        try:
+            check(self._call(frame, 0, "declare"))
+        except BaseException:
+            self.close()
+            raise
 
     # ---- plumbing --------------------------------------------------------
 
@@ -622,44 +580,18 @@ class Queue:
         block, timeout = wait_of(block, timeout)
         wait = timeout if block else 0
         tasks: list[int | None] = []
-        chunk: list[str] = []
-        it = iter(items)
-        while True:
-            failure: BaseException | None = None
-            try:
-                for item in it:
-                    chunk.append(self._frames.put(item, block, timeout))
-                    if len(chunk) == PUT_WINDOW:
-                        break
-            except TypeError as e:
-                failure = e
+        for chunk, failure in put_chunks(
+                lambda item: self._frames.put(item, block, timeout), items):
             if chunk:
-                failure = self._put_chunk(chunk, wait, tasks) or failure
+                st = self._state()
+                replies = st.udp_puts(chunk, wait) if self._settings.udp \
+                    else st.exchange(chunk, wait, "put", failover=False)
+                failure = put_replies(replies, tasks, _stdqueue.Full) or \
+                    failure
             if failure is not None:
                 failure.tasks = tasks              # type: ignore[attr-defined]
                 raise failure
-            if len(chunk) < PUT_WINDOW:
-                return tasks        # type: ignore[return-value]
-            chunk = []
-
-    def _put_chunk(self, chunk: list[str], wait: float | None,
-                   tasks: list[int | None]) -> BaseException | None:
-        st = self._state()
-        if self._settings.udp:
-            replies = st.udp_puts(chunk, wait)
-        else:
-            replies = st.exchange(chunk, wait, "put", failover=False)
-        failure = None
-        for r in replies:
-            if r is None:
-                tasks.append(None)
-                continue
-            try:
-                tasks.append(put_result(r, _stdqueue.Full))
-            except (Error, _stdqueue.Full) as e:
-                tasks.append(None)
-                failure = failure or e
-        return failure
+        return tasks        # type: ignore[return-value]
 
     def consume(self, prefetch: int = 64, *, timeout: float | None = None,
                 lease: float | None = None) -> "Consumer":
@@ -792,13 +724,8 @@ class JoinableQueue(Queue):
         return TaskScope(self, block, timeout, lease)
 
 
-class TaskScope:
+class TaskScope(Scope):
     """See JoinableQueue.task."""
-
-    def __init__(self, q: JoinableQueue, block: bool, timeout: Any,
-                 lease: Any) -> None:
-        self.q, self.block, self.timeout, self.lease = q, block, timeout, lease
-        self.task: Task | None = None
 
     def __enter__(self) -> Any:
         self.task = self.q.get_task(self.block, self.timeout,
