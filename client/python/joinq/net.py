@@ -23,9 +23,6 @@ from .codec import parse
 from .errors import CannotConnect, ConnectionLost
 from .settings import Address, Settings, addresses
 
-UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
-
-
 def hostport(address: Address) -> str:
     host, port = address
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
@@ -53,11 +50,11 @@ def lost(peer: str, e: BaseException, timed_out: bool,
                           % (peer, getattr(e, "strerror", None) or e))
 
 
-def reply_of(peer: str, line: bytes) -> dict[str, Any]:
+def reply_of(peer: str, line: bytes) -> bytes:
     """A reply line read; a line cut short means the daemon closed."""
     if not line.endswith(b"\n"):
         raise ConnectionLost("the daemon at %s closed the connection" % peer)
-    return parse(line)
+    return line
 
 
 class TcpConnection:
@@ -84,9 +81,9 @@ class TcpConnection:
             raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
                        "took nothing") from None
 
-    def reply(self, timeout: float | None) -> dict[str, Any]:
-        """The next reply; ConnectionLost when the connection closes or
-        breaks, or no reply comes within timeout seconds (None: none)."""
+    def reply(self, timeout: float | None) -> bytes:
+        """The next reply line; ConnectionLost when the connection closes
+        or breaks, or no reply comes within timeout seconds (None: none)."""
         self._settimeout(timeout)
         try:
             line = self.rfile.readline()
@@ -285,10 +282,6 @@ class UdpSocket:
         raise CannotConnect("no address resolves: %s" % "; ".join(why))
 
     def send(self, data: bytes) -> None:
-        if len(data) > UDP_DATAGRAM_MAX:
-            raise ValueError("the request is %d bytes, more than a UDP "
-                             "datagram holds (%d): put it over TCP"
-                             % (len(data), UDP_DATAGRAM_MAX))
         try:
             self.sock.send(data)
         except OSError as e:

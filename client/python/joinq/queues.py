@@ -31,21 +31,20 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
-    check, delivered, get_result, join_result, put_chunks, put_replies, \
+from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
+    delivered, get_result, join_result, put_chunks, put_replies, \
     put_result, release_order, task_id, wait_of
-from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
+from .errors import Error
+from .exchange import BORROW, REPLY, SEND, URECV, USEND, Exchanger, Steps
 from .settings import LINGER, Settings, seconds
-
-UDP_WINDOW = 64         # put_many over UDP: datagrams awaiting a reply
-UDP_IO_TIMEOUT = 5.0    # when io_timeout is None (libjoinq's UDP default)
 
 _states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
 _state_lock = threading.Lock()
 
 
-class _ProcessState:
-    """A queue object's connections and tasks in one process."""
+class _ProcessState(Exchanger):
+    """A queue object's connections and tasks in one process; it drives
+    the exchanges (exchange.py) with blocking calls."""
 
     def __init__(self, settings: Settings, frames: Frames) -> None:
         self.pid = os.getpid()
@@ -58,140 +57,47 @@ class _ProcessState:
         self.udp_lock = threading.Lock()
         _states.add(self)
 
-    # ---- TCP -------------------------------------------------------------
+    def give(self, conn: net.TcpConnection) -> None:
+        self.pool.give(conn)
+
+    def discard(self, conn: net.TcpConnection) -> None:
+        self.pool.discard(conn)
+
+    def name_active(self, active: Any) -> None:
+        self.pool.name_active(active)
+
+    def run(self, steps: Steps) -> Any:
+        """Drives an exchange's steps with blocking calls."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(value) if error is None \
+                    else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            value = error = None
+            try:
+                kind = step[0]
+                if kind == REPLY:
+                    value = step[1].reply(step[2])
+                elif kind == SEND:
+                    step[1].send(step[2], step[3])
+                elif kind == BORROW:
+                    value = self.pool.borrow(step[1])
+                elif kind == URECV:
+                    value = step[1].reply(step[2])
+                elif kind == USEND:
+                    step[1].send(step[2])
+                else:
+                    time.sleep(step[1])
+            except BaseException as e:
+                error = e
 
     def exchange(self, ops: list[str], wait: float | None, op: str,
                  failover: bool = True) -> list[dict[str, Any]]:
-        """Sends the waiting task_dones and ops in one write on a borrowed
-        connection, and returns the ops' replies.  wait: the longest the
-        ops themselves may wait (None: forever); a reply may take
-        io_timeout more.  op names what ops are (for what may be sent
-        again); failover is for a lone request, which goes to another
-        daemon, when several are given, as libjoinq's do."""
-        s = self.settings
-        several = failover and len(s.addresses) > 1
-        retry = Retry(s) if several else None
-        after_failure = False
-        timeout = None if wait is None or s.io_timeout is None \
-            else wait + s.io_timeout
-        while True:
-            if retry is not None and retry.wait:
-                time.sleep(retry.wait)
-            if not ops and not self.book.pending:
-                return []
-            try:
-                conn = self.pool.borrow(after_failure)
-            except CannotConnect:
-                if retry is not None and retry.again(round_failed=True):
-                    after_failure = True
-                    continue
-                raise
-            dones = self.book.take() if self.book.pending else []
-            auth = None if conn.authed else self.frames.auth
-            refused: list[int] = []
-            try:
-                refusal, replies = self._roundtrip(
-                    conn, auth, dones, ops, timeout,
-                    refused if several else None)
-            except ConnectionLost as e:
-                self.pool.discard(conn)
-                self._unanswered(conn, dones, e)
-                if retry is not None and \
-                        (op in RESENDABLE or not conn.sent) and \
-                        retry.again():
-                    after_failure = True
-                    continue
-                if conn.sent and op not in RESENDABLE:
-                    raise OutcomeUnknown(
-                        "%s; the %s may or may not have taken effect"
-                        % (e, op)) from None
-                raise
-            except BaseException as e:
-                # Interrupted, or a reply that does not parse: the stream
-                # is out of step.
-                self.pool.discard(conn)
-                self._unanswered(conn, dones, e)
-                raise
-            if refusal is not None:
-                # Every request behind a refused auth got the same
-                # refusal: nothing was done.
-                self.pool.discard(conn)
-                self.book.give_back(dones)
-                if retry is not None and self._standby(refusal) and \
-                        retry.again():
-                    after_failure = True
-                    continue
-                check(refusal)
-            if refused:
-                self.book.give_back(refused)
-            if retry is not None and len(ops) == 1 and \
-                    replies[0].get("error") == "unavailable" and \
-                    self._standby(replies[0], conn, timeout) and \
-                    retry.again():
-                self.pool.discard(conn)
-                after_failure = True
-                continue
-            self.pool.give(conn)
-            return replies
-
-    def _roundtrip(self, conn: net.TcpConnection, auth: str | None,
-                   dones: list[int], ops: list[str], timeout: float | None,
-                   refused: list[int] | None
-                   ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """One write, then the replies: the auth's (returned when it was
-        refused, and nothing more read), the task_dones' (into the book;
-        into refused when a standby refused them, if given), the ops'.
-        conn.sent and conn.answered say how far it went."""
-        conn.sent = conn.answered = 0
-        if auth or dones:
-            lines = [auth] if auth else []
-            lines += [Frames.task_done(t) for t in dones]
-            lines += ops
-            data = "".join(lines)
-        else:
-            data = ops[0] if len(ops) == 1 else "".join(ops)
-        conn.send(data.encode(), timeout)
-        conn.sent = 1
-        if auth:
-            r = conn.reply(timeout)
-            if not r["ok"]:
-                return r, []
-            conn.authed = True
-        for tid in dones:
-            r = conn.reply(timeout)
-            conn.answered += 1
-            if refused is not None and r.get("error") == "unavailable":
-                refused.append(tid)       # nothing changed: send it again
-            else:
-                self.book.answered(tid, r)
-        if len(ops) == 1:
-            return None, [conn.reply(timeout)]
-        return None, [conn.reply(timeout) for _ in ops]
-
-    def _unanswered(self, conn: net.TcpConnection, dones: list[int],
-                    why: BaseException) -> None:
-        if conn.sent:
-            self.book.lost(dones[conn.answered:], why)
-        else:
-            self.book.give_back(dones)
-
-    def _standby(self, reply: dict[str, Any], conn: Any = None,
-                 timeout: float | None = None) -> bool:
-        """True if an unavailable reply came from a standby (it names the
-        active daemon, or its ping says so): nothing was changed, and the
-        request may go to another daemon."""
-        if reply.get("error") != "unavailable":
-            return False
-        if reply.get("active"):
-            self.pool.name_active(reply["active"])
-            return True
-        if conn is None:
-            return True
-        try:
-            conn.send(b'{"op":"ping"}\n', timeout)
-            return conn.reply(timeout).get("role") == "standby"
-        except (ConnectionLost, Error):
-            return True
+        """See Exchanger.steps."""
+        return self.run(self.steps(ops, wait, op, failover))
 
     def flush(self) -> None:
         """Sends the waiting task_dones now; failures go to the book."""
@@ -200,22 +106,17 @@ class _ProcessState:
         except Exception as e:                # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
 
-    # ---- UDP -------------------------------------------------------------
-
     def udp_puts(self, frames: list[str], wait: float | None
                  ) -> list[dict[str, Any] | None]:
-        """Puts as datagrams; their replies by id (None for each with
-        noreply).  Never sent twice: a put with no reply in time is
-        OutcomeUnknown."""
-        s = self.settings
+        """See Exchanger.udp_steps; a socket of the object's own."""
         with self.udp_lock:
             sock = self.udp.pop() if self.udp else None
         if sock is None:
-            sock = net.UdpSocket(s)
+            sock = net.UdpSocket(self.settings)
             with self.udp_lock:
                 self.udp_all.add(sock)
         try:
-            out = self._udp_exchange(sock, frames, wait)
+            out = self.run(self.udp_steps(sock, frames, wait))
         except BaseException:
             with self.udp_lock:
                 self.udp_all.discard(sock)
@@ -224,41 +125,6 @@ class _ProcessState:
         with self.udp_lock:
             self.udp.append(sock)
         return out
-
-    def _udp_exchange(self, sock: net.UdpSocket, frames: list[str],
-                      wait: float | None) -> list[dict[str, Any] | None]:
-        s = self.settings
-        if s.noreply:
-            for f in frames:
-                sock.send(self.frames.udp_frame(f, 0, True).encode())
-            return [None] * len(frames)
-        io = s.io_timeout if s.io_timeout is not None else UDP_IO_TIMEOUT
-        limit = None if wait is None else wait + io
-        replies: list[dict[str, Any] | None] = [None] * len(frames)
-        first = sock.next_id
-        sock.next_id += len(frames)
-        todo = 0
-        sent = 0
-        while todo < len(frames):
-            while sent < len(frames) and sent - todo < UDP_WINDOW:
-                sock.send(self.frames.udp_frame(frames[sent], first + sent,
-                                                False).encode())
-                sent += 1
-            r = sock.reply(limit)
-            if r is None:
-                raise OutcomeUnknown(
-                    "no reply from %s within %.1f s: the put may or may not "
-                    "have been queued (it is not sent again: it would be "
-                    "two tasks)" % (sock.peer, limit or 0))
-            i = r.get("id")
-            if isinstance(i, int) and first <= i < first + len(frames) \
-                    and replies[i - first] is None:
-                replies[i - first] = r
-                while todo < len(frames) and replies[todo] is not None:
-                    todo += 1
-        return replies
-
-    # ---- the end ---------------------------------------------------------
 
     def close(self) -> None:
         self.pool.close()
@@ -505,7 +371,7 @@ class Queue(QueueBase):
             st.book.got(task.id)
         else:
             self._finish_later(st, task.id)
-        return task._replace(item=self._decode(task.item))
+        return decoded(task, self._decode)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Removes and returns the item at the head, as Python's get: with
@@ -804,7 +670,7 @@ class Consumer:
                     current = task.id
                 else:
                     q._finish_later(st, task.id)
-                yield q._decode(task.item)
+                yield decoded(task, q._decode).item
         except GeneratorExit:
             Consumer._release(q, st, current, ahead)
             raise
