@@ -146,6 +146,8 @@ class Stdlib(WithDaemon):
         self.assertFalse(q.empty())
         self.assertEqual([q.get(), q.get(), q.get()], [111, 333, 222])
         self.assertEqual(q.qsize(), 0)
+        q.put("seen at once")                 # by any later call
+        self.assertEqual(q.get_nowait(), "seen at once")
 
     def test_full_where_python_raises_it(self):
         q = self.q("bounded")
@@ -372,6 +374,17 @@ class Processes(WithDaemon):
                                   for _ in range(3)],
                                  ["a", [1, 2], {"k": method}])
 
+    def test_a_child_that_puts_and_exits_leaves_every_item(self):
+        for method in ("fork", "spawn"):
+            with self.subTest(method=method):
+                q = self.q(self.name(method))
+                p = multiprocessing.get_context(method).Process(
+                    target=put_from_child, args=(q, range(300)))
+                p.start()
+                p.join(TIMEOUT)
+                self.assertEqual(p.exitcode, 0)
+                self.assertEqual(q.qsize(), 300)
+
     def test_pool_worker_loop(self):
         q = self.q()
         results = self.q(self.name(".out"), cls=joinq.Queue)
@@ -526,6 +539,47 @@ class Batching(WithDaemon):
         start = time.monotonic()
         self.q().join(timeout=TIMEOUT)
         self.assertElapsed(start, 0, TIMEOUT)
+
+    def test_puts_on_an_unbounded_queue_do_not_wait(self):
+        """A blocking put on an unbounded queue returns once written (as
+        multiprocessing's put returns before its feeder thread writes);
+        the next other call reads the replies first."""
+        q = self.q()
+        with Counter() as c:
+            for i in range(100):
+                q.put(i)
+            self.assertEqual(c.writes, 100)   # the first asks qsize too
+            self.assertEqual(q.qsize(), 100)
+            self.assertEqual(c.writes, 101)
+        self.assertEqual(q.get(), 0)
+        q.task_done()
+        bounded = self.q("bounded")           # learnt with the first put
+        bounded.put(1)
+        bounded.put(2)
+        t = threading.Timer(0.05, lambda: (self.q("bounded").get(),
+                                           self.q("bounded").get()))
+        t.start()
+        start = time.monotonic()
+        bounded.put(3)                        # waits for room
+        self.assertElapsed(start, 0.04, TIMEOUT)
+        t.join(TIMEOUT)
+
+    def test_a_put_that_did_not_wait_reports_its_failure(self):
+        d = jqtest.Daemon("--max-frame", "1000").start()
+        self.addCleanup(d.__exit__, None, None, None)
+        q = joinq.JoinableQueue("big", host=d.host, port=d.port)
+        self.addCleanup(self.close_quietly, q)
+        q.put("small")                        # learns: unbounded
+        q.put("x" * 2000)                     # refused: frame_too_large
+        q.put("behind it")                    # the daemon closes first
+        with self.assertRaises(joinq.PutError) as cm:
+            q.qsize()
+        self.assertEqual(cm.exception.code, "frame_too_large")
+        self.assertIsInstance(cm.exception, joinq.DeferredError)
+        with self.assertRaises(joinq.PutError) as cm:
+            q.qsize()
+        self.assertIsNone(cm.exception.code)  # may or may not be queued
+        self.assertEqual(q.qsize(), 1)
 
     def test_put_many_pipelines(self):
         q = self.q()

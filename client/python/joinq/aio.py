@@ -45,7 +45,7 @@ from . import net
 from .codec import parse
 from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
     delivered, get_result, join_result, put_chunks, put_replies, \
-    put_result, release_order, task_id, wait_of
+    next_want, put_result, refill, release_order, task_id, wait_of
 from .errors import CannotConnect, ConnectionLost, Error
 from .exchange import BORROW, REPLY, SEND, UDP_IO_TIMEOUT, URECV, USEND, \
     Exchanger, Steps
@@ -621,8 +621,7 @@ class AsyncConsumer:
         frames = q._frames
         ahead: deque[Task] = deque()
         current = 0
-        refill = [frames.get(True, timeout, lease)] + \
-            [frames.get(False, None, lease)] * (prefetch - 1)
+        want = prefetch
         try:
             while True:
                 if current:
@@ -631,9 +630,10 @@ class AsyncConsumer:
                     current = 0
                 if not ahead:
                     tasks, failure = delivered(
-                        await q._state().exchange(refill, timeout, "get",
-                                                  failover=False),
-                        asyncio.QueueEmpty)
+                        await q._state().exchange(
+                            refill(frames, timeout, lease, want), timeout,
+                            "get", failover=False), asyncio.QueueEmpty)
+                    want = next_want(len(tasks), prefetch)
                     ahead.extend(tasks)
                     if failure is not None:
                         raise failure

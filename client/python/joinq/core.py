@@ -259,6 +259,7 @@ def put_replies(replies: list[dict[str, Any] | None], tasks: list[Any],
 
 OK = b'{"ok":true'                 # how the daemon starts every success
 PUT_OK = b'{"ok":true,"task":'
+EMPTY = b'{"ok":false,"error":"empty"'
 
 
 def as_reply(reply: bytes | dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +310,8 @@ def delivered(replies: list[bytes], empty: type
     """The tasks a batch of gets delivered, and its first failure."""
     tasks, failure = [], None
     for r in replies:
+        if r.startswith(EMPTY):
+            continue
         try:
             t = get_result(r, empty)
         except Error as e:
@@ -317,6 +320,21 @@ def delivered(replies: list[bytes], empty: type
         if t is not None:
             tasks.append(t)
     return tasks, failure
+
+
+def refill(frames: Frames, timeout: float | None, lease: float | None,
+           want: int) -> list[str]:
+    """A consume loop's gets: the first waits up to timeout, the others
+    take what is queued now."""
+    return [frames.get(True, timeout, lease)] + \
+        [frames.get(False, None, lease)] * (want - 1)
+
+
+def next_want(got: int, prefetch: int) -> int:
+    """How many gets a consume loop's next refill sends: twice what the
+    last one got, up to prefetch, so that a queue drained as fast as it
+    fills does not cost prefetch replies for each item."""
+    return max(1, min(prefetch, 2 * got))
 
 
 def release_order(book: "Book", current: int, ahead: "deque[Task]"

@@ -31,12 +31,16 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
-    delivered, get_result, join_result, put_chunks, put_replies, \
-    put_result, release_order, task_id, wait_of
-from .errors import Error
+from .codec import parse
+from .core import PUT_OK, Book, Frames, QueueBase, Scope, Task, check, \
+    decoded, delivered, get_result, join_result, put_chunks, put_replies, \
+    next_want, put_result, refill, release_order, task_id, wait_of
+from .errors import ConnectionLost, DeferredError, Error, PutError, \
+    from_reply
 from .exchange import BORROW, REPLY, SEND, URECV, USEND, Exchanger, Steps
 from .settings import LINGER, Settings, seconds
+
+PIPE_WINDOW = 256       # puts written before their replies are read
 
 _states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
 _state_lock = threading.Lock()
@@ -55,6 +59,15 @@ class _ProcessState(Exchanger):
         self.udp: list[net.UdpSocket] = []
         self.udp_all: set[net.UdpSocket] = set()
         self.udp_lock = threading.Lock()
+        # Puts that do not wait for their reply (put_later): on a
+        # connection of their own, the pipe.  bounded: None until known.
+        self.bounded: bool | None = True if len(settings.addresses) > 1 \
+            else None
+        self.pipe: net.TcpConnection | None = None
+        self.pipe_lock = threading.Lock()
+        self.unacked = 0
+        self.pipe_auth = False          # an auth reply comes first
+        self.pipe_since = 0.0           # when the last put went
         _states.add(self)
 
     def give(self, conn: net.TcpConnection) -> None:
@@ -100,11 +113,99 @@ class _ProcessState(Exchanger):
         return self.run(self.steps(ops, wait, op, failover))
 
     def flush(self) -> None:
-        """Sends the waiting task_dones now; failures go to the book."""
+        """Sends the waiting task_dones now and reads the replies of the
+        puts that did not wait; failures go to the book."""
+        self.ack()
         try:
             self.exchange([], 0, "task_done", failover=False)
         except Exception as e:                # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
+
+    def due(self) -> float:
+        """Seconds until the flusher should flush (inf: nothing waits)."""
+        left = self.book.due(self.settings.linger)
+        if self.unacked:
+            left = min(left, self.pipe_since + self.settings.linger -
+                       time.monotonic())
+        return left
+
+    # ---- puts that do not wait -------------------------------------------
+
+    def put_later(self, frame: str) -> None:
+        """Writes a blocking put on an unbounded queue and returns: its
+        reply is read by the next other call (before it sends anything),
+        when PIPE_WINDOW are unread, or by the flusher; a failure is a
+        PutError then.  Puts keep their order; any later call of the
+        object sees them done."""
+        with self.pipe_lock:
+            if self.unacked >= PIPE_WINDOW:
+                self._ack()
+            conn = self.pipe
+            if conn is None:
+                conn = self.pipe = self.pool.connect()
+            data = frame.encode()
+            if not conn.authed and self.frames.auth:
+                data = self.frames.auth.encode() + data
+                conn.authed = self.pipe_auth = True
+            try:
+                conn.send(data, self.settings.io_timeout)
+            except ConnectionLost as e:
+                self.unacked += 1
+                self._pipe_broke(e)
+                self.book.raise_failed()
+            first = not self.unacked
+            self.unacked += 1
+            self.pipe_since = time.monotonic()
+        if first:
+            _flusher.schedule(self)
+
+    def ack(self) -> None:
+        """Reads the replies of the puts that did not wait."""
+        if self.unacked:
+            with self.pipe_lock:
+                self._ack()
+
+    def _ack(self) -> None:
+        conn, n = self.pipe, self.unacked
+        if not n or conn is None:
+            return
+        io = self.settings.io_timeout
+        failed, first = 0, None
+        try:
+            if self.pipe_auth:
+                self.pipe_auth = False
+                r = parse(conn.reply(io))
+                if not r["ok"]:
+                    conn.authed = False
+                    failed, first = n, r
+            while self.unacked:
+                line = conn.reply(io)
+                self.unacked -= 1
+                if not line.startswith(PUT_OK) and first is None:
+                    first = parse(line)
+                    failed += 1
+                elif not line.startswith(PUT_OK):
+                    failed += 1
+            broke = None
+        except (ConnectionLost, Error) as e:
+            broke = e
+        if failed:
+            err = from_reply(first)
+            self.book.failed(PutError(
+                "%d of %d puts sent without waiting failed: %s"
+                % (min(failed, n), n, err.message), err.code, first))
+        if broke is not None:
+            self._pipe_broke(broke)
+
+    def _pipe_broke(self, why: Exception) -> None:
+        if self.pipe is not None:
+            self.pool.discard(self.pipe)
+            self.pipe = None
+        n, self.unacked, self.pipe_auth = self.unacked, 0, False
+        if n:
+            self.book.failed(PutError(
+                "%d puts sent without waiting may or may not have been "
+                "queued: %s" % (n, why)))
 
     def udp_puts(self, frames: list[str], wait: float | None
                  ) -> list[dict[str, Any] | None]:
@@ -127,6 +228,10 @@ class _ProcessState(Exchanger):
         return out
 
     def close(self) -> None:
+        with self.pipe_lock:
+            if self.pipe is not None:
+                self.pool.discard(self.pipe)
+                self.pipe = None
         self.pool.close()
         with self.udp_lock:
             socks, self.udp_all, self.udp = self.udp_all, set(), []
@@ -178,7 +283,7 @@ class _Flusher:
                 soonest = float("inf")
                 due = []
                 for st in list(self.states):
-                    left = st.book.due(st.settings.linger)
+                    left = st.due()
                     if left <= 0 or left == float("inf"):
                         del self.states[st]
                         if left <= 0:
@@ -197,7 +302,11 @@ class _Flusher:
     def _run(self) -> None:
         while True:
             for st in self._due():
-                st.flush()
+                try:
+                    st.flush()
+                except Exception as e:       # noqa: BLE001 - kept, not lost
+                    st.book.failed(DeferredError("the flusher failed: %r"
+                                                 % (e,)))
 
 
 _flusher = _Flusher()
@@ -304,11 +413,16 @@ class Queue(QueueBase):
 
     # ---- plumbing --------------------------------------------------------
 
-    def _state(self, raise_failed: bool = True) -> _ProcessState:
-        """This process's state, made afresh after a fork; raises the
-        failure of a deferred task_done first (see TaskDoneError)."""
+    def _state(self, raise_failed: bool = True, ack: bool = True
+               ) -> _ProcessState:
+        """This process's state, made afresh after a fork.  First it reads
+        the replies of the puts that did not wait (unless ack is false),
+        and raises the failure of a request that did not wait (see
+        DeferredError)."""
         st = self._st
         if st is not None and st.pid == os.getpid():
+            if ack and st.unacked:
+                st.ack()
             if raise_failed:
                 st.book.raise_failed()
             return st
@@ -320,6 +434,8 @@ class Queue(QueueBase):
                 if st is not None:
                     st.forget()       # forked without the at-fork hook
                 st = self._st = _ProcessState(self._settings, self._frames)
+                if self.maxsize > 0:
+                    st.bounded = True
         return st
 
     def _call(self, frame: str, wait: float | None, op: str
@@ -347,6 +463,18 @@ class Queue(QueueBase):
             if reply is not None:
                 put_result(reply, _stdqueue.Full)
             return
+        if block and timeout is None:
+            st = self._state(ack=False)
+            if st.bounded is False:
+                st.put_later(frame)
+                return
+            if st.bounded is None:
+                # Learn the bound with the first put, in the same write.
+                size, reply = st.exchange([self._frames.op("qsize"), frame],
+                                          None, "put", failover=False)
+                put_result(reply, _stdqueue.Full)
+                st.bounded = check(size)["maxsize"] != 0
+                return
         put_result(self._call(frame, wait, "put"), _stdqueue.Full)
 
     def put_nowait(self, item: Any) -> None:
@@ -643,8 +771,7 @@ class Consumer:
         frames = q._frames
         ahead: deque[Task] = deque()
         current = 0
-        refill = [frames.get(True, timeout, lease)] + \
-            [frames.get(False, None, lease)] * (prefetch - 1)
+        want = prefetch
         try:
             while True:
                 if st.pid != os.getpid():
@@ -657,8 +784,10 @@ class Consumer:
                     current = 0
                 if not ahead:
                     tasks, failure = delivered(
-                        q._state().exchange(refill, timeout, "get",
-                                            failover=False), _stdqueue.Empty)
+                        q._state().exchange(
+                            refill(frames, timeout, lease, want), timeout,
+                            "get", failover=False), _stdqueue.Empty)
+                    want = next_want(len(tasks), prefetch)
                     ahead.extend(tasks)
                     if failure is not None:
                         raise failure
