@@ -8,13 +8,11 @@ and delete, several addresses, and joinq.aio (cancellation included).
 """
 import asyncio
 import contextlib
-import io
 import multiprocessing
 import os
 import pickle
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading

@@ -65,13 +65,13 @@ else:                                           # pragma: no cover - 3.9/3.10
 class _Conn:
     """One connection: asyncio streams."""
 
-    __slots__ = ("reader", "writer", "peer", "authed", "sent", "answered")
+    __slots__ = ("reader", "writer", "peer", "authed", "answered")
 
     def __init__(self, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str) -> None:
         self.reader, self.writer, self.peer = reader, writer, peer
         self.authed = False
-        self.sent = self.answered = 0
+        self.answered = 0
 
     async def send(self, data: bytes, timeout: float | None) -> None:
         try:
@@ -213,7 +213,7 @@ class _State(net.Rotation, Exchanger):
                 ops: int, auth: bool) -> None:
         """A cancelled exchange: its connection goes, and the replies still
         due are read in the background (see the module's docstring)."""
-        if not isinstance(why, asyncio.CancelledError) or not conn.sent:
+        if not isinstance(why, asyncio.CancelledError):
             super().abandon(conn, dones, why, ops, auth)
             return
         self.conns.discard(conn)

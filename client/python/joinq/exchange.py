@@ -81,12 +81,9 @@ class Exchanger:
 
     def unanswered(self, conn: Any, dones: list[int],
                    why: BaseException) -> None:
-        """The task_dones of an exchange that broke: lost if they went out
-        (TaskDoneError, outcome unknown), waiting again if not."""
-        if conn.sent:
-            self.book.lost(dones[conn.answered:], why)
-        else:
-            self.book.give_back(dones)
+        """The task_dones of an exchange that broke once it had begun to
+        write, not answered: lost (TaskDoneError, outcome unknown)."""
+        self.book.lost(dones[conn.answered:], why)
 
     def steps(self, ops: list[str], wait: float | None, op: str,
               failover: bool = True) -> Steps:
@@ -117,10 +114,9 @@ class Exchanger:
             refused: list[int] = []
             refusal = None
             replies: list[dict[str, Any]] = []
-            conn.sent = conn.answered = 0
-            try:
+            conn.answered = 0
+            try:                # once writing starts, it may have gone out
                 yield SEND, conn, batch(auth, dones, ops), timeout
-                conn.sent = 1
                 if auth:
                     r = parse((yield REPLY, conn, timeout))
                     if r["ok"]:
@@ -143,11 +139,10 @@ class Exchanger:
             except ConnectionLost as e:
                 self.discard(conn)
                 self.unanswered(conn, dones, e)
-                if retry is not None and \
-                        (op in RESENDABLE or not conn.sent) and retry.again():
+                if retry is not None and op in RESENDABLE and retry.again():
                     after_failure = True
                     continue
-                if conn.sent and op not in RESENDABLE:
+                if op not in RESENDABLE:
                     raise OutcomeUnknown(
                         "%s; the %s may or may not have taken effect"
                         % (e, op)) from None

@@ -60,15 +60,15 @@ def reply_of(peer: str, line: bytes) -> bytes:
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "sent", "answered",
-                 "_timeout", "_poll")
+    __slots__ = ("sock", "rfile", "peer", "authed", "answered", "_timeout",
+                 "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
-        self.sent = self.answered = 0     # how far the exchange went
+        self.answered = 0       # task_dones of the exchange answered
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)

@@ -9,6 +9,10 @@ and, as a second guard, by a pid check on every call): a child never
 reads, writes, shuts down or closes the parent's connections; it closes
 its copies of their file descriptors only.
 
+A blocking put on an unbounded queue does not wait for its reply either
+(put_later): the replies are read by the object's next other call, as
+the task_dones' below.
+
 task_done() with no argument costs no round trip of its own: the request
 waits in the object's Book and goes out in the same write as the next
 request on any connection of the object, its reply read (and checked)
@@ -35,8 +39,8 @@ from .codec import parse
 from .core import PUT_OK, Book, Frames, QueueBase, Scope, Task, check, \
     decoded, delivered, get_result, join_result, put_chunks, put_replies, \
     next_want, put_result, refill, release_order, task_id, wait_of
-from .errors import ConnectionLost, DeferredError, Error, PutError, \
-    from_reply
+from .errors import ConnectionLost, DeferredError, Error, OutcomeUnknown, \
+    PutError, from_reply
 from .exchange import BORROW, REPLY, SEND, URECV, USEND, Exchanger, Steps
 from .settings import LINGER, Settings, seconds
 
@@ -149,10 +153,12 @@ class _ProcessState(Exchanger):
                 conn.authed = self.pipe_auth = True
             try:
                 conn.send(data, self.settings.io_timeout)
-            except ConnectionLost as e:
-                self.unacked += 1
+            except BaseException as e:
                 self._pipe_broke(e)
-                self.book.raise_failed()
+                if isinstance(e, ConnectionLost):
+                    raise OutcomeUnknown("%s; the put may or may not have "
+                                         "taken effect" % e) from None
+                raise
             first = not self.unacked
             self.unacked += 1
             self.pipe_since = time.monotonic()
@@ -189,6 +195,9 @@ class _ProcessState(Exchanger):
             broke = None
         except (ConnectionLost, Error) as e:
             broke = e
+        except BaseException as e:            # interrupted: out of step
+            self._pipe_broke(e)
+            raise
         if failed:
             err = from_reply(first)
             self.book.failed(PutError(
@@ -454,7 +463,16 @@ class Queue(QueueBase):
         timeout, raises queue.Full if the queue stays full; a negative
         timeout is a ValueError.  item must be a JSON value (a tuple
         comes back a list; anything else is a TypeError, raised before
-        anything is sent) unless the queue uses serializer="pickle"."""
+        anything is sent) unless the queue uses serializer="pickle".
+
+        A blocking put without a timeout on an unbounded queue (its bound
+        is learnt with the object's first put in each process) returns
+        once its request is written, as multiprocessing's put returns
+        before its feeder thread writes: the puts of an object keep their
+        order, every later call of the object sees them queued, and one
+        that failed is raised as joinq.PutError by the object's next call
+        (or close(), or written to stderr at exit).  On a bounded queue,
+        or with several addresses, put waits for its reply."""
         block, timeout = wait_of(block, timeout)
         frame = self._frames.put(item, block, timeout)
         wait = timeout if block else 0
