@@ -13,6 +13,7 @@ import os
 import pickle
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -858,6 +859,91 @@ class Addresses(jqtest.TestCase):
             self.assertQsize(d.qsize("x"), qsize=1)
 
 
+def test_certificate():
+    """CPython's own test certificate and key for localhost (test/keycert
+    .pem, or test/certdata/keycert.pem from Python 3.11 on)."""
+    import test
+    for sub in ("certdata", ""):
+        path = os.path.join(os.path.dirname(test.__file__), sub,
+                            "keycert.pem")
+        if os.path.exists(path):
+            return path
+    raise AssertionError("no keycert.pem in CPython's test package")
+
+
+class TlsProxy:
+    """A TLS port in front of a daemon, as issue 14's tls_port will be:
+    TLS sessions on loopback, each carried to the daemon over plain TCP
+    by a thread of its own (selectors, one connection at a time each)."""
+
+    def __init__(self, daemon):
+        import ssl
+        self.daemon = daemon
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(test_certificate())
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = False
+        self.sessions = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                raw, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self.carry, args=(raw,),
+                             daemon=True).start()
+
+    def carry(self, raw):
+        import selectors
+        import ssl
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+            self.sessions += 1
+            up = socket.create_connection((self.daemon.host,
+                                           self.daemon.port))
+        except OSError:
+            raw.close()
+            return
+        sel = selectors.DefaultSelector()
+        sel.register(tls, selectors.EVENT_READ, up)
+        sel.register(up, selectors.EVENT_READ, tls)
+        try:
+            while not self.stopping:
+                for key, _ in sel.select(0.05):
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                    if not data:
+                        return
+                    key.data.sendall(data)
+                    while isinstance(key.fileobj, ssl.SSLSocket) and \
+                            key.fileobj.pending():
+                        key.data.sendall(key.fileobj.recv(65536))
+        except OSError:
+            pass
+        finally:
+            sel.close()
+            tls.close()
+            up.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.thread.join(TIMEOUT)
+        self.listener.close()
+        return False
+
+
 @contextlib.contextmanager
 def patched_env(values):
     old = {k: os.environ.get(k) for k in values}
@@ -870,6 +956,34 @@ def patched_env(values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class Tls(WithDaemon):
+    def test_the_door_for_tls(self):
+        """ssl= wraps the connections in TLS (PROTOCOL.md "TLS"), the
+        blocking ones and asyncio's; a pooled connection stays in use."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=test_certificate())
+        with TlsProxy(self.d) as proxy:
+            q = self.q(host="localhost", port=proxy.port, ssl=ctx)
+            for i in range(5):
+                q.put(i)
+            self.assertEqual([q.get() for _ in range(5)], list(range(5)))
+            for _ in range(5):
+                q.task_done()
+            q.join(timeout=TIMEOUT)
+            self.assertEqual(proxy.sessions, 2)     # the puts' and the rest
+
+            async def body():
+                aq = joinq.aio.JoinableQueue(self.name(), host="localhost",
+                                             port=proxy.port, ssl=ctx)
+                await aq.put("over tls")
+                self.assertEqual(await aq.get(), "over tls")
+                aq.task_done()
+                await aq.close()
+            asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+            with self.assertRaises(joinq.CannotConnect):
+                self.q(host="localhost", port=proxy.port, ssl=True).put(1)
 
 
 class Token(jqtest.TestCase):
