@@ -36,7 +36,7 @@ TIMEOUT = jqtest.TIMEOUT
 SLOW = jqtest.SLOW
 
 
-# ---- what child processes run (module level, so that spawn finds them) -----
+# ---- what child processes run (module level, so that spawn finds them) ------
 
 def eater(q):
     """The seeds' eater: takes dishes for ever."""
@@ -131,7 +131,7 @@ class WithDaemon(jqtest.TestCase):
             "%s never %r: %r" % (key, value, self.figures(name)))
 
 
-# ---- the standard library's behaviour ----------------------------------------
+# ---- the standard library's behaviour ---------------------------------------
 
 class Stdlib(WithDaemon):
     def test_put_get_fifo_and_sizes(self):
@@ -331,7 +331,7 @@ class Point:
         return (self.x, self.y) == (other.x, other.y)
 
 
-# ---- processes and threads ------------------------------------------------------
+# ---- processes and threads --------------------------------------------------
 
 class Processes(WithDaemon):
     def test_seeds_cook_and_eaters(self):
@@ -512,7 +512,7 @@ class ForkSafety(WithDaemon):
         self.assertEqual(q.qsize(), 0)
 
 
-# ---- the speed that is free -----------------------------------------------------
+# ---- the speed that is free -------------------------------------------------
 
 class Batching(WithDaemon):
     def test_task_done_rides_with_the_next_get(self):
@@ -653,7 +653,7 @@ class Batching(WithDaemon):
         self.assertQsize(self.figures(), qsize=2, unfinished=2)
 
 
-# ---- tasks, leases, errors ------------------------------------------------------
+# ---- tasks, leases, errors --------------------------------------------------
 
 class Tasks(WithDaemon):
     def test_task_scope_finishes_or_releases(self):
@@ -757,7 +757,7 @@ class Tasks(WithDaemon):
         self.assertTrue(issubclass(joinq.CannotConnect, ConnectionError))
 
 
-# ---- where the daemon is, the token, UDP ----------------------------------------
+# ---- where the daemon is, the token, UDP ------------------------------------
 
 class Addresses(jqtest.TestCase):
     def test_host_and_port_as_the_cli_reads_them(self):
@@ -1060,7 +1060,7 @@ class Udp(WithDaemon):
         self.assertEqual(self.figures()["qsize"], 0)
 
 
-# ---- declare, purge, delete ------------------------------------------------------
+# ---- declare, purge, delete -------------------------------------------------
 
 class Lifecycle(WithDaemon):
     def test_maxsize_declares_and_conflict_is_clear(self):
@@ -1122,7 +1122,7 @@ class Lifecycle(WithDaemon):
         self.assertEqual(q.stats()["qsize"], 1)
 
 
-# ---- asyncio -------------------------------------------------------------------------
+# ---- asyncio ----------------------------------------------------------------
 
 class Aio(WithDaemon):
     def run_async(self, coro):

@@ -146,7 +146,7 @@ class _State(net.Rotation, Exchanger):
         self.background: set[asyncio.Task] = set()
         self.flush_timer: asyncio.TimerHandle | None = None
 
-    # ---- connections -----------------------------------------------------
+    # ---- connections --------------------------------------------------------
 
     async def borrow(self, after_failure: bool) -> _Conn:
         conn = self.take_idle(self.idle, self.conns)
@@ -254,7 +254,7 @@ class _State(net.Rotation, Exchanger):
             except (ConnectionLost, Error):
                 pass
 
-    # ---- deferred task_dones ---------------------------------------------
+    # ---- deferred task_dones ------------------------------------------------
 
     def defer(self, tid: int) -> None:
         if self.book.defer(tid) and self.flush_timer is None:
@@ -279,7 +279,7 @@ class _State(net.Rotation, Exchanger):
         except Exception as e:          # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
 
-    # ---- UDP -------------------------------------------------------------
+    # ---- UDP ----------------------------------------------------------------
 
     async def udp_puts(self, frames: list[str], wait: float | None
                        ) -> list[dict[str, Any] | None]:
@@ -340,7 +340,7 @@ class Queue(QueueBase):
     def _declare_first(self, frame: str) -> None:
         self._declaring = frame            # sent by the first call
 
-    # ---- plumbing --------------------------------------------------------
+    # ---- plumbing -----------------------------------------------------------
 
     def _state(self, raise_failed: bool = True) -> _State:
         if self._closed:
@@ -370,7 +370,7 @@ class Queue(QueueBase):
                     ) -> dict[str, Any]:
         return (await (await self._ready()).exchange([frame], wait, op))[0]
 
-    # ---- asyncio.Queue's methods -------------------------------------------
+    # ---- asyncio.Queue's methods --------------------------------------------
 
     async def put(self, item: Any, block: bool = True,
                   timeout: float | None = None) -> None:
@@ -460,7 +460,7 @@ class Queue(QueueBase):
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    # ---- joinq's own -------------------------------------------------------
+    # ---- joinq's own --------------------------------------------------------
 
     async def put_many(self, items: Iterable[Any], block: bool = True,
                        timeout: float | None = None) -> list[int]:

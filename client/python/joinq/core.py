@@ -253,7 +253,7 @@ def put_replies(replies: list[dict[str, Any] | None], tasks: list[Any],
     return failure
 
 
-# ---- replies ---------------------------------------------------------------
+# ---- replies ----------------------------------------------------------------
 # A reply comes as its line (TCP) or parsed (UDP, matched by id); the
 # commonest are read without a JSON parse.
 
@@ -357,7 +357,7 @@ def join_result(reply: bytes) -> None:
         raise err
 
 
-# ---- the book of tasks -------------------------------------------------------
+# ---- the book of tasks ------------------------------------------------------
 
 class Book:
     """A queue object's tasks in one process: those it got and has not

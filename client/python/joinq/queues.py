@@ -133,7 +133,7 @@ class _ProcessState(Exchanger):
                        time.monotonic())
         return left
 
-    # ---- puts that do not wait -------------------------------------------
+    # ---- puts that do not wait ----------------------------------------------
 
     def put_later(self, frame: str) -> None:
         """Writes a blocking put on an unbounded queue and returns: its
@@ -420,7 +420,7 @@ class Queue(QueueBase):
             self.close()
             raise
 
-    # ---- plumbing --------------------------------------------------------
+    # ---- plumbing -----------------------------------------------------------
 
     def _state(self, raise_failed: bool = True, ack: bool = True
                ) -> _ProcessState:
@@ -455,7 +455,7 @@ class Queue(QueueBase):
         if st.book.defer(tid):
             _flusher.schedule(st)
 
-    # ---- the standard library's methods ----------------------------------
+    # ---- the standard library's methods -------------------------------------
 
     def put(self, item: Any, block: bool = True,
             timeout: float | None = None) -> None:
@@ -579,7 +579,7 @@ class Queue(QueueBase):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # ---- joinq's own ---------------------------------------------------------
+    # ---- joinq's own --------------------------------------------------------
 
     def put_many(self, items: Iterable[Any], block: bool = True,
                  timeout: float | None = None) -> list[int]:
