@@ -47,7 +47,7 @@ from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
     delivered, get_result, join_result, put_chunks, put_replies, \
     next_want, put_result, refill, release_order, task_id, wait_of
 from .errors import CannotConnect, ConnectionLost, Error
-from .exchange import BORROW, REPLY, SEND, UDP_IO_TIMEOUT, URECV, USEND, \
+from .exchange import BORROW, ROUNDTRIP, UDP_IO_TIMEOUT, URECV, USEND, \
     Exchanger, Steps
 from .settings import Settings, seconds
 
@@ -65,13 +65,13 @@ else:                                           # pragma: no cover - 3.9/3.10
 class _Conn:
     """One connection: asyncio streams."""
 
-    __slots__ = ("reader", "writer", "peer", "authed", "answered")
+    __slots__ = ("reader", "writer", "peer", "authed", "lines")
 
     def __init__(self, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str) -> None:
         self.reader, self.writer, self.peer = reader, writer, peer
         self.authed = False
-        self.answered = 0
+        self.lines: list[bytes] = []
 
     async def send(self, data: bytes, timeout: float | None) -> None:
         try:
@@ -80,6 +80,14 @@ class _Conn:
         except (OSError, asyncio.TimeoutError) as e:
             raise net.lost(self.peer, e, isinstance(e, asyncio.TimeoutError),
                            timeout, "took nothing") from None
+
+    async def roundtrip(self, data: bytes, timeout: float | None,
+                        n: int) -> None:
+        """Writes data, then reads n reply lines into self.lines."""
+        await self.send(data, timeout)
+        lines = self.lines
+        for _ in range(n):
+            lines.append(await self.reply(timeout))
 
     async def reply(self, timeout: float | None) -> bytes:
         try:
@@ -189,10 +197,8 @@ class _State(net.Rotation, Exchanger):
             value = error = None
             try:
                 kind = step[0]
-                if kind == REPLY:
-                    value = await step[1].reply(step[2])
-                elif kind == SEND:
-                    await step[1].send(step[2], step[3])
+                if kind == ROUNDTRIP:
+                    await step[1].roundtrip(step[2], step[3], step[4])
                 elif kind == BORROW:
                     value = await self.borrow(step[1])
                 elif kind == URECV:
@@ -209,21 +215,25 @@ class _State(net.Rotation, Exchanger):
         """See Exchanger.steps."""
         return await self.run(self.steps(ops, wait, op, failover))
 
-    def abandon(self, conn: _Conn, dones: list[int], why: BaseException,
-                ops: int, auth: bool) -> None:
+    def abandon(self, conn: _Conn, auth: str | None, dones: list[int],
+                ops: int, why: BaseException) -> None:
         """A cancelled exchange: its connection goes, and the replies still
         due are read in the background (see the module's docstring)."""
         if not isinstance(why, asyncio.CancelledError):
-            super().abandon(conn, dones, why, ops, auth)
+            super().abandon(conn, auth, dones, ops, why)
             return
         self.conns.discard(conn)
-        task = self.loop.create_task(self._drain(conn, dones[conn.answered:],
-                                                 ops, auth))
+        read = len(conn.lines)
+        got = max(0, read - (1 if auth else 0))   # of the dones' and ops'
+        self.settle(conn, auth, dones[:got], None)
+        task = self.loop.create_task(self._drain(
+            conn, bool(auth) and not read, dones[got:],
+            ops - max(0, got - len(dones))))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def _drain(self, conn: _Conn, dones: list[int], ops: int,
-                     auth: bool) -> None:
+    async def _drain(self, conn: _Conn, auth: bool, dones: list[int],
+                     ops: int) -> None:
         """Half-closes a cancelled exchange's connection, so that what
         blocked there is answered at once (PROTOCOL.md, "Transports"),
         reads the replies still due, and releases any task a get got

@@ -16,8 +16,9 @@ or delete whose reply was lost is OutcomeUnknown, never sent twice.
 
 The steps, yielded as tuples, and what the driver sends back:
     (BORROW, after_failure)          a connection
-    (SEND, conn, data, timeout)      None
-    (REPLY, conn, timeout)           the next reply line (bytes)
+    (ROUNDTRIP, conn, data, timeout, n)   None: it writes data, then reads
+                                     n reply lines into conn.lines (those
+                                     read so far, if it fails)
     (SLEEP, seconds)                 None
     (USEND, sock, data)              None (UDP)
     (URECV, sock, timeout)           a reply, or None after timeout (UDP)
@@ -32,7 +33,7 @@ from .core import OK, RESENDABLE, Book, Frames, Retry, check
 from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
 from .settings import Settings
 
-BORROW, SEND, REPLY, SLEEP, USEND, URECV = range(6)
+BORROW, ROUNDTRIP, SLEEP, USEND, URECV = range(5)
 
 UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
 UDP_WINDOW = 64                # datagrams awaiting a reply at once
@@ -70,20 +71,14 @@ class Exchanger:
     def name_active(self, active: Any) -> None:
         raise NotImplementedError
 
-    def abandon(self, conn: Any, dones: list[int], why: BaseException,
-                ops: int, auth: bool) -> None:
+    def abandon(self, conn: Any, auth: str | None, dones: list[int],
+                ops: int, why: BaseException) -> None:
         """An exchange interrupted by why (not ConnectionLost): its
         connection is out of step.  The blocking client closes it; the
         asyncio one, when why is a cancellation, reads what is still due
         in the background (aio.py)."""
         self.discard(conn)
-        self.unanswered(conn, dones, why)
-
-    def unanswered(self, conn: Any, dones: list[int],
-                   why: BaseException) -> None:
-        """The task_dones of an exchange that broke once it had begun to
-        write, not answered: lost (TaskDoneError, outcome unknown)."""
-        self.book.lost(dones[conn.answered:], why)
+        self.settle(conn, auth, dones, None, why)
 
     def steps(self, ops: list[str], wait: float | None, op: str,
               failover: bool = True) -> Steps:
@@ -111,34 +106,13 @@ class Exchanger:
                 raise
             dones = self.book.take() if self.book.pending else []
             auth = None if conn.authed else self.frames.auth
-            refused: list[int] = []
-            refusal = None
-            replies: list[dict[str, Any]] = []
-            conn.answered = 0
+            conn.lines = []
             try:                # once writing starts, it may have gone out
-                yield SEND, conn, batch(auth, dones, ops), timeout
-                if auth:
-                    r = parse((yield REPLY, conn, timeout))
-                    if r["ok"]:
-                        conn.authed = True
-                    else:
-                        refusal = r
-                if refusal is None:
-                    for tid in dones:
-                        line = yield REPLY, conn, timeout
-                        conn.answered += 1
-                        if line.startswith(OK):
-                            continue
-                        if retry is not None and \
-                                parse(line).get("error") == "unavailable":
-                            refused.append(tid)   # nothing changed: again
-                        else:
-                            self.book.answered(tid, line)
-                    for _ in ops:
-                        replies.append((yield REPLY, conn, timeout))
+                yield (ROUNDTRIP, conn, batch(auth, dones, ops), timeout,
+                       (1 if auth else 0) + len(dones) + len(ops))
             except ConnectionLost as e:
                 self.discard(conn)
-                self.unanswered(conn, dones, e)
+                self.settle(conn, auth, dones, None, e)
                 if retry is not None and op in RESENDABLE and retry.again():
                     after_failure = True
                     continue
@@ -149,21 +123,17 @@ class Exchanger:
                 raise
             except BaseException as e:
                 # Interrupted, or a reply that does not parse.
-                self.abandon(conn, dones, e, len(ops),
-                             bool(auth) and not conn.authed)
+                self.abandon(conn, auth, dones, len(ops), e)
                 raise
+            refusal = self.settle(conn, auth, dones, retry)
             if refusal is not None:
-                # Every request behind a refused auth got the same
-                # refusal: nothing was done.
                 self.discard(conn)
-                self.book.give_back(dones)
                 if retry is not None and self._named_active(refusal) and \
                         retry.again():
                     after_failure = True
                     continue
                 check(refusal)
-            if refused:
-                self.book.give_back(refused)
+            replies = conn.lines[len(conn.lines) - len(ops):]
             if retry is not None and len(ops) == 1 and \
                     not replies[0].startswith(OK) and \
                     parse(replies[0]).get("error") == "unavailable":
@@ -178,6 +148,42 @@ class Exchanger:
             self.give(conn)
             return replies
 
+    def settle(self, conn: Any, auth: str | None, dones: list[int],
+               retry: Retry | None, why: BaseException | None = None
+               ) -> dict[str, Any] | None:
+        """Reads what an exchange's replies (conn.lines, all of them, or
+        those that came before why) say of the auth and the task_dones.
+        Returns the auth's refusal, if it was refused: then nothing was
+        done, and the task_dones wait again.  A task_done a standby
+        refused (with retry: several addresses) waits again too; one with
+        no reply is lost (TaskDoneError, outcome unknown)."""
+        lines = conn.lines
+        first = 0
+        if auth and lines:
+            r = parse(lines[0])
+            if not r["ok"]:
+                self.book.give_back(dones)
+                return r
+            conn.authed = True
+            first = 1
+        elif auth:
+            first = 1
+        refused = []
+        for i, tid in enumerate(dones):
+            if first + i >= len(lines):
+                self.book.lost(dones[i:], why or ConnectionLost("no reply"))
+                break
+            line = lines[first + i]
+            if line.startswith(OK):
+                continue
+            r = parse(line)
+            if retry is not None and r.get("error") == "unavailable":
+                refused.append(tid)           # nothing changed: again
+            else:
+                self.book.answered(tid, r)
+        self.book.give_back(refused)
+        return None
+
     def _named_active(self, reply: dict[str, Any]) -> bool:
         """True if an unavailable reply names the active daemon (noted, to
         be tried first): it came from a standby."""
@@ -191,9 +197,10 @@ class Exchanger:
         """An unavailable naming no active daemon came from a standby if
         its ping says so (failover.c's from_standby); else the daemon
         could not store the change, and that is the answer."""
+        conn.lines = []
         try:
-            yield SEND, conn, b'{"op":"ping"}\n', timeout
-            pong = parse((yield REPLY, conn, timeout))
+            yield ROUNDTRIP, conn, b'{"op":"ping"}\n', timeout, 1
+            pong = parse(conn.lines[0])
         except (ConnectionLost, Error):
             return True
         return pong.get("role") == "standby"

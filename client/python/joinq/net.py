@@ -60,7 +60,7 @@ def reply_of(peer: str, line: bytes) -> bytes:
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "answered", "_timeout",
+    __slots__ = ("sock", "rfile", "peer", "authed", "lines", "_timeout",
                  "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
@@ -68,7 +68,7 @@ class TcpConnection:
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
-        self.answered = 0       # task_dones of the exchange answered
+        self.lines: list[bytes] = []      # the replies of an exchange
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -80,6 +80,13 @@ class TcpConnection:
         except OSError as e:
             raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
                        "took nothing") from None
+
+    def roundtrip(self, data: bytes, timeout: float | None, n: int) -> None:
+        """Writes data, then reads n reply lines into self.lines."""
+        self.send(data, timeout)
+        lines = self.lines
+        for _ in range(n):
+            lines.append(self.reply(timeout))
 
     def reply(self, timeout: float | None) -> bytes:
         """The next reply line; ConnectionLost when the connection closes

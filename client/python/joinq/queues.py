@@ -41,7 +41,7 @@ from .core import PUT_OK, Book, Frames, QueueBase, Scope, Task, check, \
     next_want, put_result, refill, release_order, task_id, wait_of
 from .errors import ConnectionLost, DeferredError, Error, OutcomeUnknown, \
     PutError, from_reply
-from .exchange import BORROW, REPLY, SEND, URECV, USEND, Exchanger, Steps
+from .exchange import BORROW, ROUNDTRIP, URECV, USEND, Exchanger, Steps
 from .settings import LINGER, Settings, seconds
 
 PIPE_WINDOW = 256       # puts written before their replies are read
@@ -96,10 +96,8 @@ class _ProcessState(Exchanger):
             value = error = None
             try:
                 kind = step[0]
-                if kind == REPLY:
-                    value = step[1].reply(step[2])
-                elif kind == SEND:
-                    step[1].send(step[2], step[3])
+                if kind == ROUNDTRIP:
+                    step[1].roundtrip(step[2], step[3], step[4])
                 elif kind == BORROW:
                     value = self.pool.borrow(step[1])
                 elif kind == URECV:
