@@ -871,35 +871,21 @@ def test_certificate():
     raise AssertionError("no keycert.pem in CPython's test package")
 
 
-class TlsProxy:
+class TlsProxy(FakeDaemon):
     """A TLS port in front of a daemon, as issue 14's tls_port will be:
-    TLS sessions on loopback, each carried to the daemon over plain TCP
-    by a thread of its own (selectors, one connection at a time each)."""
+    FakeDaemon's listener, each TLS session carried to the daemon over
+    plain TCP by a thread of its own."""
 
     def __init__(self, daemon):
         import ssl
+        super().__init__("tls")
         self.daemon = daemon
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(test_certificate())
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        self.stopping = False
         self.sessions = 0
-        self.thread = threading.Thread(target=self.serve, daemon=True)
 
-    def serve(self):
-        while not self.stopping:
-            try:
-                raw, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self.carry, args=(raw,),
-                             daemon=True).start()
-
-    def carry(self, raw):
+    def talk(self, raw):
         import selectors
         import ssl
         try:
@@ -932,16 +918,6 @@ class TlsProxy:
             sel.close()
             tls.close()
             up.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping = True
-        self.thread.join(TIMEOUT)
-        self.listener.close()
-        return False
 
 
 @contextlib.contextmanager
