@@ -555,13 +555,17 @@ class Batching(WithDaemon):
         bounded = self.q("bounded")           # learnt with the first put
         bounded.put(1)
         bounded.put(2)
-        t = threading.Timer(0.05, lambda: (self.q("bounded").get(),
-                                           self.q("bounded").get()))
+        other = self.q("bounded")
+        t = threading.Timer(0.05, lambda: [(other.get(), other.task_done())
+                                           for _ in range(2)])
         t.start()
         start = time.monotonic()
         bounded.put(3)                        # waits for room
         self.assertElapsed(start, 0.04, TIMEOUT)
         t.join(TIMEOUT)
+        self.assertEqual(bounded.get(), 3)
+        bounded.task_done()
+        bounded.join(timeout=TIMEOUT)
 
     def test_a_put_that_did_not_wait_reports_its_failure(self):
         d = jqtest.Daemon("--max-frame", "1000").start()

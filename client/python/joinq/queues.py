@@ -160,7 +160,7 @@ class _ProcessState(Exchanger):
             first = not self.unacked
             self.unacked += 1
             self.pipe_since = time.monotonic()
-        if first:
+        if first and self not in _flusher.states:
             _flusher.schedule(self)
 
     def ack(self) -> None:
@@ -291,10 +291,17 @@ class _Flusher:
                 due = []
                 for st in list(self.states):
                     left = st.due()
-                    if left <= 0 or left == float("inf"):
+                    if left == float("inf"):
+                        # Gone, unless one came meanwhile: schedule() does
+                        # not wake a state this dict holds.
                         del self.states[st]
-                        if left <= 0:
-                            due.append(st)
+                        left = st.due()
+                        if left == float("inf"):
+                            continue
+                        self.states[st] = None
+                    if left <= 0:
+                        del self.states[st]
+                        due.append(st)
                     else:
                         soonest = min(soonest, left)
                 if due:
@@ -450,7 +457,7 @@ class Queue(QueueBase):
         return self._state().exchange([frame], wait, op)[0]
 
     def _finish_later(self, st: _ProcessState, tid: int) -> None:
-        if st.book.defer(tid):
+        if st.book.defer(tid) and st not in _flusher.states:
             _flusher.schedule(st)
 
     # ---- the standard library's methods -------------------------------------
