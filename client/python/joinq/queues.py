@@ -9,45 +9,37 @@ and, as a second guard, by a pid check on every call): a child never
 reads, writes, shuts down or closes the parent's connections; it closes
 its copies of their file descriptors only.
 
-A blocking put on an unbounded queue does not wait for its reply either
-(put_later): the replies are read by the object's next other call, as
-the task_dones' below.
-
 task_done() with no argument costs no round trip of its own: the request
 waits in the object's Book and goes out in the same write as the next
 request on any connection of the object, its reply read (and checked)
 before that request's.  If no request comes within `linger` seconds, the
-process's flusher thread sends it (as nats.c's flusher does), so that an
-idle consumer never holds up a join(); so does close(), and the process's
-exit (atexit, and multiprocessing's exit for forked children, which skip
-atexit).
+process's flusher thread sends it (background.py), so that an idle
+consumer never holds up a join(); so do close() and the process's exit.
+
+A blocking put on an unbounded queue does not wait for its reply either
+(put_later): the replies are read by the object's next other call, or
+by the flusher.
 """
 from __future__ import annotations
 
-import atexit
 import os
 import queue as _stdqueue
-import sys
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any, Iterable, Iterator
 
-from . import net
+from . import background, net
 from .codec import parse
 from .core import PUT_OK, Book, Frames, QueueBase, Scope, Task, check, \
     decoded, delivered, get_result, join_result, put_chunks, put_replies, \
     next_want, put_result, refill, release_order, task_id, wait_of
-from .errors import ConnectionLost, DeferredError, Error, OutcomeUnknown, \
-    PutError, from_reply
+from .errors import ConnectionLost, Error, OutcomeUnknown, PutError, \
+    from_reply
 from .exchange import BORROW, ROUNDTRIP, URECV, USEND, Exchanger, Steps
-from .settings import LINGER, Settings, seconds
+from .settings import Settings, seconds
 
 PIPE_WINDOW = 256       # puts written before their replies are read
-
-_states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
-_state_lock = threading.Lock()
 
 
 class _ProcessState(Exchanger):
@@ -72,7 +64,7 @@ class _ProcessState(Exchanger):
         self.unacked = 0
         self.pipe_auth = False          # an auth reply comes first
         self.pipe_since = 0.0           # when the last put went
-        _states.add(self)
+        background.states.add(self)
 
     def give(self, conn: net.TcpConnection) -> None:
         self.pool.give(conn)
@@ -160,8 +152,8 @@ class _ProcessState(Exchanger):
             first = not self.unacked
             self.unacked += 1
             self.pipe_since = time.monotonic()
-        if first and self not in _flusher.states:
-            _flusher.schedule(self)
+        if first and self not in background.flusher.states:
+            background.flusher.schedule(self)
 
     def ack(self) -> None:
         """Reads the replies of the puts that did not wait."""
@@ -254,121 +246,6 @@ class _ProcessState(Exchanger):
         self.udp_all, self.udp = set(), []
 
 
-class _Flusher:
-    """The process's thread that sends the deferred task_dones nobody else
-    carried within their queue's linger.  It is woken when it sleeps with
-    no deadline, looks when the oldest waiting task_done is due, and after
-    a look that found none waiting it looks once more a linger later
-    before sleeping again: a consumer's next request takes its task_done
-    first, and waking the thread for each would cost more (the GIL) than
-    the flush saves."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.states: dict[_ProcessState, None] = {}
-        self.thread: threading.Thread | None = None
-        self.wake_at = float("inf")      # when the thread looks next
-        self.tick = LINGER
-
-    def schedule(self, st: _ProcessState) -> None:
-        at = time.monotonic() + st.settings.linger
-        with self.cond:
-            self.states[st] = None
-            self.tick = max(st.settings.linger, 0.0005)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, daemon=True,
-                                               name="joinq-flusher")
-                self.thread.start()
-            if at < self.wake_at:
-                self.wake_at = at
-                self.cond.notify()
-
-    def _due(self) -> list[_ProcessState]:
-        quiet = 0
-        with self.cond:
-            while True:
-                soonest = float("inf")
-                due = []
-                for st in list(self.states):
-                    left = st.due()
-                    if left == float("inf"):
-                        # Gone, unless one came meanwhile: schedule() does
-                        # not wake a state this dict holds.
-                        del self.states[st]
-                        left = st.due()
-                        if left == float("inf"):
-                            continue
-                        self.states[st] = None
-                    if left <= 0:
-                        del self.states[st]
-                        due.append(st)
-                    else:
-                        soonest = min(soonest, left)
-                if due:
-                    return due
-                quiet = quiet + 1 if soonest == float("inf") else 0
-                wait = soonest if soonest != float("inf") else \
-                    None if quiet > 1 else self.tick
-                self.wake_at = float("inf") if wait is None \
-                    else time.monotonic() + wait
-                self.cond.wait(wait)
-
-    def _run(self) -> None:
-        while True:
-            for st in self._due():
-                try:
-                    st.flush()
-                except Exception as e:       # noqa: BLE001 - kept, not lost
-                    st.book.failed(DeferredError("the flusher failed: %r"
-                                                 % (e,)))
-
-
-_flusher = _Flusher()
-
-
-def _after_fork_in_child() -> None:
-    """The at-fork hook: the child starts with no connection, no flusher
-    and no lock of the parent's (another thread may have held one)."""
-    global _flusher, _state_lock, _states
-    _state_lock = threading.Lock()
-    _flusher = _Flusher()
-    old, _states = list(_states), weakref.WeakSet()
-    for st in old:
-        st.forget()
-
-
-def _flush_at_exit() -> None:
-    """Sends every waiting task_done before the process's sockets close
-    (else their tasks would come back to their queues), and says so on
-    stderr when one failed, since no later call will raise it."""
-    for st in list(_states):
-        if st.pid != os.getpid():
-            continue
-        st.flush()
-        for err in st.book.failures:
-            sys.stderr.write("joinq: at exit: %s\n" % err)
-        st.book.failures = []
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
-try:
-    # A child that multiprocessing forks ends with os._exit, skipping
-    # atexit: its own exit function runs the finalizers registered after
-    # the fork.
-    import multiprocessing.util as _mputil
-
-    class _ExitHook:
-        pass
-
-    _exit_hook = _ExitHook()
-    _mputil.register_after_fork(
-        _exit_hook, lambda _: _mputil.Finalize(None, _flush_at_exit,
-                                               exitpriority=100))
-except ImportError:             # pragma: no cover - a Python without it
-    pass
-
-
 class Queue(QueueBase):
     """A queue held by joinqd, used as ``multiprocessing.Queue``: ``get``
     removes an item for good (its task is finished for you, its
@@ -440,7 +317,7 @@ class Queue(QueueBase):
             if raise_failed:
                 st.book.raise_failed()
             return st
-        with _state_lock:
+        with background.state_lock:
             if self._closed:
                 raise ValueError("%r is closed" % self)
             st = self._st
@@ -457,8 +334,8 @@ class Queue(QueueBase):
         return self._state().exchange([frame], wait, op)[0]
 
     def _finish_later(self, st: _ProcessState, tid: int) -> None:
-        if st.book.defer(tid) and st not in _flusher.states:
-            _flusher.schedule(st)
+        if st.book.defer(tid) and st not in background.flusher.states:
+            background.flusher.schedule(st)
 
     # ---- the standard library's methods -------------------------------------
 
@@ -555,7 +432,7 @@ class Queue(QueueBase):
         object got without a lease and did not finish go back to the head
         of their queue (the protocol's rule).  Raises the TaskDoneError of
         a deferred task_done that failed and was not raised yet."""
-        with _state_lock:
+        with background.state_lock:
             st, self._st = self._st, None
             self._closed = True
         if st is None or st.pid != os.getpid():
