@@ -749,6 +749,27 @@ class Tasks(WithDaemon):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("joinq: at exit: unknown_task", p.stderr)
 
+    def test_what_waits_goes_out_at_exit(self):
+        """A program that ends right after a task_done (or a put that did
+        not wait, or an asyncio loop's task_done) leaves nothing undone."""
+        code = ("import asyncio, joinq, joinq.aio\n"
+                "kw = dict(host=%r, port=%d, linger=60)\n"
+                "q = joinq.JoinableQueue(%r, **kw)\n"
+                "q.put_many([1, 2])\n"
+                "q.get(); q.task_done()\n"
+                "q.put(3); q.put(4)\n"
+                "async def main():\n"
+                "    aq = joinq.aio.JoinableQueue(%r, **kw)\n"
+                "    await aq.get(); aq.task_done()\n"
+                "asyncio.run(main())\n"
+                % (self.d.host, self.d.port, self.name(), self.name()))
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                           text=True, timeout=TIMEOUT,
+                           env=dict(os.environ, PYTHONPATH=PYDIR))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, "")
+        self.assertQsize(self.figures(), qsize=2, unfinished=2, inflight=0)
+
     def test_errors_carry_code_and_message_and_pickle(self):
         err = joinq.Conflict("maxsize differs", "conflict", {"ok": False})
         back = pickle.loads(pickle.dumps(err))
@@ -1204,6 +1225,18 @@ class Aio(WithDaemon):
             await q.close()
             self.assertQsize(self.figures(), qsize=0, unfinished=0)
         self.run_async(body())
+
+    def test_one_object_in_several_event_loops(self):
+        q = self.aq(cls=joinq.aio.Queue)
+        for i in range(3):
+            self.run_async(q.put(i))        # each asyncio.run a new loop
+        self.assertEqual(len(q._states), 1)
+        self.assertEqual([self.run_async(q.get()) for _ in range(3)],
+                         [0, 1, 2])
+        # Each get's task_done waited in a loop that ended before it went:
+        # a later call sends it.
+        self.assertEqual(self.run_async(q.qsize()), 0)
+        self.assertQsize(self.figures(), unfinished=0)
 
     def test_udp_and_pickle(self):
         async def body():

@@ -35,8 +35,10 @@ head of its queue.  A put cancelled so may have queued its item.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import socket
+import sys
 import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Iterable
@@ -267,9 +269,11 @@ class _State(net.Rotation, Exchanger):
     # ---- deferred task_dones ------------------------------------------------
 
     def defer(self, tid: int) -> None:
-        if self.book.defer(tid) and self.flush_timer is None:
-            self.flush_timer = self.loop.call_later(self.settings.linger,
-                                                    self._flush_due)
+        if self.book.defer(tid):
+            _waiting.add(self)      # kept until sent, whatever becomes of q
+            if self.flush_timer is None:
+                self.flush_timer = self.loop.call_later(
+                    self.settings.linger, self._flush_due)
 
     def _flush_due(self) -> None:
         self.flush_timer = None
@@ -288,6 +292,24 @@ class _State(net.Rotation, Exchanger):
             await self.exchange([], 0, "task_done", failover=False)
         except Exception as e:          # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
+        if not self.book.pending:
+            _waiting.discard(self)
+
+    def flush_blocking(self) -> None:
+        """Sends the task_dones still waiting when this state's event loop
+        has ended (asyncio.run returned before their flush came), with a
+        blocking exchange; a failure stays in the book, to be raised."""
+        dones = self.book.take()
+        if not dones:
+            return
+        from .queues import _ProcessState
+        st = _ProcessState(self.settings, self.frames)
+        st.book.give_back(dones)
+        st.flush()
+        st.close()
+        for err in st.book.failures:
+            self.book.failed(err)
+        _waiting.discard(self)
 
     # ---- UDP ----------------------------------------------------------------
 
@@ -322,17 +344,33 @@ class _State(net.Rotation, Exchanger):
 
 
 _live: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+# The states with task_dones waiting, kept alive until they are sent: the
+# queue object may be gone, and its event loop ended (asyncio.run).
+_waiting: "set[_State]" = set()
 
 
 def _after_fork_in_child() -> None:
     """A child starts with no state of the parent's: its connections are
     dropped unused (their file descriptors close as they are collected,
     without a shutdown), its tasks and task_dones stay the parent's."""
+    _waiting.clear()
     for q in list(_live):
         q._states = {}
 
 
+def _flush_at_exit() -> None:
+    """The task_dones of event loops that ended before their flush, sent
+    before the process's sockets close (see background.py)."""
+    for st in list(_waiting):
+        if st.pid == os.getpid():
+            st.flush_blocking()
+            for err in st.book.failures:
+                sys.stderr.write("joinq: at exit: %s\n" % err)
+            st.book.failures = []
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
 
 
 class Queue(QueueBase):
@@ -353,13 +391,20 @@ class Queue(QueueBase):
     # ---- plumbing -----------------------------------------------------------
 
     def _state(self, raise_failed: bool = True) -> _State:
+        """The state of this process and the running event loop; raises
+        the failure of a deferred task_done first (see DeferredError)."""
         if self._closed:
             raise ValueError("%r is closed" % self)
         loop = asyncio.get_running_loop()
         st = self._states.get(loop)
         if st is None or st.pid != os.getpid():
-            if st is not None and st.pid != os.getpid():
-                self._states = {}
+            # A fork, or another event loop: what belongs to loops that
+            # are closed (asyncio.run's before) is dropped, not closed.
+            for gone in [s for l, s in self._states.items()
+                         if s.pid == os.getpid() and l.is_closed()]:
+                gone.flush_blocking()
+            self._states = {l: s for l, s in self._states.items()
+                            if s.pid == os.getpid() and not l.is_closed()}
             st = self._states[loop] = _State(self._settings, self._frames,
                                              loop)
         elif raise_failed:
