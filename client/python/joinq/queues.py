@@ -261,8 +261,12 @@ class Queue(QueueBase):
 
     ``host``: None ($JOINQ_HOST, else 127.0.0.1), "HOST", "HOST:PORT",
     "[IPV6]:PORT", or several, "a:7477,b:7477" or a list, tried in turn
-    as the joinq CLI does (joinq(1), -H).  ``port``: for addresses without
-    one (None: $JOINQ_PORT, else 7477).  ``token``: the daemon's token;
+    as the joinq CLI does (joinq(1), -H): a call moves to another daemon
+    when its connection is lost or a standby refuses it; a get, qsize,
+    join (any call that changes nothing) is sent again there, while a
+    put, task_done, release, purge or delete whose reply was lost raises
+    OutcomeUnknown.  ``port``: for addresses without one (None:
+    $JOINQ_PORT, else 7477).  ``token``: the daemon's token;
     ``token_file``: a file holding it (its first line, blanks trimmed, as
     joinq --token-file reads it); neither: $JOINQ_TOKEN, else none.
     ``ssl``: True or an ssl.SSLContext for a daemon's TLS port.
@@ -280,8 +284,10 @@ class Queue(QueueBase):
     (any picklable object; off by default because unpickling runs code:
     see PickleSerializer).  ``io_timeout``: seconds a reply may take
     beyond the op's own wait (None: no limit); ``connect_timeout``;
-    ``linger``: seconds a deferred task_done waits for a request to ride
-    with before the flusher thread sends it alone.
+    ``linger`` (5 ms): seconds a deferred task_done waits for a request
+    to ride with before the flusher thread sends it alone.  The object's
+    ``maxsize`` attribute is the maxsize given.  Failures other than
+    Python's own are joinq.Error (see joinq.errors).
 
     Safe to use from many threads (each call borrows a connection of its
     own); pickles (to its settings, token included) so that it passes to
