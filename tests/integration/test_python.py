@@ -1076,6 +1076,11 @@ class Lifecycle(WithDaemon):
         self.assertIn("maxsize", cm.exception.message)
         with self.assertRaises(joinq.Conflict):
             self.q("bounded", maxsize=5)          # the config's is 2
+        as_python = joinq.JoinableQueue(7, host=self.d.host,
+                                        port=self.d.port)   # maxsize first
+        self.addCleanup(as_python.close)
+        self.assertEqual((as_python.name, as_python.maxsize), ("default", 7))
+        self.assertEqual(self.figures("default")["maxsize"], 7)
         pickle.loads(pickle.dumps(q)).put(3)      # not declared again
         with self.assertRaises(queue.Full):
             q.put_nowait(4)

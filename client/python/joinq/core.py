@@ -147,7 +147,9 @@ class Frames:
 class QueueBase:
     """What joinq's four queue classes (blocking and asyncio, Queue and
     JoinableQueue) share: their arguments, settings and pickling.  The
-    arguments are documented on joinq.Queue."""
+    arguments are documented on joinq.Queue; an int in name's place is
+    the maxsize of the queue "default" (``JoinableQueue(10)``, as the
+    standard library's queues take it)."""
 
     _joinable = False
     _module = "joinq"
@@ -161,6 +163,12 @@ class QueueBase:
                  connect_timeout: float = 5.0,
                  io_timeout: float | None = 5.0,
                  linger: float = LINGER, ssl: Any = None) -> None:
+        if isinstance(name, int) and not isinstance(name, bool):
+            # JoinableQueue(10), as multiprocessing's and queue's take it.
+            if maxsize:
+                raise TypeError("maxsize given twice: %r and %r"
+                                % (name, maxsize))
+            name, maxsize = "default", name
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError("maxsize must be an int, not %r" % (maxsize,))
         self._setup(make_settings(name, host, port, token, token_file, udp,

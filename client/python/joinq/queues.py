@@ -252,7 +252,9 @@ class Queue(QueueBase):
     task_done sent with the next request).  JoinableQueue adds task_done
     and join.
 
-    ``name``: the queue's name (1 to 128 of A-Z a-z 0-9 _ . : -).
+    ``name``: the queue's name (1 to 128 of A-Z a-z 0-9 _ . : -); an
+    int in its place is the maxsize of the queue "default", so that
+    ``JoinableQueue(10)`` reads as the standard library's.
     ``maxsize``: > 0 declares the queue with that bound (a ``declare``;
     ``joinq.Conflict`` if the queue exists with another one, or the
     daemon's configuration names another); 0 or less declares nothing,
