@@ -255,46 +255,44 @@ int cmd_declare(struct session *s, const struct cmd_options *o,
 	return status;
 }
 
-int cmd_purge(struct session *s, const struct cmd_options *o, int argc,
-              char **argv)
+/* purge and delete: one request about the queue, one line of answer. */
+static int empty_queue(struct session *s, bool delete)
 {
 	struct jq_error err;
 	uint64_t purged;
+	bool deleted;
 	int status = EXIT_OK;
 
-	(void)o;
-	(void)argc;
-	(void)argv;
 	jq_client *c = open_client(s, &status);
 	if (!c)
 		return status;
-	if (jq_purge(c, s->queue, &purged, &err))
+	if (delete ? jq_delete(c, s->queue, &deleted, &err) :
+	    jq_purge(c, s->queue, &purged, &err))
 		status = report(NULL, &err);
+	else if (delete)
+		puts(deleted ? "deleted" : "nothing to delete: no such queue");
 	else
 		printf("purged %llu\n", (unsigned long long)purged);
 	jq_close(c);
 	return status;
 }
 
-int cmd_delete(struct session *s, const struct cmd_options *o, int argc,
-               char **argv)
+int cmd_purge(struct session *s, const struct cmd_options *o, int argc,
+              char **argv)
 {
-	struct jq_error err;
-	bool deleted;
-	int status = EXIT_OK;
-
 	(void)o;
 	(void)argc;
 	(void)argv;
-	jq_client *c = open_client(s, &status);
-	if (!c)
-		return status;
-	if (jq_delete(c, s->queue, &deleted, &err))
-		status = report(NULL, &err);
-	else
-		puts(deleted ? "deleted" : "nothing to delete: no such queue");
-	jq_close(c);
-	return status;
+	return empty_queue(s, false);
+}
+
+int cmd_delete(struct session *s, const struct cmd_options *o, int argc,
+               char **argv)
+{
+	(void)o;
+	(void)argc;
+	(void)argv;
+	return empty_queue(s, true);
 }
 
 /* ---- stats -------------------------------------------------------------- */

@@ -21,104 +21,21 @@
  * lowest free id, so that the ids a journal names stay as few as the
  * queues that exist at once, and a replay that gives the same holes gives
  * the same ids to the queues made next.
+ *
+ * The engine's state is in engine_int.h, which it shares with its
+ * journal's side, engine_replay.c (replay and dump).
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "heap.h"
-#include "idmap.h"
-#include "itemq.h"
+#include "engine_int.h"
 #include "xalloc.h"
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-/* A struct task is never queued: its queued items are in the itemq. */
-enum task_state {
-	TASK_INFLIGHT = ENGINE_INFLIGHT,
-	TASK_DELAYED = ENGINE_DELAYED,
-};
-enum deadline_kind { DL_TASK, DL_WAITER };
-
-struct task {
-	uint64_t id;
-	union {
-		struct {                  /* in flight without a lease */
-			struct task *next, *prev;   /* its holder's list */
-			struct holder *holder;
-		} held;
-		struct deadline timer;    /* in flight with a lease, or delayed */
-	} u;
-	uint32_t qid;                 /* its queue: engine.by_id[qid] */
-	uint32_t deliveries;
-	uint32_t len;
-	uint8_t state;
-	bool leased;
-	char item[];
-};
-
-struct waitlist {
-	struct waiter *head, *tail;
-};
-
-struct queue {
-	uint32_t id;                  /* engine.by_id[id] */
-	struct queue *hnext;          /* hash chain */
-	struct itemq items;           /* the queued items, head first */
-	uint64_t inflight, delayed;
-	/* In force (apply_conf); the dead-letter queue is found when a task
-	 * needs it (settings_of). */
-	uint64_t maxsize;
-	unsigned max_deliveries;
-	struct queue_conf declared;   /* by declare; its name is not set */
-	struct waitlist puts, gets, joins;
-	uint64_t n_puts, n_gets, n_task_dones, n_releases, n_redeliveries,
-	         n_dead_lettered, n_purged;
-	struct queue *dnext;          /* engine.deferred */
-	bool deferred;
-	size_t len;
-	char name[];
-};
-
-struct engine {
-	const struct engine_conf *conf;
-	struct queue **buckets;
-	size_t nbuckets, nqueues;     /* nqueues: the queues that exist */
-	struct queue **by_id;         /* queues by id; NULL: a free id */
-	uint32_t nids, ids_cap;       /* ids handed out (by_id's length) */
-	uint32_t free_hint;           /* no id below it is free */
-	char *scratch;                /* a NAME.dead built for settings_of */
-	size_t scratch_cap;
-	struct idmap out;             /* tasks out of their queue: in flight
-	                                 or delayed (task->state tells) */
-	struct heap deadlines;
-	const struct engine_log *log; /* told of every change, or NULL */
-	uint64_t live_bytes;          /* items and ids of the tasks held */
-	uint64_t next_id;
-	bool defer;                   /* service() only notes the queue */
-	struct queue *deferred;       /* queues to serve when defer ends */
-};
-
 static void service(struct engine *e, struct queue *q);
-
-/* Tells the journal (if any) of a change just made. */
-#define LOG(e, fn, ...) \
-	do { \
-		if ((e)->log) \
-			(e)->log->fn((e)->log->ctx, __VA_ARGS__); \
-	} while (0)
-
-static uint64_t qsize(const struct queue *q)
-{
-	return itemq_count(&q->items);
-}
-
-static uint64_t unfinished(const struct queue *q)
-{
-	return qsize(q) + q->inflight + q->delayed;
-}
 
 static bool full(const struct queue *q)
 {
@@ -142,11 +59,6 @@ static const struct queue_conf *find_conf(const struct engine *e,
 			return c;
 	}
 	return NULL;
-}
-
-static bool declares_any(const struct queue_conf *d)
-{
-	return d->has_maxsize || d->has_max_deliveries || d->dead_letter;
 }
 
 /*
@@ -210,7 +122,7 @@ static size_t name_hash(const char *name, size_t len)
 	return (size_t)h;
 }
 
-static struct queue *find_queue(const struct engine *e, const char *name,
+struct queue *eng_find_queue(const struct engine *e, const char *name,
                                 size_t len)
 {
 	if (!e->nbuckets)
@@ -251,7 +163,7 @@ static void apply_conf(struct engine *e, struct queue *q)
 }
 
 /* d's settings as q's own, the strings copied. */
-static void declare_settings(struct engine *e, struct queue *q,
+void eng_declare_settings(struct engine *e, struct queue *q,
                              const struct queue_conf *d)
 {
 	q->declared = *d;
@@ -270,7 +182,7 @@ static uint32_t free_id(struct engine *e)
 }
 
 /* qid, a free id or the next new one, has its place in by_id. */
-static void grow_ids(struct engine *e, uint32_t qid)
+void eng_grow_ids(struct engine *e, uint32_t qid)
 {
 	if (qid < e->nids)
 		return;
@@ -282,7 +194,7 @@ static void grow_ids(struct engine *e, uint32_t qid)
 }
 
 /* Makes queue name with id qid, a free id or the next new one. */
-static struct queue *add_queue(struct engine *e, uint32_t qid,
+struct queue *eng_add_queue(struct engine *e, uint32_t qid,
                                const char *name, size_t len)
 {
 	struct queue *q = xcalloc(1, sizeof *q + len + 1);
@@ -291,7 +203,7 @@ static struct queue *add_queue(struct engine *e, uint32_t qid,
 	q->id = qid;
 	apply_conf(e, q);
 
-	grow_ids(e, qid);
+	eng_grow_ids(e, qid);
 	e->by_id[qid] = q;
 	e->nqueues++;
 	if (e->nqueues > e->nbuckets) {
@@ -308,13 +220,13 @@ static struct queue *add_queue(struct engine *e, uint32_t qid,
  * e->scratch: it is copied before settings_of writes there again.) */
 static struct queue *new_queue(struct engine *e, const char *name, size_t len)
 {
-	struct queue *q = add_queue(e, free_id(e), name, len);
+	struct queue *q = eng_add_queue(e, free_id(e), name, len);
 	LOG(e, queue, q->id, q->name, q->len);
 	return q;
 }
 
 /* A queue with nothing unfinished and no waiter leaves: its id is free. */
-static void remove_queue(struct engine *e, struct queue *q)
+void eng_remove_queue(struct engine *e, struct queue *q)
 {
 	struct queue **p = bucket_of(e, q);
 	while (*p != q)
@@ -332,7 +244,7 @@ static void remove_queue(struct engine *e, struct queue *q)
 int engine_queue(struct engine *e, const char *name, size_t len, bool create,
                  struct queue **out)
 {
-	*out = find_queue(e, name, len);
+	*out = eng_find_queue(e, name, len);
 	if (*out || !create)
 		return JQ_OK;
 	if (e->nqueues >= e->conf->max_queues)
@@ -373,23 +285,15 @@ size_t engine_queue_count(const struct engine *e)
 
 /* ---- tasks -------------------------------------------------------------- */
 
-/* An item's weight in live_bytes, queued or out: its text and its id and
- * counts.  It stays counted while it moves between the itemq and a task. */
-#define ITEM_BYTES(len) ((uint64_t)(len) + 24)
-
-static struct queue *queue_of(const struct engine *e, const struct task *t)
-{
-	return e->by_id[t->qid];
-}
 
 /* A task leaves the state (finished, or dropped as a dead letter). */
-static void task_free(struct engine *e, struct task *t)
+void eng_task_free(struct engine *e, struct task *t)
 {
 	e->live_bytes -= ITEM_BYTES(t->len);
 	free(t);
 }
 
-static struct task *task_new(const char *item, size_t len)
+struct task *eng_task_new(const char *item, size_t len)
 {
 	struct task *t = xmalloc(sizeof *t + len);
 	memset(t, 0, sizeof *t);
@@ -400,7 +304,7 @@ static struct task *task_new(const char *item, size_t len)
 
 /* A task goes back to the head of its queue as an entry; its item stays
  * live there. */
-static void push_head(struct engine *e, struct task *t)
+void eng_push_head(struct engine *e, struct task *t)
 {
 	itemq_push_front(&queue_of(e, t)->items, t->id, t->deliveries, t->item,
 	                 t->len);
@@ -410,11 +314,11 @@ static void push_head(struct engine *e, struct task *t)
 /* The head entry of q (there is one) out of the queue as a task in
  * flight, one more delivery counted, in the in-flight table; the caller
  * puts it on a holder or in the heap. */
-static struct task *take_head(struct engine *e, struct queue *q)
+struct task *eng_take_head(struct engine *e, struct queue *q)
 {
 	struct item it;
 	itemq_peek(&q->items, &it);
-	struct task *t = task_new(it.text, it.len);
+	struct task *t = eng_task_new(it.text, it.len);
 	t->id = it.id;
 	t->qid = q->id;
 	t->deliveries = it.deliveries + 1;
@@ -478,7 +382,7 @@ static void detach(struct engine *e, struct task *t)
 static void deliver(struct engine *e, struct queue *q, const struct take *tk,
                     struct delivery *d)
 {
-	struct task *t = take_head(e, q);
+	struct task *t = eng_take_head(e, q);
 	q->n_gets++;
 	if (t->deliveries > 1)
 		q->n_redeliveries++;
@@ -516,11 +420,11 @@ static void dead_letter(struct engine *e, struct task *t)
 	uint64_t id = t->id;
 	q->n_dead_lettered++;
 	if (!name) {
-		task_free(e, t);
+		eng_task_free(e, t);
 		LOG(e, dead, id, 0, -1);
 	} else {
 		size_t len = strlen(name);
-		struct queue *dq = find_queue(e, name, len);
+		struct queue *dq = eng_find_queue(e, name, len);
 		if (!dq)
 			dq = new_queue(e, name, len);
 		uint64_t new_id = enqueue_new(e, dq, t->item, t->len);
@@ -551,14 +455,14 @@ static void come_back(struct engine *e, struct task *t, msec_t delay)
 		LOG(e, delay, id, t->u.timer.at);
 	} else {
 		idmap_del(&e->out, id);
-		push_head(e, t);
+		eng_push_head(e, t);
 		LOG(e, back, id);
 		service(e, q);
 	}
 }
 
 /* An in-flight task, or NULL for an id that names none. */
-static struct task *inflight(const struct engine *e, uint64_t id)
+struct task *eng_inflight(const struct engine *e, uint64_t id)
 {
 	struct task *t = idmap_get(&e->out, id);
 	return t && t->state == TASK_INFLIGHT ? t : NULL;
@@ -663,7 +567,7 @@ int engine_put(struct engine *e, struct queue *q, const char *item,
 		if (!w)
 			return JQ_FULL;
 		w->kind = WAIT_PUT;
-		w->put_task = task_new(item, len);
+		w->put_task = eng_task_new(item, len);
 		park(e, q, &q->puts, w);
 		return JQ_PARKED;
 	}
@@ -721,7 +625,7 @@ int engine_declare(struct engine *e, const struct queue_conf *want, bool dry,
                    struct declare_result *r)
 {
 	size_t len = strlen(want->name);
-	struct queue *q = find_queue(e, want->name, len);
+	struct queue *q = eng_find_queue(e, want->name, len);
 	const struct queue_conf *c = find_conf(e, want->name, len);
 	struct queue_settings *s = &r->settings;
 
@@ -754,7 +658,7 @@ int engine_declare(struct engine *e, const struct queue_conf *want, bool dry,
 	}
 	q = new_queue(e, want->name, len);
 	if (declares_any(want)) {
-		declare_settings(e, q, want);
+		eng_declare_settings(e, q, want);
 		LOG(e, settings, q->id, &q->declared);
 	}
 	r->queue = q;
@@ -763,7 +667,7 @@ int engine_declare(struct engine *e, const struct queue_conf *want, bool dry,
 }
 
 /* Every queued task of q finished: out of the state and the live bytes. */
-static uint64_t purge(struct engine *e, struct queue *q)
+uint64_t eng_purge(struct engine *e, struct queue *q)
 {
 	struct itemq_iter i;
 	struct item it;
@@ -780,7 +684,7 @@ uint64_t engine_purge(struct engine *e, struct queue *q)
 {
 	if (!q || !qsize(q))
 		return 0;
-	uint64_t n = purge(e, q);
+	uint64_t n = eng_purge(e, q);
 	LOG(e, purge, q->id);
 	service(e, q);   /* room for blocked puts; joins may end */
 	return n;
@@ -798,19 +702,19 @@ int engine_delete(struct engine *e, struct queue *q)
 		w->done(w, JQ_EMPTY, NULL, 0);
 	}
 	LOG(e, drop, q->id);
-	remove_queue(e, q);
+	eng_remove_queue(e, q);
 	return JQ_OK;
 }
 
 int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 {
-	struct task *t = inflight(e, id);
+	struct task *t = eng_inflight(e, id);
 	if (!t)
 		return JQ_UNKNOWN_TASK;
 	struct queue *q = queue_of(e, t);
 	idmap_del(&e->out, id);
 	detach(e, t);
-	task_free(e, t);
+	eng_task_free(e, t);
 	LOG(e, done, id);
 	q->inflight--;
 	q->n_task_dones++;
@@ -821,7 +725,7 @@ int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 
 int engine_release(struct engine *e, uint64_t id, msec_t delay)
 {
-	struct task *t = inflight(e, id);
+	struct task *t = eng_inflight(e, id);
 	if (!t)
 		return JQ_UNKNOWN_TASK;
 	detach(e, t);
@@ -887,7 +791,7 @@ static void task_deadline(struct engine *e, struct task *t)
 		uint64_t id = t->id;
 		idmap_del(&e->out, id);
 		q->delayed--;
-		push_head(e, t);
+		eng_push_head(e, t);
 		LOG(e, back, id);
 		service(e, q);
 	} else {                            /* the lease ran out */
@@ -979,245 +883,15 @@ uint64_t engine_next_task_id(const struct engine *e)
 
 const struct queue *engine_task_queue(const struct engine *e, uint64_t id)
 {
-	const struct task *t = inflight(e, id);
+	const struct task *t = eng_inflight(e, id);
 	return t ? queue_of(e, t) : NULL;
 }
 
-/* ---- journal ------------------------------------------------------------ */
+/* ---- the journal's log ----------------------------------------------- */
 
 void engine_set_log(struct engine *e, const struct engine_log *log)
 {
 	e->log = log;
-}
-
-static struct queue *queue_by_id(const struct engine *e, uint32_t qid)
-{
-	return qid < e->nids ? e->by_id[qid] : NULL;
-}
-
-static void note_id(struct engine *e, uint64_t task)
-{
-	if (task >= e->next_id)
-		e->next_id = task + 1;
-}
-
-int engine_replay_queue(struct engine *e, uint32_t qid, const char *name,
-                        size_t len)
-{
-	if (len == 0) {   /* a free id */
-		if (qid != e->nids)
-			return -1;
-		grow_ids(e, qid);
-		return 0;
-	}
-	if (qid > e->nids || (qid < e->nids && e->by_id[qid]) ||
-	    find_queue(e, name, len))
-		return -1;
-	add_queue(e, qid, name, len);
-	return 0;
-}
-
-int engine_replay_settings(struct engine *e, uint32_t qid,
-                           const struct queue_conf *d)
-{
-	struct queue *q = queue_by_id(e, qid);
-	if (!q || declares_any(&q->declared) || !declares_any(d))
-		return -1;
-	declare_settings(e, q, d);
-	return 0;
-}
-
-int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
-                       uint32_t deliveries, enum engine_task_state state,
-                       msec_t until, const char *item, size_t len)
-{
-	struct queue *q = queue_by_id(e, qid);
-	if (!q || task == 0 || task > TASK_ID_MAX || idmap_get(&e->out, task))
-		return -1;
-	note_id(e, task);
-	e->live_bytes += ITEM_BYTES(len);
-	if (state == ENGINE_QUEUED) {
-		itemq_push_back(&q->items, task, deliveries, item, len);
-		return 0;
-	}
-	struct task *t = task_new(item, len);
-	t->id = task;
-	t->qid = qid;
-	t->deliveries = deliveries;
-	idmap_put(&e->out, task, t);
-	if (state == ENGINE_INFLIGHT) {
-		t->state = TASK_INFLIGHT;
-		q->inflight++;
-	} else {
-		t->state = TASK_DELAYED;
-		t->u.timer.kind = DL_TASK;
-		t->u.timer.at = until;
-		heap_push(&e->deadlines, &t->u.timer);
-		q->delayed++;
-	}
-	return 0;
-}
-
-int engine_replay_take(struct engine *e, uint32_t qid, uint64_t task)
-{
-	struct queue *q = queue_by_id(e, qid);
-	struct item head;
-	if (!q || !itemq_peek(&q->items, &head) || head.id != task)
-		return -1;
-	take_head(e, q);   /* no lease, no holder: task_new zeroed them */
-	return 0;
-}
-
-int engine_replay_done(struct engine *e, uint64_t task)
-{
-	struct task *t = inflight(e, task);
-	if (!t)
-		return -1;
-	idmap_del(&e->out, task);
-	queue_of(e, t)->inflight--;
-	task_free(e, t);
-	return 0;
-}
-
-int engine_replay_back(struct engine *e, uint64_t task)
-{
-	struct task *t = idmap_del(&e->out, task);
-	if (!t)
-		return -1;
-	if (t->state == TASK_DELAYED) {
-		heap_remove(&e->deadlines, &t->u.timer);
-		queue_of(e, t)->delayed--;
-	} else {
-		queue_of(e, t)->inflight--;
-	}
-	push_head(e, t);
-	return 0;
-}
-
-int engine_replay_delay(struct engine *e, uint64_t task, msec_t until)
-{
-	struct task *t = inflight(e, task);
-	if (!t)
-		return -1;
-	t->state = TASK_DELAYED;
-	t->u.timer.kind = DL_TASK;
-	t->u.timer.at = until;
-	heap_push(&e->deadlines, &t->u.timer);
-	queue_of(e, t)->inflight--;
-	queue_of(e, t)->delayed++;
-	return 0;
-}
-
-int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
-                       int64_t dqid)
-{
-	struct task *t = inflight(e, task);
-	struct queue *dq = dqid < 0 ? NULL : queue_by_id(e, (uint32_t)dqid);
-	if (!t || (dqid >= 0 && (!dq || new_task == 0 || new_task > TASK_ID_MAX)))
-		return -1;
-	idmap_del(&e->out, task);
-	queue_of(e, t)->inflight--;
-	if (!dq) {
-		task_free(e, t);
-		return 0;
-	}
-	itemq_push_back(&dq->items, new_task, 0, t->item, t->len);
-	free(t);   /* its item lives on in dq, still counted live */
-	note_id(e, new_task);
-	return 0;
-}
-
-void engine_replay_next_id(struct engine *e, uint64_t next)
-{
-	if (next > e->next_id)
-		e->next_id = next;
-}
-
-int engine_replay_purge(struct engine *e, uint32_t qid)
-{
-	struct queue *q = queue_by_id(e, qid);
-	if (!q || !qsize(q))
-		return -1;
-	purge(e, q);
-	return 0;
-}
-
-int engine_replay_drop(struct engine *e, uint32_t qid)
-{
-	struct queue *q = queue_by_id(e, qid);
-	if (!q || unfinished(q))
-		return -1;
-	remove_queue(e, q);
-	return 0;
-}
-
-static int newest_first(const void *a, const void *b)
-{
-	const struct task *x = *(struct task *const *)a;
-	const struct task *y = *(struct task *const *)b;
-	return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
-}
-
-void engine_replay_end(struct engine *e)
-{
-	size_t n = 0;
-	struct task **v = xmalloc((e->out.len + 1) * sizeof(struct task *));
-	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
-		struct task *t = e->out.slots[i].val;
-		if (e->out.slots[i].key && t->state == TASK_INFLIGHT)
-			v[n++] = t;
-	}
-	/* Each goes to the head in turn, newest first: the oldest ends up
-	 * first in line, as when a connection closes. */
-	qsort(v, n, sizeof(struct task *), newest_first);
-	for (size_t i = 0; i < n; i++) {
-		uint64_t id = v[i]->id;
-		idmap_del(&e->out, id);
-		queue_of(e, v[i])->inflight--;
-		push_head(e, v[i]);
-		LOG(e, back, id);
-	}
-	free(v);
-}
-
-void engine_dump(const struct engine *e, const struct engine_dump *d)
-{
-	uint32_t end = e->nids;   /* past the highest id in use */
-	while (end && !e->by_id[end - 1])
-		end--;
-	for (uint32_t id = 0; id < end; id++) {
-		const struct queue *q = e->by_id[id];
-		if (!q) {
-			d->queue(d->ctx, id, "", 0);
-			continue;
-		}
-		d->queue(d->ctx, q->id, q->name, q->len);
-		if (declares_any(&q->declared))
-			d->settings(d->ctx, q->id, &q->declared);
-	}
-	d->next_id(d->ctx, e->next_id);
-	for (const struct queue *q = engine_next_queue(e, NULL); q;
-	     q = engine_next_queue(e, q)) {
-		struct itemq_iter i;
-		struct item it;
-		itemq_iter_init(&q->items, &i);
-		while (itemq_next(&i, &it))
-			d->task(d->ctx, q->id, it.id, it.deliveries, ENGINE_QUEUED, 0,
-			        it.text, it.len);
-	}
-	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++) {
-		const struct task *t = e->out.slots[i].val;
-		if (!e->out.slots[i].key)
-			continue;
-		d->task(d->ctx, t->qid, t->id, t->deliveries,
-		        (enum engine_task_state)t->state,
-		        t->state == TASK_DELAYED ? t->u.timer.at : 0, t->item, t->len);
-	}
-}
-
-uint64_t engine_live_bytes(const struct engine *e)
-{
-	return e->live_bytes;
 }
 
 /* ---- life --------------------------------------------------------------- */

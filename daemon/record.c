@@ -381,8 +381,11 @@ static int apply_settings(struct engine *e, struct reader *r)
 	uint8_t named = get_u8(r);
 	uint64_t maxsize = get_u64(r);
 	uint32_t max_deliveries = get_u32(r);
+	/* A setting not named is written 0: any other value is damage. */
 	if (r->short_read || (named & ~(NAMED_MAXSIZE | NAMED_MAX_DELIVERIES |
-	                                NAMED_DEAD_LETTER)))
+	                                NAMED_DEAD_LETTER)) ||
+	    (!(named & NAMED_MAXSIZE) && maxsize) ||
+	    (!(named & NAMED_MAX_DELIVERIES) && max_deliveries))
 		return -1;
 	const char *name = (const char *)r->p + r->off;
 	size_t n = r->len - r->off;

@@ -331,7 +331,7 @@ static int get_count(const struct request *r, enum request_field k,
 static int check_declare(struct request *r, struct errinfo *e)
 {
 	int rc;
-	size_t len;
+	size_t len = 0;
 	if ((rc = get_count(r, RF_MAXSIZE, INT64_MAX, &r->has_maxsize,
 	                    &r->maxsize, e)) ||
 	    (rc = get_count(r, RF_MAX_DELIVERIES, UINT32_MAX,

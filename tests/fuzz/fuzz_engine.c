@@ -8,8 +8,10 @@
  * max_queues of 2 to 6: put, get (leased or held, blocking or not, with a
  * fits() that may refuse), task_done, release (with or without a delay),
  * join, clock advances, dropping a holder, cancelling or expiring one
- * waiter, cancelling all of them, and replaying the log so far.  At the
- * end every waiter is cancelled and every task finished.
+ * waiter, cancelling all of them, declare (dry or not, with settings of
+ * its own that the configuration's win over), purge, delete, and
+ * replaying the log so far.  At the end every waiter is cancelled and
+ * every task finished.
  *
  * A model follows every task id ever issued through the engine's log hooks
  * (engine_set_log), each change checked against the op that caused it, and
@@ -18,8 +20,10 @@
  * id in exactly one place (queued, in flight, delayed, finished, or dead-
  * lettered as a new id), FIFO order, new ids strictly increasing, waiters
  * completing at most once and in arrival order, nothing due left undone,
- * and a replay of the recorded log (and of a dump) into a fresh engine
- * giving the same state.  A violation abort()s with its line.
+ * queues by id (a new one takes the lowest free id), each with its
+ * settings in force, and a replay of the recorded log (and of a dump)
+ * into a fresh engine giving the same state.  A violation abort()s with
+ * its line.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -80,27 +84,35 @@ static const struct queue_conf *conf_of(int n)
 	return NULL;
 }
 
-static uint64_t maxsize_of(int n)
+/* PROTOCOL.md: a queue's settings in force are the configuration's for
+ * its name n, else those declared (d, may be NULL), else the defaults. */
+static uint64_t maxsize_of(int n, const struct queue_conf *d)
 {
 	const struct queue_conf *c = conf_of(n);
-	return c && c->has_maxsize ? c->maxsize : conf.default_maxsize;
+	if (c && c->has_maxsize)
+		return c->maxsize;
+	return d && d->has_maxsize ? d->maxsize : conf.default_maxsize;
 }
 
-/* PROTOCOL.md and engine.h: a queue's own max_deliveries, else none for
- * a dead-letter queue, else the default. */
-static unsigned max_deliveries_of(int n)
+/* ... and the default max_deliveries spares dead-letter queues. */
+static unsigned max_deliveries_of(int n, const struct queue_conf *d)
 {
 	const struct queue_conf *c = conf_of(n);
 	size_t len = strlen(names[n]);
 	if (c && c->has_max_deliveries)
 		return c->max_deliveries;
+	if (d && d->has_max_deliveries)
+		return d->max_deliveries;
 	if (len > 5 && strcmp(names[n] + len - 5, ".dead") == 0)
 		return 0;
 	return conf.default_max_deliveries;
 }
 
-/* The name index of the queue that takes n's dead letters, or -1: none. */
-static int dead_letter_of(int n)
+/* The name index of the queue that takes n's dead letters, -1: none, or
+ * -2: NAME.dead of a name that has none in names[] (a dead-letter queue;
+ * the harness never lets one send dead letters). */
+#define DL_OTHER (-2)
+static int dead_letter_of(int n, const struct queue_conf *d)
 {
 	const struct queue_conf *c = conf_of(n);
 	char want[64];
@@ -108,19 +120,22 @@ static int dead_letter_of(int n)
 		if (!*c->dead_letter || strcmp(c->dead_letter, "off") == 0)
 			return -1;
 		snprintf(want, sizeof want, "%s", c->dead_letter);
+	} else if (d && d->dead_letter) {
+		snprintf(want, sizeof want, "%s", d->dead_letter);
 	} else {
 		snprintf(want, sizeof want, "%s.dead", names[n]);
 	}
 	for (int i = 0; i < NNAMES; i++)
 		if (strcmp(names[i], want) == 0)
 			return i;
-	CHECK(!"a dead-letter queue the harness names");
-	return -1;
+	return DL_OTHER;
 }
 
 /* ---- the model ------------------------------------------------------------ */
 
-enum mstate { M_NONE, M_QUEUED, M_INFLIGHT, M_DELAYED, M_FINISHED, M_DEAD };
+enum mstate {
+	M_NONE, M_QUEUED, M_INFLIGHT, M_DELAYED, M_FINISHED, M_DEAD, M_PURGED,
+};
 
 struct mtask {
 	uint8_t state;
@@ -136,8 +151,11 @@ struct mtask {
 	unsigned seen;             /* dump generation that named it */
 };
 
+/* A queue id: the queue that holds it, if one does. */
 struct mqueue {
+	bool exists;
 	int name;                  /* index in names[] */
+	struct queue_conf declared;   /* dead_letter: one of names[] */
 	struct queue *q;           /* the engine's */
 	uint64_t *fifo;            /* queued ids, head first */
 	size_t n, cap;
@@ -174,7 +192,8 @@ struct slot {
 enum op {
 	OP_PUT, OP_PUT_WAIT, OP_GET, OP_GET_WAIT, OP_TASK_DONE, OP_RELEASE,
 	OP_JOIN, OP_JOIN_WAIT, OP_ADVANCE, OP_DROP_HOLDER, OP_CANCEL,
-	OP_EXPIRE, OP_CANCEL_ALL, OP_REPLAY, OP_NOPS,
+	OP_EXPIRE, OP_CANCEL_ALL, OP_REPLAY, OP_DECLARE, OP_PURGE, OP_DELETE,
+	OP_NOPS,
 	OP_DRAIN
 };
 
@@ -183,9 +202,10 @@ static struct {
 	struct mtask *t;           /* by task id */
 	size_t tcap;
 	uint64_t last_id;          /* the highest id issued */
-	struct mqueue mq[NNAMES];  /* by qid */
-	int nq;
-	int qid_of[NNAMES];        /* by name index; -1: not created */
+	struct mqueue mq[NNAMES];  /* by qid: at most NNAMES queues at once */
+	int nq;                    /* the queues that exist */
+	int nids;                  /* the ids handed out */
+	int qid_of[NNAMES];        /* by name index; -1: no such queue */
 	struct holder holders[NHOLDERS];
 	struct slot slots[NSLOTS];
 	unsigned seq;
@@ -196,6 +216,7 @@ static struct {
 	uint64_t op_task;
 	msec_t op_delay;
 	int op_holder;
+	int op_qid;                /* purge, delete: the queue */
 	struct slot *op_slot;
 	unsigned step;
 	unsigned gen;
@@ -262,8 +283,13 @@ static unsigned waiting(int qid, enum wait_kind kind)
 
 static bool full(int qid)
 {
-	uint64_t max = maxsize_of(m.mq[qid].name);
+	uint64_t max = maxsize_of(m.mq[qid].name, &m.mq[qid].declared);
 	return max && m.mq[qid].n >= max;
+}
+
+static bool exists(uint32_t qid)
+{
+	return qid < NNAMES && m.mq[qid].exists;
 }
 
 static struct lev *record(enum lkind kind, const char *text, size_t len)
@@ -295,32 +321,100 @@ static void check_comes_back(uint64_t id, const struct mtask *t)
 
 static bool deliveries_used_up(const struct mtask *t)
 {
-	unsigned max = max_deliveries_of(m.mq[t->qid].name);
+	const struct mqueue *q = &m.mq[t->qid];
+	unsigned max = max_deliveries_of(q->name, &q->declared);
 	return max && t->deliveries >= max;
 }
 
 /* ---- the log hooks ------------------------------------------------------- */
 
+static int name_index(const char *name, size_t len)
+{
+	for (int i = 0; i < NNAMES; i++)
+		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+			return i;
+	CHECK(!"a queue name the harness knows");
+	return -1;
+}
+
+/* A new queue takes the lowest id no queue holds. */
 static void l_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 {
 	CHECK(ctx == &log_token);
-	CHECK(qid == (uint32_t)m.nq && m.nq < NNAMES);
-	int n = -1;
-	for (int i = 0; i < NNAMES; i++)
-		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
-			n = i;
-	CHECK(n >= 0 && m.qid_of[n] < 0);
-	m.qid_of[n] = m.nq;
-	m.mq[m.nq].name = n;
+	uint32_t lowest = 0;
+	while (exists(lowest))
+		lowest++;
+	CHECK(qid == lowest && qid < NNAMES);
+	int n = name_index(name, len);
+	CHECK(m.qid_of[n] < 0);
+	struct mqueue *q = &m.mq[qid];
+	uint64_t *fifo = q->fifo;
+	size_t cap = q->cap;
+	memset(q, 0, sizeof *q);
+	q->fifo = fifo;                  /* its room kept for the next */
+	q->cap = cap;
+	q->exists = true;
+	q->name = n;
+	m.qid_of[n] = (int)qid;
 	m.nq++;
+	if ((int)qid == m.nids)
+		m.nids++;
 	record(L_QUEUE, name, len)->qid = qid;
+}
+
+/* A declare's settings, as the queue it made gets them. */
+static void l_settings(void *ctx, uint32_t qid, const struct queue_conf *d)
+{
+	CHECK(ctx == &log_token);
+	CHECK(m.op == OP_DECLARE && exists(qid));
+	CHECK(d->has_maxsize || d->has_max_deliveries || d->dead_letter);
+	struct mqueue *q = &m.mq[qid];
+	CHECK(!q->declared.has_maxsize && !q->declared.has_max_deliveries &&
+	      !q->declared.dead_letter);
+	q->declared = *d;
+	q->declared.name = NULL;
+	if (d->dead_letter)
+		q->declared.dead_letter = (char *)names[name_index(
+			d->dead_letter, strlen(d->dead_letter))];
+	log_record_settings(&m.rec, qid, d);
+}
+
+static void l_purge(void *ctx, uint32_t qid)
+{
+	CHECK(ctx == &log_token);
+	CHECK(m.op == OP_PURGE && (int)qid == m.op_qid && exists(qid));
+	struct mqueue *q = &m.mq[qid];
+	CHECK(q->n > 0);
+	for (size_t i = 0; i < q->n; i++) {
+		struct mtask *t = task_of(q->fifo[i]);
+		CHECK(t->state == M_QUEUED && t->qid == (int)qid);
+		t->state = M_PURGED;
+	}
+	q->n = 0;
+	record(L_PURGE, NULL, 0)->qid = qid;
+}
+
+/* The queue leaves; its getters were answered empty before. */
+static void l_drop(void *ctx, uint32_t qid)
+{
+	CHECK(ctx == &log_token);
+	CHECK(m.op == OP_DELETE && (int)qid == m.op_qid && exists(qid));
+	CHECK(unfinished((int)qid) == 0);
+	for (int i = 0; i < NSLOTS; i++)
+		CHECK(!(m.slots[i].state == S_PARKED && m.slots[i].qid == (int)qid));
+	struct mqueue *q = &m.mq[qid];
+	m.qid_of[q->name] = -1;
+	q->exists = false;
+	q->q = NULL;
+	m.nq--;
+	record(L_DROP, NULL, 0)->qid = qid;
 }
 
 static void l_put(void *ctx, uint32_t qid, uint64_t task, const char *item,
                   size_t len)
 {
 	CHECK(ctx == &log_token);
-	CHECK(qid < (uint32_t)m.nq);
+	CHECK(exists(qid));
 	CHECK(m.unclaimed_put == 0);     /* each put is answered before the next */
 	CHECK(len <= sizeof m.t[0].item);
 	new_id(task);
@@ -341,7 +435,7 @@ static void l_put(void *ctx, uint32_t qid, uint64_t task, const char *item,
 static void l_take(void *ctx, uint32_t qid, uint64_t task)
 {
 	CHECK(ctx == &log_token);
-	CHECK(qid < (uint32_t)m.nq);
+	CHECK(exists(qid));
 	struct mqueue *q = &m.mq[qid];
 	CHECK(q->n > 0 && q->fifo[0] == task);   /* FIFO: the head */
 	CHECK(m.unclaimed_take == 0);
@@ -412,13 +506,14 @@ static void l_dead(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid)
 	check_comes_back(task, t);
 	CHECK(deliveries_used_up(t));
 	out_of_flight(t);
-	int dl = dead_letter_of(m.mq[t->qid].name);
+	int dl = dead_letter_of(m.mq[t->qid].name, &m.mq[t->qid].declared);
+	CHECK(dl != DL_OTHER);
 	t->state = M_DEAD;
 	if (dl < 0) {
 		CHECK(dqid == -1 && new_task == 0);
 		t->dead_as = 0;
 	} else {
-		CHECK(dqid >= 0 && dqid < m.nq && m.qid_of[dl] == dqid);
+		CHECK(dqid >= 0 && exists((uint32_t)dqid) && m.qid_of[dl] == dqid);
 		new_id(new_task);
 		t = task_of(task);          /* new_id may move the table */
 		t->dead_as = new_task;
@@ -438,8 +533,9 @@ static void l_dead(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid)
 }
 
 static const struct engine_log rec_log = {
-	.ctx = &log_token, .queue = l_queue, .put = l_put, .take = l_take,
-	.done = l_done, .back = l_back, .delay = l_delay, .dead = l_dead,
+	.ctx = &log_token, .queue = l_queue, .settings = l_settings, .put = l_put,
+	.take = l_take, .done = l_done, .back = l_back, .delay = l_delay,
+	.dead = l_dead, .purge = l_purge, .drop = l_drop,
 };
 
 /* ---- fits() and waiters' done() ----------------------------------------- */
@@ -529,14 +625,21 @@ static void on_done(struct waiter *w, int code, const struct delivery *d,
 			break;
 		}
 	} else if (code == timeout_code[s->kind]) {
+		/* or a getter of a queue deleted */
 		CHECK((m.op == OP_ADVANCE && s->deadline <= now) ||
-		      (m.op == OP_EXPIRE && m.op_slot == s));
+		      (m.op == OP_EXPIRE && m.op_slot == s) ||
+		      (m.op == OP_DELETE && s->kind == WAIT_GET &&
+		       s->qid == m.op_qid));
 	} else if (code == JQ_TOO_LARGE) {
 		CHECK(s->kind == WAIT_GET && s->fit.mode != FIT_NONE &&
 		      s->fit.refused);
 	} else {
 		CHECK(code == JQ_SHUTTING_DOWN && m.op == OP_CANCEL_ALL);
 	}
+	if (m.op == OP_DELETE)   /* a getter answered empty: all, in order */
+		for (int i = 0; i < NSLOTS; i++)
+			CHECK(!(m.slots[i].state == S_PARKED &&
+			        m.slots[i].qid == s->qid && m.slots[i].seq < s->seq));
 }
 
 static struct slot *free_slot(void)
@@ -603,7 +706,8 @@ struct snap_task {
 };
 
 struct snap {
-	char names[NNAMES][16];
+	char names[NNAMES][16];    /* by qid; "": a free id */
+	struct queue_conf declared[NNAMES];   /* dead_letter: one of names[] */
 	size_t nq;
 	uint64_t next_id;
 	unsigned next_id_calls;
@@ -619,6 +723,29 @@ static void s_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 	memcpy(s->names[s->nq], name, len);
 	s->names[s->nq][len] = '\0';
 	s->nq++;
+}
+
+/* The declared settings of the queue dumped last. */
+static void s_settings(void *ctx, uint32_t qid, const struct queue_conf *d)
+{
+	struct snap *s = ctx;
+	CHECK(s->nq && qid == s->nq - 1 && s->names[qid][0]);
+	struct queue_conf *c = &s->declared[qid];
+	CHECK(!c->has_maxsize && !c->has_max_deliveries && !c->dead_letter);
+	*c = *d;
+	c->name = NULL;
+	if (d->dead_letter)
+		c->dead_letter = (char *)names[name_index(d->dead_letter,
+		                                          strlen(d->dead_letter))];
+}
+
+static bool same_settings(const struct queue_conf *a,
+                          const struct queue_conf *b)
+{
+	return a->has_maxsize == b->has_maxsize && a->maxsize == b->maxsize &&
+	       a->has_max_deliveries == b->has_max_deliveries &&
+	       a->max_deliveries == b->max_deliveries &&
+	       a->dead_letter == b->dead_letter;   /* both names[] or NULL */
 }
 
 static void s_next_id(void *ctx, uint64_t next)
@@ -663,7 +790,8 @@ static void take_snap(const struct engine *e, struct snap *s)
 {
 	memset(s, 0, sizeof *s);
 	const struct engine_dump cb = {
-		.ctx = s, .queue = s_queue, .next_id = s_next_id, .task = s_task,
+		.ctx = s, .queue = s_queue, .settings = s_settings,
+		.next_id = s_next_id, .task = s_task,
 	};
 	engine_dump(e, &cb);
 	CHECK(s->next_id_calls == 1);
@@ -675,7 +803,8 @@ static void same_snap(const struct snap *a, const struct snap *b)
 {
 	CHECK(a->nq == b->nq && a->next_id == b->next_id && a->nt == b->nt);
 	for (size_t i = 0; i < a->nq; i++)
-		CHECK(strcmp(a->names[i], b->names[i]) == 0);
+		CHECK(strcmp(a->names[i], b->names[i]) == 0 &&
+		      same_settings(&a->declared[i], &b->declared[i]));
 	for (size_t i = 0; i < a->nt; i++) {
 		const struct snap_task *x = &a->t[i], *y = &b->t[i];
 		CHECK(x->qid == y->qid && x->task == y->task &&
@@ -689,15 +818,22 @@ static void same_snap(const struct snap *a, const struct snap *b)
 static void check_dump(const struct snap *s)
 {
 	size_t pos[NNAMES] = { 0 }, live = 0;
+	int end = m.nids;   /* past the highest id in use */
 
-	CHECK(s->nq == (size_t)m.nq);
-	for (int i = 0; i < m.nq; i++)
-		CHECK(strcmp(s->names[i], names[m.mq[i].name]) == 0);
+	while (end && !m.mq[end - 1].exists)
+		end--;
+	CHECK(s->nq == (size_t)end);
+	for (int i = 0; i < end; i++) {
+		const struct mqueue *q = &m.mq[i];
+		CHECK(strcmp(s->names[i], q->exists ? names[q->name] : "") == 0);
+		if (q->exists)
+			CHECK(same_settings(&s->declared[i], &q->declared));
+	}
 	CHECK(s->next_id > m.last_id);
 	m.gen++;
 	for (size_t i = 0; i < s->nt; i++) {
 		const struct snap_task *d = &s->t[i];
-		CHECK(d->qid < (uint32_t)m.nq);
+		CHECK(exists(d->qid));
 		struct mtask *t = task_of(d->task);
 		CHECK(t->seen != m.gen);          /* in one place only */
 		t->seen = m.gen;
@@ -720,11 +856,23 @@ static void check_dump(const struct snap *s)
 			CHECK(!"a task state of engine.h");
 		}
 	}
-	for (int q = 0; q < m.nq; q++)
-		CHECK(pos[q] == m.mq[q].n);
+	for (int q = 0; q < NNAMES; q++)
+		CHECK(pos[q] == (m.mq[q].exists ? m.mq[q].n : 0));
 	for (uint64_t id = 1; id <= m.last_id; id++)
 		live += is_live(&m.t[id]);
 	CHECK(live == s->nt);                 /* none lost */
+}
+
+/* The engine's name of a dead-letter queue is the model's dl for the
+ * queue of name n. */
+static void check_dead_letter(const char *got, int dl, int n)
+{
+	char other[32];
+	snprintf(other, sizeof other, "%s.dead", names[n]);
+	if (dl == -1)
+		CHECK(got == NULL);
+	else
+		CHECK(got && !strcmp(got, dl == DL_OTHER ? other : names[dl]));
 }
 
 static void check_all(void)
@@ -733,21 +881,31 @@ static void check_all(void)
 	CHECK(m.unclaimed_put == 0 && m.unclaimed_take == 0);
 	CHECK(engine_queue_count(e) == (size_t)m.nq);
 
-	int qid = 0;
+	/* The engine lists its queues by id: the model's, in order. */
+	int qid = -1;
 	for (struct queue *q = engine_next_queue(e, NULL); q;
-	     q = engine_next_queue(e, q), qid++) {
-		CHECK(qid < m.nq);
-		if (!m.mq[qid].q)    /* a dead-letter queue, made by the engine */
-			m.mq[qid].q = q;
-		CHECK(m.mq[qid].q == q);
-		CHECK(strcmp(queue_name(q), names[m.mq[qid].name]) == 0);
+	     q = engine_next_queue(e, q)) {
+		while (++qid < NNAMES && !m.mq[qid].exists)
+			;
+		CHECK(qid < NNAMES);
+		struct mqueue *mq = &m.mq[qid];
+		if (!mq->q)    /* a dead-letter queue, made by the engine */
+			mq->q = q;
+		CHECK(mq->q == q);
+		CHECK(strcmp(queue_name(q), names[mq->name]) == 0);
 		struct queue_stats s;
 		engine_queue_stats(e, q, NULL, 0, &s);
 		CHECK(s.unfinished == s.qsize + s.inflight + s.delayed);
-		CHECK(s.qsize == m.mq[qid].n && s.inflight == m.mq[qid].inflight &&
-		      s.delayed == m.mq[qid].delayed);
-		CHECK(s.maxsize == maxsize_of(m.mq[qid].name));
-		CHECK(s.puts == s.task_dones + s.dead_lettered + s.unfinished);
+		CHECK(s.qsize == mq->n && s.inflight == mq->inflight &&
+		      s.delayed == mq->delayed);
+		CHECK(s.maxsize == maxsize_of(mq->name, &mq->declared));
+		CHECK(s.max_deliveries == max_deliveries_of(mq->name,
+		                                            &mq->declared));
+		struct queue_settings set = engine_queue_settings(e, q);
+		check_dead_letter(set.dead_letter,
+		                  dead_letter_of(mq->name, &mq->declared), mq->name);
+		CHECK(s.puts == s.task_dones + s.dead_lettered + s.purged +
+		      s.unfinished);
 		CHECK(s.gets >= s.redeliveries);
 		CHECK(s.waiting_puts == waiting(qid, WAIT_PUT));
 		CHECK(s.waiting_gets == waiting(qid, WAIT_GET));
@@ -757,7 +915,8 @@ static void check_all(void)
 		CHECK(!(s.waiting_puts && !full(qid)));
 		CHECK(!(s.waiting_joins && s.unfinished == 0));
 	}
-	CHECK(qid == m.nq);
+	while (++qid < NNAMES)
+		CHECK(!m.mq[qid].exists);
 	for (int n = 0; n < NNAMES; n++) {
 		if (m.qid_of[n] >= 0)
 			continue;
@@ -766,7 +925,7 @@ static void check_all(void)
 		      JQ_OK && q == NULL);
 		struct queue_stats s;
 		engine_queue_stats(e, NULL, names[n], strlen(names[n]), &s);
-		CHECK(s.maxsize == maxsize_of(n) && s.qsize == 0 &&
+		CHECK(s.maxsize == maxsize_of(n, NULL) && s.qsize == 0 &&
 		      s.unfinished == 0);
 	}
 
@@ -832,6 +991,7 @@ static void same_counts(struct engine *a, struct engine *b, bool ended)
 		struct queue_stats sx, sy;
 		engine_queue_stats(a, x, NULL, 0, &sx);
 		engine_queue_stats(b, y, NULL, 0, &sy);
+		CHECK(sx.max_deliveries == sy.max_deliveries);
 		CHECK(sy.unfinished == sy.qsize + sy.inflight + sy.delayed);
 		if (ended)   /* in flight back at the head */
 			CHECK(sy.qsize == sx.qsize + sx.inflight && sy.inflight == 0);
@@ -861,9 +1021,13 @@ static void check_replay(void)
 	engine_free(r);
 
 	r = engine_new(&conf);
-	for (size_t i = 0; i < live.nq; i++)
+	for (size_t i = 0; i < live.nq; i++) {
+		const struct queue_conf *d = &live.declared[i];
 		CHECK(engine_replay_queue(r, (uint32_t)i, live.names[i],
 		                          strlen(live.names[i])) == 0);
+		if (d->has_maxsize || d->has_max_deliveries || d->dead_letter)
+			CHECK(engine_replay_settings(r, (uint32_t)i, d) == 0);
+	}
 	engine_replay_next_id(r, live.next_id);
 	for (size_t i = 0; i < live.nt; i++) {
 		const struct snap_task *t = &live.t[i];
@@ -1051,6 +1215,110 @@ static void do_join(int n, bool wait, msec_t timeout)
 	}
 }
 
+/* declare: how's bits name maxsize (1), max_deliveries (2), dead_letter
+ * (4; always with a max_deliveries above 0, so that dead letters go to a
+ * queue the harness names), and make it dry (8); v holds their values. */
+static void do_declare(int n, uint8_t how, const uint8_t v[3])
+{
+	struct queue_conf w = { .name = (char *)names[n] };
+	int want_dl = -1;
+	if (how & 1) {
+		w.has_maxsize = true;
+		w.maxsize = v[0] % 4;
+	}
+	if (how & 2) {
+		w.has_max_deliveries = true;
+		w.max_deliveries = v[1] % 3;
+	}
+	if (how & 4 || w.max_deliveries) {
+		want_dl = v[2] % NNAMES;
+		if (want_dl == n)
+			want_dl = (n + 1) % NNAMES;
+		w.dead_letter = (char *)names[want_dl];
+	}
+	bool dry = how & 8;
+
+	/* Held to the queue's own settings, or to the configuration's. */
+	int qid = m.qid_of[n];
+	const struct queue_conf *c = conf_of(n);
+	const struct queue_conf *d = qid >= 0 ? &m.mq[qid].declared : NULL;
+	bool held = qid >= 0;
+	const char *conflict =
+		w.has_maxsize && w.maxsize != maxsize_of(n, d) &&
+		(held || (c && c->has_maxsize)) ? "maxsize" :
+		w.has_max_deliveries &&
+		w.max_deliveries != max_deliveries_of(n, d) &&
+		(held || (c && c->has_max_deliveries)) ? "max_deliveries" :
+		w.dead_letter && want_dl != dead_letter_of(n, d) &&
+		(held || (c && c->dead_letter)) ? "dead_letter" : NULL;
+	bool room = held || m.nq < (int)conf.max_queues;
+	size_t nev = m.rec.n;
+	struct declare_result r;
+
+	int rc = engine_declare(m.e, &w, dry, &r);
+	if (conflict) {
+		CHECK(rc == JQ_CONFLICT && !strcmp(r.conflict, conflict));
+		CHECK(r.configured == (!held || (c && (
+		      !strcmp(conflict, "maxsize") ? c->has_maxsize :
+		      !strcmp(conflict, "max_deliveries") ? c->has_max_deliveries :
+		      c->dead_letter != NULL))));
+	} else if (!room) {
+		CHECK(rc == JQ_TOO_MANY_QUEUES);
+	}
+	if (conflict || !room) {
+		CHECK(r.queue == NULL && m.rec.n == nev && m.qid_of[n] == qid);
+		return;
+	}
+	CHECK(rc == JQ_OK && r.created == !held);
+	if (dry || held)
+		CHECK(m.rec.n == nev);
+	if (dry) {
+		CHECK(r.queue == NULL && m.qid_of[n] == qid);
+		d = held ? d : &w;
+	} else {
+		qid = m.qid_of[n];
+		CHECK(qid >= 0 && r.queue);
+		if (!held) {
+			m.mq[qid].q = r.queue;
+			CHECK(same_settings(&m.mq[qid].declared, &w));
+		}
+		CHECK(m.mq[qid].q == r.queue);
+		d = &m.mq[qid].declared;
+	}
+	CHECK(r.settings.maxsize == maxsize_of(n, d));
+	CHECK(r.settings.max_deliveries == max_deliveries_of(n, d));
+	check_dead_letter(r.settings.dead_letter, dead_letter_of(n, d), n);
+}
+
+static void do_purge(int n)
+{
+	int qid = m.qid_of[n];
+	uint64_t queued = qid >= 0 ? m.mq[qid].n : 0;
+	size_t nev = m.rec.n;
+	m.op_qid = qid;
+	CHECK(engine_purge(m.e, qid >= 0 ? m.mq[qid].q : NULL) == queued);
+	if (queued)   /* told, then blocked puts and joins may go on */
+		CHECK(m.rec.n > nev && m.rec.v[nev].kind == L_PURGE);
+	else
+		CHECK(m.rec.n == nev);
+}
+
+static void do_delete(int n)
+{
+	int qid = m.qid_of[n];
+	if (qid < 0)
+		return;
+	bool idle = unfinished(qid) == 0;
+	size_t nev = m.rec.n;
+	m.op_qid = qid;
+	int rc = engine_delete(m.e, m.mq[qid].q);
+	if (!idle) {
+		CHECK(rc == JQ_CONFLICT && m.rec.n == nev && m.qid_of[n] == qid);
+		return;
+	}
+	CHECK(rc == JQ_OK && m.rec.n == nev + 1 && m.qid_of[n] == -1);
+}
+
 static void do_advance(msec_t delta)
 {
 	now = delta >= NEVER - 1 - now ? NEVER - 1 : now + delta;
@@ -1136,6 +1404,7 @@ static void step(enum op op, struct input *in)
 	m.op_delay = 0;
 	m.op_holder = -1;
 	m.op_slot = NULL;
+	m.op_qid = -1;
 	m.step++;
 
 	switch (op) {
@@ -1206,6 +1475,19 @@ static void step(enum op op, struct input *in)
 	case OP_REPLAY:
 		check_replay();
 		break;
+	case OP_DECLARE: {
+		int n = byte(in) % NNAMES;
+		uint8_t how = byte(in);
+		uint8_t v[3] = { byte(in), byte(in), byte(in) };
+		do_declare(n, how, v);
+		break;
+	}
+	case OP_PURGE:
+		do_purge(byte(in) % NNAMES);
+		break;
+	case OP_DELETE:
+		do_delete(byte(in) % NNAMES);
+		break;
 	default:
 		break;
 	}
@@ -1225,8 +1507,8 @@ static void drain(void)
 
 	for (bool more = true; more;) {
 		more = false;
-		for (int qid = 0; qid < m.nq; qid++)
-			while (m.mq[qid].n) {
+		for (int qid = 0; qid < NNAMES; qid++)
+			while (m.mq[qid].exists && m.mq[qid].n) {
 				m.op = OP_GET;
 				do_get(m.mq[qid].name, -1, 0, FIT_NONE, false, 0);
 				check_all();
@@ -1244,8 +1526,9 @@ static void drain(void)
 	for (uint64_t id = 1; id <= m.last_id; id++)
 		live |= is_live(&m.t[id]);   /* delayed till NEVER: never back */
 	CHECK(live || engine_live_bytes(m.e) == 0);
-	for (int qid = 0; qid < m.nq; qid++)
-		CHECK(live || engine_join(m.e, m.mq[qid].q, NULL) == JQ_OK);
+	for (int qid = 0; qid < NNAMES; qid++)
+		CHECK(live || !m.mq[qid].exists ||
+		      engine_join(m.e, m.mq[qid].q, NULL) == JQ_OK);
 	for (int h = 0; h < NHOLDERS; h++)
 		CHECK(m.holders[h].tasks == NULL);
 }

@@ -16,11 +16,14 @@
  *    on after cutting a torn tail);
  *  - the engine it built is consistent once the replay ends: per queue
  *    U == Q + F + D and nothing in flight, every task once in the dump,
- *    below the next id, the dump's counts matching the queue figures;
+ *    in a queue that exists and below the next id, the dump's counts
+ *    matching the queue figures, the queues listed by id;
  *  - a snapshot of it written as compaction writes one (record_header,
- *    record_queue, record_next_id, record_task, a closing batch) replays
- *    clean into a fresh engine that dumps the same state (deadlines within
- *    50 ms, or both due: they go through the wall clock and back).
+ *    record_queue, free ids and record_settings, record_next_id,
+ *    record_task, a closing batch) replays clean into a fresh engine that
+ *    dumps the same state, queue ids and declared settings included
+ *    (deadlines within 50 ms, or both due: they go through the wall clock
+ *    and back).
  *
  * A property that does not hold abort()s with its line.
  */
@@ -65,9 +68,12 @@ struct dtask {
 };
 
 struct dumped {
-	struct buf names;        /* the queues' names, one after the other */
+	struct buf names;        /* the queues' names by id, one after the
+	                            other ("": a free id) */
 	size_t *name_len;        /* and the length of each (they may hold NUL) */
-	uint32_t nq;
+	struct queue_conf *declared;   /* by id; dead_letter malloc'd */
+	uint32_t nq;             /* ids, the free ones too */
+	uint32_t live_queues;
 	uint64_t next_id;
 	uint64_t live;           /* engine_live_bytes */
 	struct dtask *t;
@@ -80,9 +86,31 @@ static void d_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 	struct dumped *d = ctx;
 	CHECK(qid == d->nq);
 	d->name_len = realloc(d->name_len, (d->nq + 1) * sizeof *d->name_len);
-	CHECK(d->name_len);
+	d->declared = realloc(d->declared, (d->nq + 1) * sizeof *d->declared);
+	CHECK(d->name_len && d->declared);
+	memset(&d->declared[d->nq], 0, sizeof *d->declared);
 	d->name_len[d->nq++] = len;
+	d->live_queues += len > 0;
 	buf_add(&d->names, name, len);
+}
+
+/* The declared settings of the queue dumped last. */
+static void d_settings(void *ctx, uint32_t qid, const struct queue_conf *c)
+{
+	struct dumped *d = ctx;
+	CHECK(d->nq && qid == d->nq - 1 && d->name_len[qid]);
+	CHECK(c->has_maxsize || c->has_max_deliveries || c->dead_letter);
+	struct queue_conf *x = &d->declared[qid];
+	CHECK(!x->has_maxsize && !x->has_max_deliveries && !x->dead_letter);
+	*x = *c;
+	x->name = NULL;
+	if (c->dead_letter)
+		CHECK((x->dead_letter = strdup(c->dead_letter)));
+}
+
+static bool declares(const struct queue_conf *c)
+{
+	return c->has_maxsize || c->has_max_deliveries || c->dead_letter;
 }
 
 static void d_next_id(void *ctx, uint64_t next)
@@ -108,7 +136,8 @@ static void d_task(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
 static void dump(const struct engine *e, struct dumped *d)
 {
 	struct engine_dump cb = {
-		.ctx = d, .queue = d_queue, .next_id = d_next_id, .task = d_task,
+		.ctx = d, .queue = d_queue, .settings = d_settings,
+		.next_id = d_next_id, .task = d_task,
 	};
 	memset(d, 0, sizeof *d);
 	engine_dump(e, &cb);
@@ -119,6 +148,9 @@ static void dumped_free(struct dumped *d)
 {
 	buf_free(&d->names);
 	free(d->name_len);
+	for (uint32_t q = 0; q < d->nq; q++)
+		free(d->declared[q].dead_letter);
+	free(d->declared);
 	buf_free(&d->items);
 	free(d->t);
 }
@@ -149,8 +181,15 @@ static void same_state(const struct dumped *a, const struct dumped *b)
 {
 	CHECK(a->nq == b->nq && a->next_id == b->next_id && a->nt == b->nt);
 	CHECK(a->live == b->live);
-	for (uint32_t q = 0; q < a->nq; q++)
+	for (uint32_t q = 0; q < a->nq; q++) {
+		const struct queue_conf *x = &a->declared[q], *y = &b->declared[q];
 		CHECK(a->name_len[q] == b->name_len[q]);
+		CHECK(x->has_maxsize == y->has_maxsize && x->maxsize == y->maxsize &&
+		      x->has_max_deliveries == y->has_max_deliveries &&
+		      x->max_deliveries == y->max_deliveries);
+		CHECK(!x->dead_letter == !y->dead_letter && (!x->dead_letter ||
+		      strcmp(x->dead_letter, y->dead_letter) == 0));
+	}
 	CHECK(a->names.len == b->names.len && (a->names.len == 0 ||
 	      memcmp(a->names.p, b->names.p, a->names.len) == 0));
 	for (size_t i = 0; i < a->nt; i++) {
@@ -169,12 +208,13 @@ static void same_state(const struct dumped *a, const struct dumped *b)
 /* The engine after engine_replay_end: consistent in itself. */
 static void check_engine(const struct engine *e, const struct dumped *d)
 {
-	CHECK(d->nq == engine_queue_count(e));
+	CHECK(d->live_queues == engine_queue_count(e));
+	CHECK(d->nq == 0 || d->name_len[d->nq - 1]);   /* the last id in use */
 	CHECK(d->next_id == engine_next_task_id(e));
 	uint64_t *ids = malloc((d->nt + 1) * sizeof *ids);
 	CHECK(ids);
 	for (size_t i = 0; i < d->nt; i++) {
-		CHECK(d->t[i].qid < d->nq);
+		CHECK(d->t[i].qid < d->nq && d->name_len[d->t[i].qid]);
 		CHECK(d->t[i].task < d->next_id);
 		CHECK(d->t[i].state != ENGINE_INFLIGHT);   /* all back at the head */
 		ids[i] = d->t[i].task;
@@ -184,9 +224,13 @@ static void check_engine(const struct engine *e, const struct dumped *d)
 		CHECK(ids[i - 1] != ids[i]);
 	free(ids);
 
+	/* The queues by id: the dump's that have a name, in order. */
 	uint32_t qid = 0;
 	for (struct queue *q = engine_next_queue(e, NULL); q;
 	     q = engine_next_queue(e, q), qid++) {
+		while (qid < d->nq && !d->name_len[qid])
+			qid++;
+		CHECK(qid < d->nq);
 		struct queue_stats s;
 		uint64_t queued = 0, delayed = 0;
 		engine_queue_stats(e, q, NULL, 0, &s);
@@ -209,6 +253,8 @@ static void snapshot(const struct dumped *d, struct buf *b)
 	record_header(b);
 	for (uint32_t q = 0; q < d->nq; q++) {
 		record_queue(b, q, bytes_at(&d->names, at), d->name_len[q]);
+		if (declares(&d->declared[q]))
+			record_settings(b, q, &d->declared[q]);
 		at += d->name_len[q];
 	}
 	record_next_id(b, d->next_id);

@@ -449,6 +449,32 @@ static void check_fields(const struct request *r, const json_t *root)
 		      r->task == (uint64_t)json_integer_value(t));
 		break;
 	}
+	case OP_DECLARE: {
+		/* each setting as jansson reads it; the dead-letter queue a
+		 * valid name, not the queue's own */
+		json_t *ms = json_object_get(root, "maxsize");
+		json_t *md = json_object_get(root, "max_deliveries");
+		json_t *dl = json_object_get(root, "dead_letter");
+		CHECK(r->has_maxsize == (ms && !json_is_null(ms)));
+		CHECK(!r->has_maxsize || (json_is_integer(ms) &&
+		      json_integer_value(ms) >= 0 &&
+		      r->maxsize == (uint64_t)json_integer_value(ms)));
+		CHECK(r->has_max_deliveries == (md && !json_is_null(md)));
+		CHECK(!r->has_max_deliveries || (json_is_integer(md) &&
+		      json_integer_value(md) >= 0 &&
+		      json_integer_value(md) <= UINT32_MAX &&
+		      r->max_deliveries == (uint64_t)json_integer_value(md)));
+		CHECK(!r->dead_letter == !(dl && !json_is_null(dl)));
+		if (r->dead_letter) {
+			size_t n = strlen(r->dead_letter);
+			CHECK(json_is_string(dl) && json_string_length(dl) == n &&
+			      memcmp(json_string_value(dl), r->dead_letter, n) == 0);
+			CHECK(queue_name_valid(r->dead_letter, n));
+			CHECK(n != r->queue_len ||
+			      memcmp(r->dead_letter, r->queue, n) != 0);
+		}
+		break;
+	}
 	default:
 		break;
 	}
@@ -484,7 +510,8 @@ static const char *const field_keys[RF_COUNT] = {
 	[RF_OP] = "op", [RF_QUEUE] = "queue", [RF_ID] = "id",
 	[RF_TOKEN] = "token", [RF_NOREPLY] = "noreply", [RF_BLOCK] = "block",
 	[RF_TIMEOUT] = "timeout", [RF_LEASE] = "lease", [RF_DELAY] = "delay",
-	[RF_TASK] = "task", [RF_ITEM] = "item",
+	[RF_TASK] = "task", [RF_ITEM] = "item", [RF_MAXSIZE] = "maxsize",
+	[RF_MAX_DELIVERIES] = "max_deliveries", [RF_DEAD_LETTER] = "dead_letter",
 };
 
 /* A decoded field is jansson's member v (NULL: absent): the same kind and
@@ -596,6 +623,13 @@ static void differential(const char *frame, size_t len, unsigned max_depth)
 			CHECK(memcmp(&fast.lease, &slow.lease, sizeof fast.lease) == 0);
 			CHECK(memcmp(&fast.delay, &slow.delay, sizeof fast.delay) == 0);
 			CHECK(fast.task == slow.task);
+			CHECK(fast.has_maxsize == slow.has_maxsize &&
+			      fast.maxsize == slow.maxsize);
+			CHECK(fast.has_max_deliveries == slow.has_max_deliveries &&
+			      fast.max_deliveries == slow.max_deliveries);
+			CHECK(!fast.dead_letter == !slow.dead_letter &&
+			      (!fast.dead_letter ||
+			       strcmp(fast.dead_letter, slow.dead_letter) == 0));
 		}
 	} else {
 		for (int k = 0; k < RF_COUNT; k++)

@@ -250,7 +250,8 @@ def requests():
 # ---- engine programs -----------------------------------------------------------
 
 (PUT, PUT_WAIT, GET, GET_WAIT, TASK_DONE, RELEASE, JOIN, JOIN_WAIT, ADVANCE,
- DROP_HOLDER, CANCEL, EXPIRE, CANCEL_ALL, REPLAY) = range(14)
+ DROP_HOLDER, CANCEL, EXPIRE, CANCEL_ALL, REPLAY, DECLARE, PURGE,
+ DELETE) = range(17)
 A, B, C, D, E, A_DEAD, B_DEAD, D_DEAD = range(8)
 FOREVER = 0xC0
 LAST = 0          # task_done/release: the newest task id
@@ -290,6 +291,22 @@ def advance(ms):
     return bytes([ADVANCE, ms])
 
 
+def declare(q, maxsize=None, max_deliveries=None, dead_letter=None,
+            dry=False):
+    how = ((maxsize is not None) | (max_deliveries is not None) << 1 |
+           (dead_letter is not None) << 2 | dry << 3)
+    return bytes([DECLARE, q, how, maxsize or 0, max_deliveries or 0,
+                  dead_letter or 0])
+
+
+def purge(q):
+    return bytes([PURGE, q])
+
+
+def delete(q):
+    return bytes([DELETE, q])
+
+
 PROGRAMS = {
     'basic': settings() + put(A) + get(A, holder=1) + done() + join(A) +
     bytes([REPLAY]),
@@ -327,6 +344,18 @@ PROGRAMS = {
     'redelivery-to-waiter': settings() + put(A) + get(A, holder=3) +
     get(A, wait=True, holder=1) + bytes([DROP_HOLDER, 2]) + done() +
     join(A, wait=True, timeout=0) + advance(1),
+    # declare, purge, delete: a free id taken again, settings of its own
+    'lifecycle': settings(max_queues=3) + declare(E, maxsize=1) +
+    put(E) + put(E, b'2', wait=True) + join(E, wait=True) + purge(E) +
+    purge(E) + delete(E) + put(A) + declare(B, max_deliveries=1,
+                                             dead_letter=D_DEAD) +
+    get(B, wait=True) + delete(B) + put(B) + get(B) + release() +
+    bytes([REPLAY]) + get(D_DEAD) + done() + delete(D_DEAD) + delete(A),
+    'declare-conflicts': settings(max_queues=2) + declare(A, maxsize=3) +
+    declare(A, maxsize=2, dry=True) + declare(C, dead_letter=A) +
+    declare(D, maxsize=2, max_deliveries=2, dead_letter=B) + declare(D) +
+    declare(B, dry=True) + declare(A_DEAD, max_deliveries=1,
+                                   dead_letter=E) + bytes([REPLAY]),
 }
 
 
@@ -339,7 +368,7 @@ def engines():
 # ---- journals -----------------------------------------------------------------
 
 (J_HEADER, J_QUEUE, J_PUT, J_TASK, J_TAKE, J_DONE, J_BACK, J_DELAY, J_DEAD,
- J_NEXTID, J_BATCH) = range(1, 12)
+ J_NEXTID, J_BATCH, J_SETTINGS, J_PURGE, J_DROP) = range(1, 15)
 J_DROPPED = 0xFFFFFFFF
 J_WALL = 1764633600000          # a wall-clock time (ms) for delays
 
@@ -404,6 +433,21 @@ def jnextid(n):
     return jrec(J_NEXTID, 'Q', n)
 
 
+def jsettings(qid, maxsize=None, max_deliveries=None, dead_letter=None):
+    named = ((maxsize is not None) | (max_deliveries is not None) << 1 |
+             (dead_letter is not None) << 2)
+    return jrec(J_SETTINGS, 'IBQI', qid, named, maxsize or 0,
+                max_deliveries or 0, tail=dead_letter or b'')
+
+
+def jpurge(qid):
+    return jrec(J_PURGE, 'I', qid)
+
+
+def jdrop(qid):
+    return jrec(J_DROP, 'I', qid)
+
+
 def journals():
     history = jheader() + jbatch(jqueue(0, b'jobs'), jput(0, 1, b'{"a":1}'),
                                  jput(0, 2), jput(0, 3, b'[1,2]')) + \
@@ -418,6 +462,16 @@ def journals():
         jtask(1, 31, 1, 2, 0xFFFFFFFFFFFFFFFF) + jbatch()
     after = snapshot + jbatch(jput(0, 40), jtake(0, 7)) + \
         jbatch(jdone(7), jback(12))
+    # declare, purge, delete: settings, a free id taken again; a snapshot
+    # with a free id below the highest in use
+    lifecycle = jheader() + jbatch(jqueue(0, b'd'), jsettings(
+        0, maxsize=2, max_deliveries=1, dead_letter=b'dl')) + \
+        jbatch(jput(0, 1), jput(0, 2)) + jbatch(jpurge(0)) + \
+        jbatch(jqueue(1, b'e'), jdrop(0)) + jbatch(jqueue(0, b'f')) + \
+        jbatch(jput(0, 3), jtake(0, 3), jqueue(2, b'dl'), jdead(3, 4, 2))
+    holes = jheader() + jqueue(0, b'a') + jqueue(1, b'') + \
+        jqueue(2, b'c') + jsettings(2, maxsize=0) + jnextid(5) + \
+        jtask(2, 4, 0, 0, 0) + jbatch() + jbatch(jqueue(1, b'b'))
     seeds = {
         'empty-journal': jheader(),
         'history': history,
@@ -443,6 +497,13 @@ def journals():
         'regress-task-after-the-snapshot': jheader() + jbatch(jqueue(0, b'a'),
                                                               jput(0, 1)) +
         jbatch(jtask(0, 1, 0, 0, 0)),
+        'lifecycle': lifecycle,
+        'snapshot-with-a-free-id': holes,
+        'drop-of-a-busy-queue': jheader() + jbatch(jqueue(0, b'a'),
+                                                   jput(0, 1), jdrop(0)),
+        # found by fuzzing: a value for a setting the record does not name
+        'regress-settings-unnamed-value': jheader() + jbatch(
+            jqueue(0, b'a'), jrec(J_SETTINGS, 'IBQI', 0, 1, 3, 5)),
     }
     # the mode byte (fuzz_journal.c): 0 as they are; 1, checksums set
     for name, data in seeds.items():

@@ -1527,6 +1527,7 @@ class DiskFull(Helpers):
             c = d.tcp()
             for x in "abcd":
                 self.put(c, x)
+            self.put(c, "p", "purged")
             t1 = self.get(c)["task"]
             t2 = self.get(c)["task"]
             open(full, "w").close()           # the disk is full from now
@@ -1559,6 +1560,10 @@ class DiskFull(Helpers):
                              before["unfinished"] - 1)
             self.release(c, t2)
             self.release(c, t3, delay=0.1)
+            self.assertEqual(c.request({"op": "purge", "queue": "purged"}),
+                             {"ok": True, "purged": 1})
+            self.assertEqual(c.request({"op": "delete", "queue": "purged"}),
+                             {"ok": True, "deleted": True})
             self.assertTrue(jqtest.wait_until(
                 lambda: self.qsize_of(d)["delayed"] == 0))
             r = self.get(c, lease=0.05)
@@ -1793,7 +1798,9 @@ class Policies(Helpers):
                     c = d.tcp()
                     self.put(c, "warm")
                     with open(delay, "w") as f:
-                        f.write("%d\n" % (1000 * sync))
+                        # rounded: 0.3 * 3 is 0.8999..., which %d makes
+                        # 899 ms, less than the bound below
+                        f.write("%d\n" % round(1000 * sync))
                     t0 = time.monotonic()
                     t = self.put(c, "x")
                     took_put = time.monotonic() - t0

@@ -1341,7 +1341,10 @@ class DetailsMixin(Transport):
                           b'{"op":"release","task":-' + big + b"}",
                           b'{"op":"put","item":1,"block":' + big + b"}",
                           b'{"op":' + big + b"}",
-                          b'{"op":"put","item":1,"queue":' + big + b"}"):
+                          b'{"op":"put","item":1,"queue":' + big + b"}",
+                          b'{"op":"declare","maxsize":' + big + b"}",
+                          b'{"op":"declare","max_deliveries":' + big + b"}",
+                          b'{"op":"declare","dead_letter":' + big + b"}"):
                 with self.subTest(frame=frame):
                     r = c.request(frame + b"\n")
                     self.assertError(r, "bad_json")

@@ -816,6 +816,24 @@ class Reload(jqtest.TestCase):
             self.assertQsize(d.qsize("small"), maxsize=5)
             self.assertQsize(d.qsize("big"), maxsize=5)
 
+    def test_the_file_over_declared_settings(self):
+        # PROTOCOL.md, declare: "Settings given in the daemon's
+        # configuration file for that queue are never changed by
+        # declare"; a reload applies the file again over them, and a
+        # setting the file drops falls back to the declared one.
+        with SdDaemon(notify=False, config="default_maxsize = 9\n") as d:
+            c = d.tcp()
+            self.assertOk(c.request({"op": "declare", "queue": "q",
+                                     "maxsize": 2, "max_deliveries": 3}))
+            d.reload("default_maxsize = 9\n[queue q]\nmaxsize = 5\n")
+            q = d.request({"op": "stats"})["queues"]["q"]
+            self.assertEqual((q["maxsize"], q["max_deliveries"]), (5, 3))
+            self.assertError(c.request({"op": "declare", "queue": "q",
+                                        "maxsize": 2}), "conflict")
+            d.reload("default_maxsize = 9\n")
+            self.assertQsize(d.qsize("q"), maxsize=2)
+            self.assertQsize(d.qsize("other"), maxsize=9)
+
     def test_max_deliveries_and_dead_letter(self):
         with SdDaemon(notify=False, config="") as d:
             c = d.tcp()

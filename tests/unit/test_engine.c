@@ -2130,7 +2130,8 @@ static void d_settings(void *ctx, uint32_t qid, const struct queue_conf *c)
 	q->settings.name = NULL;
 	if (c->dead_letter) {
 		assert_true(strlen(c->dead_letter) < sizeof q->dead_letter);
-		strcpy(q->dead_letter, c->dead_letter);
+		snprintf(q->dead_letter, sizeof q->dead_letter, "%s",
+		         c->dead_letter);
 		q->settings.dead_letter = q->dead_letter;
 	}
 }
@@ -2441,6 +2442,16 @@ static void declare_makes_a_queue_with_the_settings_named(void **state)
 	assert_int_equal(qstats(e, "all").dead_lettered, 1);
 	expect_get(e, findq(e, "graveyard"), "poison", 1);
 
+	/* "off" declared is a queue's name, not "none" as in the
+	 * configuration. */
+	struct queue_conf off = { .name = "offq", .has_max_deliveries = true,
+	                          .max_deliveries = 1, .dead_letter = "off" };
+	assert_int_equal(declare(e, &off, &r, dl), JQ_OK);
+	assert_string_equal(dl, "off");
+	put(e, r.queue, "to-off");
+	assert_int_equal(release(e, get(e, r.queue).task, 0), JQ_OK);
+	expect_get(e, findq(e, "off"), "to-off", 1);
+
 	/* Nothing named: made as put makes it. */
 	struct queue_conf bare = { .name = "bare" };
 	assert_int_equal(declare(e, &bare, &r, dl), JQ_OK);
@@ -2486,6 +2497,15 @@ static void declare_of_an_existing_queue_compares_what_it_names(void **state)
 	assert_int_equal(s.maxsize, 0);
 	assert_int_equal(s.max_deliveries, 0);
 	assert_int_equal(s.qsize, 1);
+
+	/* A declare that matches changes nothing either: the settings stay
+	 * the defaults', and follow them. */
+	static const struct engine_conf seven = {
+		.clock = fake_clock, .default_maxsize = 7, .max_queues = 64,
+	};
+	engine_reconfigure(e, &seven);
+	assert_int_equal(qstats(e, "plain").maxsize, 7);
+	engine_reconfigure(e, &std_conf);
 
 	/* Declared settings are compared the same way. */
 	struct queue_conf d = { .name = "d", .has_maxsize = true, .maxsize = 4 };
@@ -2649,7 +2669,7 @@ static void purge_finishes_queued_tasks_only(void **state)
 	assert_int_equal(s.task_dones, 0);
 	assert_int_equal(s.dead_lettered, 0);        /* not dead letters */
 	assert_null(findq(e, "jobs.dead"));
-	assert_int_equal(engine_live_bytes(e), live - 3 * (1 + 24));
+	assert_int_equal(engine_live_bytes(e), live - UINT64_C(3) * (1 + 24));
 
 	/* What was in flight or delayed goes on. */
 	assert_int_equal(done_ok(e, ta), 1);

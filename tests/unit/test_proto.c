@@ -1125,7 +1125,7 @@ static void request_fields_parsed(void **state)
 	 * when it names max_deliveries. */
 	char long_name[200];
 	memset(long_name, 'x', 125);
-	strcpy(long_name + 125, ".dead");
+	memcpy(long_name + 125, ".dead", sizeof ".dead");
 	char frame[400];
 	snprintf(frame, sizeof frame, "{'op':'declare','queue':'%s',"
 	         "'max_deliveries':1}", long_name);
