@@ -35,15 +35,13 @@ head of its queue.  A put cancelled so may have queued its item.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import socket
-import sys
 import weakref
 from collections import deque
 from typing import Any, AsyncIterator, Iterable
 
-from . import net
+from . import background, net
 from .codec import parse
 from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
     delivered, get_result, join_result, put_chunks, put_replies, \
@@ -358,19 +356,10 @@ def _after_fork_in_child() -> None:
         q._states = {}
 
 
-def _flush_at_exit() -> None:
-    """The task_dones of event loops that ended before their flush, sent
-    before the process's sockets close (see background.py)."""
-    for st in list(_waiting):
-        if st.pid == os.getpid():
-            st.flush_blocking()
-            for err in st.book.failures:
-                sys.stderr.write("joinq: at exit: %s\n" % err)
-            st.book.failures = []
-
-
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
+# The task_dones of event loops that ended before their flush go at exit.
+background.exit_flushers.append(
+    lambda: background.flush_states(_waiting, _State.flush_blocking))
 
 
 class Queue(QueueBase):

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .errors import DeferredError
 from .settings import LINGER
@@ -103,18 +103,29 @@ def _after_fork_in_child() -> None:
         st.forget()
 
 
-def _flush_at_exit() -> None:
-    """Sends every waiting task_done and reads the replies of the puts
-    that did not wait, before the process's sockets close (else their
-    tasks would come back to their queues), and says so on stderr when
-    one failed, since no later call will raise it."""
-    for st in list(states):
+# More to send at exit: aio.py's states whose event loop ended.
+exit_flushers: list[Callable[[], None]] = []
+
+
+def flush_states(todo: Iterable[Any], flush: Callable[[Any], None]) -> None:
+    """Flushes each state of this process in todo, and says on stderr
+    what failed, since no later call will raise it."""
+    for st in list(todo):
         if st.pid != os.getpid():
             continue
-        st.flush()
+        flush(st)
         for err in st.book.failures:
             sys.stderr.write("joinq: at exit: %s\n" % err)
         st.book.failures = []
+
+
+def _flush_at_exit() -> None:
+    """Sends every waiting task_done and reads the replies of the puts
+    that did not wait, before the process's sockets close (else their
+    tasks would come back to their queues)."""
+    flush_states(states, lambda st: st.flush())
+    for flush in exit_flushers:
+        flush()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
