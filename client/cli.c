@@ -24,6 +24,8 @@ static int exit_status(int code)
 		return EXIT_FULL;
 	case JQ_TIMEOUT:
 		return EXIT_TIMEOUT;
+	case JQ_CONFLICT:
+		return EXIT_CONFLICT;
 	case JQ_ERR_CONNECT:
 	case JQ_ERR_CLOSED:
 	case JQ_ERR_IO_TIMEOUT:

@@ -21,6 +21,7 @@ enum {
 	EXIT_FULL = 4,
 	EXIT_TIMEOUT = 5,
 	EXIT_CONNECTION = 6,        /* cannot connect, lost, no reply in time */
+	EXIT_CONFLICT = 7,          /* declare or delete refused (conflict) */
 };
 
 /* "joinq: WHERE: CODE: message" for the daemon's errors (the code is what

@@ -1,7 +1,7 @@
 /*
  * commands.c - joinq's one-request commands: get, task_done, release,
- * join, qsize, empty, full, ping and stats; how each asks, and how it
- * prints the answer.
+ * join, qsize, empty, full, ping, stats, declare, purge and delete; how
+ * each asks, and how it prints the answer.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -213,6 +213,86 @@ int cmd_ping(struct session *s, const struct cmd_options *o, int argc,
 		            (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 		printf("PONG joinqd %s protocol 1 in %.2f ms\n", version, ms);
 	}
+	jq_close(c);
+	return status;
+}
+
+/* ---- declare, purge, delete --------------------------------------------- */
+
+int cmd_declare(struct session *s, const struct cmd_options *o,
+                int argc, char **argv)
+{
+	struct jq_error err;
+	struct jq_settings q;
+	int status = EXIT_OK;
+
+	(void)argc;
+	(void)argv;
+	jq_client *c = open_client(s, &status);
+	if (!c)
+		return status;
+	if (jq_declare(c, s->queue, &o->settings, &q, &err)) {
+		status = report(NULL, &err);
+	} else if (o->json) {
+		struct buf b = { 0 };
+		if (q.dead_letter[0])
+			json_append_string(&b, q.dead_letter, strlen(q.dead_letter));
+		else
+			buf_adds(&b, "null");
+		printf("{\"created\":%s,\"maxsize\":%llu,\"max_deliveries\":%llu,"
+		       "\"dead_letter\":%.*s}\n", q.created ? "true" : "false",
+		       (unsigned long long)q.maxsize,
+		       (unsigned long long)q.max_deliveries, (int)b.len, b.p);
+		buf_free(&b);
+	} else {
+		printf("%s maxsize %llu max_deliveries %llu dead_letter %s\n",
+		       q.created ? "created" : "exists",
+		       (unsigned long long)q.maxsize,
+		       (unsigned long long)q.max_deliveries,
+		       q.dead_letter[0] ? q.dead_letter : "-");
+	}
+	jq_close(c);
+	return status;
+}
+
+int cmd_purge(struct session *s, const struct cmd_options *o, int argc,
+              char **argv)
+{
+	struct jq_error err;
+	uint64_t purged;
+	int status = EXIT_OK;
+
+	(void)o;
+	(void)argc;
+	(void)argv;
+	jq_client *c = open_client(s, &status);
+	if (!c)
+		return status;
+	if (jq_purge(c, s->queue, &purged, &err))
+		status = report(NULL, &err);
+	else
+		printf("purged %llu\n", (unsigned long long)purged);
+	jq_close(c);
+	return status;
+}
+
+int cmd_delete(struct session *s, const struct cmd_options *o, int argc,
+               char **argv)
+{
+	struct jq_error err;
+	bool deleted;
+	int status = EXIT_OK;
+
+	(void)o;
+	(void)argc;
+	(void)argv;
+	jq_client *c = open_client(s, &status);
+	if (!c)
+		return status;
+	if (jq_delete(c, s->queue, &deleted, &err))
+		status = report(NULL, &err);
+	else
+		puts(deleted ? "deleted" : "nothing to delete: no such queue");
 	jq_close(c);
 	return status;
 }

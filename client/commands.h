@@ -22,6 +22,8 @@ enum {
 	OPT_JOIN = 1 << 7,
 	OPT_JOIN_TIMEOUT = 1 << 8,
 	OPT_PROGRESS = 1 << 9,
+	OPT_SETTINGS = 1 << 10,     /* declare's --maxsize, --max-deliveries,
+	                               --dead-letter */
 	OPT_OWN_ARGS = 1 << 15,     /* the command parses its own argv (work) */
 };
 
@@ -31,6 +33,7 @@ struct cmd_options {
 	double lease, delay;        /* 0: none */
 	bool join, progress;        /* put --join, --progress */
 	double join_timeout;        /* put --join-timeout; < 0: forever */
+	struct jq_declare settings; /* declare */
 };
 
 /* What every command gets: where the daemon is and which queue. */
@@ -56,6 +59,7 @@ int join_queue(const struct session *s, jq_client *c,
 
 command_fn cmd_put;                                     /* put.c */
 command_fn cmd_get, cmd_task_done, cmd_release, cmd_join,
-           cmd_qsize, cmd_empty, cmd_full, cmd_ping, cmd_stats; /* commands.c */
+           cmd_qsize, cmd_empty, cmd_full, cmd_ping, cmd_stats,
+           cmd_declare, cmd_purge, cmd_delete;          /* commands.c */
 
 #endif

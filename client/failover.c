@@ -51,6 +51,7 @@ bool failover_resendable(const char *request, size_t len)
 	static const char *const safe[] = {
 		"{\"op\":\"get\"", "{\"op\":\"ping\"", "{\"op\":\"qsize\"",
 		"{\"op\":\"stats\"", "{\"op\":\"join\"", "{\"op\":\"auth\"",
+		"{\"op\":\"declare\"",
 	};
 	for (size_t i = 0; i < sizeof safe / sizeof *safe; i++) {
 		size_t n = strlen(safe[i]);

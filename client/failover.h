@@ -43,8 +43,9 @@ const struct hostport *failover_candidate(const struct failover *f,
 bool failover_name_active(struct failover *f, const char *hostport);
 
 /* True if the request (its JSON text, as libjoinq builds it) changes
- * nothing when sent twice: ping, qsize, stats, join, auth; and get, whose
- * task comes back as after any disconnect. */
+ * nothing when sent twice: ping, qsize, stats, join, auth; get, whose
+ * task comes back as after any disconnect; and declare, which finds the
+ * queue it made the first time. */
 bool failover_resendable(const char *request, size_t len);
 
 /* The pause after a round that found no daemon, given the last one (0 at

@@ -16,6 +16,8 @@
  *   4  full: put could not enqueue
  *   5  timeout: join timed out
  *   6  cannot connect, connection lost, or no reply in time
+ *   7  conflict: declare found other settings, or delete a queue with
+ *      unfinished tasks
  */
 #include <errno.h>
 #include <getopt.h>
@@ -51,7 +53,9 @@ static const char *const exit_status_help =
 	"  3  empty: get found nothing\n"
 	"  4  full: put could not enqueue\n"
 	"  5  timeout: join timed out\n"
-	"  6  cannot connect, connection lost, or no reply in time\n";
+	"  6  cannot connect, connection lost, or no reply in time\n"
+	"  7  conflict: declare found other settings, or delete a queue with\n"
+	"     unfinished tasks\n";
 
 /* ---- the port, the connection, the token --------------------------------- */
 
@@ -197,6 +201,33 @@ static const struct command commands[] = {
 	  "      --json         print the daemon's reply as it is\n" },
 	{ "ping", cmd_ping, 0, 0, 0, "ping",
 	  "Ask the daemon for its version, and time the round trip.\n" },
+	{ "declare", cmd_declare, OPT_SETTINGS | OPT_JSON, 0, 0,
+	  "declare [--maxsize N] [--max-deliveries N] [--dead-letter NAME]\n"
+	  "      [--json]",
+	  "Make the queue with the settings given, as Python's\n"
+	  "JoinableQueue(maxsize=N) does; the settings not given come from the\n"
+	  "daemon's configuration.  If the queue exists, each setting given must\n"
+	  "be the queue's own, and a setting the daemon's configuration file\n"
+	  "gives the queue cannot be changed: else joinq exits 7 (conflict) and\n"
+	  "nothing changes.  Prints 'created' (or 'exists') and the queue's\n"
+	  "settings: maxsize, max_deliveries and dead_letter ('-': tasks past\n"
+	  "max_deliveries are dropped).  The settings last as long as the queue,\n"
+	  "across restarts of a daemon with a journal.\n"
+	  "\n"
+	  "      --maxsize N    queued items at which put waits (0: unbounded)\n"
+	  "      --max-deliveries N  deliveries after which a task goes to the\n"
+	  "                     dead-letter queue (0: no limit)\n"
+	  "      --dead-letter NAME  the dead-letter queue (default QUEUE.dead)\n"
+	  "      --json         print the settings as one JSON object\n" },
+	{ "purge", cmd_purge, 0, 0, 0, "purge",
+	  "Finish every queued task of the queue at once, unprocessed (not\n"
+	  "those in flight or delayed), and print how many: 'purged N'.\n"
+	  "Blocked puts and joins go on as after gets and task_dones.\n" },
+	{ "delete", cmd_delete, 0, 0, 0, "delete",
+	  "Remove the queue and its settings.  Only a queue with no unfinished\n"
+	  "task can go: else joinq exits 7 (conflict) and nothing changes (purge,\n"
+	  "then join, first).  Prints 'deleted', or says there was no such\n"
+	  "queue (not an error).  Getters waiting on it get 'empty'.\n" },
 	{ "work", cmd_work, OPT_OWN_ARGS, 0, -1, WORK_USAGE, work_help },
 	{ "bench", cmd_bench, OPT_OWN_ARGS, 0, -1, BENCH_USAGE, bench_help },
 };
@@ -232,7 +263,10 @@ static void print_command_help(const struct command *cmd)
 }
 
 /* Long options with no letter of their own. */
-enum { LONG_JOIN = 300, LONG_JOIN_TIMEOUT, LONG_PROGRESS };
+enum {
+	LONG_JOIN = 300, LONG_JOIN_TIMEOUT, LONG_PROGRESS, LONG_MAXSIZE,
+	LONG_MAX_DELIVERIES, LONG_DEAD_LETTER,
+};
 
 static const struct option cmd_longopts[] = {
 	{ "json", no_argument, NULL, 'j' },
@@ -245,6 +279,9 @@ static const struct option cmd_longopts[] = {
 	{ "join", no_argument, NULL, LONG_JOIN },
 	{ "join-timeout", required_argument, NULL, LONG_JOIN_TIMEOUT },
 	{ "progress", no_argument, NULL, LONG_PROGRESS },
+	{ "maxsize", required_argument, NULL, LONG_MAXSIZE },
+	{ "max-deliveries", required_argument, NULL, LONG_MAX_DELIVERIES },
+	{ "dead-letter", required_argument, NULL, LONG_DEAD_LETTER },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -287,6 +324,9 @@ static int parse_command(struct session *s, const struct command *cmd,
 		case LONG_JOIN: flag = OPT_JOIN; break;
 		case LONG_JOIN_TIMEOUT: flag = OPT_JOIN_TIMEOUT; break;
 		case LONG_PROGRESS: flag = OPT_PROGRESS; break;
+		case LONG_MAXSIZE:
+		case LONG_MAX_DELIVERIES:
+		case LONG_DEAD_LETTER: flag = OPT_SETTINGS; break;
 		default:
 			/* getopt has said what is wrong */
 			fprintf(stderr, "Try 'joinq %s --help'.\n", cmd->name);
@@ -321,6 +361,27 @@ static int parse_command(struct session *s, const struct command *cmd,
 			if (!parse_seconds(optarg, &o->delay))
 				return usage_error(s->cmd, "--delay wants seconds "
 				                   ">= 0, not '%s'", optarg);
+			break;
+		case LONG_MAXSIZE:
+			if (!parse_count(optarg, 0, INT64_MAX,
+			                 &o->settings.maxsize))
+				return usage_error(s->cmd, "--maxsize wants a whole "
+				                   "number >= 0, not '%s'", optarg);
+			o->settings.has_maxsize = true;
+			break;
+		case LONG_MAX_DELIVERIES: {
+			uint64_t v;
+			if (!parse_count(optarg, 0, UINT32_MAX, &v))
+				return usage_error(s->cmd, "--max-deliveries wants a "
+				                   "whole number from 0 to 4294967295, "
+				                   "not '%s'", optarg);
+			o->settings.max_deliveries = (uint32_t)v;
+			o->settings.has_max_deliveries = true;
+			break;
+		}
+		case LONG_DEAD_LETTER:
+			/* The daemon judges the name (bad_queue). */
+			o->settings.dead_letter = optarg;
 			break;
 		}
 	}

@@ -52,10 +52,12 @@
  *   - ping, qsize, stats and join are sent again to the next daemon; so is
  *     get, and the task the lost reply may have carried comes back as after
  *     any disconnect (at once without a lease, when the lease ends with
- *     one): a later get may receive it;
- *   - put, task_done and release are not sent again: the call fails with
- *     JQ_ERR_UNKNOWN_OUTCOME (it may or may not have taken effect; a put may
- *     have queued its item), and the next call connects again.
+ *     one): a later get may receive it; so is declare, which then answers
+ *     created false if the lost one made the queue;
+ *   - put, task_done, release, purge and delete are not sent again: the
+ *     call fails with JQ_ERR_UNKNOWN_OUTCOME (it may or may not have taken
+ *     effect; a put may have queued its item), and the next call connects
+ *     again.
  * A reply that does not come in time is JQ_ERR_IO_TIMEOUT as with one
  * address, and the next call connects again.  jq_send, jq_flush and
  * jq_recv (pipelining) never fail over: they work on the connection of
@@ -91,8 +93,10 @@ extern "C" {
 #define JQ_DEFAULT_HOST "127.0.0.1"
 #define JQ_DEFAULT_PORT "7477"
 
-/* The daemon's error codes, PROTOCOL.md's table in its order; on the wire
- * each goes by its name, jq_strcode(code) ("bad_json", "full", ...). */
+/* The daemon's error codes, PROTOCOL.md's table in its order but for
+ * conflict, which came later and goes last so that the others keep their
+ * numbers; on the wire each goes by its name, jq_strcode(code)
+ * ("bad_json", "full", ...). */
 enum jq_err {
 	JQ_OK = 0,
 	JQ_BAD_JSON,
@@ -111,6 +115,7 @@ enum jq_err {
 	JQ_TOO_MANY_CONNECTIONS,
 	JQ_SHUTTING_DOWN,
 	JQ_UNAVAILABLE,
+	JQ_CONFLICT,
 	JQ_NERR
 };
 
@@ -169,6 +174,28 @@ struct jq_task {
 	size_t item_len;
 };
 
+/* What jq_declare names.  A setting not named is not compared with an
+ * existing queue's, and a new queue takes it from the daemon's
+ * configuration.  JQ_DECLARE_INIT names none. */
+struct jq_declare {
+	bool has_maxsize;
+	uint64_t maxsize;           /* 0: unbounded; below 2^63 */
+	bool has_max_deliveries;
+	uint32_t max_deliveries;    /* 0: unlimited */
+	const char *dead_letter;    /* a queue's name; NULL: not named */
+};
+
+#define JQ_DECLARE_INIT { false, 0, false, 0, NULL }
+
+/* A queue's settings as jq_declare answers them. */
+struct jq_settings {
+	bool created;               /* the declare made the queue */
+	uint64_t maxsize;
+	uint64_t max_deliveries;
+	char dead_letter[136];      /* "": none (tasks past max_deliveries
+	                               are dropped) */
+};
+
 struct jq_qsize {
 	uint64_t qsize, maxsize, unfinished, inflight, delayed;
 	uint64_t dead_lettered;     /* tasks this queue sent to dead letters
@@ -218,6 +245,25 @@ int jq_join(jq_client *c, const char *queue, const struct jq_wait *w,
             struct jq_error *err);
 int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
              struct jq_error *err);
+/*
+ * declare (PROTOCOL.md): makes the queue with the settings d names (NULL:
+ * none), the others from the daemon's configuration, as
+ * JoinableQueue(maxsize=N) does; or, when it exists, checks that each
+ * setting d names is the queue's own.  JQ_CONFLICT when one differs or
+ * the daemon's configuration file sets it otherwise (the message names
+ * it): nothing changed.  out (may be NULL): the queue's settings.
+ */
+int jq_declare(jq_client *c, const char *queue, const struct jq_declare *d,
+               struct jq_settings *out, struct jq_error *err);
+/* purge: finishes every queued task of the queue (not those in flight or
+ * delayed); *purged (may be NULL): how many. */
+int jq_purge(jq_client *c, const char *queue, uint64_t *purged,
+             struct jq_error *err);
+/* delete: removes the queue and its settings, if it has no unfinished
+ * task (else JQ_CONFLICT, nothing changed).  *deleted (may be NULL): false
+ * when there was no such queue, which is no error. */
+int jq_delete(jq_client *c, const char *queue, bool *deleted,
+              struct jq_error *err);
 /* version: the daemon's version string, at most len bytes with the NUL. */
 int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err);
 /* *json: the whole stats reply as malloc'd JSON text; free() it. */

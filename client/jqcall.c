@@ -44,6 +44,9 @@ static const char *const reply_names[RM_COUNT] = {
 	[RM_EMPTY] = "empty", [RM_FULL] = "full",
 	[RM_DEAD_LETTERED] = "dead_lettered", [RM_PROTOCOL] = "protocol",
 	[RM_VERSION] = "version", [RM_ROLE] = "role", [RM_ACTIVE] = "active",
+	[RM_CREATED] = "created", [RM_MAX_DELIVERIES] = "max_deliveries",
+	[RM_DEAD_LETTER] = "dead_letter", [RM_PURGED] = "purged",
+	[RM_DELETED] = "deleted",
 };
 
 /*

@@ -255,6 +255,82 @@ int jq_qsize(jq_client *c, const char *queue, struct jq_qsize *out,
 	return err->code;
 }
 
+int jq_declare(jq_client *c, const char *queue, const struct jq_declare *d,
+               struct jq_settings *out, struct jq_error *err)
+{
+	static const struct jq_declare none = JQ_DECLARE_INIT;
+	struct jq_error spare;
+	struct jq_settings ignored;
+	struct reply r;
+
+	if (!err)
+		err = &spare;
+	if (!out)
+		out = &ignored;
+	if (!d)
+		d = &none;
+	memset(out, 0, sizeof *out);
+	if (d->has_maxsize && d->maxsize > INT64_MAX)
+		return jqc_fail(err, JQ_ERR_ARGUMENT, "maxsize must be below 2^63");
+	jqc_req_begin(c, "declare", queue);
+	if (d->has_maxsize)
+		jqc_req_u64(c, "maxsize", d->maxsize);
+	if (d->has_max_deliveries)
+		jqc_req_u64(c, "max_deliveries", d->max_deliveries);
+	if (d->dead_letter) {
+		buf_adds(&c->req, ",\"dead_letter\":");
+		json_append_string(&c->req, d->dead_letter, strlen(d->dead_letter));
+	}
+	if (jqc_call(c, &no_wait, &r, err))
+		return err->code;
+	const struct jfield *dl = &r.m[RM_DEAD_LETTER];
+	if (!jqc_reply_bool_field(c, &r, RM_CREATED, &out->created, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_MAXSIZE, &out->maxsize, err) &&
+	    !jqc_reply_u64_field(c, &r, RM_MAX_DELIVERIES, &out->max_deliveries,
+	                         err) &&
+	    dl->kind != JK_NULL &&
+	    !jqc_member_string(dl, out->dead_letter, sizeof out->dead_letter))
+		jqc_fail(err, JQ_ERR_PROTOCOL, "%s sent a declare reply without "
+		         "a dead_letter", c->peer);
+	if (err->code)
+		memset(out, 0, sizeof *out);
+	return err->code;
+}
+
+int jq_purge(jq_client *c, const char *queue, uint64_t *purged,
+             struct jq_error *err)
+{
+	struct jq_error spare;
+	struct reply r;
+
+	if (!err)
+		err = &spare;
+	if (purged)
+		*purged = 0;
+	jqc_req_begin(c, "purge", queue);
+	if (jqc_call(c, &no_wait, &r, err))
+		return err->code;
+	return jqc_reply_u64_field(c, &r, RM_PURGED, purged, err);
+}
+
+int jq_delete(jq_client *c, const char *queue, bool *deleted,
+              struct jq_error *err)
+{
+	struct jq_error spare;
+	struct reply r;
+	bool ignored;
+
+	if (!err)
+		err = &spare;
+	if (!deleted)
+		deleted = &ignored;
+	*deleted = false;
+	jqc_req_begin(c, "delete", queue);
+	if (jqc_call(c, &no_wait, &r, err))
+		return err->code;
+	return jqc_reply_bool_field(c, &r, RM_DELETED, deleted, err);
+}
+
 int jq_ping(jq_client *c, char *version, size_t len, struct jq_error *err)
 {
 	struct jq_error spare;

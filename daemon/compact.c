@@ -44,6 +44,11 @@ static void snap_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 	snap_flush(s, FLUSH_BYTES, false);
 }
 
+static void snap_settings(void *ctx, uint32_t qid, const struct queue_conf *d)
+{
+	record_settings(&((struct snapshot *)ctx)->b, qid, d);
+}
+
 static void snap_next_id(void *ctx, uint64_t next)
 {
 	record_next_id(&((struct snapshot *)ctx)->b, next);
@@ -63,8 +68,8 @@ static int write_snapshot(struct store *store, struct engine *e)
 {
 	struct snapshot s = { .store = store, .rc = STORE_OK };
 	struct engine_dump d = {
-		.ctx = &s, .queue = snap_queue, .next_id = snap_next_id,
-		.task = snap_task,
+		.ctx = &s, .queue = snap_queue, .settings = snap_settings,
+		.next_id = snap_next_id, .task = snap_task,
 	};
 	record_header(&s.b);
 	engine_dump(e, &d);

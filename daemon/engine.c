@@ -15,6 +15,12 @@
  * After any change to a queue, service() lets its waiters act, oldest
  * first: getters take items, blocked puts fill free room, and joiners return
  * once nothing is unfinished.
+ *
+ * Queues are found by name in a hash table and by id in by_id, where a
+ * deleted queue leaves a hole (NULL) that the next new queue fills: the
+ * lowest free id, so that the ids a journal names stay as few as the
+ * queues that exist at once, and a replay that gives the same holes gives
+ * the same ids to the queues made next.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -58,16 +64,18 @@ struct waitlist {
 };
 
 struct queue {
-	uint32_t id;                  /* its place in creation order, from 0 */
+	uint32_t id;                  /* engine.by_id[id] */
 	struct queue *hnext;          /* hash chain */
-	struct queue *next;           /* creation order */
 	struct itemq items;           /* the queued items, head first */
-	uint64_t inflight, delayed, maxsize;
+	uint64_t inflight, delayed;
+	/* In force (apply_conf); the dead-letter queue is found when a task
+	 * needs it (settings_of). */
+	uint64_t maxsize;
 	unsigned max_deliveries;
-	char *dead_letter;            /* NULL: tasks past max_deliveries dropped */
+	struct queue_conf declared;   /* by declare; its name is not set */
 	struct waitlist puts, gets, joins;
 	uint64_t n_puts, n_gets, n_task_dones, n_releases, n_redeliveries,
-	         n_dead_lettered;
+	         n_dead_lettered, n_purged;
 	struct queue *dnext;          /* engine.deferred */
 	bool deferred;
 	size_t len;
@@ -77,9 +85,12 @@ struct queue {
 struct engine {
 	const struct engine_conf *conf;
 	struct queue **buckets;
-	size_t nbuckets, nqueues;
-	struct queue *first, *last;
-	struct queue **by_id;         /* queues by id */
+	size_t nbuckets, nqueues;     /* nqueues: the queues that exist */
+	struct queue **by_id;         /* queues by id; NULL: a free id */
+	uint32_t nids, ids_cap;       /* ids handed out (by_id's length) */
+	uint32_t free_hint;           /* no id below it is free */
+	char *scratch;                /* a NAME.dead built for settings_of */
+	size_t scratch_cap;
 	struct idmap out;             /* tasks out of their queue: in flight
 	                                 or delayed (task->state tells) */
 	struct heap deadlines;
@@ -133,22 +144,62 @@ static const struct queue_conf *find_conf(const struct engine *e,
 	return NULL;
 }
 
-static uint64_t conf_maxsize(const struct engine *e, const struct queue_conf *c)
+static bool declares_any(const struct queue_conf *d)
 {
-	return c && c->has_maxsize ? c->maxsize : e->conf->default_maxsize;
+	return d->has_maxsize || d->has_max_deliveries || d->dead_letter;
 }
 
-static unsigned conf_max_deliveries(const struct engine *e,
-                                    const struct queue_conf *c,
-                                    const char *name, size_t len)
+/*
+ * The settings in force of a queue named name, from its configuration c
+ * and its declared settings d (either may be NULL): the configuration's,
+ * else the declared, else the defaults.  The default max_deliveries spares
+ * dead-letter queues, so that letters do not cascade.  A dead-letter queue
+ * NAME.dead is built in e->scratch.
+ */
+static struct queue_settings settings_of(struct engine *e, const char *name,
+                                         size_t len,
+                                         const struct queue_conf *c,
+                                         const struct queue_conf *d)
 {
 	static const char dead[] = ".dead";
+	const size_t ndead = sizeof dead - 1;
+	struct queue_settings s;
+
+	if (c && c->has_maxsize)
+		s.maxsize = c->maxsize;
+	else
+		s.maxsize = d && d->has_maxsize ? d->maxsize :
+		            e->conf->default_maxsize;
 	if (c && c->has_max_deliveries)
-		return c->max_deliveries;
-	if (len >= sizeof dead - 1 &&
-	    memcmp(name + len - (sizeof dead - 1), dead, sizeof dead - 1) == 0)
-		return 0;
-	return e->conf->default_max_deliveries;
+		s.max_deliveries = c->max_deliveries;
+	else if (d && d->has_max_deliveries)
+		s.max_deliveries = d->max_deliveries;
+	else if (len >= ndead && memcmp(name + len - ndead, dead, ndead) == 0)
+		s.max_deliveries = 0;
+	else
+		s.max_deliveries = e->conf->default_max_deliveries;
+	if (c && c->dead_letter) {
+		bool none = !*c->dead_letter || !strcmp(c->dead_letter, "off");
+		s.dead_letter = none ? NULL : c->dead_letter;
+	} else if (d && d->dead_letter) {
+		s.dead_letter = d->dead_letter;
+	} else {
+		if (e->scratch_cap < len + sizeof dead) {
+			e->scratch_cap = len + sizeof dead;
+			e->scratch = xrealloc(e->scratch, e->scratch_cap);
+		}
+		memcpy(e->scratch, name, len);
+		memcpy(e->scratch + len, dead, sizeof dead);
+		s.dead_letter = e->scratch;
+	}
+	return s;
+}
+
+static struct queue_settings queue_settings(struct engine *e,
+                                            const struct queue *q)
+{
+	return settings_of(e, q->name, q->len, find_conf(e, q->name, q->len),
+	                   &q->declared);
 }
 
 static size_t name_hash(const char *name, size_t len)
@@ -171,64 +222,111 @@ static struct queue *find_queue(const struct engine *e, const char *name,
 	return NULL;
 }
 
+static struct queue **bucket_of(const struct engine *e, const struct queue *q)
+{
+	return &e->buckets[name_hash(q->name, q->len) & (e->nbuckets - 1)];
+}
+
 static void rehash(struct engine *e, size_t nbuckets)
 {
 	free(e->buckets);
 	e->buckets = xcalloc(nbuckets, sizeof(struct queue *));
 	e->nbuckets = nbuckets;
-	for (struct queue *q = e->first; q; q = q->next) {
-		size_t b = name_hash(q->name, q->len) & (nbuckets - 1);
-		q->hnext = e->buckets[b];
-		e->buckets[b] = q;
+	for (uint32_t id = 0; id < e->nids; id++) {
+		struct queue *q = e->by_id[id];
+		if (q) {
+			struct queue **b = bucket_of(e, q);
+			q->hnext = *b;
+			*b = q;
+		}
 	}
 }
 
-/* A queue's settings from the configuration: at creation and on reload. */
+/* A queue's settings in force: at creation, declare and reload. */
 static void apply_conf(struct engine *e, struct queue *q)
 {
-	const struct queue_conf *c = find_conf(e, q->name, q->len);
-
-	q->maxsize = conf_maxsize(e, c);
-	q->max_deliveries = conf_max_deliveries(e, c, q->name, q->len);
-	free(q->dead_letter);
-	q->dead_letter = NULL;
-	if (!q->max_deliveries)
-		return;
-	if (!c || !c->dead_letter) {
-		q->dead_letter = xmalloc(q->len + sizeof ".dead");
-		memcpy(q->dead_letter, q->name, q->len);
-		memcpy(q->dead_letter + q->len, ".dead", sizeof ".dead");
-	} else if (*c->dead_letter && strcmp(c->dead_letter, "off") != 0) {
-		q->dead_letter = xstrdup(c->dead_letter);
-	}
+	struct queue_settings s = queue_settings(e, q);
+	q->maxsize = s.maxsize;
+	q->max_deliveries = s.max_deliveries;
 }
 
-static struct queue *new_queue(struct engine *e, const char *name, size_t len)
+/* d's settings as q's own, the strings copied. */
+static void declare_settings(struct engine *e, struct queue *q,
+                             const struct queue_conf *d)
+{
+	q->declared = *d;
+	q->declared.name = NULL;
+	if (d->dead_letter)
+		q->declared.dead_letter = xstrdup(d->dead_letter);
+	apply_conf(e, q);
+}
+
+/* The lowest id no queue holds: a hole, or the next new one. */
+static uint32_t free_id(struct engine *e)
+{
+	while (e->free_hint < e->nids && e->by_id[e->free_hint])
+		e->free_hint++;
+	return e->free_hint;
+}
+
+/* qid, a free id or the next new one, has its place in by_id. */
+static void grow_ids(struct engine *e, uint32_t qid)
+{
+	if (qid < e->nids)
+		return;
+	if (e->nids == e->ids_cap) {
+		e->ids_cap = e->ids_cap ? 2 * e->ids_cap : 64;
+		e->by_id = xrealloc(e->by_id, e->ids_cap * sizeof(struct queue *));
+	}
+	e->by_id[e->nids++] = NULL;
+}
+
+/* Makes queue name with id qid, a free id or the next new one. */
+static struct queue *add_queue(struct engine *e, uint32_t qid,
+                               const char *name, size_t len)
 {
 	struct queue *q = xcalloc(1, sizeof *q + len + 1);
 	memcpy(q->name, name, len);
 	q->len = len;
-
+	q->id = qid;
 	apply_conf(e, q);
-	q->id = (uint32_t)e->nqueues;
-	e->by_id = xrealloc(e->by_id, (e->nqueues + 1) * sizeof(struct queue *));
-	e->by_id[q->id] = q;
-	LOG(e, queue, q->id, name, len);
 
-	if (e->last)
-		e->last->next = q;
-	else
-		e->first = q;
-	e->last = q;
+	grow_ids(e, qid);
+	e->by_id[qid] = q;
 	e->nqueues++;
-	if (e->nqueues > e->nbuckets)
+	if (e->nqueues > e->nbuckets) {
 		rehash(e, e->nbuckets ? e->nbuckets * 2 : 64);
-	else {
-		size_t b = name_hash(name, len) & (e->nbuckets - 1);
-		q->hnext = e->buckets[b];
-		e->buckets[b] = q;
+	} else {
+		struct queue **b = bucket_of(e, q);
+		q->hnext = *b;
+		*b = q;
 	}
 	return q;
+}
+
+/* A new queue: the lowest free id, told to the journal.  (name may be in
+ * e->scratch: it is copied before settings_of writes there again.) */
+static struct queue *new_queue(struct engine *e, const char *name, size_t len)
+{
+	struct queue *q = add_queue(e, free_id(e), name, len);
+	LOG(e, queue, q->id, q->name, q->len);
+	return q;
+}
+
+/* A queue with nothing unfinished and no waiter leaves: its id is free. */
+static void remove_queue(struct engine *e, struct queue *q)
+{
+	struct queue **p = bucket_of(e, q);
+	while (*p != q)
+		p = &(*p)->hnext;
+	*p = q->hnext;
+	e->by_id[q->id] = NULL;
+	if (q->id < e->free_hint)
+		e->free_hint = q->id;
+	e->nqueues--;
+	itemq_free(&q->items);
+	free(q->declared.dead_letter);
+	free(q);
 }
 
 int engine_queue(struct engine *e, const char *name, size_t len, bool create,
@@ -246,16 +344,21 @@ int engine_queue(struct engine *e, const char *name, size_t len, bool create,
 void engine_reconfigure(struct engine *e, const struct engine_conf *conf)
 {
 	e->conf = conf;
-	for (struct queue *q = e->first; q; q = q->next)
-		apply_conf(e, q);
+	for (uint32_t id = 0; id < e->nids; id++)
+		if (e->by_id[id])
+			apply_conf(e, e->by_id[id]);
 	/* A larger maxsize lets blocked puts in now. */
-	for (struct queue *q = e->first; q; q = q->next)
-		service(e, q);
+	for (uint32_t id = 0; id < e->nids; id++)
+		if (e->by_id[id])
+			service(e, e->by_id[id]);
 }
 
 struct queue *engine_next_queue(const struct engine *e, const struct queue *q)
 {
-	return q ? q->next : e->first;
+	for (uint32_t id = q ? q->id + 1 : 0; id < e->nids; id++)
+		if (e->by_id[id])
+			return e->by_id[id];
+	return NULL;
 }
 
 const char *queue_name(const struct queue *q)
@@ -409,16 +512,17 @@ static struct delivery preview(const struct queue *q)
 static void dead_letter(struct engine *e, struct task *t)
 {
 	struct queue *q = queue_of(e, t);
+	const char *name = queue_settings(e, q).dead_letter;
 	uint64_t id = t->id;
 	q->n_dead_lettered++;
-	if (!q->dead_letter) {
+	if (!name) {
 		task_free(e, t);
 		LOG(e, dead, id, 0, -1);
 	} else {
-		size_t len = strlen(q->dead_letter);
-		struct queue *dq = find_queue(e, q->dead_letter, len);
+		size_t len = strlen(name);
+		struct queue *dq = find_queue(e, name, len);
 		if (!dq)
-			dq = new_queue(e, q->dead_letter, len);
+			dq = new_queue(e, name, len);
 		uint64_t new_id = enqueue_new(e, dq, t->item, t->len);
 		free(t);   /* its item lives on in dq, still counted live */
 		LOG(e, dead, id, new_id, (int64_t)dq->id);
@@ -602,6 +706,102 @@ int engine_join(struct engine *e, struct queue *q, struct waiter *w)
 	return JQ_PARKED;
 }
 
+/* A named setting differs from what is in force (or configured). */
+static bool conflicts(struct declare_result *r, const char *setting,
+                      bool differs, bool configured)
+{
+	if (!differs)
+		return false;
+	r->conflict = setting;
+	r->configured = configured;
+	return true;
+}
+
+int engine_declare(struct engine *e, const struct queue_conf *want, bool dry,
+                   struct declare_result *r)
+{
+	size_t len = strlen(want->name);
+	struct queue *q = find_queue(e, want->name, len);
+	const struct queue_conf *c = find_conf(e, want->name, len);
+	struct queue_settings *s = &r->settings;
+
+	memset(r, 0, sizeof *r);
+	/* A queue that does not exist yet is held to its configuration only:
+	 * the defaults are what a declare may change. */
+	*s = q ? queue_settings(e, q) : settings_of(e, want->name, len, c, NULL);
+	if (conflicts(r, "maxsize", want->has_maxsize &&
+	              want->maxsize != s->maxsize && (q || (c && c->has_maxsize)),
+	              c && c->has_maxsize) ||
+	    conflicts(r, "max_deliveries", want->has_max_deliveries &&
+	              want->max_deliveries != s->max_deliveries &&
+	              (q || (c && c->has_max_deliveries)),
+	              c && c->has_max_deliveries) ||
+	    conflicts(r, "dead_letter", want->dead_letter &&
+	              (!s->dead_letter || strcmp(want->dead_letter,
+	                                         s->dead_letter) != 0) &&
+	              (q || (c && c->dead_letter)), c && c->dead_letter))
+		return JQ_CONFLICT;
+	if (q) {
+		r->queue = dry ? NULL : q;
+		return JQ_OK;
+	}
+	if (e->nqueues >= e->conf->max_queues)
+		return JQ_TOO_MANY_QUEUES;
+	r->created = true;
+	if (dry) {
+		*s = settings_of(e, want->name, len, c, want);
+		return JQ_OK;
+	}
+	q = new_queue(e, want->name, len);
+	if (declares_any(want)) {
+		declare_settings(e, q, want);
+		LOG(e, settings, q->id, &q->declared);
+	}
+	r->queue = q;
+	*s = queue_settings(e, q);
+	return JQ_OK;
+}
+
+/* Every queued task of q finished: out of the state and the live bytes. */
+static uint64_t purge(struct engine *e, struct queue *q)
+{
+	struct itemq_iter i;
+	struct item it;
+	uint64_t n = qsize(q);
+	itemq_iter_init(&q->items, &i);
+	while (itemq_next(&i, &it))
+		e->live_bytes -= ITEM_BYTES(it.len);
+	itemq_free(&q->items);
+	q->n_purged += n;
+	return n;
+}
+
+uint64_t engine_purge(struct engine *e, struct queue *q)
+{
+	if (!q || !qsize(q))
+		return 0;
+	uint64_t n = purge(e, q);
+	LOG(e, purge, q->id);
+	service(e, q);   /* room for blocked puts; joins may end */
+	return n;
+}
+
+int engine_delete(struct engine *e, struct queue *q)
+{
+	struct waiter *w;
+	if (unfinished(q))
+		return JQ_CONFLICT;
+	/* A put waits only on a full queue and a join only while something
+	 * is unfinished: getters are all that can wait here. */
+	while ((w = q->gets.head)) {
+		engine_cancel(e, w);
+		w->done(w, JQ_EMPTY, NULL, 0);
+	}
+	LOG(e, drop, q->id);
+	remove_queue(e, q);
+	return JQ_OK;
+}
+
 int engine_task_done(struct engine *e, uint64_t id, uint64_t *left)
 {
 	struct task *t = inflight(e, id);
@@ -665,7 +865,8 @@ void engine_cancel(struct engine *e, struct waiter *w)
 
 void engine_cancel_waiters(struct engine *e, int code)
 {
-	for (struct queue *q = e->first; q; q = q->next) {
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q)) {
 		struct waitlist *lists[] = { &q->puts, &q->gets, &q->joins };
 		for (size_t i = 0; i < 3; i++) {
 			struct waiter *w;
@@ -742,7 +943,9 @@ void engine_queue_stats(const struct engine *e, const struct queue *q,
 {
 	memset(s, 0, sizeof *s);
 	if (!q) {
-		s->maxsize = conf_maxsize(e, find_conf(e, name, len));
+		const struct queue_conf *c = find_conf(e, name, len);
+		s->maxsize = c && c->has_maxsize ? c->maxsize :
+		             e->conf->default_maxsize;
 		return;
 	}
 	s->qsize = qsize(q);
@@ -750,6 +953,8 @@ void engine_queue_stats(const struct engine *e, const struct queue *q,
 	s->delayed = q->delayed;
 	s->unfinished = unfinished(q);
 	s->maxsize = q->maxsize;
+	s->max_deliveries = q->max_deliveries;
+	s->purged = q->n_purged;
 	s->puts = q->n_puts;
 	s->gets = q->n_gets;
 	s->task_dones = q->n_task_dones;
@@ -759,6 +964,12 @@ void engine_queue_stats(const struct engine *e, const struct queue *q,
 	s->waiting_puts = list_len(&q->puts);
 	s->waiting_gets = list_len(&q->gets);
 	s->waiting_joins = list_len(&q->joins);
+}
+
+struct queue_settings engine_queue_settings(struct engine *e,
+                                            const struct queue *q)
+{
+	return queue_settings(e, q);
 }
 
 uint64_t engine_next_task_id(const struct engine *e)
@@ -781,7 +992,7 @@ void engine_set_log(struct engine *e, const struct engine_log *log)
 
 static struct queue *queue_by_id(const struct engine *e, uint32_t qid)
 {
-	return qid < e->nqueues ? e->by_id[qid] : NULL;
+	return qid < e->nids ? e->by_id[qid] : NULL;
 }
 
 static void note_id(struct engine *e, uint64_t task)
@@ -793,9 +1004,26 @@ static void note_id(struct engine *e, uint64_t task)
 int engine_replay_queue(struct engine *e, uint32_t qid, const char *name,
                         size_t len)
 {
-	if (qid != e->nqueues || find_queue(e, name, len))
+	if (len == 0) {   /* a free id */
+		if (qid != e->nids)
+			return -1;
+		grow_ids(e, qid);
+		return 0;
+	}
+	if (qid > e->nids || (qid < e->nids && e->by_id[qid]) ||
+	    find_queue(e, name, len))
 		return -1;
-	new_queue(e, name, len);
+	add_queue(e, qid, name, len);
+	return 0;
+}
+
+int engine_replay_settings(struct engine *e, uint32_t qid,
+                           const struct queue_conf *d)
+{
+	struct queue *q = queue_by_id(e, qid);
+	if (!q || declares_any(&q->declared) || !declares_any(d))
+		return -1;
+	declare_settings(e, q, d);
 	return 0;
 }
 
@@ -905,6 +1133,24 @@ void engine_replay_next_id(struct engine *e, uint64_t next)
 		e->next_id = next;
 }
 
+int engine_replay_purge(struct engine *e, uint32_t qid)
+{
+	struct queue *q = queue_by_id(e, qid);
+	if (!q || !qsize(q))
+		return -1;
+	purge(e, q);
+	return 0;
+}
+
+int engine_replay_drop(struct engine *e, uint32_t qid)
+{
+	struct queue *q = queue_by_id(e, qid);
+	if (!q || unfinished(q))
+		return -1;
+	remove_queue(e, q);
+	return 0;
+}
+
 static int newest_first(const void *a, const void *b)
 {
 	const struct task *x = *(struct task *const *)a;
@@ -936,10 +1182,22 @@ void engine_replay_end(struct engine *e)
 
 void engine_dump(const struct engine *e, const struct engine_dump *d)
 {
-	for (const struct queue *q = e->first; q; q = q->next)
+	uint32_t end = e->nids;   /* past the highest id in use */
+	while (end && !e->by_id[end - 1])
+		end--;
+	for (uint32_t id = 0; id < end; id++) {
+		const struct queue *q = e->by_id[id];
+		if (!q) {
+			d->queue(d->ctx, id, "", 0);
+			continue;
+		}
 		d->queue(d->ctx, q->id, q->name, q->len);
+		if (declares_any(&q->declared))
+			d->settings(d->ctx, q->id, &q->declared);
+	}
 	d->next_id(d->ctx, e->next_id);
-	for (const struct queue *q = e->first; q; q = q->next) {
+	for (const struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q)) {
 		struct itemq_iter i;
 		struct item it;
 		itemq_iter_init(&q->items, &i);
@@ -980,21 +1238,22 @@ void engine_free(struct engine *e)
 	for (size_t i = 0; e->out.slots && i <= e->out.mask; i++)
 		if (e->out.slots[i].key)
 			free(e->out.slots[i].val);
-	struct queue *q = e->first;
-	while (q) {
-		struct queue *next = q->next;
+	for (uint32_t id = 0; id < e->nids; id++) {
+		struct queue *q = e->by_id[id];
+		if (!q)
+			continue;
 		itemq_free(&q->items);
 		for (struct waiter *w = q->puts.head; w; w = w->next) {
 			free(w->put_task);
 			w->put_task = NULL;
 		}
-		free(q->dead_letter);
+		free(q->declared.dead_letter);
 		free(q);
-		q = next;
 	}
 	heap_free(&e->deadlines);
 	idmap_free(&e->out);
 	free(e->by_id);
 	free(e->buckets);
+	free(e->scratch);
 	free(e);
 }

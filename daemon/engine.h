@@ -1,8 +1,9 @@
 /*
  * engine.h - the queue engine: named, bounded, joinable queues.
  *
- * Owns the queues, their tasks (queued, kept in an itemq.h store per queue;
- * in flight; delayed), task ids, the in-flight table, leases, delays, dead
+ * Owns the queues (made, declared with settings of their own, purged,
+ * deleted), their tasks (queued, kept in an itemq.h store per queue; in
+ * flight; delayed), task ids, the in-flight table, leases, delays, dead
  * letters, the per-queue counters, and the waiters of blocked put, get and
  * join with their timeouts.  It knows
  * nothing of sockets, JSON or the event loop: it reads the time from the
@@ -37,15 +38,19 @@ struct engine;
 struct queue;
 struct task;
 
-/* Per-queue settings from the configuration.  Each has_ flag stands by its
- * value for the reader; a config holds a few, so the padding costs nothing. */
+/* Per-queue settings from the configuration, or named by a declare.  Each
+ * has_ flag stands by its value for the reader; a config holds a few, so
+ * the padding costs nothing.  A queue's setting in force is the
+ * configuration's, else the declared one, else the default. */
 struct queue_conf {   /* NOLINT(clang-analyzer-optin.performance.Padding) */
 	char *name;
 	bool has_maxsize;          /* else default_maxsize applies */
 	uint64_t maxsize;          /* 0: unbounded */
 	bool has_max_deliveries;   /* else default_max_deliveries applies */
 	unsigned max_deliveries;   /* 0: unlimited, no dead letters */
-	char *dead_letter;         /* NULL: NAME.dead; "" or "off": none */
+	/* NULL: NAME.dead.  In the configuration "" or "off" is none (the
+	 * task is dropped); a declared one is always a queue's name. */
+	char *dead_letter;
 };
 
 struct engine_conf {
@@ -120,12 +125,18 @@ enum engine_task_state { ENGINE_QUEUED, ENGINE_INFLIGHT, ENGINE_DELAYED };
 
 /*
  * What the engine tells a journal (journal.c) of every change, right after
- * making it in memory.  Queues are named by id (their place in creation
- * order, from 0), tasks by task id; times are the engine clock's.
+ * making it in memory.  Queues are named by id, tasks by task id; times are
+ * the engine clock's.  A new queue takes the lowest id no queue holds (ids
+ * count from 0; a deleted queue's id is taken again), so that ids stay as
+ * few as the queues that exist at once.  An id names one queue from its
+ * queue() to its drop(); a task id is never taken again.
  */
 struct engine_log {
 	void *ctx;
 	void (*queue)(void *ctx, uint32_t qid, const char *name, size_t len);
+	/* the settings a declare gave queue qid as it made it (the name of
+	 * d is not set) */
+	void (*settings)(void *ctx, uint32_t qid, const struct queue_conf *d);
 	/* a new task at the tail (a put, or a blocked put let in) */
 	void (*put)(void *ctx, uint32_t qid, uint64_t task, const char *item,
 	            size_t len);
@@ -140,6 +151,10 @@ struct engine_log {
 	/* past max_deliveries: finished in its queue and, unless dqid is -1
 	 * (dropped), put on queue dqid as new_task */
 	void (*dead)(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid);
+	/* every queued task of queue qid finished (there was one at least) */
+	void (*purge)(void *ctx, uint32_t qid);
+	/* queue qid deleted (it had nothing unfinished): its id is free */
+	void (*drop)(void *ctx, uint32_t qid);
 };
 
 /* From now on, every change is told to log (NULL: none). */
@@ -152,8 +167,15 @@ void engine_set_log(struct engine *e, const struct engine_log *log);
  * is taken as recorded, never decided again: a max_deliveries changed
  * since does not rewrite history.
  */
+/* A queue takes qid: the lowest free id or any other no queue holds, as a
+ * snapshot gives them.  With len 0 (a snapshot only), qid is an id no
+ * queue holds, the next after those replayed: below the highest id in
+ * use, ids need not be taken in order. */
 int engine_replay_queue(struct engine *e, uint32_t qid, const char *name,
                         size_t len);
+/* Declared settings of a queue that has none yet. */
+int engine_replay_settings(struct engine *e, uint32_t qid,
+                           const struct queue_conf *d);
 /* A task as a snapshot or a put records it: queued ones at the tail. */
 int engine_replay_task(struct engine *e, uint32_t qid, uint64_t task,
                        uint32_t deliveries, enum engine_task_state state,
@@ -165,6 +187,9 @@ int engine_replay_delay(struct engine *e, uint64_t task, msec_t until);
 int engine_replay_dead(struct engine *e, uint64_t task, uint64_t new_task,
                        int64_t dqid);
 void engine_replay_next_id(struct engine *e, uint64_t next);
+int engine_replay_purge(struct engine *e, uint32_t qid);
+/* The queue must have nothing unfinished. */
+int engine_replay_drop(struct engine *e, uint32_t qid);
 /* Ends the replay: tasks that were in flight when the journal stopped go
  * back to the heads of their queues, oldest first, deliveries kept; this
  * is told to the log, so set it first. */
@@ -173,7 +198,11 @@ void engine_replay_end(struct engine *e);
 /* The whole state, for a snapshot that a replay turns back into it. */
 struct engine_dump {
 	void *ctx;
+	/* each queue by id, each followed by its declared settings if it has
+	 * any; an id below the highest in use that no queue holds comes with
+	 * the empty name "" */
 	void (*queue)(void *ctx, uint32_t qid, const char *name, size_t len);
+	void (*settings)(void *ctx, uint32_t qid, const struct queue_conf *d);
 	void (*next_id)(void *ctx, uint64_t next);
 	/* each queue's queued tasks in order, then its others */
 	void (*task)(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
@@ -187,9 +216,19 @@ uint64_t engine_live_bytes(const struct engine *e);
 
 /* Figures of one queue, for qsize and stats. */
 struct queue_stats {
-	uint64_t qsize, inflight, delayed, unfinished, maxsize;
+	uint64_t qsize, inflight, delayed, unfinished, maxsize, max_deliveries;
 	uint64_t puts, gets, task_dones, releases, redeliveries, dead_lettered;
+	uint64_t purged;           /* tasks finished by purge */
 	uint64_t waiting_puts, waiting_gets, waiting_joins;
+};
+
+/* The settings of a queue in force. */
+struct queue_settings {
+	uint64_t maxsize;          /* 0: unbounded */
+	unsigned max_deliveries;   /* 0: unlimited */
+	/* Where tasks past max_deliveries go, NUL-terminated (NULL: nowhere,
+	 * dropped); valid until the next engine call. */
+	const char *dead_letter;
 };
 
 /* The conf (and what it points to) must outlive the engine. */
@@ -197,8 +236,9 @@ struct engine *engine_new(const struct engine_conf *conf);
 void engine_free(struct engine *e);
 
 /* Takes new settings (a reload): every queue's maxsize, max_deliveries and
- * dead-letter queue follow them, and blocked puts that now fit go in.  The
- * same rule as engine_new: conf must outlive the engine. */
+ * dead-letter queue follow them (over the declared ones, as always), and
+ * blocked puts that now fit go in.  The same rule as engine_new: conf must
+ * outlive the engine. */
 void engine_reconfigure(struct engine *e, const struct engine_conf *conf);
 
 /*
@@ -208,6 +248,42 @@ void engine_reconfigure(struct engine *e, const struct engine_conf *conf);
  */
 int engine_queue(struct engine *e, const char *name, size_t len, bool create,
                  struct queue **q);
+
+/* What a declare found. */
+struct declare_result {
+	struct queue *queue;       /* JQ_OK without dry: the queue */
+	bool created;              /* JQ_OK: the queue is new (dry: would be) */
+	/* JQ_CONFLICT: the setting that differs ("maxsize", "max_deliveries",
+	 * "dead_letter"), and whether the configuration sets it */
+	const char *conflict;
+	bool configured;
+	/* JQ_OK: the queue's settings; JQ_CONFLICT: those it has, or for a
+	 * queue that does not exist, those the configuration gives */
+	struct queue_settings settings;
+};
+
+/*
+ * declare: the queue named want->name with the settings want names (its
+ * has_ flags; dead_letter NULL: not named).  When it exists, each named
+ * setting must be the one it has; when it does not, each one the
+ * configuration sets for that name must be the configuration's; else
+ * JQ_CONFLICT, and nothing changes.  A queue that does not exist is made
+ * with the named settings as its declared ones (JQ_TOO_MANY_QUEUES past
+ * max_queues).  With dry, nothing changes: r says what a declare would do,
+ * for a reply judged before the change.
+ */
+int engine_declare(struct engine *e, const struct queue_conf *want, bool dry,
+                   struct declare_result *r);
+
+/* purge: every queued task of q (NULL: none) finished; how many.  Blocked
+ * puts and joins are let go as room and the unfinished count allow. */
+uint64_t engine_purge(struct engine *e, struct queue *q);
+
+/* delete: q, which must have no unfinished task (else JQ_CONFLICT and
+ * nothing changes), is gone with its settings and counters; its waiting
+ * getters are answered JQ_EMPTY (no put or join can be waiting on it).
+ * JQ_OK: q is freed, and its name free for a new queue. */
+int engine_delete(struct engine *e, struct queue *q);
 
 /*
  * put: enqueues a copy of item (compact JSON) at the tail.  JQ_OK with
@@ -263,15 +339,21 @@ msec_t engine_next_deadline(const struct engine *e);
 void engine_queue_stats(const struct engine *e, const struct queue *q,
                         const char *name, size_t len, struct queue_stats *s);
 
+/* The settings of q in force. */
+struct queue_settings engine_queue_settings(struct engine *e,
+                                            const struct queue *q);
+
 /* The id the next new task will take. */
 uint64_t engine_next_task_id(const struct engine *e);
 
 /* The queue of a task that is delivered and undone, else NULL. */
 const struct queue *engine_task_queue(const struct engine *e, uint64_t task);
 
-/* Queues in creation order: q = NULL gives the first, NULL at the end. */
+/* Queues by id (the order they were made in, but for a queue that took a
+ * deleted one's id): q = NULL gives the first, NULL at the end. */
 struct queue *engine_next_queue(const struct engine *e, const struct queue *q);
 const char *queue_name(const struct queue *q);
+/* The queues that exist: what max_queues bounds. */
 size_t engine_queue_count(const struct engine *e);
 
 #endif

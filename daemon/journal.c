@@ -75,6 +75,30 @@ static void on_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 	appended(j, at);
 }
 
+static void on_settings(void *ctx, uint32_t qid, const struct queue_conf *d)
+{
+	struct journal *j = ctx;
+	size_t at = begin(j);
+	record_settings(&j->out, qid, d);
+	appended(j, at);
+}
+
+static void on_purge(void *ctx, uint32_t qid)
+{
+	struct journal *j = ctx;
+	size_t at = begin(j);
+	record_purge(&j->out, qid);
+	appended(j, at);
+}
+
+static void on_drop(void *ctx, uint32_t qid)
+{
+	struct journal *j = ctx;
+	size_t at = begin(j);
+	record_drop(&j->out, qid);
+	appended(j, at);
+}
+
 static void on_put(void *ctx, uint32_t qid, uint64_t task, const char *item,
                    size_t len)
 {
@@ -313,8 +337,9 @@ struct journal *journal_open(const struct journal_conf *conf, struct engine *e,
 	j->compaction.min_size = conf->compact_size;
 	j->compaction.ratio = conf->compact_ratio;
 	j->log = (struct engine_log){
-		.ctx = j, .queue = on_queue, .put = on_put, .take = on_take,
-		.done = on_done, .back = on_back, .delay = on_delay, .dead = on_dead,
+		.ctx = j, .queue = on_queue, .settings = on_settings, .put = on_put,
+		.take = on_take, .done = on_done, .back = on_back, .delay = on_delay,
+		.dead = on_dead, .purge = on_purge, .drop = on_drop,
 	};
 	if (conf->kind == JOURNAL_NATS) {
 		/* Nothing to replay now: the store reads the stream as the loop

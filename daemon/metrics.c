@@ -57,6 +57,8 @@ static const struct queue_metric queue_metrics[] = {
 	   "Tasks put and not yet done: queued + inflight + delayed."),
 	QM("joinq_queue_maxsize", "gauge", maxsize,
 	   "Queued tasks at which put blocks; 0 is unbounded."),
+	QM("joinq_queue_max_deliveries", "gauge", max_deliveries,
+	   "Deliveries after which a task goes to dead letters; 0 is no limit."),
 	QM("joinq_queue_puts_total", "counter", puts, "Tasks put."),
 	QM("joinq_queue_gets_total", "counter", gets,
 	   "Deliveries, redeliveries included."),
@@ -68,6 +70,8 @@ static const struct queue_metric queue_metrics[] = {
 	   "Deliveries of a task delivered before."),
 	QM("joinq_queue_dead_letters_total", "counter", dead_lettered,
 	   "Tasks sent to the dead-letter queue after max_deliveries."),
+	QM("joinq_queue_purged_total", "counter", purged,
+	   "Queued tasks finished by purge."),
 };
 
 static void queue_families(struct evbuffer *b)
@@ -170,7 +174,8 @@ static void daemon_families(struct evbuffer *b)
 	       "Datagrams dropped: their sender is outside udp_allow.");
 	evbuffer_add_printf(b, "joinq_udp_denied_total %llu\n",
 	                    (unsigned long long)server.udp_denied);
-	family(b, "joinq_queues", "gauge", "Queues that exist.");
+	family(b, "joinq_queues", "gauge",
+	       "Queues that exist (deleted ones do not): what max_queues bounds.");
 	evbuffer_add_printf(b, "joinq_queues %zu\n",
 	                    engine_queue_count(server.engine));
 	family(b, "joinq_uptime_seconds", "gauge", "Seconds since joinqd started.");

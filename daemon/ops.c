@@ -58,6 +58,8 @@ static const char *engine_message(int code)
 		return "the daemon is shutting down";
 	case JQ_UNAVAILABLE:
 		return "the daemon cannot take new tasks now";
+	case JQ_CONFLICT:
+		return "the queue is not as the request needs it";
 	default:
 		return "the request failed";
 	}
@@ -158,10 +160,11 @@ static bool reply_fits(void *ctx, const struct delivery *d)
 
 /*
  * UDP: the reply of an op that changes the queues (put, task_done, release,
- * join), judged before it runs so that a reply too large changes nothing:
- * a put's task id is the engine's next, a task_done's count is its queue's
- * less one.  (A put that waits takes its id later, perhaps one digit
- * longer; that reply still goes out.)
+ * join, purge, delete), judged before it runs so that a reply too large
+ * changes nothing: a put's task id is the engine's next, a task_done's
+ * count is its queue's less one, a purge's count its queue's qsize.  (A put
+ * that waits takes its id later, perhaps one digit longer; that reply still
+ * goes out.)  declare judges its own, op_declare.
  */
 static size_t change_reply_len(const struct request *r)
 {
@@ -169,6 +172,18 @@ static size_t change_reply_len(const struct request *r)
 	size_t n = strlen("{\"ok\":true}\n") +
 	           (r->id.p ? strlen(",\"id\":") + r->id.len : 0);
 
+	if (r->op == OP_PURGE || r->op == OP_DELETE) {
+		struct queue *named;
+		engine_queue(server.engine, r->queue, r->queue_len, false, &named);
+		engine_queue_stats(server.engine, named, r->queue, r->queue_len,
+		                   &s);
+		if (r->op == OP_PURGE)
+			return n + strlen(",\"purged\":") + u64_digits(s.qsize);
+		if (named && s.unfinished)
+			return 0;   /* conflict: nothing changes */
+		return n + strlen(",\"deleted\":") +
+		       strlen(named ? "true" : "false");
+	}
 	if (r->op == OP_PUT) {
 		n += strlen(",\"task\":") +
 		     u64_digits(engine_next_task_id(server.engine));
@@ -206,11 +221,23 @@ static void get_reply(struct buf *b, const struct jtext *id,
 	reply_end(b);
 }
 
-static void queue_figures(struct buf *b, const struct queue_stats *s)
+/* The settings of a queue, as declare answers them and stats shows them. */
+static void settings_fields(struct buf *b, const struct queue_settings *s)
+{
+	reply_u64(b, "maxsize", s->maxsize);
+	reply_u64(b, "max_deliveries", s->max_deliveries);
+	if (s->dead_letter)
+		reply_str(b, "dead_letter", s->dead_letter);
+	else
+		reply_raw(b, "dead_letter", "null", 4);
+}
+
+static void queue_figures(struct buf *b, const struct queue_stats *s,
+                          const struct queue_settings *set)
 {
 	buf_adds(b, "{\"qsize\":");
 	buf_add_u64(b, s->qsize);
-	reply_u64(b, "maxsize", s->maxsize);
+	settings_fields(b, set);
 	reply_u64(b, "unfinished", s->unfinished);
 	reply_u64(b, "inflight", s->inflight);
 	reply_u64(b, "delayed", s->delayed);
@@ -220,6 +247,7 @@ static void queue_figures(struct buf *b, const struct queue_stats *s)
 	reply_u64(b, "releases", s->releases);
 	reply_u64(b, "redeliveries", s->redeliveries);
 	reply_u64(b, "dead_lettered", s->dead_lettered);
+	reply_u64(b, "purged", s->purged);
 	reply_u64(b, "waiting_puts", s->waiting_puts);
 	reply_u64(b, "waiting_gets", s->waiting_gets);
 	reply_u64(b, "waiting_joins", s->waiting_joins);
@@ -255,7 +283,8 @@ static void stats_reply(struct buf *b, const struct jtext *id)
 		json_append_string(b, name, strlen(name));
 		buf_addc(b, ':');
 		engine_queue_stats(server.engine, q, NULL, 0, &s);
-		queue_figures(b, &s);
+		struct queue_settings set = engine_queue_settings(server.engine, q);
+		queue_figures(b, &s, &set);
 	}
 	buf_addc(b, '}');
 	reply_end(b);
@@ -428,6 +457,118 @@ static int op_figures(struct call *k)
 	return JQ_OK;
 }
 
+static void declare_reply(struct buf *b, const struct jtext *id,
+                          const struct declare_result *d)
+{
+	reply_ok(b, id);
+	reply_bool(b, "created", d->created);
+	settings_fields(b, &d->settings);
+	reply_end(b);
+}
+
+/* conflict names the setting, what the request asks and what it differs
+ * from. */
+static int declare_conflict(struct call *k, const struct declare_result *d)
+{
+	const struct request *r = k->r;
+	const struct queue_settings *s = &d->settings;
+	const char *where = d->configured ? "the configuration file sets" :
+	                    "the queue has";
+	const char *what = d->configured ? " for this queue" : "";
+
+	if (!strcmp(d->conflict, "dead_letter"))
+		return errinfo_set(k->e, JQ_CONFLICT, "field 'dead_letter' is not "
+		                   "the dead-letter queue %s%s: %s", where, what,
+		                   s->dead_letter ? s->dead_letter :
+		                   "none (dropped)");
+	bool maxsize = !strcmp(d->conflict, "maxsize");
+	return errinfo_set(k->e, JQ_CONFLICT, "field '%s' is %llu, but %s %s "
+	                   "%llu%s; nothing was changed", d->conflict,
+	                   (unsigned long long)(maxsize ? r->maxsize :
+	                                        r->max_deliveries),
+	                   where, d->conflict,
+	                   (unsigned long long)(maxsize ? s->maxsize :
+	                                        s->max_deliveries), what);
+}
+
+/*
+ * A declare is tried first without changing anything: one that would make
+ * a queue needs room in the journal, and over UDP its reply must fit
+ * before the queue is made.  The real one then does what the trial said.
+ */
+static int op_declare(struct call *k)
+{
+	const struct request *r = k->r;
+	struct queue_conf want = {
+		.name = (char *)r->queue,
+		.has_maxsize = r->has_maxsize,
+		.maxsize = r->maxsize,
+		.has_max_deliveries = r->has_max_deliveries,
+		.max_deliveries = (unsigned)r->max_deliveries,
+		.dead_letter = (char *)r->dead_letter,
+	};
+	struct declare_result d;
+	size_t start = k->out->len;
+
+	int code = engine_declare(server.engine, &want, true, &d);
+	if (code == JQ_CONFLICT)
+		return declare_conflict(k, &d);
+	if (code != JQ_OK)
+		return result(k, code);
+	if (d.created) {
+		if ((code = journal_room(k, r->queue_len + QUEUE_NAME_LIMIT + 32,
+		                         false)))
+			return code;
+		declare_reply(k->out, &r->id, &d);
+		code = fits_built(k->out, start, k->c, k->e);
+		k->out->len = start;
+		if (code)
+			return code;
+		engine_declare(server.engine, &want, false, &d);
+	}
+	declare_reply(k->out, &r->id, &d);
+	return JQ_OK;
+}
+
+static int op_purge(struct call *k)
+{
+	struct queue_stats s;
+	struct queue *q;
+	engine_queue(server.engine, k->r->queue, k->r->queue_len, false, &q);
+	engine_queue_stats(server.engine, q, NULL, 0, &s);
+	int code = s.qsize ? journal_room(k, 0, true) : JQ_OK;
+	if (code)
+		return code;
+	uint64_t n = engine_purge(server.engine, q);
+	reply_ok(k->out, &k->r->id);
+	reply_u64(k->out, "purged", n);
+	reply_end(k->out);
+	return JQ_OK;
+}
+
+static int op_delete(struct call *k)
+{
+	struct queue_stats s;
+	struct queue *q;
+	engine_queue(server.engine, k->r->queue, k->r->queue_len, false, &q);
+	if (q) {
+		engine_queue_stats(server.engine, q, NULL, 0, &s);
+		if (s.unfinished)
+			return errinfo_set(k->e, JQ_CONFLICT, "the queue has %llu "
+			                   "unfinished task%s; only a queue with none "
+			                   "can be deleted", (unsigned long long)
+			                   s.unfinished, s.unfinished == 1 ? "" : "s");
+		int code = journal_room(k, 0, true);
+		if (code)
+			return code;
+		engine_delete(server.engine, q);   /* answers its getters */
+	}
+	reply_ok(k->out, &k->r->id);
+	reply_bool(k->out, "deleted", q != NULL);
+	reply_end(k->out);
+	return JQ_OK;
+}
+
 static int op_ping(struct call *k)
 {
 	reply_ok(k->out, &k->r->id);
@@ -466,13 +607,17 @@ static int (*const op_table[OP_NOPS])(struct call *) = {
 	[OP_PING] = op_ping,
 	[OP_STATS] = op_stats,
 	[OP_AUTH] = op_auth,
+	[OP_DECLARE] = op_declare,
+	[OP_PURGE] = op_purge,
+	[OP_DELETE] = op_delete,
 };
 
-/* Ops that change the queues, judged over UDP before they run. */
+/* Ops that change the queues, judged over UDP before they run (declare
+ * judges itself: op_declare). */
 static bool changes_queues(enum jq_op op)
 {
 	return op == OP_PUT || op == OP_TASK_DONE || op == OP_RELEASE ||
-	       op == OP_JOIN;
+	       op == OP_JOIN || op == OP_PURGE || op == OP_DELETE;
 }
 
 static int run(struct request *r, struct client *c, struct pending *p,

@@ -6,7 +6,14 @@
  * payload][payload], little-endian.  A payload starts with its type:
  *
  *   HEADER  "joinq-journal" NUL, u32 version        first, once
- *   QUEUE   u32 qid, name                            a queue's id
+ *   QUEUE   u32 qid, name                            a queue's id; in a
+ *                                                    snapshot an empty
+ *                                                    name is an id no
+ *                                                    queue holds
+ *   SETTINGS u32 qid, u8 named (1 maxsize,           what a declare gave
+ *           2 max_deliveries, 4 dead_letter),        a new queue
+ *           u64 maxsize, u32 max_deliveries,
+ *           dead_letter's name
  *   PUT     u32 qid, u64 task, item                  a new task at the tail
  *   TASK    u32 qid, u64 task, u32 deliveries,       a task as a snapshot
  *           u8 state, u64 until (wall ms), item      holds it
@@ -19,15 +26,24 @@
  *   NEXTID  u64 next                                 the id counter
  *   BATCH   u32 bytes                                the records of one
  *                                                    commit follow
+ *   PURGE   u32 qid                                  its queued tasks
+ *                                                    finished
+ *   DROP    u32 qid                                  the queue deleted
+ *
+ * SETTINGS, PURGE and DROP came with declare, purge and delete; a journal
+ * without them reads as before, and an older joinqd refuses one with them
+ * (a record of unknown type).
  *
  * Delays are kept in wall-clock time, since a restart loses the monotonic
- * clock.  A snapshot (compaction) is a HEADER, the QUEUEs, a NEXTID and
+ * clock.  A snapshot (compaction) is a HEADER, the QUEUEs by id (with the
+ * free ids below the highest, and each queue's SETTINGS), a NEXTID and
  * one TASK per task, closed by an empty BATCH; replaying it gives the
  * state it was taken from.  A new journal is a HEADER alone.  So a journal
- * is a snapshot part (QUEUE, NEXTID, TASK: each task once) up to its first
- * BATCH, then a log part (QUEUE and the engine's changes, in batches, each
- * new task with an id above every id before it); replay holds every
- * journal to that, so that damage cannot build a state no history makes.
+ * is a snapshot part (QUEUE, SETTINGS, NEXTID, TASK: each task once) up to
+ * its first BATCH, then a log part (QUEUE, SETTINGS and the engine's
+ * changes, in batches, each new task with an id above every id before
+ * it); replay holds every journal to that, so that damage cannot build a
+ * state no history makes.
  *
  * Replay tells a torn tail from damage by where the first bad record lies.
  * Every commit writes its records behind a BATCH record that gives their
@@ -55,8 +71,12 @@
 
 enum record_type {
 	R_HEADER = 1, R_QUEUE, R_PUT, R_TASK, R_TAKE, R_DONE, R_BACK, R_DELAY,
-	R_DEAD, R_NEXTID, R_BATCH,
+	R_DEAD, R_NEXTID, R_BATCH, R_SETTINGS, R_PURGE, R_DROP,
 };
+#define R_LAST R_DROP
+
+/* SETTINGS: which settings a declare named. */
+enum { NAMED_MAXSIZE = 1, NAMED_MAX_DELIVERIES = 2, NAMED_DEAD_LETTER = 4 };
 
 /* ---- time --------------------------------------------------------------- */
 
@@ -179,6 +199,37 @@ void record_queue(struct buf *b, uint32_t qid, const char *name, size_t len)
 	rec_end(b, at);
 }
 
+void record_settings(struct buf *b, uint32_t qid, const struct queue_conf *d)
+{
+	size_t at = rec_begin(b, R_SETTINGS);
+	put_u32(b, qid);
+	put_u8(b, (uint8_t)((d->has_maxsize ? NAMED_MAXSIZE : 0) |
+	                    (d->has_max_deliveries ? NAMED_MAX_DELIVERIES : 0) |
+	                    (d->dead_letter ? NAMED_DEAD_LETTER : 0)));
+	put_u64(b, d->has_maxsize ? d->maxsize : 0);
+	put_u32(b, d->has_max_deliveries ? d->max_deliveries : 0);
+	if (d->dead_letter)
+		buf_adds(b, d->dead_letter);
+	rec_end(b, at);
+}
+
+static void queue_record(struct buf *b, enum record_type type, uint32_t qid)
+{
+	size_t at = rec_begin(b, type);
+	put_u32(b, qid);
+	rec_end(b, at);
+}
+
+void record_purge(struct buf *b, uint32_t qid)
+{
+	queue_record(b, R_PURGE, qid);
+}
+
+void record_drop(struct buf *b, uint32_t qid)
+{
+	queue_record(b, R_DROP, qid);
+}
+
 void record_put(struct buf *b, uint32_t qid, uint64_t task, const char *item,
                 size_t len)
 {
@@ -291,7 +342,8 @@ static const char *names[] = {
 	[R_HEADER] = "HEADER", [R_QUEUE] = "QUEUE", [R_PUT] = "PUT",
 	[R_TASK] = "TASK", [R_TAKE] = "TAKE", [R_DONE] = "DONE",
 	[R_BACK] = "BACK", [R_DELAY] = "DELAY", [R_DEAD] = "DEAD",
-	[R_NEXTID] = "NEXTID", [R_BATCH] = "BATCH",
+	[R_NEXTID] = "NEXTID", [R_BATCH] = "BATCH", [R_SETTINGS] = "SETTINGS",
+	[R_PURGE] = "PURGE", [R_DROP] = "DROP",
 };
 
 /* What a replay has seen so far. */
@@ -310,7 +362,7 @@ static bool in_place(const struct seen *s, uint8_t type)
 	case R_TASK:
 		return !s->log;
 	case R_PUT: case R_TAKE: case R_DONE: case R_BACK: case R_DELAY:
-	case R_DEAD:
+	case R_DEAD: case R_PURGE: case R_DROP:
 		return s->log;
 	}
 	return true;
@@ -320,6 +372,33 @@ static bool in_place(const struct seen *s, uint8_t type)
 static bool fresh(const struct engine *e, uint64_t task)
 {
 	return task >= engine_next_task_id(e);
+}
+
+/* A SETTINGS record, read past its type: what it names, each in range. */
+static int apply_settings(struct engine *e, struct reader *r)
+{
+	uint32_t qid = get_u32(r);
+	uint8_t named = get_u8(r);
+	uint64_t maxsize = get_u64(r);
+	uint32_t max_deliveries = get_u32(r);
+	if (r->short_read || (named & ~(NAMED_MAXSIZE | NAMED_MAX_DELIVERIES |
+	                                NAMED_DEAD_LETTER)))
+		return -1;
+	const char *name = (const char *)r->p + r->off;
+	size_t n = r->len - r->off;
+	char dead_letter[QUEUE_NAME_LIMIT + 1];
+	if ((named & NAMED_DEAD_LETTER) ? !queue_name_valid(name, n) : n != 0)
+		return -1;
+	memcpy(dead_letter, name, n);
+	dead_letter[n] = '\0';
+	struct queue_conf d = {
+		.has_maxsize = named & NAMED_MAXSIZE,
+		.maxsize = maxsize,
+		.has_max_deliveries = named & NAMED_MAX_DELIVERIES,
+		.max_deliveries = max_deliveries,
+		.dead_letter = (named & NAMED_DEAD_LETTER) ? dead_letter : NULL,
+	};
+	return engine_replay_settings(e, qid, &d);
 }
 
 /* Applies one record's payload to e.  Returns 0, or -1 with why. */
@@ -332,7 +411,7 @@ static int apply(struct engine *e, struct seen *s, const unsigned char *p,
 	const struct clocks *c = &s->clocks;
 	int rc = 0;
 
-	if (type < R_HEADER || type > R_BATCH) {
+	if (type < R_HEADER || type > R_LAST) {
 		snprintf(why, whylen, "a record of unknown type %u", type);
 		return -1;
 	}
@@ -363,10 +442,21 @@ static int apply(struct engine *e, struct seen *s, const unsigned char *p,
 	case R_QUEUE: {
 		uint32_t qid = get_u32(&r);
 		const char *name = (const char *)p + r.off;
-		rc = r.short_read || !queue_name_valid(name, len - r.off) ? -1 :
-		     engine_replay_queue(e, qid, name, len - r.off);
+		size_t n = r.short_read ? 0 : len - r.off;
+		/* An empty name, a free id, only in a snapshot. */
+		rc = r.short_read || (n ? !queue_name_valid(name, n) : s->log) ? -1 :
+		     engine_replay_queue(e, qid, name, n);
 		break;
 	}
+	case R_SETTINGS:
+		rc = apply_settings(e, &r);
+		break;
+	case R_PURGE:
+		rc = engine_replay_purge(e, get_u32(&r));
+		break;
+	case R_DROP:
+		rc = engine_replay_drop(e, get_u32(&r));
+		break;
 	case R_PUT: {
 		uint32_t qid = get_u32(&r);
 		uint64_t task = get_u64(&r);

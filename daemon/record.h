@@ -34,6 +34,9 @@ void record_batch_seal(struct buf *b, size_t at);
  * engine clock's (monotonic); the record keeps them as wall-clock time,
  * which survives a restart. */
 void record_queue(struct buf *b, uint32_t qid, const char *name, size_t len);
+void record_settings(struct buf *b, uint32_t qid, const struct queue_conf *d);
+void record_purge(struct buf *b, uint32_t qid);
+void record_drop(struct buf *b, uint32_t qid);
 void record_put(struct buf *b, uint32_t qid, uint64_t task, const char *item,
                 size_t len);
 void record_take(struct buf *b, uint32_t qid, uint64_t task);

@@ -21,6 +21,7 @@ static const char *const names[JQ_NERR] = {
 	[JQ_TOO_MANY_CONNECTIONS] = "too_many_connections",
 	[JQ_SHUTTING_DOWN] = "shutting_down",
 	[JQ_UNAVAILABLE] = "unavailable",
+	[JQ_CONFLICT] = "conflict",
 };
 
 const char *errcode_name(int code)

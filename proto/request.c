@@ -28,6 +28,9 @@ static const char *const op_names[OP_NOPS] = {
 	[OP_PING] = "ping",
 	[OP_STATS] = "stats",
 	[OP_AUTH] = "auth",
+	[OP_DECLARE] = "declare",
+	[OP_PURGE] = "purge",
+	[OP_DELETE] = "delete",
 };
 
 /* The keys of the fields joinqd knows, by enum request_field. */
@@ -43,6 +46,9 @@ static const char *const field_names[RF_COUNT] = {
 	[RF_DELAY] = "delay",
 	[RF_TASK] = "task",
 	[RF_ITEM] = "item",
+	[RF_MAXSIZE] = "maxsize",
+	[RF_MAX_DELIVERIES] = "max_deliveries",
+	[RF_DEAD_LETTER] = "dead_letter",
 };
 
 const char *op_name(enum jq_op op)
@@ -267,30 +273,89 @@ static int check_op(struct request *r, struct errinfo *e)
 	return errinfo_set(e, JQ_UNKNOWN_OP,
 	                   "field 'op' names no op of protocol 1 (put, get, "
 	                   "task_done, release, join, qsize, empty, full, ping, "
-	                   "stats, auth)");
+	                   "stats, auth, declare, purge, delete)");
+}
+
+/* The queue name in field k (a string), decoded into buf (QUEUE_NAME_LIMIT
+ * + 1 bytes) and NUL-terminated: its length, or bad_queue. */
+static int get_name(const struct request *r, enum request_field k, char *buf,
+                    size_t *len, struct errinfo *e)
+{
+	const struct jfield *f = &r->field[k];
+	const char *name = NULL;
+	size_t n = f->kind != JK_STRING ? SIZE_MAX :
+	           request_string(f, buf, QUEUE_NAME_LIMIT, &name);
+	if (n == SIZE_MAX || !queue_name_valid(name, n))
+		return errinfo_set(e, JQ_BAD_QUEUE,
+		                   "field '%s' must be 1 to %d bytes of "
+		                   "A-Z a-z 0-9 _ . : - (up to %d ending in .dead)",
+		                   field_names[k], QUEUE_NAME_MAX, QUEUE_NAME_LIMIT);
+	if (name != buf)
+		memcpy(buf, name, n);
+	buf[n] = '\0';
+	*len = n;
+	return JQ_OK;
 }
 
 static int check_queue(struct request *r, struct errinfo *e)
 {
-	const struct jfield *q = field(r, RF_QUEUE);
-	if (!q) {
+	if (!field(r, RF_QUEUE)) {
 		r->queue = DEFAULT_QUEUE;
 		r->queue_len = sizeof DEFAULT_QUEUE - 1;
 		return JQ_OK;
 	}
-	const char *name = NULL;
-	size_t len = q->kind != JK_STRING ? SIZE_MAX :
-	             request_string(q, r->queue_name, QUEUE_NAME_LIMIT, &name);
-	if (len == SIZE_MAX || !queue_name_valid(name, len))
-		return errinfo_set(e, JQ_BAD_QUEUE,
-		                   "field 'queue' must be 1 to %d bytes of "
-		                   "A-Z a-z 0-9 _ . : - (up to %d ending in .dead)",
-		                   QUEUE_NAME_MAX, QUEUE_NAME_LIMIT);
-	if (name != r->queue_name)
-		memcpy(r->queue_name, name, len);
-	r->queue_name[len] = '\0';
 	r->queue = r->queue_name;
-	r->queue_len = len;
+	return get_name(r, RF_QUEUE, r->queue_name, &r->queue_len, e);
+}
+
+/* An optional whole number: a JSON integer from 0 to max. */
+static int get_count(const struct request *r, enum request_field k,
+                     uint64_t max, bool *has, uint64_t *out,
+                     struct errinfo *e)
+{
+	const struct jfield *v = field(r, k);
+	if (!v)
+		return JQ_OK;
+	if (v->kind != JK_INT || v->integer < 0 || (uint64_t)v->integer > max)
+		return errinfo_set(e, JQ_BAD_REQUEST, max < INT64_MAX ?
+		                   "field '%s' must be an integer from 0 to %llu" :
+		                   "field '%s' must be an integer >= 0",
+		                   field_names[k], (unsigned long long)max);
+	*has = true;
+	*out = (uint64_t)v->integer;
+	return JQ_OK;
+}
+
+/* declare's settings, in the order PROTOCOL.md names them; a dead_letter
+ * string that is not a queue name is bad_queue, as for queue. */
+static int check_declare(struct request *r, struct errinfo *e)
+{
+	int rc;
+	size_t len;
+	if ((rc = get_count(r, RF_MAXSIZE, INT64_MAX, &r->has_maxsize,
+	                    &r->maxsize, e)) ||
+	    (rc = get_count(r, RF_MAX_DELIVERIES, UINT32_MAX,
+	                    &r->has_max_deliveries, &r->max_deliveries, e)))
+		return rc;
+	const struct jfield *dl = field(r, RF_DEAD_LETTER);
+	if (dl) {
+		if (dl->kind != JK_STRING)
+			return errinfo_set(e, JQ_BAD_REQUEST, "field 'dead_letter' "
+			                   "must be a queue name (a string)");
+		if ((rc = get_name(r, RF_DEAD_LETTER, r->dead_letter_name, &len,
+		                   e)))
+			return rc;
+		r->dead_letter = r->dead_letter_name;
+		/* As in the configuration: a letter would come back forever. */
+		if (len == r->queue_len && !memcmp(r->dead_letter, r->queue, len))
+			return errinfo_set(e, JQ_BAD_REQUEST, "field 'dead_letter' "
+			                   "names the queue itself");
+	} else if (r->max_deliveries &&
+	           r->queue_len + strlen(QUEUE_DEAD_SUFFIX) > QUEUE_NAME_LIMIT) {
+		return errinfo_set(e, JQ_BAD_REQUEST, "a queue name this long has "
+		                   "no NAME.dead: with max_deliveries, field "
+		                   "'dead_letter' is required");
+	}
 	return JQ_OK;
 }
 
@@ -328,6 +393,8 @@ int request_check(struct request *r, struct errinfo *e)
 		if ((rc = get_task(r, &r->task, e)))
 			return rc;
 		return get_seconds(r, RF_DELAY, false, &r->delay, e);
+	case OP_DECLARE:
+		return check_declare(r, e);
 	default:
 		return JQ_OK;
 	}

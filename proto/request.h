@@ -55,6 +55,9 @@ enum jq_op {
 	OP_PING,
 	OP_STATS,
 	OP_AUTH,
+	OP_DECLARE,
+	OP_PURGE,
+	OP_DELETE,
 	OP_NOPS
 };
 
@@ -78,6 +81,9 @@ enum request_field {
 	RF_DELAY,
 	RF_TASK,
 	RF_ITEM,
+	RF_MAXSIZE,
+	RF_MAX_DELIVERIES,
+	RF_DEAD_LETTER,
 	RF_COUNT
 };
 
@@ -98,6 +104,13 @@ struct request {
 	double lease;           /* seconds; 0 when absent: no lease */
 	double delay;           /* release: seconds, 0 when absent */
 	uint64_t task;          /* task_done, release */
+	/* declare: the settings it names (dead_letter NULL: not named; it
+	 * points to dead_letter_name) */
+	bool has_maxsize, has_max_deliveries;
+	uint64_t maxsize;
+	uint64_t max_deliveries;    /* at most UINT32_MAX */
+	const char *dead_letter;
+	char dead_letter_name[QUEUE_NAME_LIMIT + 1];
 };
 
 struct errinfo {

@@ -1,6 +1,6 @@
 """The joinq CLI against a real joinqd: every command, every output form and
 every exit status (0 ok, 1 error reply, 2 usage, 3 empty, 4 full,
-5 timeout, 6 connection)."""
+5 timeout, 6 connection, 7 conflict)."""
 import fcntl
 import itertools
 import json
@@ -793,6 +793,76 @@ class Inspect(SharedDaemon):
                          r"\d+\.\d\d ms\n$")
 
 
+class Lifecycle(SharedDaemon):
+    def test_declare(self):
+        p = self.cli("declare", "--maxsize", "2", "--max-deliveries", "3",
+                     "--dead-letter", "graves")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "created maxsize 2 max_deliveries 3 "
+                         "dead_letter graves\n")
+        self.assertEqual(self.qsize()["maxsize"], 2)
+        p = self.cli("declare", "--json", "--maxsize", "2")
+        self.assertExit(p, 0)
+        self.assertEqual(json.loads(p.stdout),
+                         {"created": False, "maxsize": 2,
+                          "max_deliveries": 3, "dead_letter": "graves"})
+        p = self.cli("declare", udp=True)
+        self.assertExit(p, 0)
+        self.assertTrue(p.stdout.startswith("exists maxsize 2 "), p.stdout)
+        # another setting: conflict, exit 7, the message names it
+        for udp in (False, True):
+            p = self.cli("declare", "--maxsize", "5", udp=udp)
+            self.assertExit(p, 7)
+            self.assertRegex(p.stderr, r"^joinq: conflict: .*'maxsize'")
+            self.assertEqual(p.stdout, "")
+        self.assertEqual(self.qsize()["maxsize"], 2)
+
+    def test_declare_with_dead_letters_dropped(self):
+        with jqtest.Daemon(config="[queue q]\ndead_letter = off\n") as d:
+            p = d.cli("-q", "q", "declare")
+            self.assertEqual((p.returncode, p.stdout),
+                             (0, "created maxsize 0 max_deliveries 0 "
+                              "dead_letter -\n"), p.stderr)
+            p = d.cli("-q", "q", "declare", "--json")
+            self.assertIsNone(json.loads(p.stdout)["dead_letter"])
+
+    def test_purge_and_delete(self):
+        self.assertExit(self.cli("put", "a", "b", "c"), 0)
+        p = self.cli("get", "--lease", "60", "--show-task")
+        self.assertExit(p, 0)
+        task = p.stdout.split("\t")[0]
+        p = self.cli("purge")
+        self.assertEqual((p.returncode, p.stdout), (0, "purged 2\n"))
+        self.assertEqual(self.cli("purge", udp=True).stdout, "purged 0\n")
+        # one task in flight: delete is refused, exit 7
+        for udp in (False, True):
+            p = self.cli("delete", udp=udp)
+            self.assertExit(p, 7)
+            self.assertRegex(p.stderr,
+                             r"^joinq: conflict: .*1 unfinished task")
+        self.assertExit(self.cli("task_done", task), 0)
+        p = self.cli("delete")
+        self.assertEqual((p.returncode, p.stdout), (0, "deleted\n"))
+        self.assertNotIn(self.q, self.d.request({"op": "stats"})["queues"])
+        p = self.cli("delete", udp=True)
+        self.assertEqual((p.returncode, p.stdout),
+                         (0, "nothing to delete: no such queue\n"))
+
+    def test_bad_settings_are_usage_errors(self):
+        for args in (["declare", "--maxsize", "-1"],
+                     ["declare", "--maxsize", "x"],
+                     ["declare", "--max-deliveries", "4294967296"],
+                     ["declare", "--dead-letter"],
+                     ["purge", "--maxsize", "1"], ["delete", "x"]):
+            p = self.cli(*args)
+            self.assertExit(p, 2, args)
+            self.assertEqual(p.stdout, "")
+        p = self.cli("declare", "--dead-letter", "a b")
+        self.assertExit(p, 1)
+        self.assertIn("bad_queue", p.stderr)
+        self.assertNotIn(self.q, self.d.request({"op": "stats"})["queues"])
+
+
 class Udp(SharedDaemon):
     def test_put_get_qsize_ping_over_udp(self):
         p = self.cli("put", "--show-task", "u1", "u2", udp=True)
@@ -887,9 +957,10 @@ class Usage(SharedDaemon):
         p = self.d.cli("--help")
         self.assertExit(p, 0)
         for word in ("put", "get", "task_done", "release", "join", "qsize",
-                     "empty", "full", "stats", "ping", "Exit status"):
+                     "empty", "full", "stats", "ping", "declare", "purge",
+                     "delete", "Exit status"):
             self.assertIn(word, p.stdout)
-        for status in range(7):
+        for status in range(8):
             self.assertRegex(p.stdout, r"\n  %d  " % status)
 
     def test_command_help(self):
@@ -899,7 +970,7 @@ class Usage(SharedDaemon):
         self.assertIn("task_done", p.stdout)
         self.assertIn("returns", p.stdout.replace("goes back", "returns"))
         for cmd in ("put", "task_done", "release", "join", "qsize", "empty",
-                    "full", "stats", "ping"):
+                    "full", "stats", "ping", "declare", "purge", "delete"):
             p = self.d.cli(cmd, "--help")
             self.assertExit(p, 0, cmd)
             self.assertIn("usage: joinq", p.stdout)

@@ -55,11 +55,12 @@ def note(text):
 
 # ---- the journal's format, as daemon/record.c writes it -------------------
 
-HEADER, QUEUE, PUT, TASK, TAKE, DONE, BACK, DELAY, DEAD, NEXTID, BATCH = \
-    range(1, 12)
+(HEADER, QUEUE, PUT, TASK, TAKE, DONE, BACK, DELAY, DEAD, NEXTID, BATCH,
+ SETTINGS, PURGE, DROP) = range(1, 15)
 NAMES = {HEADER: "HEADER", QUEUE: "QUEUE", PUT: "PUT", TASK: "TASK",
          TAKE: "TAKE", DONE: "DONE", BACK: "BACK", DELAY: "DELAY",
-         DEAD: "DEAD", NEXTID: "NEXTID", BATCH: "BATCH"}
+         DEAD: "DEAD", NEXTID: "NEXTID", BATCH: "BATCH",
+         SETTINGS: "SETTINGS", PURGE: "PURGE", DROP: "DROP"}
 MAGIC = b"joinq-journal\0"
 DROPPED = 0xFFFFFFFF
 
@@ -137,11 +138,12 @@ def batches(recs):
 
 class Model:
     """The engine's state as a replay of the journal builds it (engine.c,
-    engine_replay_*): queues by id, each a FIFO of [task, deliveries,
-    item]; tasks out of their queue (in flight or delayed); next_id."""
+    engine_replay_*): queues by id (None: a free id), each a FIFO of
+    [task, deliveries, item]; tasks out of their queue (in flight or
+    delayed); next_id."""
 
     def __init__(self):
-        self.queues = []               # names, by id
+        self.queues = []               # names, by id; None: a free id
         self.fifo = []                 # by queue id
         self.out = {}                  # task -> [qid, deliveries, item, state]
         self.next_id = 1
@@ -154,10 +156,26 @@ class Model:
         if t == HEADER or t == BATCH:
             return
         if t == QUEUE:
+            # a new id, or a free one; an empty name: an id left free
             qid, = struct.unpack_from("<I", p, 1)
-            assert qid == len(self.queues), r
-            self.queues.append(p[5:].decode())
-            self.fifo.append([])
+            name = p[5:].decode() or None
+            if qid == len(self.queues):
+                self.queues.append(None)
+                self.fifo.append([])
+            assert self.queues[qid] is None, r
+            self.queues[qid] = name
+        elif t == SETTINGS:
+            qid, = struct.unpack_from("<I", p, 1)
+            assert self.queues[qid] is not None, r
+        elif t == PURGE:
+            qid, = struct.unpack_from("<I", p, 1)
+            assert self.fifo[qid], r
+            self.fifo[qid] = []
+        elif t == DROP:
+            qid, = struct.unpack_from("<I", p, 1)
+            assert not self.fifo[qid], r
+            assert not any(v[0] == qid for v in self.out.values()), r
+            self.queues[qid] = None
         elif t == PUT:
             qid, task = struct.unpack_from("<IQ", p, 1)
             self.fifo[qid].append([task, 0, p[13:].decode()])
@@ -217,7 +235,7 @@ class Model:
                 delayed[qid] = delayed.get(qid, 0) + 1
         queues = {name: ([tuple(x) for x in self.fifo[qid]],
                          delayed.get(qid, 0))
-                  for qid, name in enumerate(self.queues)}
+                  for qid, name in enumerate(self.queues) if name}
         return queues, self.next_id
 
 
@@ -568,6 +586,17 @@ class Recovery(Helpers):
             self.put(c2, "x7", "a")
             self.done(c2, self.get(c2, "b")["task"])              # y2
             self.done(c2, self.get(c2, "a.dead")["task"])
+            # a queue declared, purged and deleted; its id taken again
+            # (max_deliveries 5: observed_state's gets must not reach it)
+            self.assertOk(c2.request({"op": "declare", "queue": "d",
+                                      "maxsize": 3, "max_deliveries": 5,
+                                      "dead_letter": "a"}))
+            self.put(c2, "d1", "d")
+            self.put(c2, "d2", "d")
+            self.assertEqual(c2.request({"op": "purge", "queue": "d"}),
+                             {"ok": True, "purged": 2})
+            self.assertEqual(c2.request({"op": "delete", "queue": "d"}),
+                             {"ok": True, "deleted": True})
             self.put(c2, "z", "c")
             # The last batch: one write of several changes.
             burst = [{"op": "put", "queue": "a", "item": "last1"},
@@ -595,7 +624,8 @@ class Recovery(Helpers):
         data, recs = self.history()
         self.assertEqual(recs[0].type, HEADER)
         types = {r.type for r in recs}
-        for t in (QUEUE, PUT, TAKE, DONE, BACK, DELAY, DEAD, BATCH):
+        for t in (QUEUE, PUT, TAKE, DONE, BACK, DELAY, DEAD, BATCH, SETTINGS,
+                  PURGE, DROP):
             self.assertIn(t, types, "the history has a %s record" % NAMES[t])
         self.assertEqual(run_checks([("whole", data, recs, None)]), [])
 
@@ -713,6 +743,92 @@ class Recovery(Helpers):
         for what, i in spots:
             with self.subTest(flipped=what, byte=i):
                 self.assertDamaged(data, i, recs)
+
+
+# ---- declare, purge, delete -----------------------------------------------
+
+class Lifecycle(Helpers):
+    """PROTOCOL.md, declare: "Declared settings last as long as the queue,
+    across restarts with a journal"; and what purge and delete did stays
+    done: a clean restart, a SIGKILL, a compaction (a snapshot holds the
+    settings and the queue ids a delete left free) then a SIGKILL."""
+
+    def make_queues(self, d):
+        c = d.tcp()
+        # a: declared, then deleted with its settings, and made again
+        self.assertOk(c.request({"op": "declare", "queue": "a",
+                                 "maxsize": 7}))
+        self.assertOk(c.request({"op": "delete", "queue": "a"}))
+        # b: declared with every setting; tasks purged but one in flight
+        self.assertOk(c.request({"op": "declare", "queue": "b", "maxsize": 2,
+                                 "max_deliveries": 3, "dead_letter": "bad"}))
+        for i in range(2):
+            self.put(c, i, "b")
+        held = self.get(c, "b", lease=3600)["task"]
+        self.assertEqual(c.request({"op": "purge", "queue": "b"}),
+                         {"ok": True, "purged": 1})
+        # e1, e2: made by put, emptied and deleted after f was made: their
+        # ids are free below f's, and a takes the first
+        for name in ("e1", "e2"):
+            t = self.put(c, name, name)
+            self.done(c, self.get(c, name)["task"])
+        self.assertOk(c.request({"op": "declare", "queue": "f",
+                                 "max_deliveries": 0, "dead_letter": "g"}))
+        for name in ("e1", "e2"):
+            self.assertOk(c.request({"op": "delete", "queue": name}))
+        self.assertOk(c.request({"op": "declare", "queue": "a"}))
+        self.put(c, "kept", "f")
+        c.close()
+        return held, t
+
+    def check(self, d, held, last, when):
+        """What the queues must hold after a restart (when says which)."""
+        stats = d.request({"op": "stats"})["queues"]
+        self.assertEqual(set(stats), {"a", "b", "f"}, when)
+        settings = {q: (stats[q]["maxsize"], stats[q]["max_deliveries"],
+                        stats[q]["dead_letter"]) for q in stats}
+        self.assertEqual(settings, {"a": (0, 0, "a.dead"),
+                                    "b": (2, 3, "bad"),
+                                    "f": (0, 0, "g")}, when)
+        # the task in flight is back at the head, as after any restart
+        self.assertQsize(d.qsize("b"), qsize=1, unfinished=1)
+        self.assertQsize(d.qsize("f"), qsize=1)
+        c = d.tcp()
+        try:
+            r = c.request({"op": "declare", "queue": "b", "maxsize": 2,
+                           "max_deliveries": 3, "dead_letter": "bad"})
+            self.assertEqual(r["created"], False, when)
+            self.assertError(c.request({"op": "declare", "queue": "b",
+                                        "maxsize": 3}), "conflict", when)
+            self.assertError(c.request({"op": "declare", "queue": "a",
+                                        "maxsize": 7}), "conflict", when)
+            self.assertGreater(self.put(c, "new", "z"), max(held, last))
+            self.assertOk(c.request({"op": "purge", "queue": "z"}))
+            self.assertOk(c.request({"op": "delete", "queue": "z"}))
+        finally:
+            c.close()
+
+    def test_settings_and_deletions_survive_restart_sigkill_and_compaction(
+            self):
+        config = "compact_size = 16k\ncompact_ratio = 2\n"
+        with running(journalled(config=config)) as d:
+            held, last = self.make_queues(d)
+            restart(d, signal.SIGTERM)
+            self.check(d, held, last, "after a clean restart")
+            restart(d)
+            self.check(d, held, last, "after SIGKILL")
+            # the journal outgrows the live data: a snapshot (with the id
+            # e2 left free), then a kill
+            c = d.tcp()
+            for n in range(40):
+                self.put(c, "x" * 500, "a")
+                self.done(c, self.get(c, "a")["task"])
+            c.close()
+            self.assertTrue(jqtest.wait_until(
+                lambda: "journal: compacted" in d.log()), d.log()[-2000:])
+            restart(d)
+            self.check(d, held, last, "after a compaction and SIGKILL")
+            self.assertNotIn("compacted", d.log())   # the snapshot read
 
 
 # ---- crashes --------------------------------------------------------------
@@ -1428,10 +1544,14 @@ class DiskFull(Helpers):
             for _ in range(20):
                 self.assertError(c.request({"op": "put", "item": "more"}),
                                  "unavailable")
-            # Not even a queue is made for a refused put.
+            # Not even a queue is made for a refused put, or declare.
             self.assertError(c.request({"op": "put", "queue": "fresh",
                                         "item": 1}), "unavailable")
+            self.assertError(c.request({"op": "declare", "queue": "fresh",
+                                        "maxsize": 3}), "unavailable")
             self.assertNotIn("fresh", queue_names(d))
+            # A declare that changes nothing needs no room.
+            self.assertOk(c.request({"op": "declare", "maxsize": 0}))
             self.assertEqual(self.qsize_of(d), before)
             # Small changes go on, and the engine's own.
             t3 = self.get(c)["task"]

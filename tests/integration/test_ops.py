@@ -243,6 +243,10 @@ class OpsMixin(Transport):
             self.assertEqual((b["qsize"], b["maxsize"], b["unfinished"],
                               b["puts"], b["gets"], b["task_dones"]),
                              (1, 7, 1, 2, 1, 1))
+            # joinqd's own (doc/PROTOCOL.md, Notes): each queue's settings
+            # as declare answers them, and what purge finished
+            self.assertEqual((b["max_deliveries"], b["dead_letter"],
+                              b["purged"]), (0, "b.dead", 0))
             self.assertEqual(r["queues"]["a"]["maxsize"], 0)
             self.assertEqual(r["role"], "active")
             if jqtest.JOURNAL == "nats":     # test_nats_suite.py's run
@@ -314,6 +318,204 @@ class OpsMixin(Transport):
                                         "id": 2}), {"ok": True, "id": 2})
             self.assertEqual(c.request({"op": "put", "item": 1,
                                         "token": "whatever"})["task"], 1)
+
+    # ---- declare, purge, delete ----------------------------------------
+
+    def test_declare(self):
+        # "Creates a queue with its settings, as JoinableQueue(maxsize=N)
+        # does in Python ... the others from the configuration"
+        with jqtest.Daemon("--default-maxsize", "5",
+                           "--max-deliveries", "4") as d:
+            c = self.conn(d)
+            r = c.request({"op": "declare", "queue": "q", "maxsize": 2,
+                           "id": 1})
+            self.assertEqual(r, {"ok": True, "id": 1, "created": True,
+                                 "maxsize": 2, "max_deliveries": 4,
+                                 "dead_letter": "q.dead"})
+            # the bound holds
+            for i in range(2):
+                self.assertOk(c.request({"op": "put", "queue": "q",
+                                         "item": i}))
+            self.assertError(c.request({"op": "put", "queue": "q",
+                                        "item": 3, "block": False}), "full")
+            self.assertQsize(d.qsize("q"), qsize=2, maxsize=2, full=True)
+            # again: found, not made; what it does not name is not compared
+            for req in ({"maxsize": 2}, {}, {"max_deliveries": 4},
+                        {"dead_letter": "q.dead"},
+                        {"maxsize": 2, "max_deliveries": 4,
+                         "dead_letter": "q.dead"}):
+                with self.subTest(req=req):
+                    r = c.request(dict(req, op="declare", queue="q"))
+                    self.assertEqual(r, {"ok": True, "created": False,
+                                         "maxsize": 2, "max_deliveries": 4,
+                                         "dead_letter": "q.dead"})
+            # nothing named: the configuration's settings, and a queue that
+            # put made is held to its own the same way
+            r = c.request({"op": "declare", "queue": "p"})
+            self.assertEqual((r["created"], r["maxsize"], r["max_deliveries"]),
+                             (True, 5, 4))
+            c.request({"op": "put", "queue": "byput", "item": 1})
+            r = c.request({"op": "declare", "queue": "byput", "maxsize": 5})
+            self.assertEqual((r["ok"], r["created"]), (True, False))
+            self.assertError(c.request({"op": "declare", "queue": "byput",
+                                        "maxsize": 6}), "conflict")
+            # declare creates a queue: stats has it, with its settings
+            q = d.request({"op": "stats"})["queues"]["q"]
+            self.assertEqual((q["maxsize"], q["max_deliveries"],
+                              q["dead_letter"]), (2, 4, "q.dead"))
+
+    def test_declare_conflict_changes_nothing(self):
+        # "When it exists, every setting the request names must equal the
+        # queue's own, else conflict (naming the setting) and nothing
+        # changes"
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            self.assertOk(c.request({"op": "declare", "queue": "q",
+                                     "maxsize": 1, "max_deliveries": 2,
+                                     "dead_letter": "dl"}))
+            c.request({"op": "put", "queue": "q", "item": "x"})
+            before = d.request({"op": "stats"})["queues"]
+            for field, value in (("maxsize", 3), ("maxsize", 0),
+                                 ("max_deliveries", 0),
+                                 ("max_deliveries", 3),
+                                 ("dead_letter", "q.dead")):
+                with self.subTest(field=field, value=value):
+                    r = c.request({"op": "declare", "queue": "q",
+                                   field: value, "id": "c"})
+                    self.assertError(r, "conflict")
+                    self.assertEqual(r["id"], "c")
+                    self.assertIn("'%s'" % field, r["message"])
+            # the first named setting that differs is the one named
+            r = c.request({"op": "declare", "queue": "q", "maxsize": 1,
+                           "max_deliveries": 5, "dead_letter": "zz"})
+            self.assertIn("'max_deliveries'", r["message"])
+            self.assertEqual(d.request({"op": "stats"})["queues"], before)
+
+    def test_declared_max_deliveries_and_dead_letter(self):
+        # max_deliveries "0 = unlimited"; dead_letter: where the tasks go
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            self.assertOk(c.request({"op": "declare", "queue": "jobs",
+                                     "max_deliveries": 1,
+                                     "dead_letter": "failed"}))
+            t = c.request({"op": "put", "queue": "jobs", "item": "x"})["task"]
+            self.assertEqual(c.request({"op": "get", "queue": "jobs"})["task"],
+                             t)
+            self.assertOk(c.request({"op": "release", "task": t}))
+            self.assertQsize(d.qsize("jobs"), unfinished=0,
+                             dead_lettered=1)
+            r = c.request({"op": "get", "queue": "failed"})
+            self.assertEqual((r["item"], r["deliveries"]), ("x", 1))
+            self.assertOk(c.request({"op": "declare", "queue": "z",
+                                     "max_deliveries": 0}))
+            t = c.request({"op": "put", "queue": "z", "item": "y"})["task"]
+            for n in range(1, 4):
+                r = c.request({"op": "get", "queue": "z"})
+                self.assertEqual((r["task"], r["deliveries"]), (t, n))
+                self.assertOk(c.request({"op": "release", "task": t}))
+            self.assertQsize(d.qsize("z"), qsize=1, dead_lettered=0)
+
+    def test_declare_and_the_configuration_file(self):
+        # "Settings given in the daemon's configuration file for that queue
+        # are never changed by declare: a declare that names another value
+        # for one of them gets conflict, whether or not the queue exists
+        # yet."  maxsize: "the configuration file when it names that
+        # queue, else from declare, else from default_maxsize".
+        conf = ("default_maxsize = 9\n[queue cfg]\nmaxsize = 3\n"
+                "max_deliveries = 2\ndead_letter = off\n")
+        with jqtest.Daemon(config=conf) as d:
+            c = self.conn(d)
+            for exists in (False, True):
+                for field, value in (("maxsize", 4), ("max_deliveries", 0),
+                                     ("dead_letter", "cfg.dead")):
+                    with self.subTest(exists=exists, field=field):
+                        r = c.request({"op": "declare", "queue": "cfg",
+                                       field: value})
+                        self.assertError(r, "conflict")
+                        self.assertIn("'%s'" % field, r["message"])
+                        self.assertIn("configuration", r["message"])
+                if not exists:
+                    self.assertEqual(d.request({"op": "stats"})["queues"], {})
+                    r = c.request({"op": "declare", "queue": "cfg",
+                                   "maxsize": 3, "max_deliveries": 2})
+                    self.assertEqual(r, {"ok": True, "created": True,
+                                         "maxsize": 3, "max_deliveries": 2,
+                                         "dead_letter": None})
+            # declare over default_maxsize; the file's over declare
+            r = c.request({"op": "declare", "queue": "other", "maxsize": 1})
+            self.assertEqual(r["maxsize"], 1)
+            self.assertQsize(d.qsize("other"), maxsize=1)
+            self.assertQsize(d.qsize("fresh"), maxsize=9)
+
+    def test_purge(self):
+        # "Removes every queued task of the queue (not those in flight or
+        # delayed); each is finished, so unfinished drops by the number
+        # removed ... Purged tasks are not dead-lettered."
+        with jqtest.Daemon("--queue", "q:0") as d:
+            c = self.conn(d)
+            self.assertOk(c.request({"op": "declare", "queue": "q",
+                                     "max_deliveries": 2}))
+            for i in range(5):
+                c.request({"op": "put", "queue": "q", "item": i})
+            held = c.request({"op": "get", "queue": "q", "lease": 60})
+            later = c.request({"op": "get", "queue": "q"})["task"]
+            c.request({"op": "release", "task": later, "delay": 60})
+            self.assertQsize(d.qsize("q"), qsize=3, inflight=1, delayed=1)
+            r = c.request({"op": "purge", "queue": "q", "id": 4})
+            self.assertEqual(r, {"ok": True, "id": 4, "purged": 3})
+            self.assertQsize(d.qsize("q"), qsize=0, inflight=1, delayed=1,
+                             unfinished=2, dead_lettered=0)
+            self.assertNotIn("q.dead", d.request({"op": "stats"})["queues"])
+            self.assertEqual(c.request({"op": "task_done",
+                                        "task": held["task"]}),
+                             {"ok": True, "unfinished": 1})
+            q = d.request({"op": "stats"})["queues"]["q"]
+            self.assertEqual((q["purged"], q["task_dones"]), (3, 1))
+            # nothing queued: 0; and it "does not create the queue"
+            self.assertEqual(c.request({"op": "purge", "queue": "q"}),
+                             {"ok": True, "purged": 0})
+            self.assertEqual(c.request({"op": "purge", "queue": "ghost"}),
+                             {"ok": True, "purged": 0})
+            self.assertNotIn("ghost", d.request({"op": "stats"})["queues"])
+
+    def test_delete(self):
+        # "Only a queue with no unfinished task can be deleted; otherwise
+        # conflict, and nothing changes ... Deleting a name that does not
+        # exist is not an error."
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            c.request({"op": "declare", "queue": "q", "maxsize": 4})
+            t = c.request({"op": "put", "queue": "q", "item": 1})["task"]
+            for step in ("queued", "in flight", "delayed"):
+                with self.subTest(step=step):
+                    if step == "in flight":
+                        c.request({"op": "get", "queue": "q"})
+                    if step == "delayed":
+                        c.request({"op": "release", "task": t, "delay": 0.3})
+                    r = c.request({"op": "delete", "queue": "q", "id": 2})
+                    self.assertError(r, "conflict")
+                    self.assertEqual(r["id"], 2)
+                    self.assertIn("unfinished", r["message"])
+                    self.assertQsize(d.qsize("q"), maxsize=4, unfinished=1)
+            self.assertTrue(jqtest.wait_until(
+                lambda: d.qsize("q")["qsize"] == 1, 5 * jqtest.SLOW))
+            t = c.request({"op": "get", "queue": "q"})["task"]
+            c.request({"op": "task_done", "task": t})
+            self.assertEqual(c.request({"op": "delete", "queue": "q",
+                                        "id": 3}),
+                             {"ok": True, "id": 3, "deleted": True})
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            self.assertEqual(c.request({"op": "delete", "queue": "q"}),
+                             {"ok": True, "deleted": False})
+            self.assertEqual(c.request({"op": "delete", "queue": "never"}),
+                             {"ok": True, "deleted": False})
+            # "Removes a queue and its settings": the name is free, and a
+            # new queue of it has the configuration's settings
+            self.assertQsize(d.qsize("q"), maxsize=0)
+            t2 = c.request({"op": "put", "queue": "q", "item": 2})["task"]
+            self.assertGreater(t2, t)       # task ids are never reused
+            q = d.request({"op": "stats"})["queues"]["q"]
+            self.assertEqual((q["maxsize"], q["puts"], q["gets"]), (0, 1, 0))
 
 
 class OpsTcp(OpsMixin, jqtest.TestCase):
@@ -448,6 +650,21 @@ class ErrorsMixin(Transport):
             self.assertError(c.request({"op": "join", "timeout": 0}),
                              "timeout")
 
+    def test_conflict(self):
+        # "conflict: declare names a setting that differs from the existing
+        # queue's; delete of a queue that still has unfinished tasks;
+        # nothing was changed"
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            self.assertOk(c.request({"op": "declare", "queue": "q",
+                                     "maxsize": 1}))
+            c.request({"op": "put", "queue": "q", "item": 1})
+            self.assertError(c.request({"op": "declare", "queue": "q",
+                                        "maxsize": 2}), "conflict")
+            self.assertError(c.request({"op": "delete", "queue": "q"}),
+                             "conflict")
+            self.assertQsize(d.qsize("q"), qsize=1, maxsize=1, unfinished=1)
+
     def test_unknown_task(self):
         with jqtest.Daemon() as d:
             c = self.conn(d)
@@ -517,6 +734,16 @@ class ErrorsMixin(Transport):
             ({"op": "task_done", "task": 5}, "unknown_task", "task"),
             ({"op": "put", "queue": "third", "item": 1}, "too_many_queues",
              "max_queues"),
+            ({"op": "declare", "maxsize": -1}, "bad_request", "maxsize"),
+            ({"op": "declare", "max_deliveries": "x"}, "bad_request",
+             "max_deliveries"),
+            ({"op": "declare", "dead_letter": "a b"}, "bad_queue",
+             "dead_letter"),
+            ({"op": "declare", "queue": "one", "maxsize": 3}, "conflict",
+             "maxsize"),
+            ({"op": "declare", "queue": "one", "dead_letter": "x"},
+             "conflict", "dead_letter"),
+            ({"op": "delete", "queue": "one"}, "conflict", "unfinished"),
         ]
         with jqtest.Daemon("--max-queues", "2") as d:
             c = self.conn(d)
@@ -740,6 +967,19 @@ class CheckOrderMixin(Transport):
             (b'{"op":"qsize","queue":["x"]}', "bad_queue"),
             (b'{"op":"put","queue":"q","block":1}', "bad_request"),
             (b'{"op":"put","queue":"q","item":1,"block":1}', "bad_request"),
+            # declare's fields after the queue, in the order PROTOCOL.md
+            # names them; a dead_letter that is no queue name: bad_queue
+            (b'{"op":"declare","queue":"bad q","maxsize":-1}', "bad_queue"),
+            (b'{"op":"declare","queue":"q","maxsize":-1,'
+             b'"dead_letter":"bad q"}', "bad_request"),
+            (b'{"op":"declare","queue":"q","dead_letter":"bad q",'
+             b'"max_deliveries":"x"}', "bad_request"),
+            (b'{"op":"declare","queue":"q","dead_letter":"bad q"}',
+             "bad_queue"),
+            (b'{"op":"declare","queue":"q","dead_letter":""}', "bad_queue"),
+            (b'{"op":"declare","queue":"q","dead_letter":5}', "bad_request"),
+            (b'{"op":"purge","queue":"bad q"}', "bad_queue"),
+            (b'{"op":"delete","queue":"bad q"}', "bad_queue"),
             (b'{"op":"ping","queue":null}', None),
         ]
         with jqtest.Daemon() as d:
@@ -791,7 +1031,8 @@ class CheckOrderMixin(Transport):
                 {"op": "task_done", "task": 1}, {"op": "release", "task": 1},
                 {"op": "join", "block": False}, {"op": "qsize"},
                 {"op": "empty"}, {"op": "full"}, {"op": "ping"},
-                {"op": "stats"}, {"op": "auth"}]
+                {"op": "stats"}, {"op": "auth"}, {"op": "declare"},
+                {"op": "purge"}, {"op": "delete"}]
         with jqtest.Daemon() as d:
             c = self.conn(d)
             for req in reqs:
@@ -923,6 +1164,10 @@ class DetailsMixin(Transport):
             self.assertTrue(c.nothing_for(0.1 * jqtest.SLOW))
             d.request({"op": "get"})
             self.assertOk(c.recv())
+            # declare's settings null: not named, not compared
+            r = c.request({"op": "declare", "maxsize": None,
+                           "max_deliveries": None, "dead_letter": None})
+            self.assertEqual((r["created"], r["maxsize"]), (False, 1))
             # id null is echoed as null
             r = c.request({"op": "ping", "id": None})
             self.assertIn("id", r)
@@ -986,6 +1231,12 @@ class DetailsMixin(Transport):
             "release": [{}, {"task": 0}, {"task": "T"}, {"task": 2.5},
                         {"delay": -1}, {"delay": "1"}, {"delay": True},
                         {"delay": [0]}],
+            "declare": [{"maxsize": -1}, {"maxsize": 1.0}, {"maxsize": "1"},
+                        {"maxsize": True}, {"max_deliveries": -1},
+                        {"max_deliveries": 2 ** 32}, {"max_deliveries": [1]},
+                        {"dead_letter": 5}, {"dead_letter": ["x"]},
+                        {"dead_letter": "q"}, {"maxsize": 5,
+                                               "dead_letter": False}],
         }
         with jqtest.Daemon() as d:
             c = self.conn(d)
@@ -1017,6 +1268,8 @@ class DetailsMixin(Transport):
             self.assertError(c.request({"op": "put", "queue": "new",
                                         "item": 1, "timeout": -1}),
                              "bad_request")
+            self.assertError(c.request({"op": "declare", "queue": "new",
+                                        "maxsize": -1}), "bad_request")
             self.assertNotIn("new", d.request({"op": "stats"})["queues"])
 
 
@@ -1205,8 +1458,9 @@ class QueuesMixin(Transport):
             self.assertEqual(d.request({"op": "stats"})["queues"], {})
 
     def test_emptied_queues_still_count_against_max_queues(self):
-        # doc/PROTOCOL.md, Notes: queues are never removed while the daemon
-        # runs, so max_queues bounds the queues created since start.
+        # doc/PROTOCOL.md, Notes: a queue is removed only by delete, never
+        # by itself when it empties, so it counts against max_queues until
+        # then.
         with jqtest.Daemon("--max-queues", "1") as d:
             c = self.conn(d)
             c.request({"op": "put", "queue": "a", "item": 1})
@@ -1217,6 +1471,44 @@ class QueuesMixin(Transport):
                                         "item": 1}), "too_many_queues")
             self.assertEqual(list(d.request({"op": "stats"})["queues"]),
                              ["a"])
+
+    def test_declare_creates_purge_and_delete_do_not(self):
+        # "put, get and declare create a queue on first use; the other ops
+        # never create one"
+        with jqtest.Daemon() as d:
+            c = self.conn(d)
+            for op in ("purge", "delete"):
+                self.assertOk(c.request({"op": op, "queue": "ghost"}))
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            self.assertOk(c.request({"op": "declare", "queue": "made"}))
+            self.assertEqual(list(d.request({"op": "stats"})["queues"]),
+                             ["made"])
+
+    def test_deleted_queues_leave_max_queues(self):
+        # "A deleted queue no longer counts against max_queues and no
+        # longer appears in stats"; declare "counts against max_queues".
+        with jqtest.Daemon("--max-queues", "2") as d:
+            c = self.conn(d)
+            self.assertOk(c.request({"op": "declare", "queue": "a"}))
+            self.assertOk(c.request({"op": "put", "queue": "b", "item": 1}))
+            for req in ({"op": "declare", "queue": "c"},
+                        {"op": "put", "queue": "c", "item": 1},
+                        {"op": "get", "queue": "c", "block": False}):
+                with self.subTest(req=req):
+                    self.assertError(c.request(req), "too_many_queues")
+            self.assertOk(c.request({"op": "declare", "queue": "a"}))
+            self.assertEqual(c.request({"op": "delete", "queue": "a"}),
+                             {"ok": True, "deleted": True})
+            self.assertEqual(set(d.request({"op": "stats"})["queues"]), {"b"})
+            self.assertOk(c.request({"op": "put", "queue": "c", "item": 1}))
+            self.assertError(c.request({"op": "declare", "queue": "a"}),
+                             "too_many_queues")
+            self.assertOk(c.request({"op": "purge", "queue": "b"}))
+            self.assertOk(c.request({"op": "delete", "queue": "b"}))
+            r = c.request({"op": "declare", "queue": "a", "maxsize": 1})
+            self.assertEqual((r["ok"], r["created"]), (True, True))
+            self.assertEqual(set(d.request({"op": "stats"})["queues"]),
+                             {"a", "c"})
 
 
 class QueuesTcp(QueuesMixin, jqtest.TestCase):
@@ -1413,6 +1705,50 @@ class Blocking(jqtest.TestCase):
             c.request({"op": "task_done", "task": t})
             for j in joiners:
                 self.assertEqual(j.recv(), {"ok": True})
+
+
+    def test_purge_wakes_blocked_puts_and_joins(self):
+        # purge: "blocked puts and joins are woken as by get and task_done"
+        with jqtest.Daemon("--queue", "b:1") as d:
+            d.request({"op": "put", "queue": "b", "item": "first"})
+            p, j = d.tcp(), d.tcp()
+            p.send({"op": "put", "queue": "b", "item": "second", "id": "p"})
+            j.send({"op": "join", "queue": "b", "id": "j"})
+            self.assertTrue(p.nothing_for(0.05 * jqtest.SLOW))
+            self.assertEqual(d.request({"op": "purge", "queue": "b"}),
+                             {"ok": True, "purged": 1})
+            r = p.recv()
+            self.assertEqual((r["ok"], r["id"]), (True, "p"))
+            self.assertTrue(j.nothing_for(0.05 * jqtest.SLOW))
+            self.assertQsize(d.qsize("b"), qsize=1, unfinished=1)
+            self.assertEqual(d.request({"op": "purge", "queue": "b"}),
+                             {"ok": True, "purged": 1})
+            self.assertEqual(j.recv(), {"ok": True, "id": "j"})
+
+    def test_delete_answers_waiting_getters_empty(self):
+        # "Getters waiting on it are answered empty", over TCP and UDP;
+        # "The name may be used again later"
+        with jqtest.Daemon() as d:
+            g, u = d.tcp(), d.udp()
+            g.send({"op": "get", "queue": "q", "id": "t"})
+            u.send({"op": "get", "queue": "q", "id": "u"})
+            self.assertTrue(jqtest.wait_until(
+                lambda: d.request({"op": "stats"})["queues"]["q"]
+                ["waiting_gets"] == 2))
+            self.assertEqual(d.request({"op": "delete", "queue": "q"}),
+                             {"ok": True, "deleted": True})
+            for c, id_ in ((g, "t"), (u, "u")):
+                r = c.recv()
+                self.assertError(r, "empty")
+                self.assertEqual(r["id"], id_)
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            # the name again: get creates a new queue
+            g.send({"op": "get", "queue": "q", "id": "again"})
+            self.assertTrue(g.nothing_for(0.05 * jqtest.SLOW))
+            d.request({"op": "put", "queue": "q", "item": 7})
+            r = g.recv()
+            self.assertEqual((r["id"], r["item"], r["deliveries"]),
+                             ("again", 7, 1))
 
 
 if __name__ == "__main__":

@@ -718,7 +718,9 @@ class Replicated(jqtest.TestCase):
     def test_7_orderly_stop_hands_over(self):
         """SIGTERM on the active: what it answered is in the stream, it
         exits 0 promptly, and its resign lets the standby take over at
-        once rather than after failover_timeout (store_nats.c, "resign")."""
+        once rather than after failover_timeout (store_nats.c, "resign").
+        The standby follows declares, purges and deletes as the rest: the
+        settings hold after the takeover, and a deleted queue is gone."""
         self.cluster.start()
         slow = 5 * SLOW                 # a failover_timeout long enough
         a = self.joinqd("t7", "--failover-timeout", str(slow), role="active")
@@ -726,6 +728,14 @@ class Replicated(jqtest.TestCase):
                         role="standby")
         for k in range(5):
             self.assertOk(a.request({"op": "put", "queue": "q", "item": k}))
+        self.assertOk(a.request({"op": "declare", "queue": "d", "maxsize": 2,
+                                 "max_deliveries": 3, "dead_letter": "dl"}))
+        self.assertOk(a.request({"op": "put", "queue": "gone", "item": 1}))
+        self.assertEqual(a.request({"op": "purge", "queue": "gone"}),
+                         {"ok": True, "purged": 1})
+        self.assertEqual(a.request({"op": "delete", "queue": "gone"}),
+                         {"ok": True, "deleted": True})
+        self.assertOk(a.request({"op": "put", "queue": "e", "item": 1}))
         t0 = time.monotonic()
         a.proc.send_signal(signal.SIGTERM)
         try:
@@ -744,6 +754,13 @@ class Replicated(jqtest.TestCase):
         self.assertLess(took, 2 * SLOW, "the standby waited for "
                         "failover_timeout: no resign in the stream")
         self.assertQsize(b.qsize("q"), qsize=5, unfinished=5)
+        stats = b.request({"op": "stats"})["queues"]
+        self.assertEqual(set(stats), {"q", "d", "e"})
+        self.assertEqual((stats["d"]["maxsize"], stats["d"]["max_deliveries"],
+                          stats["d"]["dead_letter"]), (2, 3, "dl"))
+        self.assertError(b.request({"op": "declare", "queue": "d",
+                                    "maxsize": 3}), "conflict")
+        self.assertQsize(b.qsize("e"), qsize=1)
         self.stop_cleanly(b)
 
     # ---- an append bigger than NATS takes --------------------------------

@@ -53,7 +53,8 @@ STATUS_RE = re.compile(r"^STATUS=\d+ queues?, \d+ unfinished tasks?, "
 ERROR_CODES = ("bad_json", "bad_utf8", "frame_too_large", "bad_request",
                "unknown_op", "bad_queue", "too_many_queues", "full", "empty",
                "timeout", "unknown_task", "too_large", "unauthorized",
-               "too_many_connections", "shutting_down", "unavailable")
+               "too_many_connections", "shutting_down", "unavailable",
+               "conflict")
 
 
 def status_text(queues, unfinished, clients):
@@ -339,12 +340,14 @@ FAMILY_TYPES = {
     "joinq_queue_delayed": "gauge",
     "joinq_queue_unfinished": "gauge",
     "joinq_queue_maxsize": "gauge",
+    "joinq_queue_max_deliveries": "gauge",
     "joinq_queue_puts_total": "counter",
     "joinq_queue_gets_total": "counter",
     "joinq_queue_task_dones_total": "counter",
     "joinq_queue_releases_total": "counter",
     "joinq_queue_redeliveries_total": "counter",
     "joinq_queue_dead_letters_total": "counter",
+    "joinq_queue_purged_total": "counter",
     "joinq_protocol_errors_total": "counter",
     "joinq_connections": "gauge",
     "joinq_queues": "gauge",
@@ -370,12 +373,14 @@ QUEUE_FIELDS = {
     "joinq_queue_delayed": "delayed",
     "joinq_queue_unfinished": "unfinished",
     "joinq_queue_maxsize": "maxsize",
+    "joinq_queue_max_deliveries": "max_deliveries",
     "joinq_queue_puts_total": "puts",
     "joinq_queue_gets_total": "gets",
     "joinq_queue_task_dones_total": "task_dones",
     "joinq_queue_releases_total": "releases",
     "joinq_queue_redeliveries_total": "redeliveries",
     "joinq_queue_dead_letters_total": "dead_lettered",
+    "joinq_queue_purged_total": "purged",
 }
 
 
@@ -1225,11 +1230,19 @@ class Metrics(MetricsMixin, jqtest.TestCase):
                 self.assertOk(req(op="put", queue="beta", item=n))
             g = req(op="get", queue="beta")
             self.assertOk(req(op="release", task=g["task"]))  # dead letter
+            self.assertOk(req(op="purge", queue="beta"))      # the other
+            # a declared queue, and one deleted: gone from the page
+            self.assertOk(req(op="declare", queue="gamma", maxsize=4,
+                              max_deliveries=3))
+            self.assertOk(req(op="put", queue="gone", item=1))
+            self.assertOk(req(op="purge", queue="gone"))
+            self.assertOk(req(op="delete", queue="gone"))
 
             s = self.scrape(mport)
             self.check_families(s)
             stats = req(op="stats")["queues"]
-            self.assertEqual(set(stats), {"alpha", "beta", "beta.dead"})
+            self.assertEqual(set(stats), {"alpha", "beta", "beta.dead",
+                                          "gamma"})
             self.assertEqual(stats["alpha"]["gets"], 5)
             self.assertEqual(stats["alpha"]["redeliveries"], 1)
             self.assertEqual(stats["beta"]["dead_lettered"], 1)
@@ -1249,7 +1262,14 @@ class Metrics(MetricsMixin, jqtest.TestCase):
             self.assertEqual(s.value("joinq_queue_inflight", queue="alpha"), 1)
             self.assertEqual(s.value("joinq_queue_maxsize", queue="alpha"),
                              10)
-            self.assertEqual(s.value("joinq_queues"), 3)
+            self.assertEqual(s.value("joinq_queue_maxsize", queue="gamma"), 4)
+            self.assertEqual(s.value("joinq_queue_max_deliveries",
+                                     queue="gamma"), 3)
+            self.assertEqual(s.value("joinq_queue_max_deliveries",
+                                     queue="beta"), 1)
+            self.assertEqual(s.value("joinq_queue_purged_total",
+                                     queue="beta"), 1)
+            self.assertEqual(s.value("joinq_queues"), 4)
             self.assertEqual(s.value("joinq_connections"), 1)
             ping = req(op="ping")
             info = s.series("joinq_build_info")
@@ -1337,6 +1357,7 @@ class Metrics(MetricsMixin, jqtest.TestCase):
                  "full"),
                 ({"op": "put", "queue": "j", "item": 1}, None),
                 ({"op": "join", "queue": "j", "timeout": 0}, "timeout"),
+                ({"op": "delete", "queue": "j"}, "conflict"),
                 ({"op": "put", "queue": "k", "item": 1}, "too_many_queues"),
             ]
             for frame, code in sends:

@@ -228,6 +228,42 @@ class TooLarge(jqtest.TestCase):
             self.assertEqual(len(data), 600)
             self.assertQsize(d.qsize(), unfinished=0)
 
+    def test_lifecycle_replies_judged_exactly(self):
+        # declare, purge and delete change the queues: a reply that cannot
+        # fit is too_large before the change; one of exactly udp_max_reply
+        # bytes goes out.
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            u = d.udp()
+            declare = {"op": "declare", "queue": "q", "maxsize": 12,
+                       "dead_letter": "dl"}
+            fixed = len(b'{"ok":true,"id":"","created":true,"maxsize":12,'
+                        b'"max_deliveries":0,"dead_letter":"dl"}\n')
+            self.assertError(u.request(dict(declare, id="x" * (601 - fixed))),
+                             "too_large")
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+            u.send(dict(declare, id="x" * (600 - fixed)))
+            data = u.recv_raw()
+            self.assertEqual(len(data), 600)
+            self.assertTrue(json.loads(data)["created"])
+            for i in range(10):
+                d.request({"op": "put", "queue": "q", "item": i})
+            fixed = len(b'{"ok":true,"id":"","purged":10}\n')
+            self.assertError(u.request({"op": "purge", "queue": "q",
+                                        "id": "x" * (601 - fixed)}),
+                             "too_large")
+            self.assertQsize(d.qsize("q"), qsize=10)
+            u.send({"op": "purge", "queue": "q", "id": "x" * (600 - fixed)})
+            self.assertEqual(len(u.recv_raw()), 600)
+            self.assertQsize(d.qsize("q"), qsize=0, unfinished=0)
+            fixed = len(b'{"ok":true,"id":"","deleted":true}\n')
+            self.assertError(u.request({"op": "delete", "queue": "q",
+                                        "id": "x" * (601 - fixed)}),
+                             "too_large")
+            self.assertIn("q", d.request({"op": "stats"})["queues"])
+            u.send({"op": "delete", "queue": "q", "id": "x" * (600 - fixed)})
+            self.assertEqual(len(u.recv_raw()), 600)
+            self.assertEqual(d.request({"op": "stats"})["queues"], {})
+
     def test_too_large_changes_nothing(self):
         # A put or task_done whose reply cannot fit is refused before it
         # runs, and changes nothing.

@@ -192,6 +192,28 @@ static void session(const char *host, const char *port,
 		free(reply);
 	}
 	CALL("jq_join", jq_join(c, q, &nowait, &err));
+
+	/* A queue of its own declared, purged and deleted (the same settings
+	 * each session, so that one left by a failed session is found). */
+	char dq[128];
+	struct jq_declare d = JQ_DECLARE_INIT;
+	struct jq_settings set;
+	uint64_t purged;
+	bool deleted;
+	snprintf(dq, sizeof dq, "%s.d", q);
+	d.has_maxsize = true;
+	d.maxsize = 5;
+	d.dead_letter = "s\"d";   /* escaped, and no name: bad_queue */
+	CALL("jq_declare", jq_declare(c, dq, &d, &set, &err));
+	CHECK(code != JQ_OK, "a bad dead_letter was taken");
+	d.dead_letter = NULL;
+	CALL("jq_declare", jq_declare(c, dq, &d, &set, &err));
+	CHECK(!exact || (code == JQ_OK && set.maxsize == 5 &&
+	                 set.dead_letter[0] != '\0'),
+	      "declare: %s", err.message);
+	CALL("jq_purge", jq_purge(c, dq, &purged, &err));
+	CALL("jq_delete", jq_delete(c, dq, &deleted, &err));
+	CHECK(!exact || (code == JQ_OK && deleted), "delete: %s", err.message);
 	CALL("jq_shutdown", jq_shutdown(c, &err));
 	jq_close(c);
 }

@@ -15,7 +15,11 @@
 
 #include "engine.h"
 
-enum lkind { L_QUEUE, L_PUT, L_TAKE, L_DONE, L_BACK, L_DELAY, L_DEAD };
+enum lkind {
+	L_QUEUE, L_PUT, L_TAKE, L_DONE, L_BACK, L_DELAY, L_DEAD, L_SETTINGS,
+	L_PURGE, L_DROP,
+};
+#define L_LAST L_DROP
 
 /* One call: the fields its kind has, the others 0. */
 struct lev {
@@ -24,8 +28,11 @@ struct lev {
 	uint64_t task, new_task;
 	int64_t dqid;
 	msec_t until;
-	char *text;                /* a queue's name or an item, NUL added */
+	/* a queue's name, an item or (L_SETTINGS) a dead-letter queue's name,
+	 * NUL added */
+	char *text;
 	size_t len;
+	struct queue_conf settings;   /* L_SETTINGS; dead_letter is text */
 };
 
 struct log_record {
@@ -36,7 +43,8 @@ struct log_record {
 static inline const char *lkind_name(enum lkind kind)
 {
 	static const char *const names[] = {
-		"QUEUE", "PUT", "TAKE", "DONE", "BACK", "DELAY", "DEAD",
+		"QUEUE", "PUT", "TAKE", "DONE", "BACK", "DELAY", "DEAD", "SETTINGS",
+		"PURGE", "DROP",
 	};
 	return names[kind];
 }
@@ -64,6 +72,20 @@ static inline struct lev *log_record_add(struct log_record *r,
 		ev->text[len] = '\0';
 		ev->len = len;
 	}
+	return ev;
+}
+
+/* A settings call: d copied, its dead-letter name in the text. */
+static inline struct lev *log_record_settings(struct log_record *r,
+                                              uint32_t qid,
+                                              const struct queue_conf *d)
+{
+	const char *dl = d->dead_letter;
+	struct lev *ev = log_record_add(r, L_SETTINGS, dl, dl ? strlen(dl) : 0);
+	ev->qid = qid;
+	ev->settings = *d;
+	ev->settings.name = NULL;
+	ev->settings.dead_letter = ev->text;
 	return ev;
 }
 
@@ -103,6 +125,12 @@ static inline int log_record_replay(struct engine *e, const struct lev *ev)
 		return engine_replay_delay(e, ev->task, ev->until);
 	case L_DEAD:
 		return engine_replay_dead(e, ev->task, ev->new_task, ev->dqid);
+	case L_SETTINGS:
+		return engine_replay_settings(e, ev->qid, &ev->settings);
+	case L_PURGE:
+		return engine_replay_purge(e, ev->qid);
+	case L_DROP:
+		return engine_replay_drop(e, ev->qid);
 	}
 	return -1;
 }

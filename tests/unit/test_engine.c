@@ -96,9 +96,10 @@ static void check_engine(const struct engine *e)
 		engine_queue_stats(e, q, NULL, 0, &s);
 		assert_int_equal(s.unfinished,
 		                 s.qsize + s.inflight + s.delayed);
-		/* Each task a queue took is finished, sent on, or here. */
+		/* Each task a queue took is finished, sent on, purged, or
+		 * here. */
 		assert_int_equal(s.puts, s.task_dones + s.dead_lettered +
-		                 s.unfinished);
+		                 s.purged + s.unfinished);
 		/* Wake-ups are synchronous: nobody is left waiting for what is
 		 * there already. */
 		if (s.waiting_gets)
@@ -1993,9 +1994,27 @@ static void l_dead(void *ctx, uint64_t task, uint64_t new_task, int64_t dqid)
 	ev->dqid = dqid;
 }
 
+static void l_settings(void *ctx, uint32_t qid, const struct queue_conf *d)
+{
+	if (ctx != &lr_token)
+		lr_bad_ctx++;
+	log_record_settings(&lr, qid, d);
+}
+
+static void l_purge(void *ctx, uint32_t qid)
+{
+	lev_add(ctx, L_PURGE, NULL, 0)->qid = qid;
+}
+
+static void l_drop(void *ctx, uint32_t qid)
+{
+	lev_add(ctx, L_DROP, NULL, 0)->qid = qid;
+}
+
 static const struct engine_log rec_log = {
-	.ctx = &lr_token, .queue = l_queue, .put = l_put, .take = l_take,
-	.done = l_done, .back = l_back, .delay = l_delay, .dead = l_dead,
+	.ctx = &lr_token, .queue = l_queue, .settings = l_settings, .put = l_put,
+	.take = l_take, .done = l_done, .back = l_back, .delay = l_delay,
+	.dead = l_dead, .purge = l_purge, .drop = l_drop,
 };
 
 /* From now on e's changes are recorded, from an empty record. */
@@ -2027,16 +2046,7 @@ static void expect_no_more_ev(size_t n)
 		         n, n < lr.n ? lkind_name(lr.v[n].kind) : "-");
 }
 
-static uint32_t qid_of(struct engine *e, const char *name)
-{
-	uint32_t id = 0;
-	for (struct queue *q = engine_next_queue(e, NULL); q;
-	     q = engine_next_queue(e, q), id++)
-		if (strcmp(queue_name(q), name) == 0)
-			return id;
-	fail_msg("no queue %s", name);
-	return 0;
-}
+static uint32_t qid_of(struct engine *e, const char *name);
 
 /* U = Q + F + D for every queue, and nobody waits for what is there. */
 static void check_counts(const struct engine *e)
@@ -2074,9 +2084,18 @@ struct dtask {
 	size_t len;
 };
 
+struct dqueue {
+	uint32_t qid;
+	char name[140];
+	bool declared;                /* settings came for it */
+	struct queue_conf settings;   /* dead_letter: dead_letter[] */
+	char dead_letter[140];
+};
+
 struct dumped {
-	struct { uint32_t qid; char name[140]; } q[64];
+	struct dqueue q[64];
 	size_t nq;
+	bool settings_astray;      /* settings not right after their queue */
 	uint64_t next_id;
 	unsigned next_id_calls;
 	struct dtask *t;
@@ -2095,6 +2114,25 @@ static void d_queue(void *ctx, uint32_t qid, const char *name, size_t len)
 	memcpy(d->q[d->nq].name, name, len);
 	d->q[d->nq].name[len] = '\0';
 	d->nq++;
+}
+
+static void d_settings(void *ctx, uint32_t qid, const struct queue_conf *c)
+{
+	struct dumped *d = ctx;
+	if (!d->nq || d->q[d->nq - 1].qid != qid || d->q[d->nq - 1].declared ||
+	    !d->q[d->nq - 1].name[0]) {
+		d->settings_astray = true;
+		return;
+	}
+	struct dqueue *q = &d->q[d->nq - 1];
+	q->declared = true;
+	q->settings = *c;
+	q->settings.name = NULL;
+	if (c->dead_letter) {
+		assert_true(strlen(c->dead_letter) < sizeof q->dead_letter);
+		strcpy(q->dead_letter, c->dead_letter);
+		q->settings.dead_letter = q->dead_letter;
+	}
 }
 
 static void d_next_id(void *ctx, uint64_t next)
@@ -2121,21 +2159,43 @@ static void d_task(void *ctx, uint32_t qid, uint64_t task, uint32_t deliveries,
 	memcpy(t->item, item, len);
 }
 
-static void dump(const struct engine *e, struct dumped *d)
-{
-	memset(d, 0, sizeof *d);
-	const struct engine_dump cb = {
-		.ctx = d, .queue = d_queue, .next_id = d_next_id, .task = d_task,
-	};
-	engine_dump(e, &cb);
-	assert_int_equal(d->next_id_calls, 1);
-	assert_false(d->queue_after_task);
-}
-
 static void dumped_free(struct dumped *d)
 {
 	free(d->t);
 	d->t = NULL;
+}
+
+static void dump(const struct engine *e, struct dumped *d)
+{
+	memset(d, 0, sizeof *d);
+	const struct engine_dump cb = {
+		.ctx = d, .queue = d_queue, .settings = d_settings,
+		.next_id = d_next_id, .task = d_task,
+	};
+	engine_dump(e, &cb);
+	assert_int_equal(d->next_id_calls, 1);
+	assert_false(d->queue_after_task);
+	assert_false(d->settings_astray);
+	/* Every id up to the highest in use, in order; the last one in use. */
+	for (size_t i = 0; i < d->nq; i++)
+		assert_int_equal(d->q[i].qid, i);
+	if (d->nq)
+		assert_true(d->q[d->nq - 1].name[0] != '\0');
+}
+
+static uint32_t qid_of(struct engine *e, const char *name)
+{
+	struct dumped d;
+	dump(e, &d);
+	for (size_t i = 0; i < d.nq; i++)
+		if (strcmp(d.q[i].name, name) == 0) {
+			uint32_t id = d.q[i].qid;
+			dumped_free(&d);
+			return id;
+		}
+	dumped_free(&d);
+	fail_msg("no queue %s", name);
+	return 0;
 }
 
 /* The dumped tasks of queue qid in state st, in the dump's order. */
@@ -2192,9 +2252,15 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 	dump(b, &db);
 	assert_int_equal(da.nq, db.nq);
 	for (size_t i = 0; i < da.nq; i++) {
-		assert_int_equal(da.q[i].qid, i);
-		assert_int_equal(db.q[i].qid, i);
 		assert_string_equal(da.q[i].name, db.q[i].name);
+		assert_int_equal(da.q[i].declared, db.q[i].declared);
+		const struct queue_conf *ca = &da.q[i].settings;
+		const struct queue_conf *cb = &db.q[i].settings;
+		assert_int_equal(ca->has_maxsize, cb->has_maxsize);
+		assert_int_equal(ca->maxsize, cb->maxsize);
+		assert_int_equal(ca->has_max_deliveries, cb->has_max_deliveries);
+		assert_int_equal(ca->max_deliveries, cb->max_deliveries);
+		assert_string_equal(da.q[i].dead_letter, db.q[i].dead_letter);
 	}
 	assert_int_equal(da.next_id, db.next_id);
 	assert_int_equal(engine_next_task_id(a), engine_next_task_id(b));
@@ -2217,13 +2283,11 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 			for (size_t i = 0; i < na; i++)
 				expect_same_dtask(xa[i], xb[i]);
 		}
+		const char *name = da.q[qid].name;
+		if (!*name)
+			continue;   /* a free id */
 		struct queue_stats sa, sb;
-		struct queue *qa = engine_next_queue(a, NULL);
-		struct queue *qb = engine_next_queue(b, NULL);
-		for (uint32_t k = 0; k < qid; k++) {
-			qa = engine_next_queue(a, qa);
-			qb = engine_next_queue(b, qb);
-		}
+		struct queue *qa = findq(a, name), *qb = findq(b, name);
 		engine_queue_stats(a, qa, NULL, 0, &sa);
 		engine_queue_stats(b, qb, NULL, 0, &sb);
 		assert_int_equal(sa.qsize, sb.qsize);
@@ -2231,6 +2295,14 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 		assert_int_equal(sa.delayed, sb.delayed);
 		assert_int_equal(sa.unfinished, sb.unfinished);
 		assert_int_equal(sa.maxsize, sb.maxsize);
+		assert_int_equal(sa.max_deliveries, sb.max_deliveries);
+		struct queue_settings seta = engine_queue_settings(a, qa);
+		char dla[140];
+		snprintf(dla, sizeof dla, "%s", seta.dead_letter ? seta.dead_letter :
+		         "(none)");
+		struct queue_settings setb = engine_queue_settings(b, qb);
+		assert_string_equal(dla, setb.dead_letter ? setb.dead_letter :
+		                    "(none)");
 	}
 	free(xa);
 	free(xb);
@@ -2242,9 +2314,13 @@ static void expect_same_tasks(struct engine *a, struct engine *b)
 static struct engine *replay_dump(const struct dumped *d)
 {
 	struct engine *e = engine_new(&std_conf);
-	for (size_t i = 0; i < d->nq; i++)
+	for (size_t i = 0; i < d->nq; i++) {
 		assert_int_equal(engine_replay_queue(e, d->q[i].qid, d->q[i].name,
 		                                     strlen(d->q[i].name)), 0);
+		if (d->q[i].declared)
+			assert_int_equal(engine_replay_settings(e, d->q[i].qid,
+			                 &d->q[i].settings), 0);
+	}
 	engine_replay_next_id(e, d->next_id);
 	for (size_t i = 0; i < d->nt; i++) {
 		const struct dtask *t = &d->t[i];
@@ -2267,6 +2343,441 @@ static struct engine *replay_log(void)
 			         (unsigned long long)lr.v[i].task);
 	check_counts(e);
 	return e;
+}
+
+/* ---- declare, purge, delete ----------------------------------------------- */
+
+/*
+ * A declare as the daemon makes it: a dry one first, which must say what
+ * the real one then does and change nothing.  r's dead_letter is copied
+ * into dl (the engine's is good only until its next call).
+ */
+static int declare(struct engine *e, const struct queue_conf *want,
+                   struct declare_result *r, char dl[140])
+{
+	struct declare_result dry;
+	char dry_dl[140];
+	size_t n = engine_queue_count(e);
+	int dry_rc = engine_declare(e, want, true, &dry);
+	snprintf(dry_dl, 140, "%s", dry.settings.dead_letter ?
+	         dry.settings.dead_letter : "(none)");
+	assert_null(dry.queue);
+	assert_int_equal(engine_queue_count(e), n);
+
+	int rc = engine_declare(e, want, false, r);
+	snprintf(dl, 140, "%s", r->settings.dead_letter ?
+	         r->settings.dead_letter : "(none)");
+	check_engine(e);
+	assert_int_equal(rc, dry_rc);
+	assert_int_equal(r->created, dry.created);
+	assert_int_equal(r->settings.maxsize, dry.settings.maxsize);
+	assert_int_equal(r->settings.max_deliveries, dry.settings.max_deliveries);
+	assert_string_equal(dl, dry_dl);
+	assert_ptr_equal(r->conflict, dry.conflict);
+	assert_int_equal(r->configured, dry.configured);
+	if (rc == JQ_OK) {
+		assert_non_null(r->queue);
+		assert_ptr_equal(findq(e, want->name), r->queue);
+		assert_int_equal(engine_queue_count(e), n + r->created);
+	} else {
+		assert_null(r->queue);
+		assert_int_equal(engine_queue_count(e), n);
+	}
+	return rc;
+}
+
+/* A declare that must answer conflict over setting, changing nothing. */
+static void expect_conflict(struct engine *e, const struct queue_conf *want,
+                            const char *setting, bool configured)
+{
+	struct declare_result r;
+	char dl[140];
+	struct queue *before = findq(e, want->name);
+	assert_int_equal(declare(e, want, &r, dl), JQ_CONFLICT);
+	assert_string_equal(r.conflict, setting);
+	assert_int_equal(r.configured, configured);
+	assert_ptr_equal(findq(e, want->name), before);
+}
+
+static void declare_makes_a_queue_with_the_settings_named(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+	struct queue_conf w = { .name = "fresh", .has_maxsize = true,
+	                        .maxsize = 5 };
+
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_true(r.created);
+	assert_int_equal(r.settings.maxsize, 5);
+	assert_int_equal(r.settings.max_deliveries, 0);   /* the default */
+	assert_string_equal(dl, "fresh.dead");
+	assert_int_equal(qstats(e, "fresh").maxsize, 5);
+	/* The bound holds as one from the configuration does. */
+	uint64_t t;
+	for (int i = 0; i < 5; i++)
+		put(e, r.queue, "x");
+	assert_int_equal(try_put(e, r.queue, "y", NULL, &t), JQ_FULL);
+
+	/* Again: nothing new, the same answer. */
+	struct queue *fresh = r.queue;
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_false(r.created);
+	assert_ptr_equal(r.queue, fresh);
+	assert_int_equal(qstats(e, "fresh").qsize, 5);
+
+	/* All three named: a task past max_deliveries goes where it says. */
+	struct queue_conf all = {
+		.name = "all", .has_maxsize = true, .maxsize = 1,
+		.has_max_deliveries = true, .max_deliveries = 1,
+		.dead_letter = "graveyard",
+	};
+	assert_int_equal(declare(e, &all, &r, dl), JQ_OK);
+	assert_true(r.created);
+	assert_int_equal(r.settings.max_deliveries, 1);
+	assert_string_equal(dl, "graveyard");
+	put(e, r.queue, "poison");
+	assert_int_equal(release(e, get(e, r.queue).task, 0), JQ_OK);
+	assert_int_equal(qstats(e, "all").dead_lettered, 1);
+	expect_get(e, findq(e, "graveyard"), "poison", 1);
+
+	/* Nothing named: made as put makes it. */
+	struct queue_conf bare = { .name = "bare" };
+	assert_int_equal(declare(e, &bare, &r, dl), JQ_OK);
+	assert_true(r.created);
+	assert_int_equal(r.settings.maxsize, 0);
+	assert_string_equal(dl, "bare.dead");
+}
+
+static void declare_of_an_existing_queue_compares_what_it_names(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+	struct queue *q = mkq(e, "plain");   /* as put makes it: defaults */
+	put(e, q, "x");
+
+	struct queue_conf same = {
+		.name = "plain", .has_maxsize = true, .maxsize = 0,
+		.has_max_deliveries = true, .max_deliveries = 0,
+		.dead_letter = "plain.dead",
+	};
+	assert_int_equal(declare(e, &same, &r, dl), JQ_OK);
+	assert_false(r.created);
+	assert_ptr_equal(r.queue, q);
+	struct queue_conf none = { .name = "plain" };
+	assert_int_equal(declare(e, &none, &r, dl), JQ_OK);
+
+	struct queue_conf w = { .name = "plain", .has_maxsize = true,
+	                        .maxsize = 3 };
+	expect_conflict(e, &w, "maxsize", false);
+	w = (struct queue_conf){ .name = "plain", .has_max_deliveries = true,
+	                         .max_deliveries = 2 };
+	expect_conflict(e, &w, "max_deliveries", false);
+	w = (struct queue_conf){ .name = "plain", .dead_letter = "other" };
+	expect_conflict(e, &w, "dead_letter", false);
+	/* The first named setting that differs is the one named. */
+	w = (struct queue_conf){ .name = "plain", .has_maxsize = true,
+	                         .has_max_deliveries = true,
+	                         .max_deliveries = 9, .dead_letter = "zz" };
+	expect_conflict(e, &w, "max_deliveries", false);
+	/* Nothing changed. */
+	struct queue_stats s = qstats(e, "plain");
+	assert_int_equal(s.maxsize, 0);
+	assert_int_equal(s.max_deliveries, 0);
+	assert_int_equal(s.qsize, 1);
+
+	/* Declared settings are compared the same way. */
+	struct queue_conf d = { .name = "d", .has_maxsize = true, .maxsize = 4 };
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	d.dead_letter = "d.dead";
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	assert_false(r.created);
+	d.maxsize = 5;
+	expect_conflict(e, &d, "maxsize", false);
+}
+
+static void declare_never_changes_what_the_configuration_sets(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+
+	/* Whether or not the queue exists yet. */
+	struct queue_conf w = { .name = "small", .has_maxsize = true,
+	                        .maxsize = 3 };
+	expect_conflict(e, &w, "maxsize", true);
+	assert_null(findq(e, "small"));
+	w.maxsize = 2;
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_true(r.created);
+	w.maxsize = 3;
+	expect_conflict(e, &w, "maxsize", true);
+
+	w = (struct queue_conf){ .name = "jobs", .has_max_deliveries = true,
+	                         .max_deliveries = 5 };
+	expect_conflict(e, &w, "max_deliveries", true);
+	w = (struct queue_conf){ .name = "drop", .dead_letter = "drop.dead" };
+	expect_conflict(e, &w, "dead_letter", true);
+	struct declare_result c;
+	assert_int_equal(engine_declare(e, &w, true, &c), JQ_CONFLICT);
+	assert_null(c.settings.dead_letter);   /* off: dropped */
+	w = (struct queue_conf){ .name = "custom", .dead_letter = "morgue" };
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+
+	/* What the configuration leaves alone may be declared, and the
+	 * reply holds the configuration's settings too. */
+	w = (struct queue_conf){ .name = "jobs", .has_maxsize = true,
+	                         .maxsize = 7 };
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_true(r.created);
+	assert_int_equal(r.settings.maxsize, 7);
+	assert_int_equal(r.settings.max_deliveries, 2);
+	assert_string_equal(dl, "jobs.dead");
+	/* The defaults are not the configuration's to keep. */
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .default_maxsize = 9,
+		.default_max_deliveries = 4, .max_queues = 8,
+	};
+	e = restart(state, &conf);
+	w = (struct queue_conf){ .name = "q", .has_maxsize = true, .maxsize = 1,
+	                         .has_max_deliveries = true,
+	                         .max_deliveries = 0 };
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_int_equal(r.settings.maxsize, 1);
+	assert_int_equal(r.settings.max_deliveries, 0);
+}
+
+static void reload_puts_the_configuration_over_declared_settings(void **state)
+{
+	static struct queue_conf mine[] = {
+		{ .name = "mine", .has_maxsize = true, .maxsize = 1 },
+	};
+	static const struct engine_conf with_mine = {
+		.clock = fake_clock, .max_queues = 8, .queues = mine,
+		.nqueues = LEN(mine),
+	};
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+	struct tw w;
+	uint64_t t;
+	struct queue_conf d = { .name = "mine", .has_maxsize = true,
+	                        .maxsize = 3, .has_max_deliveries = true,
+	                        .max_deliveries = 2 };
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	struct queue *q = r.queue;
+
+	engine_reconfigure(e, &with_mine);
+	struct queue_stats s = qstats(e, "mine");
+	assert_int_equal(s.maxsize, 1);          /* the configuration's */
+	assert_int_equal(s.max_deliveries, 2);   /* still the declared one */
+	expect_conflict(e, &d, "maxsize", true);
+	put(e, q, "a");
+	tw_init(&w, NEVER);
+	assert_int_equal(try_put(e, q, "b", &w, &t), JQ_PARKED);
+
+	/* The configuration says no more: the declared maxsize is back, and
+	 * lets the blocked put in. */
+	engine_reconfigure(e, &std_conf);
+	assert_int_equal(qstats(e, "mine").maxsize, 3);
+	expect_done(&w, JQ_OK, 2, NULL, 0);
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	assert_false(r.created);
+}
+
+static void declare_counts_against_max_queues(void **state)
+{
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 2, .queues = std_queues,
+		.nqueues = LEN(std_queues),
+	};
+	struct engine *e = restart(state, &conf);
+	struct declare_result r;
+	char dl[140];
+	struct queue_conf a = { .name = "a" }, b = { .name = "b" };
+	struct queue_conf c = { .name = "c", .has_maxsize = true, .maxsize = 1 };
+
+	assert_int_equal(declare(e, &a, &r, dl), JQ_OK);
+	assert_int_equal(declare(e, &b, &r, dl), JQ_OK);
+	assert_int_equal(declare(e, &c, &r, dl), JQ_TOO_MANY_QUEUES);
+	assert_false(r.created);
+	assert_int_equal(declare(e, &a, &r, dl), JQ_OK);   /* exists */
+	/* A conflict is told first: nothing would change either way. */
+	struct queue_conf small = { .name = "small", .has_maxsize = true,
+	                            .maxsize = 9 };
+	expect_conflict(e, &small, "maxsize", true);
+}
+
+static void dry_declare_changes_nothing(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	struct queue_conf w = { .name = "n", .has_maxsize = true, .maxsize = 2,
+	                        .dead_letter = "x" };
+	record_log(e);
+	assert_int_equal(engine_declare(e, &w, true, &r), JQ_OK);
+	assert_true(r.created);
+	assert_null(r.queue);
+	assert_int_equal(r.settings.maxsize, 2);
+	assert_string_equal(r.settings.dead_letter, "x");
+	assert_null(findq(e, "n"));
+	assert_int_equal(engine_queue_count(e), 0);
+	expect_no_more_ev(0);
+	lr_free();
+}
+
+static void purge_finishes_queued_tasks_only(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "jobs");   /* max_deliveries 2 */
+	const char *items[] = { "a", "b", "c", "d", "e" };
+	for (size_t i = 0; i < LEN(items); i++)
+		put(e, q, items[i]);
+	uint64_t ta = get(e, q).task;
+	uint64_t tb = get(e, q).task;
+	assert_int_equal(release(e, tb, 100), JQ_OK);
+	uint64_t tc = get(e, q).task;
+	assert_int_equal(release(e, tc, 0), JQ_OK);   /* c, back at the head */
+	uint64_t live = engine_live_bytes(e);
+
+	assert_int_equal(engine_purge(e, q), 3);      /* c, d, e */
+	check_engine(e);
+	expect_counts(e, "jobs", 0, 1, 1);
+	struct queue_stats s = qstats(e, "jobs");
+	assert_int_equal(s.purged, 3);
+	assert_int_equal(s.task_dones, 0);
+	assert_int_equal(s.dead_lettered, 0);        /* not dead letters */
+	assert_null(findq(e, "jobs.dead"));
+	assert_int_equal(engine_live_bytes(e), live - 3 * (1 + 24));
+
+	/* What was in flight or delayed goes on. */
+	assert_int_equal(done_ok(e, ta), 1);
+	advance_to(e, now + 100);
+	assert_int_equal(expect_get(e, q, "b", 2), tb);
+	done_ok(e, tb);
+	assert_int_equal(engine_live_bytes(e), 0);
+
+	assert_int_equal(engine_purge(e, q), 0);      /* empty */
+	assert_int_equal(engine_purge(e, NULL), 0);   /* no such queue */
+	assert_int_equal(qstats(e, "jobs").purged, 3);
+}
+
+static void purge_wakes_blocked_puts_and_joins(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "one");   /* maxsize 1 */
+	struct tw p1, p2, j;
+	uint64_t t;
+
+	put(e, q, "a");
+	tw_init(&p1, NEVER);
+	tw_init(&p2, NEVER);
+	assert_int_equal(try_put(e, q, "b", &p1, &t), JQ_PARKED);
+	assert_int_equal(try_put(e, q, "c", &p2, &t), JQ_PARKED);
+	tw_init(&j, NEVER);
+	assert_int_equal(join(e, q, &j), JQ_PARKED);
+
+	/* Room for one: the oldest blocked put goes in, as after a get. */
+	assert_int_equal(engine_purge(e, q), 1);
+	check_engine(e);
+	expect_done(&p1, JQ_OK, 2, NULL, 0);
+	assert_int_equal(p2.calls, 0);
+	assert_int_equal(j.calls, 0);
+	assert_int_equal(engine_purge(e, q), 1);
+	expect_done(&p2, JQ_OK, 3, NULL, 0);
+	assert_int_equal(j.calls, 0);
+	/* Nothing unfinished: the join returns, as after a task_done. */
+	assert_int_equal(engine_purge(e, q), 1);
+	check_engine(e);
+	expect_done(&j, JQ_OK, 0, NULL, 0);
+	assert_int_equal(qstats(e, "one").purged, 3);
+}
+
+static void delete_needs_a_queue_with_nothing_unfinished(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "q");
+
+	put(e, q, "a");
+	assert_int_equal(engine_delete(e, q), JQ_CONFLICT);       /* queued */
+	uint64_t t = get(e, q).task;
+	assert_int_equal(engine_delete(e, q), JQ_CONFLICT);       /* in flight */
+	assert_int_equal(release(e, t, 50), JQ_OK);
+	assert_int_equal(engine_delete(e, q), JQ_CONFLICT);       /* delayed */
+	check_engine(e);
+	assert_ptr_equal(findq(e, "q"), q);
+	expect_counts(e, "q", 0, 0, 1);
+	advance_to(e, now + 50);
+	done_ok(e, get(e, q).task);
+	assert_int_equal(engine_delete(e, q), JQ_OK);
+	check_engine(e);
+	assert_null(findq(e, "q"));
+	assert_int_equal(engine_queue_count(e), 0);
+	assert_null(engine_next_queue(e, NULL));
+}
+
+static void delete_answers_waiting_getters_empty(void **state)
+{
+	struct engine *e = *state;
+	struct queue *q = mkq(e, "q"), *other = mkq(e, "other");
+	struct tw g1, g2, g3;
+
+	assert_int_equal(park_get(e, q, &g1, NEVER), JQ_PARKED);
+	assert_int_equal(park_get(e, q, &g2, 500), JQ_PARKED);
+	assert_int_equal(park_get(e, other, &g3, NEVER), JQ_PARKED);
+	assert_int_equal(engine_delete(e, q), JQ_OK);
+	check_engine(e);
+	expect_done(&g1, JQ_EMPTY, 0, "", 0);
+	expect_done(&g2, JQ_EMPTY, 0, "", 0);
+	assert_true(g1.seq < g2.seq);            /* in arrival order */
+	assert_int_equal(g3.calls, 0);           /* other queues' wait on */
+	assert_int_equal(engine_next_deadline(e), NEVER);   /* g2's timer */
+	put(e, other, "x");
+	expect_done(&g3, JQ_OK, 1, "x", 1);
+}
+
+static void deleted_queue_frees_its_name_id_and_place(void **state)
+{
+	static const struct engine_conf conf = {
+		.clock = fake_clock, .max_queues = 2,
+	};
+	struct engine *e = restart(state, &conf);
+	struct declare_result r;
+	char dl[140];
+	struct queue *a = mkq(e, "a"), *b = mkq(e, "b"), *q;
+
+	uint64_t last = put(e, a, "x");
+	done_ok(e, get(e, a).task);
+	assert_int_equal(engine_queue(e, "c", 1, true, &q), JQ_TOO_MANY_QUEUES);
+	/* max_queues bounds the queues that exist. */
+	assert_int_equal(engine_delete(e, a), JQ_OK);
+	assert_int_equal(engine_queue_count(e), 1);
+	struct queue *c = mkq(e, "c");
+	assert_int_equal(qid_of(e, "c"), 0);     /* a's id */
+	assert_ptr_equal(engine_next_queue(e, NULL), c);
+	assert_ptr_equal(engine_next_queue(e, c), b);
+	assert_null(engine_next_queue(e, b));
+
+	/* The name again: a new queue, its counters from zero, task ids on. */
+	assert_int_equal(engine_delete(e, b), JQ_OK);
+	struct queue_conf w = { .name = "a", .has_maxsize = true, .maxsize = 3 };
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_true(r.created);
+	assert_int_equal(qid_of(e, "a"), 1);
+	struct queue_stats s = qstats(e, "a");
+	assert_int_equal(s.puts + s.gets + s.task_dones, 0);
+	assert_int_equal(s.maxsize, 3);
+	assert_true(put(e, r.queue, "y") > last);
+
+	/* The settings go with the queue. */
+	assert_int_equal(engine_purge(e, r.queue), 1);
+	assert_int_equal(engine_delete(e, r.queue), JQ_OK);
+	assert_int_equal(mkq(e, "a") != NULL, true);
+	assert_int_equal(qstats(e, "a").maxsize, 0);
+	w.maxsize = 0;
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);
+	assert_false(r.created);
 }
 
 /* ---- a long queue --------------------------------------------------------- */
@@ -2553,6 +3064,61 @@ static void log_tells_nothing_of_what_changes_nothing(void **state)
 	done_ok(e, a);
 	put(e, mkq(e, "new"), "b");
 	expect_no_more_ev(0);
+	lr_free();
+}
+
+static void log_tells_settings_purges_and_drops(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+	struct queue_conf d = { .name = "d", .has_maxsize = true, .maxsize = 3,
+	                        .dead_letter = "dl" };
+	struct queue_conf bare = { .name = "bare" };
+
+	record_log(e);
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	const struct lev *ev = expect_ev(0, L_QUEUE, 0);
+	assert_int_equal(ev->qid, 0);
+	assert_string_equal(ev->text, "d");
+	ev = expect_ev(1, L_SETTINGS, 0);
+	assert_int_equal(ev->qid, 0);
+	assert_true(ev->settings.has_maxsize);
+	assert_int_equal(ev->settings.maxsize, 3);
+	assert_false(ev->settings.has_max_deliveries);
+	assert_string_equal(ev->text, "dl");
+	expect_no_more_ev(2);
+	/* What changes nothing tells nothing: a declare of what is there, a
+	 * conflict, a purge of nothing, a delete refused. */
+	assert_int_equal(declare(e, &d, &r, dl), JQ_OK);
+	d.maxsize = 4;
+	expect_conflict(e, &d, "maxsize", false);
+	assert_int_equal(engine_purge(e, r.queue), 0);
+	put(e, r.queue, "a");
+	assert_int_equal(engine_delete(e, r.queue), JQ_CONFLICT);
+	assert_int_equal(declare(e, &bare, &r, dl), JQ_OK);   /* no settings */
+	expect_ev(2, L_PUT, 1);
+	expect_ev(3, L_QUEUE, 0);
+	assert_int_equal(lr.v[3].qid, 1);
+	expect_no_more_ev(4);
+
+	struct queue *q = findq(e, "d");
+	put(e, q, "b");
+	assert_int_equal(engine_purge(e, q), 2);
+	ev = expect_ev(5, L_PURGE, 0);
+	assert_int_equal(ev->qid, 0);
+	assert_int_equal(engine_delete(e, q), JQ_OK);
+	ev = expect_ev(6, L_DROP, 0);
+	assert_int_equal(ev->qid, 0);
+	/* The lowest free id again. */
+	mkq(e, "new");
+	ev = expect_ev(7, L_QUEUE, 0);
+	assert_int_equal(ev->qid, 0);
+	expect_no_more_ev(8);
+
+	struct engine *copy = replay_log();
+	expect_same_state(e, copy);
+	engine_free(copy);
 	lr_free();
 }
 
@@ -2858,6 +3424,75 @@ static void replay_dead_rejects_a_new_id_past_the_limit(void **state)
 	assert_int_equal(engine_next_task_id(e), 2);
 }
 
+static void replay_queue_takes_free_ids(void **state)
+{
+	struct engine *e = *state;
+	assert_int_equal(engine_replay_queue(e, 0, "a", 1), 0);
+	assert_int_equal(engine_replay_queue(e, 2, "", 0), -1);  /* skips 1 */
+	assert_int_equal(engine_replay_queue(e, 1, "", 0), 0);   /* free */
+	assert_int_equal(engine_replay_queue(e, 0, "", 0), -1);  /* not next */
+	assert_int_equal(engine_replay_queue(e, 2, "", 0), 0);
+	assert_int_equal(engine_replay_queue(e, 3, "d", 1), 0);
+	assert_int_equal(engine_queue_count(e), 2);
+	assert_int_equal(engine_replay_queue(e, 3, "x", 1), -1);  /* taken */
+	assert_int_equal(engine_replay_queue(e, 5, "x", 1), -1);  /* past */
+	assert_int_equal(engine_replay_queue(e, 2, "a", 1), -1);  /* name */
+	assert_int_equal(engine_replay_queue(e, 2, "c", 1), 0);   /* a free id */
+	assert_int_equal(qid_of(e, "c"), 2);
+	/* A new queue takes the lowest free id. */
+	mkq(e, "b");
+	assert_int_equal(qid_of(e, "b"), 1);
+	mkq(e, "e");
+	assert_int_equal(qid_of(e, "e"), 4);
+	/* Listed by id. */
+	const char *order[] = { "a", "b", "c", "d", "e" };
+	size_t i = 0;
+	for (struct queue *q = engine_next_queue(e, NULL); q;
+	     q = engine_next_queue(e, q))
+		assert_string_equal(queue_name(q), order[i++]);
+	assert_int_equal(i, 5);
+}
+
+static void replay_settings_purge_and_drop_need_their_queue(void **state)
+{
+	struct engine *e = *state;
+	struct queue_conf d = { .has_maxsize = true, .maxsize = 5,
+	                        .dead_letter = "x" };
+	struct queue_conf none = { 0 };
+	assert_int_equal(engine_replay_settings(e, 0, &d), -1);   /* no queue */
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);
+	assert_int_equal(engine_replay_settings(e, 0, &none), -1);  /* empty */
+	assert_int_equal(engine_replay_settings(e, 0, &d), 0);
+	assert_int_equal(engine_replay_settings(e, 0, &d), -1);   /* again */
+	assert_int_equal(qstats(e, "q").maxsize, 5);
+	assert_string_equal(engine_queue_settings(e, findq(e, "q")).dead_letter,
+	                    "x");
+	/* Settings of the configuration still win. */
+	assert_int_equal(engine_replay_queue(e, 1, "small", 5), 0);
+	assert_int_equal(engine_replay_settings(e, 1, &d), 0);
+	assert_int_equal(qstats(e, "small").maxsize, 2);
+
+	assert_int_equal(engine_replay_purge(e, 0), -1);          /* nothing */
+	assert_int_equal(engine_replay_purge(e, 7), -1);
+	assert_int_equal(engine_replay_task(e, 0, 3, 0, ENGINE_QUEUED, 0, "a",
+	                                    1), 0);
+	assert_int_equal(engine_replay_task(e, 0, 4, 1, ENGINE_INFLIGHT, 0, "b",
+	                                    1), 0);
+	assert_int_equal(engine_replay_drop(e, 0), -1);           /* unfinished */
+	assert_int_equal(engine_replay_purge(e, 0), 0);
+	expect_counts(e, "q", 0, 1, 0);
+	assert_int_equal(engine_live_bytes(e), 1 + 24);
+	assert_int_equal(engine_replay_drop(e, 0), -1);           /* in flight */
+	assert_int_equal(engine_replay_done(e, 4), 0);
+	assert_int_equal(engine_replay_drop(e, 0), 0);
+	assert_null(findq(e, "q"));
+	assert_int_equal(engine_replay_drop(e, 0), -1);           /* gone */
+	assert_int_equal(engine_replay_settings(e, 0, &d), -1);
+	assert_int_equal(engine_replay_queue(e, 0, "q", 1), 0);   /* again */
+	assert_int_equal(qstats(e, "q").maxsize, 0);   /* without its settings */
+	assert_int_equal(engine_next_task_id(e), 5);
+}
+
 static void replay_next_id_only_raises(void **state)
 {
 	struct engine *e = *state;
@@ -3042,6 +3677,53 @@ static void dump_of_an_empty_engine(void **state)
 	engine_free(copy);
 }
 
+/* Free ids below the highest in use and declared settings go into the
+ * dump, so that its replay gives the same ids to the queues made next. */
+static void dump_keeps_free_ids_and_declared_settings(void **state)
+{
+	struct engine *e = *state;
+	struct declare_result r;
+	char dl[140];
+	struct queue_conf w = { .name = "b", .has_max_deliveries = true,
+	                        .max_deliveries = 4, .dead_letter = "grave" };
+	const char *names[] = { "a", "b", "c", "d", "e" };
+	for (size_t i = 0; i < LEN(names); i++)
+		mkq(e, names[i]);
+	assert_int_equal(engine_delete(e, findq(e, "b")), JQ_OK);
+	assert_int_equal(declare(e, &w, &r, dl), JQ_OK);   /* b: id 1 again */
+	put(e, r.queue, "x");
+	assert_int_equal(engine_delete(e, findq(e, "c")), JQ_OK);
+	assert_int_equal(engine_delete(e, findq(e, "a")), JQ_OK);
+	assert_int_equal(engine_delete(e, findq(e, "e")), JQ_OK);   /* last */
+
+	struct dumped dd;
+	dump(e, &dd);
+	assert_int_equal(dd.nq, 4);   /* the free id past the last is not */
+	assert_string_equal(dd.q[0].name, "");
+	assert_string_equal(dd.q[1].name, "b");
+	assert_true(dd.q[1].declared);
+	assert_int_equal(dd.q[1].settings.max_deliveries, 4);
+	assert_string_equal(dd.q[1].dead_letter, "grave");
+	assert_string_equal(dd.q[2].name, "");
+	assert_string_equal(dd.q[3].name, "d");
+	assert_false(dd.q[3].declared);
+
+	struct engine *copy = replay_dump(&dd);
+	expect_same_state(e, copy);
+	const char *next[] = { "n0", "n2", "n4" };
+	for (size_t i = 0; i < LEN(next); i++) {
+		struct queue *q;
+		mkq(e, next[i]);
+		/* (A replayed engine's counters start at 0: no check_engine.) */
+		assert_int_equal(engine_queue(copy, next[i], 2, true, &q), JQ_OK);
+		assert_int_equal(qid_of(e, next[i]), 2 * i);
+		assert_int_equal(qid_of(copy, next[i]), 2 * i);
+	}
+	expect_same_state(e, copy);
+	dumped_free(&dd);
+	engine_free(copy);
+}
+
 /* engine_live_bytes counts the tasks held: none held, none counted,
  * whichever way they went (finished, dropped, dead-lettered and then
  * finished).  The journal compacts by it. */
@@ -3084,21 +3766,51 @@ static unsigned lrnd(unsigned n)
 #define LR_WAITERS 12
 #define LR_RECENT 32
 
+/* A random declare of the queue name, dead letters to a queue in names: it
+ * may make the queue with settings of its own, or find it, or conflict.
+ * The queue, or NULL. */
+static struct queue *random_declare(struct engine *e, const char *name,
+                                    const char *const *names, size_t n)
+{
+	struct queue_conf w = { .name = (char *)name };
+	struct declare_result r;
+	char dl[140];
+	if (lrnd(2)) {
+		w.has_maxsize = true;
+		w.maxsize = lrnd(4);
+	}
+	if (lrnd(2)) {
+		w.has_max_deliveries = true;
+		w.max_deliveries = lrnd(3);
+	}
+	if (lrnd(2))
+		w.dead_letter = (char *)names[lrnd((unsigned)n)];
+	if (w.dead_letter && !strcmp(w.dead_letter, w.name))
+		w.dead_letter = NULL;
+	declare(e, &w, &r, dl);
+	return findq(e, name);
+}
+
 /*
  * Thousands of random steps (puts, blocked puts, gets held, leased and
  * plain, waiting getters, task_done, release with and without delay,
  * holders dropped, leases and delays running out, dead letters with and
- * without a queue), the log recording every change.  Every so often the
- * log so far is replayed into a fresh engine, which must hold exactly the
- * same state; a dump of it must replay into the same state again.
+ * without a queue, declares, purges, deletes of queues that are empty,
+ * and the names taken again), the log recording every change.  Every so
+ * often the log so far is replayed into a fresh engine, which must hold
+ * exactly the same state; a dump of it must replay into the same state
+ * again.
  */
 static void log_replay_reproduces_a_random_history(void **state)
 {
+	/* The first ones are made by put and get, the others only by a
+	 * declare (and as dead-letter queues). */
 	static const char *const names[] = {
 		"small", "one", "jobs", "drop", "custom", "plain", "nodl",
+		"mine", "morgue", "d1", "d2",
 	};
+	enum { MADE_BY_PUT = 7 };
 	struct engine *e = *state;
-	struct queue *qs[LEN(names)] = { 0 };
 	struct holder h[2] = { { 0 }, { 0 } };
 	struct tw w[LR_WAITERS];
 	uint64_t recent[LR_RECENT] = { 0 };
@@ -3108,12 +3820,18 @@ static void log_replay_reproduces_a_random_history(void **state)
 	for (size_t i = 0; i < LR_WAITERS; i++)
 		w[i].calls = 1;                       /* free */
 	record_log(e);
-	for (size_t i = 0; i < LEN(names); i++)
-		qs[i] = mkq(e, names[i]);
-
 	for (unsigned step = 1; step <= 6000; step++) {
-		struct queue *q = qs[lrnd(LEN(names))];
-		unsigned op = lrnd(100);
+		/* A queue made as put and get make it, or by a declare, unless
+		 * the op is a declare, a purge or a delete. */
+		unsigned ni = lrnd(LEN(names));
+		const char *name = names[ni];
+		unsigned op = lrnd(112);
+		struct queue *q = findq(e, name);
+		if (!q && op < 100)
+			q = ni < MADE_BY_PUT ? mkq(e, name) :
+			    random_declare(e, name, names, LEN(names));
+		if (!q && op < 100)
+			continue;   /* a conflict */
 		struct tw *free_w = NULL;
 		for (size_t i = 0; i < LR_WAITERS; i++)
 			if (w[i].calls)
@@ -3156,8 +3874,19 @@ static void log_replay_reproduces_a_random_history(void **state)
 			        lrnd(2) ? 0 : 1 + lrnd(40));
 		} else if (op < 88) {
 			drop_holder(e, &h[lrnd(2)]);
-		} else {
+		} else if (op < 100) {
 			advance_to(e, now + lrnd(12));
+		} else if (op < 104) {
+			random_declare(e, name, names, LEN(names));
+		} else if (op < 106) {
+			engine_purge(e, q);
+			check_engine(e);
+		} else if (q) {   /* purged first, so that more can go */
+			if (lrnd(2))
+				engine_purge(e, q);
+			int rc = engine_delete(e, q);
+			check_engine(e);
+			assert_int_equal(rc == JQ_OK, findq(e, name) == NULL);
 		}
 		/* Tasks that waiting getters got are recent too. */
 		for (size_t i = 0; i < LR_WAITERS; i++)
@@ -3188,7 +3917,7 @@ static void log_replay_reproduces_a_random_history(void **state)
 	assert_true(checks >= 10);
 	assert_true(dead > 0);
 	/* Each kind of change happened. */
-	for (int k = L_QUEUE; k <= L_DEAD; k++) {
+	for (int k = L_QUEUE; k <= L_LAST; k++) {
 		bool seen = false;
 		for (size_t i = 0; i < lr.n && !seen; i++)
 			seen = lr.v[i].kind == (enum lkind)k;
@@ -3213,6 +3942,11 @@ static void log_replay_reproduces_a_random_history(void **state)
  * each random step to both, collects the done() calls each makes, and
  * compares answers, wake-ups and every queue's figures.
  *
+ * Queues come and go: declare makes one with settings of its own (the
+ * configuration's win), purge finishes its queued tasks, delete removes a
+ * queue with nothing unfinished; its name is then free, and its figures
+ * start again from zero.
+ *
  * To make the outcome exact, no two leases or delays share a deadline:
  * the clock moves in steps of 4 ms, leases end at 4k+1, delays at 4k+2 and
  * wait timeouts at 4k+3, and a lease or delay never reuses a deadline.
@@ -3225,6 +3959,7 @@ static void log_replay_reproduces_a_random_history(void **state)
 #define M_STEPS 20000
 #define M_TIME_SLOTS (1u << 21)
 #define M_NONE (-1)
+#define M_OTHER (-2)               /* dead letters to a queue not modelled */
 
 enum mstate { M_UNUSED, M_QUEUED, M_INFLIGHT, M_DELAYED, M_GONE };
 
@@ -3244,11 +3979,12 @@ struct mqueue {
 	bool exists;
 	uint64_t maxsize;
 	unsigned max_deliveries;
-	int dead;                  /* dead-letter queue, or M_NONE */
+	int dead;                  /* dead-letter queue, M_NONE or M_OTHER */
 	uint64_t fifo[M_TASKS];    /* fifo[0] is the head */
 	size_t n;
 	uint64_t inflight, delayed;
 	uint64_t puts, gets, task_dones, releases, redeliveries, dead_lettered;
+	uint64_t purged;
 	int waits[3][M_WAITERS];   /* by enum wait_kind, oldest first */
 	size_t nwaits[3];
 	bool dirty;                /* to serve after a holder drop */
@@ -3279,6 +4015,10 @@ static struct model {
 	struct holder h[M_HOLDERS];
 	uint64_t next_id, seq;
 	uint64_t dl_puts;          /* tasks put by dead-lettering */
+	uint64_t dropped;          /* tasks past max_deliveries dropped */
+	uint64_t redeliveries, deletes, declared;
+	/* the figures of queues deleted */
+	uint64_t gone_puts, gone_task_dones, gone_purged;
 	size_t nexist;
 	bool defer;
 	unsigned char used[M_TIME_SLOTS / 8];    /* deadlines given out */
@@ -3316,6 +4056,44 @@ static unsigned rnd(unsigned n)
 	m->rng ^= m->rng >> 7;
 	m->rng ^= m->rng << 17;
 	return (unsigned)(m->rng % n);
+}
+
+/* The model's index of a queue name, or M_OTHER. */
+static int m_index(const char *name)
+{
+	for (int i = 0; i < M_QUEUES; i++)
+		if (!strcmp(m_names[i], name))
+			return i;
+	return M_OTHER;
+}
+
+static const struct queue_conf *m_conf(int qi)
+{
+	for (size_t c = 0; c < LEN(model_queues); c++)
+		if (!strcmp(model_queues[c].name, m_names[qi]))
+			return &model_queues[c];
+	return NULL;
+}
+
+/* A queue's settings from the configuration, over those declared (d may
+ * be NULL), over the defaults: PROTOCOL.md's order. */
+static void m_settings(int qi, const struct queue_conf *d)
+{
+	struct mqueue *q = &m->q[qi];
+	const struct queue_conf *c = m_conf(qi);
+	char dead[32];
+	q->maxsize = c && c->has_maxsize ? c->maxsize :
+	             d && d->has_maxsize ? d->maxsize :
+	             model_conf.default_maxsize;
+	/* default_max_deliveries is 0: dead-letter queues or not. */
+	q->max_deliveries = c && c->has_max_deliveries ? c->max_deliveries :
+	                    d && d->has_max_deliveries ? d->max_deliveries : 0;
+	snprintf(dead, sizeof dead, "%s.dead", q->name);
+	if (c && c->dead_letter)
+		q->dead = !strcmp(c->dead_letter, "off") ? M_NONE :
+		          m_index(c->dead_letter);
+	else
+		q->dead = m_index(d && d->dead_letter ? d->dead_letter : dead);
 }
 
 static bool m_full(const struct mqueue *q)
@@ -3422,8 +4200,10 @@ static uint64_t m_deliver(int qi, int holder, msec_t lease)
 	t->deliveries++;
 	q->inflight++;
 	q->gets++;
-	if (t->deliveries > 1)
+	if (t->deliveries > 1) {
 		q->redeliveries++;
+		m->redeliveries++;
+	}
 	t->leased = lease != 0;
 	t->at = lease ? now + lease : NEVER;
 	t->holder = lease ? M_NONE : holder;
@@ -3483,6 +4263,9 @@ static void m_come_back(uint64_t id, msec_t delay)
 	if (q->max_deliveries && t->deliveries >= q->max_deliveries) {
 		q->dead_lettered++;
 		t->state = M_GONE;
+		assert_int_not_equal(q->dead, M_OTHER);
+		if (q->dead == M_NONE)
+			m->dropped++;
 		if (q->dead != M_NONE) {
 			if (!m->q[q->dead].exists) {
 				m->q[q->dead].exists = true;
@@ -3834,6 +4617,113 @@ static void m_step_cancel_all(struct engine *e)
 		}
 }
 
+/* A declare with random settings; a max_deliveries always comes with a
+ * dead-letter queue the model knows. */
+static void m_step_declare(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct mqueue *q = &m->q[qi];
+	const struct queue_conf *c = m_conf(qi);
+	struct queue_conf w = { .name = (char *)q->name };
+	int dead = M_NONE;
+	if (rnd(2)) {
+		w.has_maxsize = true;
+		w.maxsize = rnd(4);
+	}
+	if (rnd(2)) {
+		w.has_max_deliveries = true;
+		w.max_deliveries = rnd(3);
+	}
+	if (rnd(2) || w.max_deliveries) {
+		dead = (qi + 1 + (int)rnd(M_QUEUES - 1)) % M_QUEUES;
+		w.dead_letter = (char *)m_names[dead];
+	}
+
+	struct declare_result r;
+	char dl[140];
+	int rc = declare(e, &w, &r, dl);
+
+	/* What it is held to: the queue's own, or the configuration's. */
+	struct mqueue was = *q;
+	if (!q->exists)
+		m_settings(qi, NULL);
+	const char *conflict =
+		w.has_maxsize && w.maxsize != q->maxsize &&
+		(q->exists || (c && c->has_maxsize)) ? "maxsize" :
+		w.has_max_deliveries && w.max_deliveries != q->max_deliveries &&
+		(q->exists || (c && c->has_max_deliveries)) ? "max_deliveries" :
+		w.dead_letter && dead != q->dead &&
+		(q->exists || (c && c->dead_letter)) ? "dead_letter" : NULL;
+	if (conflict) {
+		assert_int_equal(rc, JQ_CONFLICT);
+		assert_string_equal(r.conflict, conflict);
+	} else if (!q->exists && m->nexist >= model_conf.max_queues) {
+		assert_int_equal(rc, JQ_TOO_MANY_QUEUES);
+	} else {
+		assert_int_equal(rc, JQ_OK);
+		assert_int_equal(r.created, !q->exists);
+		if (!q->exists) {
+			q->exists = true;
+			m->nexist++;
+			m->declared++;
+			m_settings(qi, &w);
+		}
+		assert_int_equal(r.settings.maxsize, q->maxsize);
+		assert_int_equal(r.settings.max_deliveries, q->max_deliveries);
+		return;
+	}
+	if (!was.exists) {   /* as it was: nothing changed */
+		q->maxsize = was.maxsize;
+		q->max_deliveries = was.max_deliveries;
+		q->dead = was.dead;
+	}
+}
+
+static void m_step_purge(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct mqueue *q = &m->q[qi];
+	struct queue *eq;
+	m_queue(e, qi, false, &eq);
+	uint64_t n = engine_purge(e, eq);
+	assert_int_equal(n, q->exists ? q->n : 0);
+	for (size_t i = 0; i < q->n; i++)
+		m->t[q->fifo[i]].state = M_GONE;
+	q->purged += q->n;
+	q->n = 0;
+	if (q->exists)
+		m_service(qi);
+}
+
+static void m_step_delete(struct engine *e)
+{
+	int qi = (int)rnd(M_QUEUES);
+	struct mqueue *q = &m->q[qi];
+	struct queue *eq;
+	if (m_queue(e, qi, false, &eq) == M_NONE)
+		return;
+	int rc = engine_delete(e, eq);
+	if (m_unfinished(q)) {
+		assert_int_equal(rc, JQ_CONFLICT);
+		return;
+	}
+	assert_int_equal(rc, JQ_OK);
+	assert_int_equal(q->nwaits[WAIT_PUT] + q->nwaits[WAIT_JOIN], 0);
+	while (q->nwaits[WAIT_GET]) {
+		struct mwaiter *w = &m->w[q->waits[WAIT_GET][0]];
+		m_unwait(w);
+		m_expect(w->idx, JQ_EMPTY, 0);
+	}
+	m->gone_puts += q->puts;
+	m->gone_task_dones += q->task_dones;
+	m->gone_purged += q->purged;
+	m->deletes++;
+	m->nexist--;
+	struct mqueue fresh = { .name = q->name };
+	memcpy(q, &fresh, sizeof fresh);   /* its figures from zero */
+	m_settings(qi, NULL);
+}
+
 static int by_waiter(const void *a, const void *b)
 {
 	const struct event *x = a, *y = b;
@@ -3873,17 +4763,21 @@ static void m_compare_queues(struct engine *e, unsigned step)
 		struct queue_stats s;
 		m_queue(e, qi, false, &eq);
 		engine_queue_stats(e, eq, q->name, strlen(q->name), &s);
+		/* A queue that does not exist reads as empty, with the maxsize
+		 * of its configuration: what a new one would get. */
 		uint64_t want[] = {
 			q->n, q->inflight, q->delayed, m_unfinished(q),
-			q->maxsize, q->puts, q->gets, q->task_dones,
+			q->maxsize, q->exists ? q->max_deliveries : 0,
+			q->puts, q->gets, q->task_dones,
 			q->releases, q->redeliveries, q->dead_lettered,
-			q->nwaits[WAIT_PUT], q->nwaits[WAIT_GET],
+			q->purged, q->nwaits[WAIT_PUT], q->nwaits[WAIT_GET],
 			q->nwaits[WAIT_JOIN],
 		};
 		uint64_t got[] = {
 			s.qsize, s.inflight, s.delayed, s.unfinished,
-			s.maxsize, s.puts, s.gets, s.task_dones, s.releases,
-			s.redeliveries, s.dead_lettered, s.waiting_puts,
+			s.maxsize, s.max_deliveries, s.puts, s.gets,
+			s.task_dones, s.releases, s.redeliveries,
+			s.dead_lettered, s.purged, s.waiting_puts,
 			s.waiting_gets, s.waiting_joins,
 		};
 		for (size_t i = 0; i < LEN(want); i++)
@@ -3893,6 +4787,18 @@ static void m_compare_queues(struct engine *e, unsigned step)
 				         q->name, i,
 				         (unsigned long long)got[i],
 				         (unsigned long long)want[i]);
+		if (eq) {
+			struct queue_settings set = engine_queue_settings(e, eq);
+			char dead[32];
+			snprintf(dead, sizeof dead, "%s.dead", q->name);
+			const char *want_dl = q->dead == M_NONE ? NULL :
+			                      q->dead == M_OTHER ? dead :
+			                      m_names[q->dead];
+			if (!want_dl || !set.dead_letter)
+				assert_ptr_equal(set.dead_letter, want_dl);
+			else
+				assert_string_equal(set.dead_letter, want_dl);
+		}
 	}
 	int wi;
 	uint64_t id;
@@ -3907,19 +4813,12 @@ static struct engine *m_init(void **state)
 	m->rng = UINT64_C(0x2545F4914F6CDD1D);
 	m->next_id = 1;
 	for (int qi = 0; qi < M_QUEUES; qi++) {
-		struct mqueue *q = &m->q[qi];
-		q->name = m_names[qi];
-		q->maxsize = model_conf.default_maxsize;
-		q->dead = M_NONE;
-		for (size_t c = 0; c < LEN(model_queues); c++)
-			if (strcmp(model_queues[c].name, q->name) == 0) {
-				q->maxsize = model_queues[c].maxsize;
-				q->max_deliveries =
-					model_queues[c].max_deliveries;
-			}
+		m->q[qi].name = m_names[qi];
+		m_settings(qi, NULL);
 	}
-	m->q[0].dead = 4;              /* a -> a.dead */
-	m->q[3].dead = 5;              /* d -> grave; b's are dropped */
+	assert_int_equal(m->q[0].dead, 4);   /* a -> a.dead */
+	assert_int_equal(m->q[1].dead, M_NONE);   /* b's are dropped */
+	assert_int_equal(m->q[3].dead, 5);   /* d -> grave */
 	for (int i = 0; i < M_WAITERS; i++)
 		m->w[i].idx = i;
 	now = 4000;
@@ -3936,8 +4835,14 @@ static void random_ops_match_model(void **state)
 	struct engine *e = m_init(state);
 
 	for (unsigned step = 0; step < M_STEPS; step++) {
-		unsigned r = rnd(100);
-		if (r < 20)
+		unsigned r = rnd(106);
+		if (r >= 104)
+			m_step_delete(e);
+		else if (r >= 102)
+			m_step_purge(e);
+		else if (r >= 100)
+			m_step_declare(e);
+		else if (r < 20)
 			m_step_put(e);
 		else if (r < 40)
 			m_step_get(e);
@@ -3985,7 +4890,8 @@ static void random_ops_match_model(void **state)
 			uint64_t left;
 			assert_int_equal(engine_task_done(e, id, &left), JQ_OK);
 		}
-	uint64_t puts = 0, finished = 0;
+	uint64_t puts = m->gone_puts, finished = m->gone_task_dones;
+	uint64_t purged = m->gone_purged;
 	for (int qi = 0; qi < M_QUEUES; qi++) {
 		struct queue *eq;
 		if (m_queue(e, qi, false, &eq) == M_NONE)
@@ -4006,15 +4912,19 @@ static void random_ops_match_model(void **state)
 		assert_int_equal(s.unfinished, 0);
 		puts += s.puts;
 		finished += s.task_dones;
+		purged += s.purged;
 	}
 	check_engine(e);
 	assert_int_equal(puts, m->next_id - 1);
-	assert_int_equal(finished + m->q[1].dead_lettered,     /* b drops */
+	assert_int_equal(finished + purged + m->dropped,
 	                 m->next_id - 1 - m->dl_puts);
 	/* The run reached the interesting places. */
 	assert_true(m->dl_puts > 0);
-	assert_true(m->q[1].dead_lettered > 0);
-	assert_true(m->q[0].redeliveries > 0);
+	assert_true(m->dropped > 0);
+	assert_true(m->redeliveries > 0);
+	assert_true(purged > 0);
+	assert_true(m->deletes > 10);
+	assert_true(m->declared > 0);
 	engine_free(e);
 	*state = NULL;
 	free(m);
@@ -4353,6 +5263,18 @@ int main(void)
 		T(stats_of_unknown_queue_use_configured_maxsize),
 		T(queues_listed_in_creation_order),
 
+		T(declare_makes_a_queue_with_the_settings_named),
+		T(declare_of_an_existing_queue_compares_what_it_names),
+		T(declare_never_changes_what_the_configuration_sets),
+		T(reload_puts_the_configuration_over_declared_settings),
+		T(declare_counts_against_max_queues),
+		T(dry_declare_changes_nothing),
+		T(purge_finishes_queued_tasks_only),
+		T(purge_wakes_blocked_puts_and_joins),
+		T(delete_needs_a_queue_with_nothing_unfinished),
+		T(delete_answers_waiting_getters_empty),
+		T(deleted_queue_frees_its_name_id_and_place),
+
 		T(fits_refusal_on_immediate_get_changes_nothing),
 		T(fits_sees_the_next_delivery_count),
 		T(fits_refusal_on_parked_getter_keeps_item_for_next),
@@ -4372,6 +5294,7 @@ int main(void)
 		T(log_tells_delay_with_its_deadline),
 		T(log_tells_dead_letters_with_and_without_a_queue),
 		T(log_tells_nothing_of_what_changes_nothing),
+		T(log_tells_settings_purges_and_drops),
 		T(replay_queue_takes_ids_in_order),
 		T(replay_task_places_each_state),
 		T(replay_task_rejects_what_does_not_fit),
@@ -4382,10 +5305,13 @@ int main(void)
 		T(replay_dead_moves_or_drops),
 		T(replay_dead_rejects_what_does_not_fit),
 		T(replay_dead_rejects_a_new_id_past_the_limit),
+		T(replay_queue_takes_free_ids),
+		T(replay_settings_purge_and_drop_need_their_queue),
 		T(replay_next_id_only_raises),
 		T(replay_end_returns_tasks_in_flight_oldest_first),
 		T(dump_then_replay_gives_the_same_state),
 		T(dump_of_an_empty_engine),
+		T(dump_keeps_free_ids_and_declared_settings),
 		T(live_bytes_come_back_to_zero),
 		T(log_replay_reproduces_a_random_history),
 

@@ -811,7 +811,51 @@ static void request_bad_request(void **state)
 		NAMES("{'op':'put','item':1,'noreply':'yes'}",
 		    JQ_BAD_REQUEST, "'noreply'"),
 		NAMES("{'op':'get','noreply':true}", JQ_BAD_REQUEST, "noreply"),
+		/* declare's settings: integers in range, a queue name */
+		NAMES("{'op':'declare','maxsize':-1}",
+		    JQ_BAD_REQUEST, "'maxsize'"),
+		NAMES("{'op':'declare','maxsize':2.0}",
+		    JQ_BAD_REQUEST, "'maxsize'"),
+		NAMES("{'op':'declare','maxsize':'3'}",
+		    JQ_BAD_REQUEST, "'maxsize'"),
+		NAMES("{'op':'declare','maxsize':true}",
+		    JQ_BAD_REQUEST, "'maxsize'"),
+		NAMES("{'op':'declare','max_deliveries':-1}",
+		    JQ_BAD_REQUEST, "'max_deliveries'"),
+		NAMES("{'op':'declare','max_deliveries':4294967296}",
+		    JQ_BAD_REQUEST, "4294967295"),
+		NAMES("{'op':'declare','max_deliveries':[1]}",
+		    JQ_BAD_REQUEST, "'max_deliveries'"),
+		NAMES("{'op':'declare','dead_letter':1}",
+		    JQ_BAD_REQUEST, "'dead_letter'"),
+		NAMES("{'op':'declare','dead_letter':['x']}",
+		    JQ_BAD_REQUEST, "'dead_letter'"),
+		NAMES("{'op':'declare','dead_letter':''}",
+		    JQ_BAD_QUEUE, "'dead_letter'"),
+		NAMES("{'op':'declare','dead_letter':'a b'}",
+		    JQ_BAD_QUEUE, "'dead_letter'"),
+		NAMES("{'op':'declare','queue':'q','dead_letter':'q'}",
+		    JQ_BAD_REQUEST, "itself"),
+		NAMES("{'op':'declare','dead_letter':'default'}",
+		    JQ_BAD_REQUEST, "itself"),
+		/* In the order the protocol names them: maxsize first, ... */
+		ROW("{'op':'declare','maxsize':-1,'max_deliveries':-1}",
+		    JQ_BAD_REQUEST),
+		NAMES("{'op':'declare','dead_letter':'a b','maxsize':-1}",
+		    JQ_BAD_REQUEST, "'maxsize'"),
+		NAMES("{'op':'declare','dead_letter':'a b','max_deliveries':-1}",
+		    JQ_BAD_REQUEST, "'max_deliveries'"),
 		/* Fine: the same fields in range. */
+		ROW("{'op':'declare','maxsize':0,'max_deliveries':0,"
+		    "'dead_letter':'x'}", JQ_OK),
+		ROW("{'op':'declare','maxsize':9223372036854775807,"
+		    "'max_deliveries':4294967295}", JQ_OK),
+		ROW("{'op':'declare','maxsize':null,'max_deliveries':null,"
+		    "'dead_letter':null}", JQ_OK),
+		ROW("{'op':'declare','dead_letter':'off'}", JQ_OK),
+		/* Fields only declare takes. */
+		ROW("{'op':'purge','maxsize':-1,'dead_letter':7}", JQ_OK),
+		ROW("{'op':'put','item':1,'max_deliveries':'x'}", JQ_OK),
 		ROW("{'op':'get','noreply':false}", JQ_OK),
 		ROW("{'op':'get','block':false,'timeout':0,'lease':0.001}",
 		    JQ_OK),
@@ -858,6 +902,10 @@ static void request_unknown_op(void **state)
 		ROW("{'op':'ping'}", JQ_OK),
 		ROW("{'op':'stats'}", JQ_OK),
 		ROW("{'op':'auth','token':'x'}", JQ_OK),
+		ROW("{'op':'declare'}", JQ_OK),
+		ROW("{'op':'purge'}", JQ_OK),
+		ROW("{'op':'delete'}", JQ_OK),
+		NAMES("{'op':'drop'}", JQ_UNKNOWN_OP, "delete"),
 	};
 	RUN_CASES(cases);
 }
@@ -888,6 +936,9 @@ static void request_bad_queue(void **state)
 		ROW("{'op':'get','queue':'!','noreply':true}", JQ_BAD_QUEUE),
 		ROW("{'op':'ping','queue':'!','noreply':7}", JQ_BAD_QUEUE),
 		ROW("{'op':'task_done','queue':'!','task':-1}", JQ_BAD_QUEUE),
+		ROW("{'op':'declare','queue':'!','maxsize':-1}", JQ_BAD_QUEUE),
+		ROW("{'op':'purge','queue':'!'}", JQ_BAD_QUEUE),
+		ROW("{'op':'delete','queue':''}", JQ_BAD_QUEUE),
 		/* ... but after op. */
 		ROW("{'queue':''}", JQ_BAD_REQUEST),
 		ROW("{'op':5,'queue':''}", JQ_BAD_REQUEST),
@@ -1054,6 +1105,37 @@ static void request_fields_parsed(void **state)
 	f = accept_frame("{'op':'task_done','task':9223372036854775807}", &r);
 	assert_int_equal(r.task, UINT64_C(9223372036854775807));
 	done(&r, f);
+
+	f = accept_frame("{'op':'declare','queue':'q','maxsize':3,"
+	                 "'max_deliveries':4294967295,'dead_letter':'q\\u002edead'}",
+	                 &r);
+	assert_int_equal(r.op, OP_DECLARE);
+	assert_true(r.has_maxsize);
+	assert_int_equal(r.maxsize, 3);
+	assert_true(r.has_max_deliveries);
+	assert_int_equal(r.max_deliveries, UINT32_MAX);
+	assert_string_equal(r.dead_letter, "q.dead");   /* escapes decoded */
+	done(&r, f);
+	f = accept_frame("{'op':'declare'}", &r);
+	assert_false(r.has_maxsize);
+	assert_false(r.has_max_deliveries);
+	assert_null(r.dead_letter);
+	done(&r, f);
+	/* A queue name too long for NAME.dead needs its dead_letter named
+	 * when it names max_deliveries. */
+	char long_name[200];
+	memset(long_name, 'x', 125);
+	strcpy(long_name + 125, ".dead");
+	char frame[400];
+	snprintf(frame, sizeof frame, "{'op':'declare','queue':'%s',"
+	         "'max_deliveries':1}", long_name);
+	assert_int_equal(verdict(frame, 0), JQ_BAD_REQUEST);
+	snprintf(frame, sizeof frame, "{'op':'declare','queue':'%s',"
+	         "'max_deliveries':1,'dead_letter':'dl'}", long_name);
+	assert_int_equal(verdict(frame, 0), JQ_OK);
+	snprintf(frame, sizeof frame, "{'op':'declare','queue':'%s',"
+	         "'max_deliveries':0}", long_name);
+	assert_int_equal(verdict(frame, 0), JQ_OK);
 
 	f = accept_frame("{'op':'ping','token':'s3cret'}", &r);
 	char buf[64];
@@ -2782,7 +2864,10 @@ static void errcode_names_round_trip(void **state)
 	assert_string_equal(errcode_name(JQ_TOO_MANY_CONNECTIONS),
 	                    "too_many_connections");
 	assert_string_equal(errcode_name(JQ_UNAVAILABLE), "unavailable");
-	assert_int_equal(JQ_NERR, 17);
+	/* conflict came last, so that the codes before keep their numbers. */
+	assert_string_equal(errcode_name(JQ_CONFLICT), "conflict");
+	assert_int_equal(JQ_UNAVAILABLE, 16);
+	assert_int_equal(JQ_NERR, 18);
 }
 
 static void errcode_unknown_names_and_codes(void **state)

@@ -5,18 +5,59 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, NamedTuple
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from .codec import dumps, wait_fields
 from .errors import Error, JoinTimeout, ProtocolError, TaskDoneError, \
     from_reply
-from .settings import Settings, check_name, seconds
+from .settings import LINGER, Settings, check_name, make_settings, \
+    seconds
+
+PUT_WINDOW = 512        # put_many: requests per write
+
+BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
+BACKOFF_MAX = 1.0              # (failover.h's FAILOVER_BACKOFF_*)
+FAILOVER_BUDGET = 5.0          # when io_timeout is None
 
 # Requests that may be sent again when their reply was lost (failover.c's
 # list, and the other read-only ones): nothing of them happens twice.  A
 # get's task comes back as after any disconnect.
 RESENDABLE = frozenset(("get", "ping", "qsize", "stats", "join", "empty",
                         "full", "declare"))
+
+
+class Retry:
+    """How long a call with several addresses keeps looking for a daemon
+    (failover.c, libjoinq's jqc_call_failover): io_timeout (5 s without
+    one) from the first failure on, pausing 50 ms, doubling to 1 s, after
+    each round of addresses that found none.  again() says whether to try
+    once more, after sleeping wait (time.sleep or asyncio.sleep: the
+    caller's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget = settings.io_timeout or FAILOVER_BUDGET
+        self.rounds = len(settings.addresses)
+        self.until = 0.0
+        self.pause = 0.0
+        self.tries = 0
+        self.wait = 0.0
+
+    def again(self, round_failed: bool = False) -> bool:
+        now = time.monotonic()
+        self.wait = 0.0
+        if not self.until:
+            self.until = now + self.budget
+        elif now > self.until:
+            return False
+        self.tries += 1
+        if round_failed or self.tries > self.rounds:
+            self.pause = BACKOFF_MIN if self.pause <= 0 else \
+                min(self.pause * 2, BACKOFF_MAX)
+            if now + self.pause > self.until:
+                return False
+            self.wait = self.pause
+        return True
 
 
 class Task(NamedTuple):
@@ -103,6 +144,112 @@ class Frames:
         return frame[:-2] + extra + "}\n"
 
 
+class QueueBase:
+    """What joinq's four queue classes (blocking and asyncio, Queue and
+    JoinableQueue) share: their arguments, settings and pickling.  The
+    arguments are documented on joinq.Queue."""
+
+    _joinable = False
+    _module = "joinq"
+
+    def __init__(self, name: str = "default", maxsize: int = 0, *,
+                 host: Any = None, port: int | str | None = None,
+                 token: str | None = None, token_file: Any = None,
+                 udp: bool = False, noreply: bool = False,
+                 serializer: Any = "json", max_deliveries: int | None = None,
+                 dead_letter: str | None = None,
+                 connect_timeout: float = 5.0,
+                 io_timeout: float | None = 5.0,
+                 linger: float = LINGER, ssl: Any = None) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError("maxsize must be an int, not %r" % (maxsize,))
+        self._setup(make_settings(name, host, port, token, token_file, udp,
+                                  noreply, serializer, connect_timeout,
+                                  io_timeout, linger, ssl), maxsize)
+        if maxsize > 0 or max_deliveries is not None or \
+                dead_letter is not None:
+            self._declare_first(self._frames.declare(
+                maxsize if maxsize > 0 else None, max_deliveries,
+                dead_letter))
+
+    def _setup(self, settings: Settings, maxsize: int) -> None:
+        self._settings = settings
+        self._frames = Frames(settings)
+        self._decode = settings.serializer.decode
+        self._closed = False
+        self.maxsize = maxsize
+
+    def _declare_first(self, frame: str) -> None:
+        """Declares the queue made with a maxsize (or other settings)."""
+        raise NotImplementedError
+
+    def __reduce__(self):
+        return (rebuild, (type(self), self._settings.reduced(),
+                          self.maxsize))
+
+    def __repr__(self) -> str:
+        return "<%s.%s %r at %s%s>" % (
+            self._module, type(self).__name__, self._settings.name,
+            ",".join(("[%s]:%d" if ":" in h else "%s:%d") % (h, p)
+                     for h, p in self._settings.addresses),
+            " closed" if self._closed else "")
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+
+class Scope:
+    """What ``with q.task()`` holds: how to get, then the Task got."""
+
+    def __init__(self, q: Any, block: bool, timeout: Any, lease: Any
+                 ) -> None:
+        self.q, self.block, self.timeout, self.lease = q, block, timeout, lease
+        self.task: Task | None = None
+
+
+def rebuild(cls: type, settings: dict[str, Any], maxsize: int) -> Any:
+    """Unpickles a queue: the same name, daemon and settings, connecting
+    afresh in this process; no declare is sent again."""
+    q = cls.__new__(cls)
+    q._setup(Settings(**settings), maxsize)
+    return q
+
+
+def put_chunks(frame: Callable[[Any], str], items: Iterable[Any]
+               ) -> Iterator[tuple[list[str], TypeError | None]]:
+    """put_many's requests, PUT_WINDOW at a time; an item JSON cannot hold
+    ends them, with the requests before it and its TypeError."""
+    it = iter(items)
+    while True:
+        chunk: list[str] = []
+        try:
+            for item in it:
+                chunk.append(frame(item))
+                if len(chunk) == PUT_WINDOW:
+                    break
+        except TypeError as e:
+            yield chunk, e
+            return
+        yield chunk, None
+        if len(chunk) < PUT_WINDOW:
+            return
+
+
+def put_replies(replies: list[dict[str, Any] | None], tasks: list[Any],
+                full: type) -> BaseException | None:
+    """Adds each put's task id (None if it was not queued, or unknown with
+    noreply) to tasks; returns the first failure."""
+    failure = None
+    for r in replies:
+        try:
+            tasks.append(None if r is None else put_result(r, full))
+        except (Error, full) as e:
+            tasks.append(None)
+            failure = failure or e
+    return failure
+
+
 # ---- replies ---------------------------------------------------------------
 
 def check(reply: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +277,33 @@ def get_result(reply: dict[str, Any], empty: type) -> Task | None:
     if reply.get("error") == "empty":
         return None
     raise from_reply(reply)
+
+
+def delivered(replies: list[dict[str, Any]], empty: type
+              ) -> tuple[list[Task], Error | None]:
+    """The tasks a batch of gets delivered, and its first failure."""
+    tasks, failure = [], None
+    for r in replies:
+        try:
+            t = get_result(r, empty)
+        except Error as e:
+            failure = failure or e
+            continue
+        if t is not None:
+            tasks.append(t)
+    return tasks, failure
+
+
+def release_order(book: "Book", current: int, ahead: "deque[Task]"
+                  ) -> list[int]:
+    """The tasks a consume loop gives back when it is left: the one in
+    hand (if not finished meanwhile) and those fetched ahead, in the order
+    to release them so that they stand at the head of the queue in the
+    order they came (each release puts its task at the head)."""
+    tids = [t.id for t in ahead]
+    if current and book.drop(current):
+        tids.insert(0, current)
+    return tids[::-1]
 
 
 def join_result(reply: dict[str, Any]) -> None:

@@ -21,11 +21,8 @@ from typing import Any
 
 from .codec import parse
 from .errors import CannotConnect, ConnectionLost
-from .settings import Address, Settings
+from .settings import Address, Settings, addresses
 
-BACKOFF_MIN = 0.05             # seconds between rounds that found no daemon
-BACKOFF_MAX = 1.0              # (failover.c's FAILOVER_BACKOFF_*)
-FAILOVER_BUDGET = 5.0          # when io_timeout is None
 UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
 
 
@@ -34,20 +31,47 @@ def hostport(address: Address) -> str:
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
-def backoff(last: float) -> float:
-    return BACKOFF_MIN if last <= 0 else min(last * 2, BACKOFF_MAX)
+def close_fd_only(sock: socket.socket) -> None:
+    """In a child after fork: closes this process's copy of the socket's
+    file descriptor only.  No shutdown, no write, nothing sent: the
+    socket is the parent's, and stays open there."""
+    fd = sock.detach()
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def lost(peer: str, e: BaseException, timed_out: bool,
+         timeout: float | None, what: str) -> ConnectionLost:
+    """The ConnectionLost for an error sending or reading."""
+    if timed_out:
+        return ConnectionLost("the daemon at %s %s for %.1f s"
+                              % (peer, what, timeout or 0))
+    return ConnectionLost("the connection to %s broke: %s"
+                          % (peer, getattr(e, "strerror", None) or e))
+
+
+def reply_of(peer: str, line: bytes) -> dict[str, Any]:
+    """A reply line read; a line cut short means the daemon closed."""
+    if not line.endswith(b"\n"):
+        raise ConnectionLost("the daemon at %s closed the connection" % peer)
+    return parse(line)
 
 
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "_timeout", "_poll")
+    __slots__ = ("sock", "rfile", "peer", "authed", "sent", "answered",
+                 "_timeout", "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
+        self.sent = self.answered = 0     # how far the exchange went
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -56,12 +80,9 @@ class TcpConnection:
         self._settimeout(timeout)
         try:
             self.sock.sendall(data)
-        except socket.timeout:
-            raise ConnectionLost("the daemon at %s took nothing for %.1f s"
-                                 % (self.peer, timeout)) from None
         except OSError as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e.strerror or e)) from None
+            raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
+                       "took nothing") from None
 
     def reply(self, timeout: float | None) -> dict[str, Any]:
         """The next reply; ConnectionLost when the connection closes or
@@ -69,16 +90,10 @@ class TcpConnection:
         self._settimeout(timeout)
         try:
             line = self.rfile.readline()
-        except socket.timeout:
-            raise ConnectionLost("no reply from %s within %.1f s"
-                                 % (self.peer, timeout)) from None
         except OSError as e:
-            raise ConnectionLost("the connection to %s broke: %s"
-                                 % (self.peer, e.strerror or e)) from None
-        if not line.endswith(b"\n"):
-            raise ConnectionLost("the daemon at %s closed the connection"
-                                 % self.peer)
-        return parse(line)
+            raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
+                       "sent no reply") from None
+        return reply_of(self.peer, line)
 
     def _settimeout(self, timeout: float | None) -> None:
         # settimeout costs a system call: only when it changes.
@@ -103,15 +118,7 @@ class TcpConnection:
             pass
 
     def forget(self) -> None:
-        """In a child after fork: closes this process's copy of the file
-        descriptor only.  No shutdown, no write, nothing sent: the
-        connection is the parent's, and stays open there."""
-        fd = self.sock.detach()
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fd_only(self.sock)
 
 
 def open_tcp(settings: Settings, address: Address) -> TcpConnection:
@@ -131,56 +138,85 @@ def open_tcp(settings: Settings, address: Address) -> TcpConnection:
     return TcpConnection(sock, hostport(address))
 
 
-class Pool:
-    """A queue object's TCP connections in one process.  borrow() gives a
-    connection to one caller; give() takes it back when its exchange went
-    well, discard() closes it when not.  With several addresses it
-    remembers which daemon answered last (cur) and the active daemon a
-    standby named, as failover.c does for the CLI."""
+class Rotation:
+    """Which daemon a new connection tries first, as failover.c does for
+    the CLI: the active daemon a standby named (once), then every address
+    from the one that answered last, or from the one after it when a
+    connection to it just failed.  No I/O: the pools here and in aio.py
+    connect."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cur = 0
+        self.active: Address | None = None
+
+    def candidates(self, after_failure: bool) -> list[tuple[int, Address]]:
+        addrs = self.settings.addresses
+        start = (self.cur + 1) % len(addrs) if after_failure else self.cur
+        order = [(-1, self.active)] if self.active else []
+        self.active = None
+        return order + [((start + i) % len(addrs),
+                         addrs[(start + i) % len(addrs)])
+                        for i in range(len(addrs))]
+
+    def answered(self, index: int) -> None:
+        if index >= 0:
+            self.cur = index
+
+    def take_idle(self, idle: list[Any], conns: set[Any]) -> Any:
+        """The most recently used idle connection that is still open (the
+        others closed and forgotten), or None."""
+        while idle:
+            conn = idle.pop()
+            if not conn.gone():
+                return conn
+            conns.discard(conn)
+            conn.close()
+        return None
+
+    def name_active(self, active: Any) -> None:
+        """Remembers the HOST:PORT a standby named as the active daemon."""
+        try:
+            self.active = addresses(str(active))[0]
+        except ValueError:
+            self.active = None
+
+    def no_daemon(self, why: list[str]) -> CannotConnect:
+        return CannotConnect("no daemon answers at %s (%s)"
+                             % (", ".join(map(hostport,
+                                              self.settings.addresses)),
+                                "; ".join(why)))
+
+
+class Pool(Rotation):
+    """A queue object's TCP connections in one process.  borrow() gives a
+    connection to one caller; give() takes it back when its exchange went
+    well, discard() closes it when not."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.lock = threading.Lock()
         self.idle: list[TcpConnection] = []
         self.conns: set[TcpConnection] = set()
-        self.cur = 0
-        self.active: Address | None = None
         self.closed = False
 
     def borrow(self, after_failure: bool = False) -> TcpConnection:
         with self.lock:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.gone():
-                    return conn
-                self.conns.discard(conn)
-                conn.close()
-                after_failure = True
-        return self.connect(after_failure)
+            conn = self.take_idle(self.idle, self.conns)
+        return conn or self.connect(after_failure)
 
     def give(self, conn: TcpConnection) -> None:
         with self.lock:
-            if self.closed:
-                self.conns.discard(conn)
-                conn.close()
-            else:
+            if not self.closed:
                 self.idle.append(conn)
+                return
+            self.conns.discard(conn)
+        conn.close()
 
     def discard(self, conn: TcpConnection) -> None:
         with self.lock:
             self.conns.discard(conn)
         conn.close()
-
-    def candidates(self, after_failure: bool) -> list[tuple[int, Address]]:
-        """One round: the active daemon a standby named, then every address
-        from the one used last (the one after it after a failure)."""
-        addrs = self.settings.addresses
-        start = (self.cur + 1) % len(addrs) if after_failure else self.cur
-        order = [(-1, self.active)] if self.active else []
-        self.active = None          # one try each time it is named
-        return order + [((start + i) % len(addrs),
-                         addrs[(start + i) % len(addrs)])
-                        for i in range(len(addrs))]
 
     def connect(self, after_failure: bool = False) -> TcpConnection:
         """A new connection to the first daemon that answers; CannotConnect
@@ -192,33 +228,31 @@ class Pool:
             except OSError as e:
                 why.append("%s: %s" % (hostport(address), e.strerror or e))
                 continue
-            if index >= 0:
-                self.cur = index
+            self.answered(index)
             with self.lock:
                 if self.closed:
                     conn.close()
                     raise ConnectionLost("the queue was closed")
                 self.conns.add(conn)
             return conn
-        raise CannotConnect("no daemon answers at %s (%s)"
-                            % (", ".join(map(hostport,
-                                             self.settings.addresses)),
-                               "; ".join(why)))
-
-    def name_active(self, active: Any) -> None:
-        """Remembers HOST:PORT that a standby named as the active daemon."""
-        from .settings import addresses
-        try:
-            self.active = addresses(str(active))[0]
-        except ValueError:
-            self.active = None
+        raise self.no_daemon(why)
 
     def close(self) -> None:
+        """Closes the idle connections; those in use are shut down, so that
+        a call waiting on one (a get in another thread) ends with
+        ConnectionLost, and closed by their borrower."""
         with self.lock:
             self.closed = True
-            conns, self.conns, self.idle = self.conns, set(), []
-        for conn in conns:
+            idle, self.idle = self.idle, []
+            self.conns.difference_update(idle)
+            busy = list(self.conns)
+        for conn in idle:
             conn.close()
+        for conn in busy:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def forget(self) -> None:
         """After fork, in the child: drops every connection (the parent's)
@@ -277,9 +311,4 @@ class UdpSocket:
         self.sock.close()
 
     def forget(self) -> None:
-        fd = self.sock.detach()
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fd_only(self.sock)

@@ -31,44 +31,17 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import RESENDABLE, Book, Frames, Task, check, get_result, \
-    join_result, put_result, task_id, wait_of
+from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
+    check, delivered, get_result, join_result, put_chunks, put_replies, \
+    put_result, release_order, task_id, wait_of
 from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
-from .settings import Settings, make_settings, seconds
+from .settings import LINGER, Settings, seconds
 
-PUT_WINDOW = 512        # put_many: requests per write
 UDP_WINDOW = 64         # put_many over UDP: datagrams awaiting a reply
 UDP_IO_TIMEOUT = 5.0    # when io_timeout is None (libjoinq's UDP default)
 
 _states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
 _state_lock = threading.Lock()
-
-
-class _Retry:
-    """How long a call with several addresses keeps looking for a daemon
-    (failover.c): io_timeout (5 s without one) from the first failure, a
-    pause of 50 ms doubling to 1 s after each round that found none."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.budget = settings.io_timeout or net.FAILOVER_BUDGET
-        self.rounds = len(settings.addresses)
-        self.until = 0.0
-        self.pause = 0.0
-        self.tries = 0
-
-    def again(self, round_failed: bool = False) -> bool:
-        now = time.monotonic()
-        if not self.until:
-            self.until = now + self.budget
-        elif now > self.until:
-            return False
-        self.tries += 1
-        if round_failed or self.tries > self.rounds:
-            self.pause = net.backoff(self.pause)
-            if now + self.pause > self.until:
-                return False
-            time.sleep(self.pause)
-        return True
 
 
 class _ProcessState:
@@ -97,36 +70,38 @@ class _ProcessState:
         daemon, when several are given, as libjoinq's do."""
         s = self.settings
         several = failover and len(s.addresses) > 1
-        retry = _Retry(s)
+        retry = Retry(s) if several else None
         after_failure = False
         timeout = None if wait is None or s.io_timeout is None \
             else wait + s.io_timeout
         while True:
+            if retry is not None and retry.wait:
+                time.sleep(retry.wait)
             if not ops and not self.book.pending:
                 return []
             try:
                 conn = self.pool.borrow(after_failure)
             except CannotConnect:
-                if several and retry.again(round_failed=True):
+                if retry is not None and retry.again(round_failed=True):
                     after_failure = True
                     continue
                 raise
-            dones = self.book.take()
-            auth = self.frames.auth if not conn.authed else None
-            progress = [0, 0]           # sent, task_dones answered
+            dones = self.book.take() if self.book.pending else []
+            auth = None if conn.authed else self.frames.auth
             refused: list[int] = []
             try:
                 refusal, replies = self._roundtrip(
-                    conn, auth, dones, ops, timeout, progress,
+                    conn, auth, dones, ops, timeout,
                     refused if several else None)
             except ConnectionLost as e:
                 self.pool.discard(conn)
-                self._unanswered(dones, progress, e)
-                if several and (op in RESENDABLE or not progress[0]) and \
+                self._unanswered(conn, dones, e)
+                if retry is not None and \
+                        (op in RESENDABLE or not conn.sent) and \
                         retry.again():
                     after_failure = True
                     continue
-                if progress[0] and op not in RESENDABLE:
+                if conn.sent and op not in RESENDABLE:
                     raise OutcomeUnknown(
                         "%s; the %s may or may not have taken effect"
                         % (e, op)) from None
@@ -135,19 +110,21 @@ class _ProcessState:
                 # Interrupted, or a reply that does not parse: the stream
                 # is out of step.
                 self.pool.discard(conn)
-                self._unanswered(dones, progress, e)
+                self._unanswered(conn, dones, e)
                 raise
             if refusal is not None:
                 # Every request behind a refused auth got the same
                 # refusal: nothing was done.
                 self.pool.discard(conn)
                 self.book.give_back(dones)
-                if several and self._standby(refusal) and retry.again():
+                if retry is not None and self._standby(refusal) and \
+                        retry.again():
                     after_failure = True
                     continue
                 check(refusal)
-            self.book.give_back(refused)
-            if several and len(ops) == 1 and \
+            if refused:
+                self.book.give_back(refused)
+            if retry is not None and len(ops) == 1 and \
                     replies[0].get("error") == "unavailable" and \
                     self._standby(replies[0], conn, timeout) and \
                     retry.again():
@@ -159,16 +136,22 @@ class _ProcessState:
 
     def _roundtrip(self, conn: net.TcpConnection, auth: str | None,
                    dones: list[int], ops: list[str], timeout: float | None,
-                   progress: list[int], refused: list[int] | None
+                   refused: list[int] | None
                    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """One write, then the replies: the auth's (returned when it was
         refused, and nothing more read), the task_dones' (into the book;
-        into refused when a standby refused them, if given), the ops'."""
-        lines = [auth] if auth else []
-        lines += [Frames.task_done(t) for t in dones]
-        lines += ops
-        conn.send("".join(lines).encode(), timeout)
-        progress[0] = 1
+        into refused when a standby refused them, if given), the ops'.
+        conn.sent and conn.answered say how far it went."""
+        conn.sent = conn.answered = 0
+        if auth or dones:
+            lines = [auth] if auth else []
+            lines += [Frames.task_done(t) for t in dones]
+            lines += ops
+            data = "".join(lines)
+        else:
+            data = ops[0] if len(ops) == 1 else "".join(ops)
+        conn.send(data.encode(), timeout)
+        conn.sent = 1
         if auth:
             r = conn.reply(timeout)
             if not r["ok"]:
@@ -176,17 +159,19 @@ class _ProcessState:
             conn.authed = True
         for tid in dones:
             r = conn.reply(timeout)
-            progress[1] += 1
+            conn.answered += 1
             if refused is not None and r.get("error") == "unavailable":
                 refused.append(tid)       # nothing changed: send it again
             else:
                 self.book.answered(tid, r)
+        if len(ops) == 1:
+            return None, [conn.reply(timeout)]
         return None, [conn.reply(timeout) for _ in ops]
 
-    def _unanswered(self, dones: list[int], progress: list[int],
+    def _unanswered(self, conn: net.TcpConnection, dones: list[int],
                     why: BaseException) -> None:
-        if progress[0]:
-            self.book.lost(dones[progress[1]:], why)
+        if conn.sent:
+            self.book.lost(dones[conn.answered:], why)
         else:
             self.book.give_back(dones)
 
@@ -292,30 +277,38 @@ class _ProcessState:
 
 
 class _Flusher:
-    """The process's thread that sends deferred task_dones nobody else
-    carried within their queue's linger."""
+    """The process's thread that sends the deferred task_dones nobody else
+    carried within their queue's linger.  It is woken when it sleeps with
+    no deadline, looks when the oldest waiting task_done is due, and after
+    a look that found none waiting it looks once more a linger later
+    before sleeping again: a consumer's next request takes its task_done
+    first, and waking the thread for each would cost more (the GIL) than
+    the flush saves."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.states: dict[_ProcessState, None] = {}
         self.thread: threading.Thread | None = None
-        self.wake_at = float("-inf")      # when the thread looks next
+        self.wake_at = float("inf")      # when the thread looks next
+        self.tick = LINGER
 
     def schedule(self, st: _ProcessState) -> None:
         at = time.monotonic() + st.settings.linger
         with self.cond:
             self.states[st] = None
+            self.tick = max(st.settings.linger, 0.0005)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, daemon=True,
                                                name="joinq-flusher")
                 self.thread.start()
             if at < self.wake_at:
+                self.wake_at = at
                 self.cond.notify()
 
     def _due(self) -> list[_ProcessState]:
+        quiet = 0
         with self.cond:
             while True:
-                now = time.monotonic()
                 soonest = float("inf")
                 due = []
                 for st in list(self.states):
@@ -325,13 +318,15 @@ class _Flusher:
                         if left <= 0:
                             due.append(st)
                     else:
-                        soonest = min(soonest, now + left)
+                        soonest = min(soonest, left)
                 if due:
                     return due
-                self.wake_at = soonest
-                self.cond.wait(None if soonest == float("inf")
-                               else soonest - now)
-                self.wake_at = float("-inf")
+                quiet = quiet + 1 if soonest == float("inf") else 0
+                wait = soonest if soonest != float("inf") else \
+                    None if quiet > 1 else self.tick
+                self.wake_at = float("inf") if wait is None \
+                    else time.monotonic() + wait
+                self.cond.wait(wait)
 
     def _run(self) -> None:
         while True:
@@ -385,15 +380,7 @@ except ImportError:             # pragma: no cover - a Python without it
     pass
 
 
-def _rebuild(cls: type, settings: dict[str, Any], maxsize: int) -> Any:
-    """Unpickles a queue: the same name, daemon and settings, connecting
-    afresh in this process; no declare is sent again."""
-    q = cls.__new__(cls)
-    q._setup(Settings(**settings), maxsize)
-    return q
-
-
-class Queue:
+class Queue(QueueBase):
     """A queue held by joinqd, used as ``multiprocessing.Queue``: ``get``
     removes an item for good (its task is finished for you, its
     task_done sent with the next request).  JoinableQueue adds task_done
@@ -438,52 +425,16 @@ class Queue:
     got without a lease and not finished go back to their queue.
     """
 
-    _joinable = False
-
-    def __init__(self, name: str = "default", maxsize: int = 0, *,
-                 host: Any = None, port: int | str | None = None,
-                 token: str | None = None, token_file: Any = None,
-                 udp: bool = False, noreply: bool = False,
-                 serializer: Any = "json", max_deliveries: int | None = None,
-                 dead_letter: str | None = None,
-                 connect_timeout: float = 5.0,
-                 io_timeout: float | None = 5.0,
-                 linger: float = 0.001, ssl: Any = None) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError("maxsize must be an int, not %r" % (maxsize,))
-        self._setup(make_settings(name, host, port, token, token_file, udp,
-                                  noreply, serializer, connect_timeout,
-                                  io_timeout, linger, ssl), maxsize)
-        if maxsize > 0 or max_deliveries is not None or \
-                dead_letter is not None:
-            try:
-                self.declare(maxsize if maxsize > 0 else None,
-                             max_deliveries, dead_letter)
-            except BaseException:
-                self.close()
-                raise
-
     def _setup(self, settings: Settings, maxsize: int) -> None:
-        self._settings = settings
-        self._frames = Frames(settings)
-        self._decode = settings.serializer.decode
+        super()._setup(settings, maxsize)
         self._st: _ProcessState | None = None
-        self._closed = False
-        self.maxsize = maxsize
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), self._settings.reduced(),
-                           self.maxsize))
-
-    def __repr__(self) -> str:
-        return "<joinq.%s %r at %s%s>" % (
-            type(self).__name__, self._settings.name,
-            ",".join(map(net.hostport, self._settings.addresses)),
-            " closed" if self._closed else "")
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
+    def _declare_first(self, frame: str) -> None:
+        try:
+            check(self._call(frame, 0, "declare"))
+        except BaseException:
+            self.close()
+            raise
 
     # ---- plumbing --------------------------------------------------------
 
@@ -596,6 +547,13 @@ class Queue:
         st.close()
         st.book.raise_failed()
 
+    def flush(self) -> None:
+        """Sends the task_dones still waiting now, and raises TaskDoneError
+        if one failed (this one or an earlier one not raised yet)."""
+        st = self._state()
+        st.flush()
+        st.book.raise_failed()
+
     def join_thread(self) -> None:
         """multiprocessing.Queue's: nothing to wait for here (a put is on
         the daemon when it returns)."""
@@ -622,44 +580,18 @@ class Queue:
         block, timeout = wait_of(block, timeout)
         wait = timeout if block else 0
         tasks: list[int | None] = []
-        chunk: list[str] = []
-        it = iter(items)
-        while True:
-            failure: BaseException | None = None
-            try:
-                for item in it:
-                    chunk.append(self._frames.put(item, block, timeout))
-                    if len(chunk) == PUT_WINDOW:
-                        break
-            except TypeError as e:
-                failure = e
+        for chunk, failure in put_chunks(
+                lambda item: self._frames.put(item, block, timeout), items):
             if chunk:
-                failure = self._put_chunk(chunk, wait, tasks) or failure
+                st = self._state()
+                replies = st.udp_puts(chunk, wait) if self._settings.udp \
+                    else st.exchange(chunk, wait, "put", failover=False)
+                failure = put_replies(replies, tasks, _stdqueue.Full) or \
+                    failure
             if failure is not None:
                 failure.tasks = tasks              # type: ignore[attr-defined]
                 raise failure
-            if len(chunk) < PUT_WINDOW:
-                return tasks        # type: ignore[return-value]
-            chunk = []
-
-    def _put_chunk(self, chunk: list[str], wait: float | None,
-                   tasks: list[int | None]) -> BaseException | None:
-        st = self._state()
-        if self._settings.udp:
-            replies = st.udp_puts(chunk, wait)
-        else:
-            replies = st.exchange(chunk, wait, "put", failover=False)
-        failure = None
-        for r in replies:
-            if r is None:
-                tasks.append(None)
-                continue
-            try:
-                tasks.append(put_result(r, _stdqueue.Full))
-            except (Error, _stdqueue.Full) as e:
-                tasks.append(None)
-                failure = failure or e
-        return failure
+        return tasks        # type: ignore[return-value]
 
     def consume(self, prefetch: int = 64, *, timeout: float | None = None,
                 lease: float | None = None) -> "Consumer":
@@ -783,20 +715,17 @@ class JoinableQueue(Queue):
     def task(self, block: bool = True, timeout: float | None = None, *,
              lease: float | None = None) -> "TaskScope":
         """``with q.task() as item:`` gets an item (as get(block, timeout,
-        lease=lease)); the task is finished when the block ends normally
-        (its task_done deferred as task_done()'s) and released to the
-        head of the queue when it raises.  The Task is the scope's
-        ``task`` attribute."""
+        lease=lease)); the task is finished when the block ends normally,
+        and released to the head of the queue when it raises.  Its
+        task_done is sent before the block is left, not deferred: a
+        function built on it (a Pool worker, say) has finished its task
+        when it returns, even if its process is killed next.  The Task is
+        the scope's ``task`` attribute."""
         return TaskScope(self, block, timeout, lease)
 
 
-class TaskScope:
+class TaskScope(Scope):
     """See JoinableQueue.task."""
-
-    def __init__(self, q: JoinableQueue, block: bool, timeout: Any,
-                 lease: Any) -> None:
-        self.q, self.block, self.timeout, self.lease = q, block, timeout, lease
-        self.task: Task | None = None
 
     def __enter__(self) -> Any:
         self.task = self.q.get_task(self.block, self.timeout,
@@ -805,10 +734,8 @@ class TaskScope:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         assert self.task is not None
-        st = self.q._state(raise_failed=False)
         if exc_type is None:
-            if st.book.drop(self.task.id):
-                self.q._finish_later(st, self.task.id)
+            self.q.task_done(self.task)
             return False
         try:
             self.q.release(self.task)
@@ -863,17 +790,10 @@ class Consumer:
                         q._finish_later(st, current)
                     current = 0
                 if not ahead:
-                    replies = q._state().exchange(refill, timeout, "get",
-                                                  failover=False)
-                    failure = None
-                    for r in replies:
-                        try:
-                            t = get_result(r, _stdqueue.Empty)
-                        except Error as e:
-                            failure = failure or e
-                            continue
-                        if t is not None:
-                            ahead.append(t)
+                    tasks, failure = delivered(
+                        q._state().exchange(refill, timeout, "get",
+                                            failover=False), _stdqueue.Empty)
+                    ahead.extend(tasks)
                     if failure is not None:
                         raise failure
                     if not ahead:
@@ -898,13 +818,10 @@ class Consumer:
     @staticmethod
     def _release(q: Queue, st: _ProcessState, current: int,
                  ahead: deque[Task]) -> None:
-        """Gives back the task in hand and those fetched ahead, so that
-        they stand at the head of the queue in the order they came."""
+        """Gives back the task in hand and those fetched ahead."""
         if st.pid != os.getpid() or q._closed:
             return
-        tids = [t.id for t in ahead]
-        if current and st.book.drop(current):
-            tids.insert(0, current)
+        tids = release_order(st.book, current, ahead)
         if tids:
-            st.exchange([Frames.release(t, None) for t in reversed(tids)],
+            st.exchange([Frames.release(t, None) for t in tids],
                         0, "release", failover=False)
