@@ -94,7 +94,7 @@ def print_profiles(paths: list[str], title: str) -> None:
             "tottime").print_stats(12)
 
 
-# ---- one timed run -----------------------------------------------------------
+# ---- one timed run ----------------------------------------------------------
 
 def run(mode: str, args: argparse.Namespace) -> float:
     """Items per second of one run of mode."""
