@@ -8,7 +8,6 @@ and delete, several addresses, and joinq.aio (cancellation included).
 """
 import asyncio
 import contextlib
-import io
 import multiprocessing
 import os
 import pickle
@@ -37,7 +36,7 @@ TIMEOUT = jqtest.TIMEOUT
 SLOW = jqtest.SLOW
 
 
-# ---- what child processes run (module level, so that spawn finds them) -----
+# ---- what child processes run (module level, so that spawn finds them) ------
 
 def eater(q):
     """The seeds' eater: takes dishes for ever."""
@@ -132,7 +131,7 @@ class WithDaemon(jqtest.TestCase):
             "%s never %r: %r" % (key, value, self.figures(name)))
 
 
-# ---- the standard library's behaviour ----------------------------------------
+# ---- the standard library's behaviour ---------------------------------------
 
 class Stdlib(WithDaemon):
     def test_put_get_fifo_and_sizes(self):
@@ -146,6 +145,8 @@ class Stdlib(WithDaemon):
         self.assertFalse(q.empty())
         self.assertEqual([q.get(), q.get(), q.get()], [111, 333, 222])
         self.assertEqual(q.qsize(), 0)
+        q.put("seen at once")                 # by any later call
+        self.assertEqual(q.get_nowait(), "seen at once")
 
     def test_full_where_python_raises_it(self):
         q = self.q("bounded")
@@ -330,7 +331,7 @@ class Point:
         return (self.x, self.y) == (other.x, other.y)
 
 
-# ---- processes and threads ------------------------------------------------------
+# ---- processes and threads --------------------------------------------------
 
 class Processes(WithDaemon):
     def test_seeds_cook_and_eaters(self):
@@ -371,6 +372,17 @@ class Processes(WithDaemon):
                 self.assertEqual([results.get(timeout=TIMEOUT)
                                   for _ in range(3)],
                                  ["a", [1, 2], {"k": method}])
+
+    def test_a_child_that_puts_and_exits_leaves_every_item(self):
+        for method in ("fork", "spawn"):
+            with self.subTest(method=method):
+                q = self.q(self.name(method))
+                p = multiprocessing.get_context(method).Process(
+                    target=put_from_child, args=(q, range(300)))
+                p.start()
+                p.join(TIMEOUT)
+                self.assertEqual(p.exitcode, 0)
+                self.assertEqual(q.qsize(), 300)
 
     def test_pool_worker_loop(self):
         q = self.q()
@@ -500,7 +512,7 @@ class ForkSafety(WithDaemon):
         self.assertEqual(q.qsize(), 0)
 
 
-# ---- the speed that is free -----------------------------------------------------
+# ---- the speed that is free -------------------------------------------------
 
 class Batching(WithDaemon):
     def test_task_done_rides_with_the_next_get(self):
@@ -526,6 +538,51 @@ class Batching(WithDaemon):
         start = time.monotonic()
         self.q().join(timeout=TIMEOUT)
         self.assertElapsed(start, 0, TIMEOUT)
+
+    def test_puts_on_an_unbounded_queue_do_not_wait(self):
+        """A blocking put on an unbounded queue returns once written (as
+        multiprocessing's put returns before its feeder thread writes);
+        the next other call reads the replies first."""
+        q = self.q()
+        with Counter() as c:
+            for i in range(100):
+                q.put(i)
+            self.assertEqual(c.writes, 100)   # the first asks qsize too
+            self.assertEqual(q.qsize(), 100)
+            self.assertEqual(c.writes, 101)
+        self.assertEqual(q.get(), 0)
+        q.task_done()
+        bounded = self.q("bounded")           # learnt with the first put
+        bounded.put(1)
+        bounded.put(2)
+        other = self.q("bounded")
+        t = threading.Timer(0.05, lambda: [(other.get(), other.task_done())
+                                           for _ in range(2)])
+        t.start()
+        start = time.monotonic()
+        bounded.put(3)                        # waits for room
+        self.assertElapsed(start, 0.04, TIMEOUT)
+        t.join(TIMEOUT)
+        self.assertEqual(bounded.get(), 3)
+        bounded.task_done()
+        bounded.join(timeout=TIMEOUT)
+
+    def test_a_put_that_did_not_wait_reports_its_failure(self):
+        d = jqtest.Daemon("--max-frame", "1000").start()
+        self.addCleanup(d.__exit__, None, None, None)
+        q = joinq.JoinableQueue("big", host=d.host, port=d.port)
+        self.addCleanup(self.close_quietly, q)
+        q.put("small")                        # learns: unbounded
+        q.put("x" * 2000)                     # refused: frame_too_large
+        q.put("behind it")                    # the daemon closes first
+        with self.assertRaises(joinq.PutError) as cm:
+            q.qsize()
+        self.assertEqual(cm.exception.code, "frame_too_large")
+        self.assertIsInstance(cm.exception, joinq.DeferredError)
+        with self.assertRaises(joinq.PutError) as cm:
+            q.qsize()
+        self.assertIsNone(cm.exception.code)  # may or may not be queued
+        self.assertEqual(q.qsize(), 1)
 
     def test_put_many_pipelines(self):
         q = self.q()
@@ -600,7 +657,7 @@ class Batching(WithDaemon):
         self.assertQsize(self.figures(), qsize=2, unfinished=2)
 
 
-# ---- tasks, leases, errors ------------------------------------------------------
+# ---- tasks, leases, errors --------------------------------------------------
 
 class Tasks(WithDaemon):
     def test_task_scope_finishes_or_releases(self):
@@ -704,7 +761,7 @@ class Tasks(WithDaemon):
         self.assertTrue(issubclass(joinq.CannotConnect, ConnectionError))
 
 
-# ---- where the daemon is, the token, UDP ----------------------------------------
+# ---- where the daemon is, the token, UDP ------------------------------------
 
 class Addresses(jqtest.TestCase):
     def test_host_and_port_as_the_cli_reads_them(self):
@@ -806,6 +863,67 @@ class Addresses(jqtest.TestCase):
             self.assertQsize(d.qsize("x"), qsize=1)
 
 
+def test_certificate():
+    """CPython's own test certificate and key for localhost (test/keycert
+    .pem, or test/certdata/keycert.pem from Python 3.11 on)."""
+    import test
+    for sub in ("certdata", ""):
+        path = os.path.join(os.path.dirname(test.__file__), sub,
+                            "keycert.pem")
+        if os.path.exists(path):
+            return path
+    raise AssertionError("no keycert.pem in CPython's test package")
+
+
+class TlsProxy(FakeDaemon):
+    """A TLS port in front of a daemon, as issue 14's tls_port will be:
+    FakeDaemon's listener, each TLS session carried to the daemon over
+    plain TCP by a thread of its own."""
+
+    def __init__(self, daemon):
+        import ssl
+        super().__init__("tls")
+        self.daemon = daemon
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(test_certificate())
+        self.port = self.listener.getsockname()[1]
+        self.sessions = 0
+
+    def talk(self, raw):
+        import selectors
+        import ssl
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+            self.sessions += 1
+            up = socket.create_connection((self.daemon.host,
+                                           self.daemon.port))
+        except OSError:
+            raw.close()
+            return
+        sel = selectors.DefaultSelector()
+        sel.register(tls, selectors.EVENT_READ, up)
+        sel.register(up, selectors.EVENT_READ, tls)
+        try:
+            while not self.stopping:
+                for key, _ in sel.select(0.05):
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                    if not data:
+                        return
+                    key.data.sendall(data)
+                    while isinstance(key.fileobj, ssl.SSLSocket) and \
+                            key.fileobj.pending():
+                        key.data.sendall(key.fileobj.recv(65536))
+        except OSError:
+            pass
+        finally:
+            sel.close()
+            tls.close()
+            up.close()
+
+
 @contextlib.contextmanager
 def patched_env(values):
     old = {k: os.environ.get(k) for k in values}
@@ -818,6 +936,34 @@ def patched_env(values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class Tls(WithDaemon):
+    def test_the_door_for_tls(self):
+        """ssl= wraps the connections in TLS (PROTOCOL.md "TLS"), the
+        blocking ones and asyncio's; a pooled connection stays in use."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=test_certificate())
+        with TlsProxy(self.d) as proxy:
+            q = self.q(host="localhost", port=proxy.port, ssl=ctx)
+            for i in range(5):
+                q.put(i)
+            self.assertEqual([q.get() for _ in range(5)], list(range(5)))
+            for _ in range(5):
+                q.task_done()
+            q.join(timeout=TIMEOUT)
+            self.assertEqual(proxy.sessions, 2)     # the puts' and the rest
+
+            async def body():
+                aq = joinq.aio.JoinableQueue(self.name(), host="localhost",
+                                             port=proxy.port, ssl=ctx)
+                await aq.put("over tls")
+                self.assertEqual(await aq.get(), "over tls")
+                aq.task_done()
+                await aq.close()
+            asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+            with self.assertRaises(joinq.CannotConnect):
+                self.q(host="localhost", port=proxy.port, ssl=True).put(1)
 
 
 class Token(jqtest.TestCase):
@@ -894,7 +1040,7 @@ class Udp(WithDaemon):
         self.assertEqual(self.figures()["qsize"], 0)
 
 
-# ---- declare, purge, delete ------------------------------------------------------
+# ---- declare, purge, delete -------------------------------------------------
 
 class Lifecycle(WithDaemon):
     def test_maxsize_declares_and_conflict_is_clear(self):
@@ -956,7 +1102,7 @@ class Lifecycle(WithDaemon):
         self.assertEqual(q.stats()["qsize"], 1)
 
 
-# ---- asyncio -------------------------------------------------------------------------
+# ---- asyncio ----------------------------------------------------------------
 
 class Aio(WithDaemon):
     def run_async(self, coro):

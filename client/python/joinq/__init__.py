@@ -19,9 +19,9 @@ from __future__ import annotations
 from .codec import JSONSerializer, PickleSerializer, Serializer
 from .core import Task
 from .errors import BadQueue, CannotConnect, Conflict, ConnectionFailed, \
-    ConnectionLost, Error, JoinTimeout, OutcomeUnknown, ProtocolError, \
-    ShuttingDown, TaskDoneError, TooLarge, TooManyQueues, Unauthorized, \
-    Unavailable, UnknownTask
+    ConnectionLost, DeferredError, Error, JoinTimeout, OutcomeUnknown, \
+    ProtocolError, PutError, ShuttingDown, TaskDoneError, TooLarge, \
+    TooManyQueues, Unauthorized, Unavailable, UnknownTask
 from .queues import Consumer, JoinableQueue, Queue, TaskScope
 from .settings import read_token_file
 
@@ -32,6 +32,7 @@ __all__ = [
     "Serializer", "JSONSerializer", "PickleSerializer", "read_token_file",
     "Error", "ProtocolError", "BadQueue", "TooManyQueues", "UnknownTask",
     "JoinTimeout", "TooLarge", "Unauthorized", "Conflict", "ShuttingDown",
-    "Unavailable", "TaskDoneError", "ConnectionFailed", "CannotConnect",
+    "Unavailable", "DeferredError", "TaskDoneError", "PutError",
+    "ConnectionFailed", "CannotConnect",
     "ConnectionLost", "OutcomeUnknown",
 ]

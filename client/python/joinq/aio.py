@@ -43,11 +43,12 @@ from typing import Any, AsyncIterator, Iterable
 
 from . import net
 from .codec import parse
-from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
-    check, delivered, get_result, join_result, put_chunks, put_replies, \
-    put_result, release_order, task_id, wait_of
-from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
-from .queues import UDP_IO_TIMEOUT, UDP_WINDOW
+from .core import Book, Frames, QueueBase, Scope, Task, check, decoded, \
+    delivered, get_result, join_result, put_chunks, put_replies, \
+    next_want, put_result, refill, release_order, task_id, wait_of
+from .errors import CannotConnect, ConnectionLost, Error
+from .exchange import BORROW, ROUNDTRIP, UDP_IO_TIMEOUT, URECV, USEND, \
+    Exchanger, Steps
 from .settings import Settings, seconds
 
 READ_LIMIT = 1 << 26       # the longest reply line read (items of max_frame)
@@ -64,12 +65,13 @@ else:                                           # pragma: no cover - 3.9/3.10
 class _Conn:
     """One connection: asyncio streams."""
 
-    __slots__ = ("reader", "writer", "peer", "authed")
+    __slots__ = ("reader", "writer", "peer", "authed", "lines")
 
     def __init__(self, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str) -> None:
         self.reader, self.writer, self.peer = reader, writer, peer
         self.authed = False
+        self.lines: list[bytes] = []
 
     async def send(self, data: bytes, timeout: float | None) -> None:
         try:
@@ -79,7 +81,15 @@ class _Conn:
             raise net.lost(self.peer, e, isinstance(e, asyncio.TimeoutError),
                            timeout, "took nothing") from None
 
-    async def reply(self, timeout: float | None) -> dict[str, Any]:
+    async def roundtrip(self, data: bytes, timeout: float | None,
+                        n: int) -> None:
+        """Writes data, then reads n reply lines into self.lines."""
+        await self.send(data, timeout)
+        lines = self.lines
+        for _ in range(n):
+            lines.append(await self.reply(timeout))
+
+    async def reply(self, timeout: float | None) -> bytes:
         try:
             line = await (self.reader.readline() if timeout is None else
                           _within(self.reader.readline(), timeout))
@@ -107,7 +117,27 @@ async def _open(settings: Settings, address: net.Address) -> _Conn:
     return _Conn(reader, writer, net.hostport(address))
 
 
-class _State(net.Rotation):
+class _Udp:
+    """A UDP socket, non-blocking, to the first address that resolves."""
+
+    def __init__(self, settings: Settings) -> None:
+        blocking = net.UdpSocket(settings)
+        self.sock, self.peer, self.next_id = blocking.sock, blocking.peer, 1
+        self.sock.setblocking(False)
+
+    async def reply(self, loop: asyncio.AbstractEventLoop,
+                    timeout: float | None) -> dict[str, Any] | None:
+        try:
+            return parse(await _within(loop.sock_recv(self.sock, 70000),
+                                       timeout))
+        except asyncio.TimeoutError:
+            return None
+        except OSError as e:
+            raise CannotConnect("no daemon at %s: %s"
+                                % (self.peer, e.strerror or e)) from None
+
+
+class _State(net.Rotation, Exchanger):
     """A queue object's connections and tasks in one process and event
     loop (see queues._ProcessState, its blocking twin)."""
 
@@ -120,11 +150,11 @@ class _State(net.Rotation):
         self.book = Book()
         self.idle: list[_Conn] = []
         self.conns: set[_Conn] = set()
-        self.udp: list[tuple[socket.socket, list[int]]] = []
+        self.udp: list[_Udp] = []
         self.background: set[asyncio.Task] = set()
         self.flush_timer: asyncio.TimerHandle | None = None
 
-    # ---- connections -----------------------------------------------------
+    # ---- connections --------------------------------------------------------
 
     async def borrow(self, after_failure: bool) -> _Conn:
         conn = self.take_idle(self.idle, self.conns)
@@ -151,129 +181,76 @@ class _State(net.Rotation):
         self.conns.discard(conn)
         conn.close()
 
-    # ---- the exchange (queues._ProcessState.exchange, with awaits) --------
+    async def run(self, steps: Steps) -> Any:
+        """Drives an exchange's steps with awaits (queues.py's run, the
+        blocking twin).  A cancellation is thrown into the steps too: see
+        abandon."""
+        value: Any = None
+        error: BaseException | None = None
+        loop = self.loop
+        while True:
+            try:
+                step = steps.send(value) if error is None \
+                    else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            value = error = None
+            try:
+                kind = step[0]
+                if kind == ROUNDTRIP:
+                    await step[1].roundtrip(step[2], step[3], step[4])
+                elif kind == BORROW:
+                    value = await self.borrow(step[1])
+                elif kind == URECV:
+                    value = await step[1].reply(loop, step[2])
+                elif kind == USEND:
+                    await loop.sock_sendall(step[1].sock, step[2])
+                else:
+                    await asyncio.sleep(step[1])
+            except BaseException as e:
+                error = e
 
     async def exchange(self, ops: list[str], wait: float | None, op: str,
                        failover: bool = True) -> list[dict[str, Any]]:
-        s = self.settings
-        several = failover and len(s.addresses) > 1
-        retry = Retry(s)
-        after_failure = False
-        timeout = None if wait is None or s.io_timeout is None \
-            else wait + s.io_timeout
-        while True:
-            if retry.wait:
-                await asyncio.sleep(retry.wait)
-            if not ops and not self.book.pending:
-                return []
-            try:
-                conn = await self.borrow(after_failure)
-            except CannotConnect:
-                if several and retry.again(round_failed=True):
-                    after_failure = True
-                    continue
-                raise
-            dones = self.book.take()
-            auth = self.frames.auth if not conn.authed else None
-            progress = [0, 0]
-            try:
-                refusal, replies = await self._roundtrip(
-                    conn, auth, dones, ops, timeout, progress)
-            except ConnectionLost as e:
-                self.discard(conn)
-                self._unanswered(dones, progress, e)
-                if several and (op in RESENDABLE or not progress[0]) and \
-                        retry.again():
-                    after_failure = True
-                    continue
-                if progress[0] and op not in RESENDABLE:
-                    raise OutcomeUnknown(
-                        "%s; the %s may or may not have taken effect"
-                        % (e, op)) from None
-                raise
-            except asyncio.CancelledError:
-                self._salvage(conn, progress, dones, len(ops),
-                              bool(auth) and not conn.authed)
-                raise
-            except BaseException as e:
-                self.discard(conn)
-                self._unanswered(dones, progress, e)
-                raise
-            if refusal is not None:
-                self.discard(conn)
-                self.book.give_back(dones)
-                if several and refusal.get("error") == "unavailable" and \
-                        retry.again():
-                    self.name_active(refusal.get("active"))
-                    after_failure = True
-                    continue
-                check(refusal)
-            if several and len(ops) == 1 and \
-                    replies[0].get("error") == "unavailable" and \
-                    retry.again():
-                self.name_active(replies[0].get("active"))
-                self.discard(conn)
-                after_failure = True
-                continue
-            self.give(conn)
-            return replies
+        """See Exchanger.steps."""
+        return await self.run(self.steps(ops, wait, op, failover))
 
-    async def _roundtrip(self, conn: _Conn, auth: str | None,
-                         dones: list[int], ops: list[str],
-                         timeout: float | None, progress: list[int]
-                         ) -> tuple[dict[str, Any] | None,
-                                    list[dict[str, Any]]]:
-        lines = [auth] if auth else []
-        lines += [Frames.task_done(t) for t in dones]
-        lines += ops
-        progress[0] = 1          # once written, it is on its way
-        await conn.send("".join(lines).encode(), timeout)
-        if auth:
-            r = await conn.reply(timeout)
-            if not r["ok"]:
-                return r, []
-            conn.authed = True
-        for tid in dones:
-            r = await conn.reply(timeout)
-            progress[1] += 1
-            self.book.answered(tid, r)
-        return None, [await conn.reply(timeout) for _ in ops]
-
-    def _unanswered(self, dones: list[int], progress: list[int],
-                    why: BaseException) -> None:
-        if progress[0]:
-            self.book.lost(dones[progress[1]:], why)
-        else:
-            self.book.give_back(dones)
-
-    def _salvage(self, conn: _Conn, progress: list[int], dones: list[int],
-                 others: int, auth: bool) -> None:
+    def abandon(self, conn: _Conn, auth: str | None, dones: list[int],
+                ops: int, why: BaseException) -> None:
         """A cancelled exchange: its connection goes, and the replies still
         due are read in the background (see the module's docstring)."""
-        self.conns.discard(conn)
-        if not progress[0]:
-            conn.close()
-            self.book.give_back(dones)
+        if not isinstance(why, asyncio.CancelledError):
+            super().abandon(conn, auth, dones, ops, why)
             return
-        left = dones[progress[1]:]
-        task = self.loop.create_task(self._drain(conn, left, others, auth))
+        self.conns.discard(conn)
+        read = len(conn.lines)
+        got = max(0, read - (1 if auth else 0))   # of the dones' and ops'
+        self.settle(conn, auth, dones[:got], None)
+        task = self.loop.create_task(self._drain(
+            conn, bool(auth) and not read, dones[got:],
+            ops - max(0, got - len(dones))))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def _drain(self, conn: _Conn, dones: list[int], others: int,
-                     auth: bool) -> None:
+    async def _drain(self, conn: _Conn, auth: bool, dones: list[int],
+                     ops: int) -> None:
+        """Half-closes a cancelled exchange's connection, so that what
+        blocked there is answered at once (PROTOCOL.md, "Transports"),
+        reads the replies still due, and releases any task a get got
+        meanwhile: without a lease it came back as the connection closed
+        anyway, with one it would wait for the lease to run out."""
         io = self.settings.io_timeout or UDP_IO_TIMEOUT
         got: list[int] = []
         try:
             if conn.writer.can_write_eof():
-                conn.writer.write_eof()   # blocked requests answer now
+                conn.writer.write_eof()
                 if auth:
                     await conn.reply(io)
-                for tid in dones:
-                    self.book.answered(tid, await conn.reply(io))
+                while dones:
+                    self.book.answered(dones[0], await conn.reply(io))
                     dones = dones[1:]
-                for _ in range(others):
-                    r = await conn.reply(io)
+                for _ in range(ops):
+                    r = parse(await conn.reply(io))
                     if r["ok"] and "item" in r and "task" in r:
                         got.append(r["task"])
         except (ConnectionLost, Error) as e:
@@ -281,15 +258,13 @@ class _State(net.Rotation):
         finally:
             conn.close()
         if got:
-            # Without a lease they came back as the connection closed;
-            # with one they would wait for it to run out.
             try:
                 await self.exchange([Frames.release(t, None) for t in got],
                                     0, "release", failover=False)
             except (ConnectionLost, Error):
                 pass
 
-    # ---- deferred task_dones ---------------------------------------------
+    # ---- deferred task_dones ------------------------------------------------
 
     def defer(self, tid: int) -> None:
         if self.book.defer(tid) and self.flush_timer is None:
@@ -314,65 +289,19 @@ class _State(net.Rotation):
         except Exception as e:          # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
 
-    # ---- UDP -------------------------------------------------------------
+    # ---- UDP ----------------------------------------------------------------
 
     async def udp_puts(self, frames: list[str], wait: float | None
                        ) -> list[dict[str, Any] | None]:
-        """queues._ProcessState.udp_puts, on a non-blocking socket."""
-        if self.udp:
-            sock, next_id = self.udp.pop()
-        else:
-            blocking = net.UdpSocket(self.settings)
-            sock, next_id = blocking.sock, [1]
-            sock.setblocking(False)
+        """See Exchanger.udp_steps, on a non-blocking socket."""
+        sock = self.udp.pop() if self.udp else _Udp(self.settings)
         try:
-            out = await self._udp_exchange(sock, next_id, frames, wait)
+            out = await self.run(self.udp_steps(sock, frames, wait))
         except BaseException:
-            sock.close()
+            sock.sock.close()
             raise
-        self.udp.append((sock, next_id))
+        self.udp.append(sock)
         return out
-
-    async def _udp_exchange(self, sock: socket.socket, next_id: list[int],
-                            frames: list[str], wait: float | None
-                            ) -> list[dict[str, Any] | None]:
-        s, loop = self.settings, self.loop
-        if s.noreply:
-            for f in frames:
-                await loop.sock_sendall(
-                    sock, self.frames.udp_frame(f, 0, True).encode())
-            return [None] * len(frames)
-        io = s.io_timeout if s.io_timeout is not None else UDP_IO_TIMEOUT
-        limit = None if wait is None else wait + io
-        replies: list[dict[str, Any] | None] = [None] * len(frames)
-        first = next_id[0]
-        next_id[0] += len(frames)
-        todo = sent = 0
-        while todo < len(frames):
-            while sent < len(frames) and sent - todo < UDP_WINDOW:
-                data = self.frames.udp_frame(frames[sent], first + sent,
-                                             False).encode()
-                if len(data) > net.UDP_DATAGRAM_MAX:
-                    raise ValueError("the request is %d bytes, more than a "
-                                     "UDP datagram holds" % len(data))
-                await loop.sock_sendall(sock, data)
-                sent += 1
-            try:
-                r = parse(await _within(loop.sock_recv(sock, 70000), limit))
-            except asyncio.TimeoutError:
-                raise OutcomeUnknown(
-                    "no reply within %.1f s: the put may or may not have "
-                    "been queued (it is not sent again: it would be two "
-                    "tasks)" % (limit or 0)) from None
-            except OSError as e:
-                raise CannotConnect("no daemon: %s" % e) from None
-            i = r.get("id")
-            if isinstance(i, int) and first <= i < first + len(frames) \
-                    and replies[i - first] is None:
-                replies[i - first] = r
-                while todo < len(frames) and replies[todo] is not None:
-                    todo += 1
-        return replies
 
     async def close(self) -> None:
         if self.flush_timer is not None:
@@ -387,8 +316,8 @@ class _State(net.Rotation):
         for conn in list(self.conns):
             conn.close()
         self.conns, self.idle = set(), []
-        for sock, _ in self.udp:
-            sock.close()
+        for sock in self.udp:
+            sock.sock.close()
         self.udp = []
 
 
@@ -421,7 +350,7 @@ class Queue(QueueBase):
     def _declare_first(self, frame: str) -> None:
         self._declaring = frame            # sent by the first call
 
-    # ---- plumbing --------------------------------------------------------
+    # ---- plumbing -----------------------------------------------------------
 
     def _state(self, raise_failed: bool = True) -> _State:
         if self._closed:
@@ -451,7 +380,7 @@ class Queue(QueueBase):
                     ) -> dict[str, Any]:
         return (await (await self._ready()).exchange([frame], wait, op))[0]
 
-    # ---- asyncio.Queue's methods -------------------------------------------
+    # ---- asyncio.Queue's methods --------------------------------------------
 
     async def put(self, item: Any, block: bool = True,
                   timeout: float | None = None) -> None:
@@ -490,7 +419,7 @@ class Queue(QueueBase):
             st.book.got(task.id)
         else:
             st.defer(task.id)
-        return task._replace(item=self._decode(task.item))
+        return decoded(task, self._decode)
 
     async def get(self, block: bool = True,
                   timeout: float | None = None) -> Any:
@@ -541,7 +470,7 @@ class Queue(QueueBase):
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    # ---- joinq's own -------------------------------------------------------
+    # ---- joinq's own --------------------------------------------------------
 
     async def put_many(self, items: Iterable[Any], block: bool = True,
                        timeout: float | None = None) -> list[int]:
@@ -702,8 +631,7 @@ class AsyncConsumer:
         frames = q._frames
         ahead: deque[Task] = deque()
         current = 0
-        refill = [frames.get(True, timeout, lease)] + \
-            [frames.get(False, None, lease)] * (prefetch - 1)
+        want = prefetch
         try:
             while True:
                 if current:
@@ -712,9 +640,10 @@ class AsyncConsumer:
                     current = 0
                 if not ahead:
                     tasks, failure = delivered(
-                        await q._state().exchange(refill, timeout, "get",
-                                                  failover=False),
-                        asyncio.QueueEmpty)
+                        await q._state().exchange(
+                            refill(frames, timeout, lease, want), timeout,
+                            "get", failover=False), asyncio.QueueEmpty)
+                    want = next_want(len(tasks), prefetch)
                     ahead.extend(tasks)
                     if failure is not None:
                         raise failure
@@ -726,7 +655,7 @@ class AsyncConsumer:
                     current = task.id
                 else:
                     st.defer(task.id)
-                yield q._decode(task.item)
+                yield decoded(task, q._decode).item
         except GeneratorExit:
             await AsyncConsumer._release(q, st, current, ahead)
             raise

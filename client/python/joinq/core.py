@@ -8,7 +8,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from .codec import dumps, wait_fields
+from .codec import JSONSerializer, dumps, parse, wait_fields
 from .errors import Error, JoinTimeout, ProtocolError, TaskDoneError, \
     from_reply
 from .settings import LINGER, Settings, check_name, make_settings, \
@@ -175,7 +175,10 @@ class QueueBase:
     def _setup(self, settings: Settings, maxsize: int) -> None:
         self._settings = settings
         self._frames = Frames(settings)
-        self._decode = settings.serializer.decode
+        decode = settings.serializer.decode
+        # JSON items come back as the reply holds them: no call per item.
+        self._decode = None if getattr(decode, "__func__", None) is \
+            JSONSerializer.decode else decode
         self._closed = False
         self.maxsize = maxsize
 
@@ -250,15 +253,33 @@ def put_replies(replies: list[dict[str, Any] | None], tasks: list[Any],
     return failure
 
 
-# ---- replies ---------------------------------------------------------------
+# ---- replies ----------------------------------------------------------------
+# A reply comes as its line (TCP) or parsed (UDP, matched by id); the
+# commonest are read without a JSON parse.
 
-def check(reply: dict[str, Any]) -> dict[str, Any]:
+OK = b'{"ok":true'                 # how the daemon starts every success
+PUT_OK = b'{"ok":true,"task":'
+EMPTY = b'{"ok":false,"error":"empty"'
+
+
+def as_reply(reply: bytes | dict[str, Any]) -> dict[str, Any]:
+    return parse(reply) if reply.__class__ is bytes else reply
+
+
+def check(reply: bytes | dict[str, Any]) -> dict[str, Any]:
+    reply = as_reply(reply)
     if not reply["ok"]:
         raise from_reply(reply)
     return reply
 
 
-def put_result(reply: dict[str, Any], full: type) -> int:
+def put_result(reply: bytes | dict[str, Any], full: type) -> int:
+    if reply.__class__ is bytes and reply.startswith(PUT_OK):
+        try:
+            return int(reply[len(PUT_OK):-2])      # ...,"task":T}\n
+        except ValueError:
+            pass
+    reply = as_reply(reply)
     if reply["ok"]:
         return reply["task"]
     if reply.get("error") == "full":
@@ -266,8 +287,9 @@ def put_result(reply: dict[str, Any], full: type) -> int:
     raise from_reply(reply)
 
 
-def get_result(reply: dict[str, Any], empty: type) -> Task | None:
+def get_result(reply: bytes | dict[str, Any], empty: type) -> Task | None:
     """The task a get delivered; None for an empty reply."""
+    reply = as_reply(reply)
     if reply["ok"]:
         try:
             return Task(reply["item"], reply["task"], reply["deliveries"])
@@ -279,11 +301,17 @@ def get_result(reply: dict[str, Any], empty: type) -> Task | None:
     raise from_reply(reply)
 
 
-def delivered(replies: list[dict[str, Any]], empty: type
+def decoded(task: Task, decode: Callable[[Any], Any] | None) -> Task:
+    return task if decode is None else task._replace(item=decode(task.item))
+
+
+def delivered(replies: list[bytes], empty: type
               ) -> tuple[list[Task], Error | None]:
     """The tasks a batch of gets delivered, and its first failure."""
     tasks, failure = [], None
     for r in replies:
+        if r.startswith(EMPTY):
+            continue
         try:
             t = get_result(r, empty)
         except Error as e:
@@ -292,6 +320,21 @@ def delivered(replies: list[dict[str, Any]], empty: type
         if t is not None:
             tasks.append(t)
     return tasks, failure
+
+
+def refill(frames: Frames, timeout: float | None, lease: float | None,
+           want: int) -> list[str]:
+    """A consume loop's gets: the first waits up to timeout, the others
+    take what is queued now."""
+    return [frames.get(True, timeout, lease)] + \
+        [frames.get(False, None, lease)] * (want - 1)
+
+
+def next_want(got: int, prefetch: int) -> int:
+    """How many gets a consume loop's next refill sends: twice what the
+    last one got, up to prefetch, so that a queue drained as fast as it
+    fills does not cost prefetch replies for each item."""
+    return max(1, min(prefetch, 2 * got))
 
 
 def release_order(book: "Book", current: int, ahead: "deque[Task]"
@@ -306,15 +349,15 @@ def release_order(book: "Book", current: int, ahead: "deque[Task]"
     return tids[::-1]
 
 
-def join_result(reply: dict[str, Any]) -> None:
-    if not reply["ok"]:
-        err = from_reply(reply)
+def join_result(reply: bytes) -> None:
+    if not reply.startswith(OK):
+        err = from_reply(parse(reply))
         if isinstance(err, JoinTimeout):
             err.message = "join timed out: %s" % err.message
         raise err
 
 
-# ---- the book of tasks -------------------------------------------------------
+# ---- the book of tasks ------------------------------------------------------
 
 class Book:
     """A queue object's tasks in one process: those it got and has not
@@ -378,7 +421,8 @@ class Book:
                     self.since = time.monotonic()
                 self.pending[:0] = tids
 
-    def answered(self, tid: int, reply: dict[str, Any]) -> None:
+    def answered(self, tid: int, reply: bytes | dict[str, Any]) -> None:
+        reply = as_reply(reply)
         if not reply["ok"]:
             err = from_reply(reply)
             self.failed(TaskDoneError(

@@ -9,7 +9,9 @@ with no task outstanding.  Everything else joinq raises is an ``Error``::
     +-- Conflict                declare: another setting; delete: unfinished
     +-- UnknownTask (ValueError)  task_done/release of a task not delivered
     +-- JoinTimeout (TimeoutError)  join(timeout=...) ran out
-    +-- TaskDoneError           a deferred task_done() failed (see below)
+    +-- DeferredError           a request sent without waiting failed:
+    |   +-- TaskDoneError       a task_done() (see below)
+    |   +-- PutError            a blocking put() on an unbounded queue
     +-- Unauthorized, Unavailable, ShuttingDown, TooManyQueues,
     |   TooLarge, BadQueue (ValueError), ProtocolError
     +-- ConnectionFailed (ConnectionError)
@@ -109,20 +111,33 @@ class Unavailable(Error):
         return (self.reply or {}).get("active")
 
 
-class TaskDoneError(Error):
-    """A ``task_done()`` whose request went out later, with the next
-    request or from the flusher thread, failed.  It is raised by the next
-    call on the same queue object in the same process (before that call
-    sends anything), or by ``close()``.  ``task`` is the task's id; ``code``
-    and ``message`` are the daemon's (``unknown_task`` when the task came
-    back to its queue meanwhile, say because its lease ran out), or code
-    None when the connection broke before the reply came."""
+class DeferredError(Error):
+    """A request that joinq sent without waiting for its reply failed.
+    It is raised by the next call on the same queue object in the same
+    process (before that call sends anything), or by ``close()`` or
+    ``flush()``; at the process's exit it is written to stderr.  ``task``
+    is the task's id when known; ``code`` and ``message`` are the
+    daemon's, or code None when the connection broke before the reply
+    came (the request may or may not have taken effect)."""
 
     def __init__(self, message: str, code: str | None = None,
                  reply: dict[str, Any] | None = None,
                  task: int | None = None) -> None:
         super().__init__(message, code, reply)
         self.task = task
+
+
+class TaskDoneError(DeferredError):
+    """A ``task_done()`` whose request went out later, with the next
+    request or from the flusher thread, failed: ``unknown_task`` when the
+    task came back to its queue meanwhile (its lease ran out, say)."""
+
+
+class PutError(DeferredError):
+    """A blocking ``put()`` on an unbounded queue, which returns once its
+    request is written (as multiprocessing's put returns before its
+    feeder thread writes), failed: ``unauthorized``, ``unavailable``,
+    ``frame_too_large``, ..., or its connection broke (code None)."""
 
 
 class ConnectionFailed(Error, ConnectionError):

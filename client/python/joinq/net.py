@@ -23,9 +23,6 @@ from .codec import parse
 from .errors import CannotConnect, ConnectionLost
 from .settings import Address, Settings, addresses
 
-UDP_DATAGRAM_MAX = 65507       # the most a UDP datagram over IPv4 holds
-
-
 def hostport(address: Address) -> str:
     host, port = address
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
@@ -53,25 +50,25 @@ def lost(peer: str, e: BaseException, timed_out: bool,
                           % (peer, getattr(e, "strerror", None) or e))
 
 
-def reply_of(peer: str, line: bytes) -> dict[str, Any]:
+def reply_of(peer: str, line: bytes) -> bytes:
     """A reply line read; a line cut short means the daemon closed."""
     if not line.endswith(b"\n"):
         raise ConnectionLost("the daemon at %s closed the connection" % peer)
-    return parse(line)
+    return line
 
 
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "sent", "answered",
-                 "_timeout", "_poll")
+    __slots__ = ("sock", "rfile", "peer", "authed", "lines", "_timeout",
+                 "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
-        self.sent = self.answered = 0     # how far the exchange went
+        self.lines: list[bytes] = []      # the replies of an exchange
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -84,9 +81,16 @@ class TcpConnection:
             raise lost(self.peer, e, isinstance(e, socket.timeout), timeout,
                        "took nothing") from None
 
-    def reply(self, timeout: float | None) -> dict[str, Any]:
-        """The next reply; ConnectionLost when the connection closes or
-        breaks, or no reply comes within timeout seconds (None: none)."""
+    def roundtrip(self, data: bytes, timeout: float | None, n: int) -> None:
+        """Writes data, then reads n reply lines into self.lines."""
+        self.send(data, timeout)
+        lines = self.lines
+        for _ in range(n):
+            lines.append(self.reply(timeout))
+
+    def reply(self, timeout: float | None) -> bytes:
+        """The next reply line; ConnectionLost when the connection closes
+        or breaks, or no reply comes within timeout seconds (None: none)."""
         self._settimeout(timeout)
         try:
             line = self.rfile.readline()
@@ -285,10 +289,6 @@ class UdpSocket:
         raise CannotConnect("no address resolves: %s" % "; ".join(why))
 
     def send(self, data: bytes) -> None:
-        if len(data) > UDP_DATAGRAM_MAX:
-            raise ValueError("the request is %d bytes, more than a UDP "
-                             "datagram holds (%d): put it over TCP"
-                             % (len(data), UDP_DATAGRAM_MAX))
         try:
             self.sock.send(data)
         except OSError as e:

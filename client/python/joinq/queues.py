@@ -9,6 +9,10 @@ and, as a second guard, by a pid check on every call): a child never
 reads, writes, shuts down or closes the parent's connections; it closes
 its copies of their file descriptors only.
 
+A blocking put on an unbounded queue does not wait for its reply either
+(put_later): the replies are read by the object's next other call, as
+the task_dones' below.
+
 task_done() with no argument costs no round trip of its own: the request
 waits in the object's Book and goes out in the same write as the next
 request on any connection of the object, its reply read (and checked)
@@ -31,21 +35,24 @@ from collections import deque
 from typing import Any, Iterable, Iterator
 
 from . import net
-from .core import RESENDABLE, Book, Frames, QueueBase, Retry, Scope, Task, \
-    check, delivered, get_result, join_result, put_chunks, put_replies, \
-    put_result, release_order, task_id, wait_of
-from .errors import CannotConnect, ConnectionLost, Error, OutcomeUnknown
+from .codec import parse
+from .core import PUT_OK, Book, Frames, QueueBase, Scope, Task, check, \
+    decoded, delivered, get_result, join_result, put_chunks, put_replies, \
+    next_want, put_result, refill, release_order, task_id, wait_of
+from .errors import ConnectionLost, DeferredError, Error, OutcomeUnknown, \
+    PutError, from_reply
+from .exchange import BORROW, ROUNDTRIP, URECV, USEND, Exchanger, Steps
 from .settings import LINGER, Settings, seconds
 
-UDP_WINDOW = 64         # put_many over UDP: datagrams awaiting a reply
-UDP_IO_TIMEOUT = 5.0    # when io_timeout is None (libjoinq's UDP default)
+PIPE_WINDOW = 256       # puts written before their replies are read
 
 _states: "weakref.WeakSet[_ProcessState]" = weakref.WeakSet()
 _state_lock = threading.Lock()
 
 
-class _ProcessState:
-    """A queue object's connections and tasks in one process."""
+class _ProcessState(Exchanger):
+    """A queue object's connections and tasks in one process; it drives
+    the exchanges (exchange.py) with blocking calls."""
 
     def __init__(self, settings: Settings, frames: Frames) -> None:
         self.pid = os.getpid()
@@ -56,166 +63,168 @@ class _ProcessState:
         self.udp: list[net.UdpSocket] = []
         self.udp_all: set[net.UdpSocket] = set()
         self.udp_lock = threading.Lock()
+        # Puts that do not wait for their reply (put_later): on a
+        # connection of their own, the pipe.  bounded: None until known.
+        self.bounded: bool | None = True if len(settings.addresses) > 1 \
+            else None
+        self.pipe: net.TcpConnection | None = None
+        self.pipe_lock = threading.Lock()
+        self.unacked = 0
+        self.pipe_auth = False          # an auth reply comes first
+        self.pipe_since = 0.0           # when the last put went
         _states.add(self)
 
-    # ---- TCP -------------------------------------------------------------
+    def give(self, conn: net.TcpConnection) -> None:
+        self.pool.give(conn)
+
+    def discard(self, conn: net.TcpConnection) -> None:
+        self.pool.discard(conn)
+
+    def name_active(self, active: Any) -> None:
+        self.pool.name_active(active)
+
+    def run(self, steps: Steps) -> Any:
+        """Drives an exchange's steps with blocking calls."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(value) if error is None \
+                    else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            value = error = None
+            try:
+                kind = step[0]
+                if kind == ROUNDTRIP:
+                    step[1].roundtrip(step[2], step[3], step[4])
+                elif kind == BORROW:
+                    value = self.pool.borrow(step[1])
+                elif kind == URECV:
+                    value = step[1].reply(step[2])
+                elif kind == USEND:
+                    step[1].send(step[2])
+                else:
+                    time.sleep(step[1])
+            except BaseException as e:
+                error = e
 
     def exchange(self, ops: list[str], wait: float | None, op: str,
                  failover: bool = True) -> list[dict[str, Any]]:
-        """Sends the waiting task_dones and ops in one write on a borrowed
-        connection, and returns the ops' replies.  wait: the longest the
-        ops themselves may wait (None: forever); a reply may take
-        io_timeout more.  op names what ops are (for what may be sent
-        again); failover is for a lone request, which goes to another
-        daemon, when several are given, as libjoinq's do."""
-        s = self.settings
-        several = failover and len(s.addresses) > 1
-        retry = Retry(s) if several else None
-        after_failure = False
-        timeout = None if wait is None or s.io_timeout is None \
-            else wait + s.io_timeout
-        while True:
-            if retry is not None and retry.wait:
-                time.sleep(retry.wait)
-            if not ops and not self.book.pending:
-                return []
-            try:
-                conn = self.pool.borrow(after_failure)
-            except CannotConnect:
-                if retry is not None and retry.again(round_failed=True):
-                    after_failure = True
-                    continue
-                raise
-            dones = self.book.take() if self.book.pending else []
-            auth = None if conn.authed else self.frames.auth
-            refused: list[int] = []
-            try:
-                refusal, replies = self._roundtrip(
-                    conn, auth, dones, ops, timeout,
-                    refused if several else None)
-            except ConnectionLost as e:
-                self.pool.discard(conn)
-                self._unanswered(conn, dones, e)
-                if retry is not None and \
-                        (op in RESENDABLE or not conn.sent) and \
-                        retry.again():
-                    after_failure = True
-                    continue
-                if conn.sent and op not in RESENDABLE:
-                    raise OutcomeUnknown(
-                        "%s; the %s may or may not have taken effect"
-                        % (e, op)) from None
-                raise
-            except BaseException as e:
-                # Interrupted, or a reply that does not parse: the stream
-                # is out of step.
-                self.pool.discard(conn)
-                self._unanswered(conn, dones, e)
-                raise
-            if refusal is not None:
-                # Every request behind a refused auth got the same
-                # refusal: nothing was done.
-                self.pool.discard(conn)
-                self.book.give_back(dones)
-                if retry is not None and self._standby(refusal) and \
-                        retry.again():
-                    after_failure = True
-                    continue
-                check(refusal)
-            if refused:
-                self.book.give_back(refused)
-            if retry is not None and len(ops) == 1 and \
-                    replies[0].get("error") == "unavailable" and \
-                    self._standby(replies[0], conn, timeout) and \
-                    retry.again():
-                self.pool.discard(conn)
-                after_failure = True
-                continue
-            self.pool.give(conn)
-            return replies
-
-    def _roundtrip(self, conn: net.TcpConnection, auth: str | None,
-                   dones: list[int], ops: list[str], timeout: float | None,
-                   refused: list[int] | None
-                   ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """One write, then the replies: the auth's (returned when it was
-        refused, and nothing more read), the task_dones' (into the book;
-        into refused when a standby refused them, if given), the ops'.
-        conn.sent and conn.answered say how far it went."""
-        conn.sent = conn.answered = 0
-        if auth or dones:
-            lines = [auth] if auth else []
-            lines += [Frames.task_done(t) for t in dones]
-            lines += ops
-            data = "".join(lines)
-        else:
-            data = ops[0] if len(ops) == 1 else "".join(ops)
-        conn.send(data.encode(), timeout)
-        conn.sent = 1
-        if auth:
-            r = conn.reply(timeout)
-            if not r["ok"]:
-                return r, []
-            conn.authed = True
-        for tid in dones:
-            r = conn.reply(timeout)
-            conn.answered += 1
-            if refused is not None and r.get("error") == "unavailable":
-                refused.append(tid)       # nothing changed: send it again
-            else:
-                self.book.answered(tid, r)
-        if len(ops) == 1:
-            return None, [conn.reply(timeout)]
-        return None, [conn.reply(timeout) for _ in ops]
-
-    def _unanswered(self, conn: net.TcpConnection, dones: list[int],
-                    why: BaseException) -> None:
-        if conn.sent:
-            self.book.lost(dones[conn.answered:], why)
-        else:
-            self.book.give_back(dones)
-
-    def _standby(self, reply: dict[str, Any], conn: Any = None,
-                 timeout: float | None = None) -> bool:
-        """True if an unavailable reply came from a standby (it names the
-        active daemon, or its ping says so): nothing was changed, and the
-        request may go to another daemon."""
-        if reply.get("error") != "unavailable":
-            return False
-        if reply.get("active"):
-            self.pool.name_active(reply["active"])
-            return True
-        if conn is None:
-            return True
-        try:
-            conn.send(b'{"op":"ping"}\n', timeout)
-            return conn.reply(timeout).get("role") == "standby"
-        except (ConnectionLost, Error):
-            return True
+        """See Exchanger.steps."""
+        return self.run(self.steps(ops, wait, op, failover))
 
     def flush(self) -> None:
-        """Sends the waiting task_dones now; failures go to the book."""
+        """Sends the waiting task_dones now and reads the replies of the
+        puts that did not wait; failures go to the book."""
+        self.ack()
         try:
             self.exchange([], 0, "task_done", failover=False)
         except Exception as e:                # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
 
-    # ---- UDP -------------------------------------------------------------
+    def due(self) -> float:
+        """Seconds until the flusher should flush (inf: nothing waits)."""
+        left = self.book.due(self.settings.linger)
+        if self.unacked:
+            left = min(left, self.pipe_since + self.settings.linger -
+                       time.monotonic())
+        return left
+
+    # ---- puts that do not wait ----------------------------------------------
+
+    def put_later(self, frame: str) -> None:
+        """Writes a blocking put on an unbounded queue and returns: its
+        reply is read by the next other call (before it sends anything),
+        when PIPE_WINDOW are unread, or by the flusher; a failure is a
+        PutError then.  Puts keep their order; any later call of the
+        object sees them done."""
+        with self.pipe_lock:
+            if self.unacked >= PIPE_WINDOW:
+                self._ack()
+            conn = self.pipe
+            if conn is None:
+                conn = self.pipe = self.pool.connect()
+            data = frame.encode()
+            if not conn.authed and self.frames.auth:
+                data = self.frames.auth.encode() + data
+                conn.authed = self.pipe_auth = True
+            try:
+                conn.send(data, self.settings.io_timeout)
+            except BaseException as e:
+                self._pipe_broke(e)
+                if isinstance(e, ConnectionLost):
+                    raise OutcomeUnknown("%s; the put may or may not have "
+                                         "taken effect" % e) from None
+                raise
+            first = not self.unacked
+            self.unacked += 1
+            self.pipe_since = time.monotonic()
+        if first and self not in _flusher.states:
+            _flusher.schedule(self)
+
+    def ack(self) -> None:
+        """Reads the replies of the puts that did not wait."""
+        if self.unacked:
+            with self.pipe_lock:
+                self._ack()
+
+    def _ack(self) -> None:
+        conn, n = self.pipe, self.unacked
+        if not n or conn is None:
+            return
+        io = self.settings.io_timeout
+        failed, first = 0, None
+        try:
+            if self.pipe_auth:
+                self.pipe_auth = False
+                r = parse(conn.reply(io))
+                if not r["ok"]:
+                    conn.authed = False
+                    failed, first = n, r
+            while self.unacked:
+                line = conn.reply(io)
+                self.unacked -= 1
+                if not line.startswith(PUT_OK) and first is None:
+                    first = parse(line)
+                    failed += 1
+                elif not line.startswith(PUT_OK):
+                    failed += 1
+            broke = None
+        except (ConnectionLost, Error) as e:
+            broke = e
+        except BaseException as e:            # interrupted: out of step
+            self._pipe_broke(e)
+            raise
+        if failed:
+            err = from_reply(first)
+            self.book.failed(PutError(
+                "%d of %d puts sent without waiting failed: %s"
+                % (min(failed, n), n, err.message), err.code, first))
+        if broke is not None:
+            self._pipe_broke(broke)
+
+    def _pipe_broke(self, why: Exception) -> None:
+        if self.pipe is not None:
+            self.pool.discard(self.pipe)
+            self.pipe = None
+        n, self.unacked, self.pipe_auth = self.unacked, 0, False
+        if n:
+            self.book.failed(PutError(
+                "%d puts sent without waiting may or may not have been "
+                "queued: %s" % (n, why)))
 
     def udp_puts(self, frames: list[str], wait: float | None
                  ) -> list[dict[str, Any] | None]:
-        """Puts as datagrams; their replies by id (None for each with
-        noreply).  Never sent twice: a put with no reply in time is
-        OutcomeUnknown."""
-        s = self.settings
+        """See Exchanger.udp_steps; a socket of the object's own."""
         with self.udp_lock:
             sock = self.udp.pop() if self.udp else None
         if sock is None:
-            sock = net.UdpSocket(s)
+            sock = net.UdpSocket(self.settings)
             with self.udp_lock:
                 self.udp_all.add(sock)
         try:
-            out = self._udp_exchange(sock, frames, wait)
+            out = self.run(self.udp_steps(sock, frames, wait))
         except BaseException:
             with self.udp_lock:
                 self.udp_all.discard(sock)
@@ -225,42 +234,11 @@ class _ProcessState:
             self.udp.append(sock)
         return out
 
-    def _udp_exchange(self, sock: net.UdpSocket, frames: list[str],
-                      wait: float | None) -> list[dict[str, Any] | None]:
-        s = self.settings
-        if s.noreply:
-            for f in frames:
-                sock.send(self.frames.udp_frame(f, 0, True).encode())
-            return [None] * len(frames)
-        io = s.io_timeout if s.io_timeout is not None else UDP_IO_TIMEOUT
-        limit = None if wait is None else wait + io
-        replies: list[dict[str, Any] | None] = [None] * len(frames)
-        first = sock.next_id
-        sock.next_id += len(frames)
-        todo = 0
-        sent = 0
-        while todo < len(frames):
-            while sent < len(frames) and sent - todo < UDP_WINDOW:
-                sock.send(self.frames.udp_frame(frames[sent], first + sent,
-                                                False).encode())
-                sent += 1
-            r = sock.reply(limit)
-            if r is None:
-                raise OutcomeUnknown(
-                    "no reply from %s within %.1f s: the put may or may not "
-                    "have been queued (it is not sent again: it would be "
-                    "two tasks)" % (sock.peer, limit or 0))
-            i = r.get("id")
-            if isinstance(i, int) and first <= i < first + len(frames) \
-                    and replies[i - first] is None:
-                replies[i - first] = r
-                while todo < len(frames) and replies[todo] is not None:
-                    todo += 1
-        return replies
-
-    # ---- the end ---------------------------------------------------------
-
     def close(self) -> None:
+        with self.pipe_lock:
+            if self.pipe is not None:
+                self.pool.discard(self.pipe)
+                self.pipe = None
         self.pool.close()
         with self.udp_lock:
             socks, self.udp_all, self.udp = self.udp_all, set(), []
@@ -312,11 +290,18 @@ class _Flusher:
                 soonest = float("inf")
                 due = []
                 for st in list(self.states):
-                    left = st.book.due(st.settings.linger)
-                    if left <= 0 or left == float("inf"):
+                    left = st.due()
+                    if left == float("inf"):
+                        # Gone, unless one came meanwhile: schedule() does
+                        # not wake a state this dict holds.
                         del self.states[st]
-                        if left <= 0:
-                            due.append(st)
+                        left = st.due()
+                        if left == float("inf"):
+                            continue
+                        self.states[st] = None
+                    if left <= 0:
+                        del self.states[st]
+                        due.append(st)
                     else:
                         soonest = min(soonest, left)
                 if due:
@@ -331,7 +316,11 @@ class _Flusher:
     def _run(self) -> None:
         while True:
             for st in self._due():
-                st.flush()
+                try:
+                    st.flush()
+                except Exception as e:       # noqa: BLE001 - kept, not lost
+                    st.book.failed(DeferredError("the flusher failed: %r"
+                                                 % (e,)))
 
 
 _flusher = _Flusher()
@@ -436,13 +425,18 @@ class Queue(QueueBase):
             self.close()
             raise
 
-    # ---- plumbing --------------------------------------------------------
+    # ---- plumbing -----------------------------------------------------------
 
-    def _state(self, raise_failed: bool = True) -> _ProcessState:
-        """This process's state, made afresh after a fork; raises the
-        failure of a deferred task_done first (see TaskDoneError)."""
+    def _state(self, raise_failed: bool = True, ack: bool = True
+               ) -> _ProcessState:
+        """This process's state, made afresh after a fork.  First it reads
+        the replies of the puts that did not wait (unless ack is false),
+        and raises the failure of a request that did not wait (see
+        DeferredError)."""
         st = self._st
         if st is not None and st.pid == os.getpid():
+            if ack and st.unacked:
+                st.ack()
             if raise_failed:
                 st.book.raise_failed()
             return st
@@ -454,6 +448,8 @@ class Queue(QueueBase):
                 if st is not None:
                     st.forget()       # forked without the at-fork hook
                 st = self._st = _ProcessState(self._settings, self._frames)
+                if self.maxsize > 0:
+                    st.bounded = True
         return st
 
     def _call(self, frame: str, wait: float | None, op: str
@@ -461,10 +457,10 @@ class Queue(QueueBase):
         return self._state().exchange([frame], wait, op)[0]
 
     def _finish_later(self, st: _ProcessState, tid: int) -> None:
-        if st.book.defer(tid):
+        if st.book.defer(tid) and st not in _flusher.states:
             _flusher.schedule(st)
 
-    # ---- the standard library's methods ----------------------------------
+    # ---- the standard library's methods -------------------------------------
 
     def put(self, item: Any, block: bool = True,
             timeout: float | None = None) -> None:
@@ -472,7 +468,16 @@ class Queue(QueueBase):
         timeout, raises queue.Full if the queue stays full; a negative
         timeout is a ValueError.  item must be a JSON value (a tuple
         comes back a list; anything else is a TypeError, raised before
-        anything is sent) unless the queue uses serializer="pickle"."""
+        anything is sent) unless the queue uses serializer="pickle".
+
+        A blocking put without a timeout on an unbounded queue (its bound
+        is learnt with the object's first put in each process) returns
+        once its request is written, as multiprocessing's put returns
+        before its feeder thread writes: the puts of an object keep their
+        order, every later call of the object sees them queued, and one
+        that failed is raised as joinq.PutError by the object's next call
+        (or close(), or written to stderr at exit).  On a bounded queue,
+        or with several addresses, put waits for its reply."""
         block, timeout = wait_of(block, timeout)
         frame = self._frames.put(item, block, timeout)
         wait = timeout if block else 0
@@ -481,6 +486,18 @@ class Queue(QueueBase):
             if reply is not None:
                 put_result(reply, _stdqueue.Full)
             return
+        if block and timeout is None:
+            st = self._state(ack=False)
+            if st.bounded is False:
+                st.put_later(frame)
+                return
+            if st.bounded is None:
+                # Learn the bound with the first put, in the same write.
+                size, reply = st.exchange([self._frames.op("qsize"), frame],
+                                          None, "put", failover=False)
+                put_result(reply, _stdqueue.Full)
+                st.bounded = check(size)["maxsize"] != 0
+                return
         put_result(self._call(frame, wait, "put"), _stdqueue.Full)
 
     def put_nowait(self, item: Any) -> None:
@@ -505,7 +522,7 @@ class Queue(QueueBase):
             st.book.got(task.id)
         else:
             self._finish_later(st, task.id)
-        return task._replace(item=self._decode(task.item))
+        return decoded(task, self._decode)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Removes and returns the item at the head, as Python's get: with
@@ -567,7 +584,7 @@ class Queue(QueueBase):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # ---- joinq's own ---------------------------------------------------------
+    # ---- joinq's own --------------------------------------------------------
 
     def put_many(self, items: Iterable[Any], block: bool = True,
                  timeout: float | None = None) -> list[int]:
@@ -777,8 +794,7 @@ class Consumer:
         frames = q._frames
         ahead: deque[Task] = deque()
         current = 0
-        refill = [frames.get(True, timeout, lease)] + \
-            [frames.get(False, None, lease)] * (prefetch - 1)
+        want = prefetch
         try:
             while True:
                 if st.pid != os.getpid():
@@ -791,8 +807,10 @@ class Consumer:
                     current = 0
                 if not ahead:
                     tasks, failure = delivered(
-                        q._state().exchange(refill, timeout, "get",
-                                            failover=False), _stdqueue.Empty)
+                        q._state().exchange(
+                            refill(frames, timeout, lease, want), timeout,
+                            "get", failover=False), _stdqueue.Empty)
+                    want = next_want(len(tasks), prefetch)
                     ahead.extend(tasks)
                     if failure is not None:
                         raise failure
@@ -804,7 +822,7 @@ class Consumer:
                     current = task.id
                 else:
                     q._finish_later(st, task.id)
-                yield q._decode(task.item)
+                yield decoded(task, q._decode).item
         except GeneratorExit:
             Consumer._release(q, st, current, ahead)
             raise
