@@ -62,6 +62,19 @@ def pool_worker(args):
     return os.getpid()
 
 
+def task_done_then_sleep(q, done):
+    q.get()
+    q.task_done()
+    done.set()
+    time.sleep(60)                  # terminated before this ends
+
+
+def get_and_task_done(q):
+    q.get()
+    q.task_done()
+    return os.getpid()
+
+
 def put_from_child(q, items):
     for item in items:
         q.put(item)
@@ -395,6 +408,30 @@ class Processes(WithDaemon):
         self.assertEqual(sorted(results.get(timeout=TIMEOUT)
                                 for _ in range(6)), [0, 2, 4, 6, 8, 10])
 
+    def test_a_process_terminated_after_task_done_leaves_it_done(self):
+        """task_done() is written before it returns, as Python's is
+        synchronous: Process.terminate() right after it loses nothing."""
+        q = self.q(linger=60)            # no flusher to rescue it
+        q.put("x")
+        ctx = multiprocessing.get_context("fork")
+        done = ctx.Event()
+        p = ctx.Process(target=task_done_then_sleep, args=(q, done))
+        p.start()
+        self.assertTrue(done.wait(TIMEOUT))
+        p.terminate()
+        p.join(TIMEOUT)
+        q.join(timeout=TIMEOUT)
+
+    def test_a_pool_block_leaves_its_task_dones_done(self):
+        """The end of a with Pool() block terminates the workers right
+        after map returns: their last task_done is on the daemon."""
+        q = self.q(linger=60)
+        for _ in range(3):      # a worker may end by itself first
+            q.put_many(range(4))
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                pool.map(get_and_task_done, [q] * 4)
+            q.join(timeout=TIMEOUT)
+
     def test_pickle_is_the_name_and_address(self):
         q = self.q(token=None, linger=0.5, serializer="pickle")
         q2 = pickle.loads(pickle.dumps(q))
@@ -515,7 +552,7 @@ class ForkSafety(WithDaemon):
 # ---- the speed that is free -------------------------------------------------
 
 class Batching(WithDaemon):
-    def test_task_done_rides_with_the_next_get(self):
+    def test_task_done_costs_no_round_trip(self):
         n = 50
         q = self.q(linger=60)            # the flusher out of the way
         q.put_many(range(n))
@@ -523,9 +560,11 @@ class Batching(WithDaemon):
             for _ in range(n):
                 q.get()
                 q.task_done()
-            self.assertEqual(c.writes, n)         # one round trip per task
-            q.close()                             # the last task_done
-            self.assertEqual(c.writes, n + 1)
+            # One round trip per task: the task_done is written at once,
+            # its reply read with the next get's.
+            self.assertEqual(c.writes, 2 * n)
+            q.close()                             # reads the last reply
+            self.assertEqual(c.writes, 2 * n + 1)
         self.assertQsize(self.figures(), unfinished=0)
         self.assertEqual(self.d.request({"op": "stats"})["queues"][
             self.name()]["task_dones"], n)

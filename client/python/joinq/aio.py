@@ -65,12 +65,13 @@ else:                                           # pragma: no cover - 3.9/3.10
 class _Conn:
     """One connection: asyncio streams."""
 
-    __slots__ = ("reader", "writer", "peer", "authed", "lines")
+    __slots__ = ("reader", "writer", "peer", "authed", "lines", "owed")
 
     def __init__(self, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str) -> None:
         self.reader, self.writer, self.peer = reader, writer, peer
         self.authed = False
+        self.owed: list[int] = []       # (the blocking client's)
         self.lines: list[bytes] = []
 
     async def send(self, data: bytes, timeout: float | None) -> None:

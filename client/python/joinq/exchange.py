@@ -5,8 +5,9 @@ below are written once.
 
 A TCP exchange borrows a connection, writes in one go the auth (on a new
 connection with a token), the task_dones waiting in the Book and the
-requests, and reads every reply in order: the task_dones' into the Book,
-the requests' returned.  With several addresses a lone request moves to
+requests, and reads every reply in order: first those of the task_dones
+written on it earlier without waiting (conn.owed), then the task_dones'
+into the Book, the requests' returned.  With several addresses a lone request moves to
 another daemon, as libjoinq's do (joinq.h, "Several addresses"): when the
 connection is found closed, when it is lost after the request went out
 and the request is harmless to send twice (RESENDABLE), and when a standby
@@ -106,10 +107,14 @@ class Exchanger:
                 raise
             dones = self.book.take() if self.book.pending else []
             auth = None if conn.authed else self.frames.auth
+            owed, conn.owed = getattr(conn, "owed", []), []
             conn.lines = []
+            data = batch(auth, dones, ops) if auth or dones or ops else b""
+            # owed only on an authed connection: their replies come first.
+            n = (1 if auth else 0) + len(dones) + len(ops)
+            dones = owed + dones
             try:                # once writing starts, it may have gone out
-                yield (ROUNDTRIP, conn, batch(auth, dones, ops), timeout,
-                       (1 if auth else 0) + len(dones) + len(ops))
+                yield ROUNDTRIP, conn, data, timeout, len(owed) + n
             except ConnectionLost as e:
                 self.discard(conn)
                 self.settle(conn, auth, dones, None, e)

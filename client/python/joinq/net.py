@@ -60,14 +60,15 @@ def reply_of(peer: str, line: bytes) -> bytes:
 class TcpConnection:
     """One TCP connection: writes whole batches, reads reply lines."""
 
-    __slots__ = ("sock", "rfile", "peer", "authed", "lines", "_timeout",
-                 "_poll")
+    __slots__ = ("sock", "rfile", "peer", "authed", "lines", "owed",
+                 "_timeout", "_poll")
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
         self.peer = peer
         self.authed = False
+        self.owed: list[int] = []       # task_dones whose replies are due
         self.lines: list[bytes] = []      # the replies of an exchange
         self._timeout: Any = sock.gettimeout()
         self._poll = select.poll()
@@ -109,6 +110,8 @@ class TcpConnection:
         """True if an idle connection is readable: the daemon closed it (or
         sent what nobody asked for); a request sent on it now would go
         nowhere (libjoinq's peer_gone)."""
+        if self.owed:                   # a reply due makes it readable
+            return False
         try:
             return bool(self._poll.poll(0))
         except OSError:

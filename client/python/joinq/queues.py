@@ -10,11 +10,14 @@ reads, writes, shuts down or closes the parent's connections; it closes
 its copies of their file descriptors only.
 
 task_done() with no argument costs no round trip of its own: the request
-waits in the object's Book and goes out in the same write as the next
-request on any connection of the object, its reply read (and checked)
-before that request's.  If no request comes within `linger` seconds, the
-process's flusher thread sends it (background.py), so that an idle
-consumer never holds up a join(); so do close() and the process's exit.
+is written at once on an idle connection of the object (the one its get
+used, in a single thread), so that the daemon has it even if the process
+is killed next, and its reply is read (and checked) by the next exchange
+on that connection, before that exchange's own, or after `linger`
+seconds by the process's flusher thread (background.py), or by close()
+and the process's exit.  A consume() loop's task_done and a Queue's get's
+wait in the object's Book instead, and go out in the same write as the
+next request, or from the flusher within `linger` seconds.
 
 A blocking put on an unbounded queue does not wait for its reply either
 (put_later): the replies are read by the object's next other call, or
@@ -64,6 +67,7 @@ class _ProcessState(Exchanger):
         self.unacked = 0
         self.pipe_auth = False          # an auth reply comes first
         self.pipe_since = 0.0           # when the last put went
+        self.owed_since = 0.0           # when the last done_now went
         background.states.add(self)
 
     def give(self, conn: net.TcpConnection) -> None:
@@ -108,18 +112,67 @@ class _ProcessState(Exchanger):
 
     def flush(self) -> None:
         """Sends the waiting task_dones now and reads the replies of the
-        puts that did not wait; failures go to the book."""
+        puts and task_dones that did not wait; failures go to the book."""
         self.ack()
         try:
             self.exchange([], 0, "task_done", failover=False)
         except Exception as e:                # noqa: BLE001 - kept, not lost
             self.book.lost(self.book.take(), e)
+        self._read_owed()
+
+    def _owing(self) -> bool:
+        with self.pool.lock:
+            return any(c.owed for c in self.pool.idle)
+
+    def _read_owed(self) -> None:
+        """Reads the replies of the task_dones written without waiting on
+        the idle connections."""
+        with self.pool.lock:
+            owing = [c for c in self.pool.idle if c.owed]
+            self.pool.idle = [c for c in self.pool.idle if not c.owed]
+        for conn in owing:
+            tids, conn.owed, conn.lines = conn.owed, [], []
+            try:
+                conn.roundtrip(b"", self.settings.io_timeout, len(tids))
+            except Exception as e:            # noqa: BLE001 - kept, not lost
+                self.discard(conn)
+                self.settle(conn, None, tids, None, e)
+                continue
+            self.settle(conn, None, tids, None)
+            self.give(conn)
+
+    def done_now(self, tid: int) -> None:
+        """Writes task_done(tid) on an idle connection (the one that got
+        it, unless another thread took that one) and returns: its reply is
+        read by the next exchange on that connection, or the flusher."""
+        frame = Frames.task_done(tid)
+        conn = self.pool.borrow()
+        if not conn.authed and self.frames.auth:
+            self.give(conn)               # a new connection: rare
+            check(self.exchange([frame], 0, "task_done")[0])
+            return
+        try:
+            conn.send(frame.encode(), self.settings.io_timeout)
+        except BaseException as e:
+            self.discard(conn)
+            if isinstance(e, ConnectionLost):
+                raise OutcomeUnknown("%s; the task_done may or may not have "
+                                     "taken effect" % e) from None
+            raise
+        conn.owed.append(tid)
+        self.owed_since = time.monotonic()
+        self.give(conn)
+        if self not in background.flusher.states:
+            background.flusher.schedule(self)
 
     def due(self) -> float:
         """Seconds until the flusher should flush (inf: nothing waits)."""
         left = self.book.due(self.settings.linger)
         if self.unacked:
             left = min(left, self.pipe_since + self.settings.linger -
+                       time.monotonic())
+        if self._owing():
+            left = min(left, self.owed_since + self.settings.linger -
                        time.monotonic())
         return left
 
@@ -286,8 +339,10 @@ class Queue(QueueBase):
     (any picklable object; off by default because unpickling runs code:
     see PickleSerializer).  ``io_timeout``: seconds a reply may take
     beyond the op's own wait (None: no limit); ``connect_timeout``;
-    ``linger`` (5 ms): seconds a deferred task_done waits for a request
-    to ride with before the flusher thread sends it alone.  The object's
+    ``linger`` (5 ms): seconds before the flusher thread reads the
+    replies of the puts and task_dones that did not wait, and sends a
+    deferred task_done (a consume() loop's, a Queue get's) that no
+    request carried.  The object's
     ``maxsize`` attribute is the maxsize given.  Failures other than
     Python's own are joinq.Error (see joinq.errors).
 
@@ -582,15 +637,17 @@ class JoinableQueue(Queue):
     def task_done(self, task: Task | int | None = None) -> None:
         """Finishes a task.  With no argument, as Python's task_done: the
         oldest task this object got in this process and has not finished
-        (ValueError if there is none); its request goes out with this
-        object's next request, or within linger seconds from the flusher
-        thread, and if it fails, the next call on this object raises
-        joinq.TaskDoneError.  With a task (a Task or its id, got by any
+        (ValueError if there is none); its request is written at once, on
+        the connection its get used (the daemon has it when task_done
+        returns, even if the process is killed next), and its reply is
+        read later, by the object's next request on that connection or
+        within linger seconds by the flusher thread; if it failed, the
+        next call on this object raises joinq.TaskDoneError.  With a task (a Task or its id, got by any
         process) it is sent at once and joinq.UnknownTask raised if the
         task is not delivered and undone."""
         st = self._state()
         if task is None:
-            self._finish_later(st, st.book.oldest())
+            st.done_now(st.book.oldest())
             return
         tid = task_id(task)
         st.book.drop(tid)
