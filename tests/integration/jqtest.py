@@ -45,6 +45,11 @@ import unittest
 JOINQD = os.environ.get("JOINQD", "daemon/joinqd")
 JOINQ = os.environ.get("JOINQ", "client/joinq")
 WRAPPER = shlex.split(os.environ.get("JOINQD_WRAPPER", ""))
+# The source tree (make check sets $JOINQ_SRCDIR), and in it the joinq
+# Python package's directory, which the Python client's tests import from.
+SRCDIR = os.path.abspath(os.environ.get("JOINQ_SRCDIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+PYTHON_CLIENT = os.path.join(SRCDIR, "client", "python")
 
 
 def sanitized(path):
@@ -560,6 +565,22 @@ class NotifySocket:
         self.sock.close()
 
 
+def readme_blocks(section):
+    """The code blocks (lines indented four spaces) of README.md's section
+    "## section", each as its text with the indent taken off, so that a
+    test runs what the README shows."""
+    with open(os.path.join(SRCDIR, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"^## %s\n(.*?)(?=^## )" % re.escape(section), text,
+                  re.M | re.S)
+    if not m:
+        raise AssertionError("README.md has no section %r" % section)
+    blocks = re.findall(r"^\n((?:^    .*\n)(?:^(?:    .*)?\n)*)",
+                        m.group(1), re.M)
+    return [re.sub(r"^    ", "", b, flags=re.M).strip("\n") + "\n"
+            for b in blocks]
+
+
 def diag(text):
     """A TAP diagnostic line a line of text (the figures a test measured)."""
     for line in text.splitlines():
@@ -714,8 +735,9 @@ def leave_out_file_journal(suite):
     return kept
 
 
-def main():
-    """Runs the calling module's tests (or those named in argv) as TAP."""
+def main(select=None):
+    """Runs the calling module's tests (or those named in argv) as TAP;
+    select, when given, makes the suite to run from the loaded one."""
     # A shell runs a background job with SIGINT ignored, and the programs
     # the tests start would inherit that: they get the default, as from a
     # terminal (test_work.py's Ctrl-C test sends one).
@@ -730,6 +752,8 @@ def main():
         suite = loader.loadTestsFromNames(sys.argv[1:], module)
     else:
         suite = loader.loadTestsFromModule(module)
+    if select:
+        suite = select(suite)
     if JOURNAL == "nats":
         suite = leave_out_file_journal(suite)
     print("1..%d" % suite.countTestCases(), flush=True)
