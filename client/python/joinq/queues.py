@@ -30,7 +30,7 @@ import queue as _stdqueue
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import background, net
 from .codec import parse
@@ -141,6 +141,20 @@ class _ProcessState(Exchanger):
             self.settle(conn, None, tids, None)
             self.give(conn)
 
+    def _send(self, conn: net.TcpConnection, data: bytes, what: str,
+              broke: Callable[[BaseException], None]) -> None:
+        """Writes data without waiting for its reply; on a failure calls
+        broke(e) and raises, a lost connection as OutcomeUnknown (what was
+        written may or may not have taken effect)."""
+        try:
+            conn.send(data, self.settings.io_timeout)
+        except BaseException as e:
+            broke(e)
+            if isinstance(e, ConnectionLost):
+                raise OutcomeUnknown("%s; the %s may or may not have taken "
+                                     "effect" % (e, what)) from None
+            raise
+
     def done_now(self, tid: int) -> None:
         """Writes task_done(tid) on an idle connection (the one that got
         it, unless another thread took that one) and returns: its reply is
@@ -151,14 +165,8 @@ class _ProcessState(Exchanger):
             self.give(conn)               # a new connection: rare
             check(self.exchange([frame], 0, "task_done")[0])
             return
-        try:
-            conn.send(frame.encode(), self.settings.io_timeout)
-        except BaseException as e:
-            self.discard(conn)
-            if isinstance(e, ConnectionLost):
-                raise OutcomeUnknown("%s; the task_done may or may not have "
-                                     "taken effect" % e) from None
-            raise
+        self._send(conn, frame.encode(), "task_done",
+                   lambda e: self.discard(conn))
         conn.owed.append(tid)
         self.owed_since = time.monotonic()
         self.give(conn)
@@ -194,14 +202,7 @@ class _ProcessState(Exchanger):
             if not conn.authed and self.frames.auth:
                 data = self.frames.auth.encode() + data
                 conn.authed = self.pipe_auth = True
-            try:
-                conn.send(data, self.settings.io_timeout)
-            except BaseException as e:
-                self._pipe_broke(e)
-                if isinstance(e, ConnectionLost):
-                    raise OutcomeUnknown("%s; the put may or may not have "
-                                         "taken effect" % e) from None
-                raise
+            self._send(conn, data, "put", self._pipe_broke)
             first = not self.unacked
             self.unacked += 1
             self.pipe_since = time.monotonic()
