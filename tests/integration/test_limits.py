@@ -910,8 +910,10 @@ class UdpFlood(LimitsCase):
                  % (sent[0], self.SECONDS, len(lat), p50 * 1e3, p99 * 1e3,
                     max(lat) * 1e3))
             self.assertGreater(sent[0], 1000)
+            # Starved, the TCP client would time out (5 * SLOW) or make a
+            # handful of round trips; how fast each is depends on the
+            # machine's load, so the latencies are reported, not judged.
             self.assertGreater(len(lat), 20 / SLOW)
-            self.assertLess(p99, 0.2 * SLOW, "TCP starved by a UDP flood")
             self.assertEqual(d.proc.poll(), None)
             # The flood's last datagrams may still fill the socket's
             # buffer, where the kernel drops what comes: ask again.
