@@ -21,6 +21,7 @@ import time
 import warnings
 
 import jqtest
+import tlscerts
 
 SRCDIR = os.environ.get("JOINQ_SRCDIR") or os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
@@ -923,67 +924,6 @@ class Addresses(jqtest.TestCase):
             self.assertQsize(d.qsize("x"), qsize=1)
 
 
-def test_certificate():
-    """CPython's own test certificate and key for localhost (test/keycert
-    .pem, or test/certdata/keycert.pem from Python 3.11 on)."""
-    import test
-    for sub in ("certdata", ""):
-        path = os.path.join(os.path.dirname(test.__file__), sub,
-                            "keycert.pem")
-        if os.path.exists(path):
-            return path
-    raise AssertionError("no keycert.pem in CPython's test package")
-
-
-class TlsProxy(FakeDaemon):
-    """A TLS port in front of a daemon, as issue 14's tls_port will be:
-    FakeDaemon's listener, each TLS session carried to the daemon over
-    plain TCP by a thread of its own."""
-
-    def __init__(self, daemon):
-        import ssl
-        super().__init__("tls")
-        self.daemon = daemon
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(test_certificate())
-        self.port = self.listener.getsockname()[1]
-        self.sessions = 0
-
-    def talk(self, raw):
-        import selectors
-        import ssl
-        try:
-            tls = self.ctx.wrap_socket(raw, server_side=True)
-            self.sessions += 1
-            up = socket.create_connection((self.daemon.host,
-                                           self.daemon.port))
-        except OSError:
-            raw.close()
-            return
-        sel = selectors.DefaultSelector()
-        sel.register(tls, selectors.EVENT_READ, up)
-        sel.register(up, selectors.EVENT_READ, tls)
-        try:
-            while not self.stopping:
-                for key, _ in sel.select(0.05):
-                    try:
-                        data = key.fileobj.recv(65536)
-                    except ssl.SSLWantReadError:
-                        continue
-                    if not data:
-                        return
-                    key.data.sendall(data)
-                    while isinstance(key.fileobj, ssl.SSLSocket) and \
-                            key.fileobj.pending():
-                        key.data.sendall(key.fileobj.recv(65536))
-        except OSError:
-            pass
-        finally:
-            sel.close()
-            tls.close()
-            up.close()
-
-
 @contextlib.contextmanager
 def patched_env(values):
     old = {k: os.environ.get(k) for k in values}
@@ -998,32 +938,128 @@ def patched_env(values):
                 os.environ[k] = v
 
 
-class Tls(WithDaemon):
-    def test_the_door_for_tls(self):
-        """ssl= wraps the connections in TLS (PROTOCOL.md "TLS"), the
-        blocking ones and asyncio's; a pooled connection stays in use."""
-        import ssl
-        ctx = ssl.create_default_context(cafile=test_certificate())
-        with TlsProxy(self.d) as proxy:
-            q = self.q(host="localhost", port=proxy.port, ssl=ctx)
-            for i in range(5):
-                q.put(i)
-            self.assertEqual([q.get() for _ in range(5)], list(range(5)))
-            for _ in range(5):
-                q.task_done()
-            q.join(timeout=TIMEOUT)
-            self.assertEqual(proxy.sessions, 2)     # the puts' and the rest
+class Tls(jqtest.TestCase):
+    """ssl= against a daemon's TLS port (PROTOCOL.md "TLS"), with
+    certificates made for the test (tlscerts.py); the daemon asks for a
+    client certificate (tls_client_auth = request) and refuses a bad
+    one."""
 
-            async def body():
-                aq = joinq.aio.JoinableQueue(self.name(), host="localhost",
-                                             port=proxy.port, ssl=ctx)
-                await aq.put("over tls")
-                self.assertEqual(await aq.get(), "over tls")
-                aq.task_done()
-                await aq.close()
-            asyncio.run(asyncio.wait_for(body(), TIMEOUT))
-            with self.assertRaises(joinq.CannotConnect):
-                self.q(host="localhost", port=proxy.port, ssl=True).put(1)
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = tlscerts.shared()
+        cls.d = jqtest.Daemon(*jqtest.tls_args(
+            cls.certs, "--tls-ca-file", cls.certs.ca,
+            "--tls-client-auth", "request")).start()
+        cls.at = {"host": "localhost", "port": cls.d.tls_port}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+
+    def q(self, name, **kw):
+        q = joinq.JoinableQueue(name, **kw)
+        self.addCleanup(WithDaemon.close_quietly, q)
+        return q
+
+    def cannot_connect(self, **kw):
+        """The one line ConnectionFailed says for a queue made with kw
+        (CannotConnect, or ConnectionLost for a client certificate the
+        daemon refuses after TLS 1.3's handshake)."""
+        with self.assertRaises(joinq.ConnectionFailed) as e:
+            joinq.JoinableQueue("refused", **kw).qsize()
+        return str(e.exception)
+
+    def test_blocking_asyncio_and_a_spawned_process(self):
+        tls = joinq.TLS(cafile=self.certs.ca)
+        q = self.q("tls", ssl=tls, **self.at)
+        results = self.q("tls.out", ssl=tls, **self.at)
+        q.put_many(range(5))
+        self.assertEqual([q.get(timeout=TIMEOUT) for _ in range(5)],
+                         list(range(5)))
+        for _ in range(5):
+            q.task_done()
+        q.join(timeout=TIMEOUT)
+        # A joinq.TLS pickles (an SSLContext does not): the queue goes to
+        # a spawned child, which speaks TLS too.
+        p = multiprocessing.get_context("spawn").Process(
+            target=eat_n, args=(q, 2, results))
+        p.start()
+        q.put_many(["a", "b"])
+        q.join(timeout=TIMEOUT)
+        p.join(TIMEOUT)
+        self.assertEqual(p.exitcode, 0)
+        self.assertEqual(sorted(results.get(timeout=TIMEOUT)
+                                for _ in range(2)), ["a", "b"])
+
+        async def body():
+            aq = joinq.aio.JoinableQueue("tls.aio", ssl=tls, **self.at)
+            await aq.put("over tls")
+            self.assertEqual(await aq.get(), "over tls")
+            aq.task_done()
+            await aq.join()
+            await aq.close()
+        asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+        # An SSLContext of the caller's works as well.
+        ctx = jqtest.tls_context(self.certs.ca)
+        self.q("tls.ctx", ssl=ctx, **self.at).put("ctx")
+        self.assertEqual(self.q("tls.ctx", ssl=tls, **self.at).get(), "ctx")
+
+    def test_environment_and_client_certificate(self):
+        """$JOINQ_TLS=1 with $JOINQ_CACERT, $JOINQ_CERT and $JOINQ_KEY, as
+        the CLI reads them; the default port is then 7478."""
+        env = {"JOINQ_TLS": "1", "JOINQ_CACERT": self.certs.ca,
+               "JOINQ_CERT": self.certs.client_cert,
+               "JOINQ_KEY": self.certs.client_key}
+        with patched_env(env):
+            self.assertEqual(joinq.JoinableQueue("x")._settings.addresses,
+                             [("127.0.0.1", 7478)])
+            q = self.q("tls.env", **self.at)
+            q.put("with a client certificate")
+            self.assertEqual(q.get(), "with a client certificate")
+            q.task_done()
+            self.assertEqual(q._settings.ssl, joinq.TLS(
+                cafile=self.certs.ca, certfile=self.certs.client_cert,
+                keyfile=self.certs.client_key))
+            plain = self.q("tls.env", ssl=False, host=self.d.host,
+                           port=self.d.port)
+            self.assertEqual(plain.qsize(), 0)
+        # A certificate from another CA is refused by the daemon.
+        line = self.cannot_connect(ssl=joinq.TLS(
+            cafile=self.certs.ca, certfile=self.certs.stranger_cert,
+            keyfile=self.certs.stranger_key), **self.at)
+        jqtest.diag("another CA's client certificate: " + line)
+        self.assertIn("the daemon refused the session: unknown ca", line)
+        with self.assertRaises(ValueError):
+            joinq.TLS(certfile=self.certs.client_cert)
+
+    def test_errors_say_what_to_do(self):
+        cases = [
+            ("the system's CAs", dict(ssl=True, **self.at),
+             "certificate was refused: "),
+            ("another name", dict(ssl=joinq.TLS(
+                cafile=self.certs.ca, server_name="other.example"),
+                **self.at), "certificate was refused: Hostname mismatch, "
+                "certificate is not valid for 'other.example'"),
+            ("the plain port", dict(ssl=joinq.TLS(cafile=self.certs.ca),
+                                    host="localhost", port=self.d.port),
+             "closed the connection during the TLS handshake: is %d its "
+             "TLS port" % self.d.port),
+        ]
+        for what, kw, says in cases:
+            with self.subTest(what):
+                line = self.cannot_connect(connect_timeout=TIMEOUT, **kw)
+                jqtest.diag("%s: %s" % (what, line))
+                self.assertIn(says, line)
+        # insecure_any_name: the name is not checked, the chain still is.
+        q = self.q("tls.anyname", ssl=joinq.TLS(
+            cafile=self.certs.ca, server_name="other.example",
+            insecure_any_name=True), **self.at)
+        self.assertEqual(q.qsize(), 0)
+        # A plain client on the TLS port hears why.
+        with self.assertRaises(joinq.Error) as e:
+            joinq.JoinableQueue("plain", host=self.d.host,
+                                port=self.d.tls_port).qsize()
+        self.assertIn("this port speaks TLS", str(e.exception))
 
 
 class Token(jqtest.TestCase):

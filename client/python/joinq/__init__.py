@@ -23,7 +23,7 @@ from .errors import BadQueue, CannotConnect, Conflict, ConnectionFailed, \
     ProtocolError, PutError, ShuttingDown, TaskDoneError, TooLarge, \
     TooManyQueues, Unauthorized, Unavailable, UnknownTask
 from .queues import Consumer, JoinableQueue, Queue, TaskScope
-from .settings import read_token_file
+from .settings import TLS, read_token_file
 
 __version__ = "0.1.0"
 

@@ -108,10 +108,15 @@ class _Conn:
 
 async def _open(settings: Settings, address: net.Address) -> _Conn:
     ctx = settings.ssl_context()
-    reader, writer = await _within(asyncio.open_connection(
-        address[0], address[1], ssl=ctx, limit=READ_LIMIT,
-        server_hostname=address[0] if ctx else None),
-        settings.connect_timeout)
+    try:
+        reader, writer = await _within(asyncio.open_connection(
+            address[0], address[1], ssl=ctx, limit=READ_LIMIT,
+            server_hostname=settings.server_name(address) if ctx else None),
+            settings.connect_timeout)
+    except ConnectionResetError as e:
+        if ctx is not None:
+            e.joinq_tls = True           # reset in the handshake
+        raise
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -165,10 +170,11 @@ class _State(net.Rotation, Exchanger):
         for index, address in self.candidates(after_failure):
             try:
                 conn = await _open(self.settings, address)
-            except (OSError, asyncio.TimeoutError) as e:
-                why.append("%s: %s" % (net.hostport(address),
-                                       getattr(e, "strerror", None) or
-                                       e or "no answer"))
+            except asyncio.TimeoutError:     # an OSError in 3.11
+                why.append("%s: no answer" % net.hostport(address))
+                continue
+            except OSError as e:
+                why.append(net.why_failed(address, e))
                 continue
             self.answered(index)
             self.conns.add(conn)

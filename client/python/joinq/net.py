@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -40,6 +41,40 @@ def close_fd_only(sock: socket.socket) -> None:
             pass
 
 
+def why_failed(address: Address, e: OSError) -> str:
+    """One line on why connecting to address failed, TLS's reasons said
+    so that a user can act on them."""
+    where = hostport(address)
+    if isinstance(e, ssl.SSLCertVerificationError):
+        hint = ""
+        if e.verify_code in (2, 19, 20, 21):    # no issuer known, or
+            hint = " (name its CA: cafile= or $JOINQ_CACERT)"  # self-signed
+        return "%s: TLS: the daemon's certificate was refused: %s%s" % (
+            where, (e.verify_message or e.reason or "").rstrip("."), hint)
+    if isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or \
+            (isinstance(e, ConnectionResetError) and
+             getattr(e, "joinq_tls", False)):
+        return ("%s: the daemon closed the connection during the TLS "
+                "handshake: is %d its TLS port (tls_port)?"
+                % (where, address[1]))
+    return "%s: %s" % (where, tls_reason(e) or e.strerror or e)
+
+
+def tls_reason(e: BaseException) -> str | None:
+    """A TLS failure in words; None if e is not one.  An alert is the
+    daemon refusing the session (a client certificate it wants, or one
+    it does not trust): under TLS 1.3 it comes after the handshake, with
+    the first reply."""
+    if not isinstance(e, ssl.SSLError):
+        return None
+    reason = e.reason or ""
+    for prefix in ("TLSV13_ALERT_", "TLSV1_ALERT_", "SSLV3_ALERT_"):
+        if reason.startswith(prefix):
+            return ("TLS: the daemon refused the session: %s"
+                    % reason[len(prefix):].replace("_", " ").lower())
+    return "TLS: %s" % (reason.replace("_", " ").lower() or e)
+
+
 def lost(peer: str, e: BaseException, timed_out: bool,
          timeout: float | None, what: str) -> ConnectionLost:
     """The ConnectionLost for an error sending or reading."""
@@ -47,7 +82,8 @@ def lost(peer: str, e: BaseException, timed_out: bool,
         return ConnectionLost("the daemon at %s %s for %.1f s"
                               % (peer, what, timeout or 0))
     return ConnectionLost("the connection to %s broke: %s"
-                          % (peer, getattr(e, "strerror", None) or e))
+                          % (peer, tls_reason(e) or
+                             getattr(e, "strerror", None) or e))
 
 
 def reply_of(peer: str, line: bytes) -> bytes:
@@ -136,9 +172,13 @@ def open_tcp(settings: Settings, address: Address) -> TcpConnection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         ctx = settings.ssl_context()
         if ctx is not None:
-            # The door for TLS (PROTOCOL.md "TLS"): the same frames
-            # inside the session.
-            sock = ctx.wrap_socket(sock, server_hostname=address[0])
+            # PROTOCOL.md "TLS": the same frames inside the session.
+            try:
+                sock = ctx.wrap_socket(
+                    sock, server_hostname=settings.server_name(address))
+            except ConnectionResetError as e:
+                e.joinq_tls = True       # reset in the handshake
+                raise
     except BaseException:
         sock.close()
         raise
@@ -233,7 +273,7 @@ class Pool(Rotation):
             try:
                 conn = open_tcp(self.settings, address)
             except OSError as e:
-                why.append("%s: %s" % (hostport(address), e.strerror or e))
+                why.append(why_failed(address, e))
                 continue
             self.answered(index)
             with self.lock:

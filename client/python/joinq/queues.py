@@ -325,7 +325,12 @@ class Queue(QueueBase):
     $JOINQ_PORT, else 7477).  ``token``: the daemon's token;
     ``token_file``: a file holding it (its first line, blanks trimmed, as
     joinq --token-file reads it); neither: $JOINQ_TOKEN, else none.
-    ``ssl``: True or an ssl.SSLContext for a daemon's TLS port.
+    ``ssl``: TLS to the daemon's TLS port (default port 7478): True (the
+    system's CAs, or $JOINQ_CACERT; a client certificate from $JOINQ_CERT
+    and $JOINQ_KEY), a joinq.TLS(cafile=, certfile=, keyfile=,
+    server_name=), or an ssl.SSLContext (which does not pickle); None
+    (the default) is True when $JOINQ_TLS is 1; False is plain TCP.  The
+    daemon's name is verified.
 
     ``udp=True``: puts go as UDP datagrams, every other call over TCP (a
     UDP get always has a lease, and a lost reply would hide its task until

@@ -1,6 +1,7 @@
-"""Where the daemon is and how to talk to it: addresses, token, timeouts,
-read as the joinq CLI reads them (joinq(1): -H/$JOINQ_HOST, -p/$JOINQ_PORT,
---token-file/$JOINQ_TOKEN).  No I/O but the token file."""
+"""Where the daemon is and how to talk to it: addresses, token, TLS,
+timeouts, read as the joinq CLI reads them (joinq(1): -H/$JOINQ_HOST,
+-p/$JOINQ_PORT, --token-file/$JOINQ_TOKEN, --tls/$JOINQ_TLS and its
+files).  No I/O but the token file."""
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ from .codec import Serializer, serializer_named
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7477
+DEFAULT_TLS_PORT = 7478        # joinqd.conf(5)'s tls_port, as joinq --tls
 TOKEN_MAX = 4096               # bytes of token, as joinqd's token.h
 # Seconds a deferred task_done waits for a request to ride with before the
 # flusher thread sends it alone.  Each wake-up of that thread costs the
@@ -62,14 +64,14 @@ def _entry(text: str, port: int) -> Address:
     return host, _port(p, "the port in %r" % text) if p is not None else port
 
 
-def addresses(host: HostSpec = None, port: int | str | None = None
-              ) -> list[Address]:
+def addresses(host: HostSpec = None, port: int | str | None = None,
+              default_port: int = DEFAULT_PORT) -> list[Address]:
     """The daemons to try, in order.  host: None ($JOINQ_HOST, else
     127.0.0.1), a string that may list several ("a:7477,b:7477"), or a
     list of such strings or (host, port) pairs.  port: for the addresses
-    without one (None: $JOINQ_PORT, else 7477)."""
+    without one (None: $JOINQ_PORT, else default_port)."""
     if port is None or port == "":
-        port = os.environ.get("JOINQ_PORT") or DEFAULT_PORT
+        port = os.environ.get("JOINQ_PORT") or default_port
         what = "$JOINQ_PORT"
     else:
         what = "port"
@@ -145,6 +147,54 @@ def seconds(value: float | None, what: str, *, positive: bool = False
     return None if math.isinf(v) else v
 
 
+@dataclass(frozen=True)
+class TLS:
+    """How to speak TLS to a daemon's TLS port, in values that pickle (an
+    ssl.SSLContext does not), so that a queue made with it passes to
+    Process and Pool under every start method.
+
+    ``cafile``: the CA that signed the daemon's certificate (None: the
+    system's CAs).  ``certfile`` and ``keyfile``: this client's
+    certificate and key, for a daemon that asks for one
+    (tls_client_auth).  ``server_name``: the name the daemon's certificate
+    must hold (None: the host of each address).  ``insecure_any_name``:
+    accept a certificate for any name, as joinq --tls-insecure-any-name
+    does; the chain is still verified, but anyone holding a certificate
+    from that CA can then pose as the daemon."""
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    server_name: str | None = None
+    insecure_any_name: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("a client certificate needs its key: give "
+                             "certfile= and keyfile= together")
+
+    @classmethod
+    def from_env(cls) -> "TLS":
+        """The CLI's environment defaults: $JOINQ_CACERT, $JOINQ_CERT,
+        $JOINQ_KEY, $JOINQ_TLS_SERVER_NAME."""
+        env = os.environ.get
+        return cls(cafile=env("JOINQ_CACERT") or None,
+                   certfile=env("JOINQ_CERT") or None,
+                   keyfile=env("JOINQ_KEY") or None,
+                   server_name=env("JOINQ_TLS_SERVER_NAME") or None)
+
+    def context(self) -> _ssl.SSLContext:
+        """A client context: TLS 1.2 or later, the chain and (unless
+        insecure_any_name) the name verified.  OSError or ssl.SSLError
+        when a file cannot be read."""
+        ctx = _ssl.create_default_context(cafile=self.cafile)
+        ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+        if self.insecure_any_name:
+            ctx.check_hostname = False
+        if self.certfile:
+            ctx.load_cert_chain(self.certfile, self.keyfile)
+        return ctx
+
+
 @dataclass
 class Settings:
     """What a queue object needs to reach its daemon; what pickles."""
@@ -158,22 +208,50 @@ class Settings:
     connect_timeout: float = 5.0
     io_timeout: float | None = 5.0
     linger: float = LINGER
-    ssl: Any = None        # None, True (a default context) or SSLContext
+    ssl: Any = None        # None, a TLS or an ssl.SSLContext
+    _context: Any = field(default=None, repr=False, compare=False)
 
     def ssl_context(self) -> _ssl.SSLContext | None:
-        if self.ssl is True:
-            return _ssl.create_default_context()
-        return self.ssl or None
+        """The context connections wrap their sockets in (made once)."""
+        if isinstance(self.ssl, TLS):
+            if self._context is None:
+                self._context = self.ssl.context()
+            return self._context
+        return self.ssl
+
+    def server_name(self, address: Address) -> str:
+        """The name the daemon at address must prove it holds."""
+        if isinstance(self.ssl, TLS) and self.ssl.server_name:
+            return self.ssl.server_name
+        return address[0]
 
     def reduced(self) -> dict[str, Any]:
         """The settings as plain values for a pickle.  An SSLContext does
-        not pickle: a queue made with one does not either (ssl=True
-        does)."""
-        if self.ssl not in (None, False, True):
+        not pickle: a queue made with one does not either (ssl=True and a
+        joinq.TLS do)."""
+        if isinstance(self.ssl, _ssl.SSLContext):
             raise TypeError("a joinq queue made with an ssl.SSLContext "
                             "does not pickle (an SSLContext does not); "
-                            "ssl=True does")
-        return dict(self.__dict__)
+                            "ssl=True and ssl=joinq.TLS(...) do")
+        d = dict(self.__dict__)
+        d["_context"] = None
+        return d
+
+
+def tls_setting(ssl: Any) -> Any:
+    """ssl= as given, with the CLI's environment defaults: None (TLS when
+    $JOINQ_TLS is 1), False (plain TCP), True (a TLS from the environment),
+    a TLS, or an ssl.SSLContext."""
+    if ssl is None:
+        ssl = os.environ.get("JOINQ_TLS", "") not in ("", "0")
+    if ssl is False:
+        return None
+    if ssl is True:
+        return TLS.from_env()
+    if isinstance(ssl, (TLS, _ssl.SSLContext)):
+        return ssl
+    raise TypeError("ssl must be None, True, False, a joinq.TLS or an "
+                    "ssl.SSLContext, not %r" % (ssl,))
 
 
 def make_settings(name: str, host: HostSpec, port: int | str | None,
@@ -186,16 +264,16 @@ def make_settings(name: str, host: HostSpec, port: int | str | None,
     if noreply and not udp:
         raise ValueError("noreply=True needs udp=True: over TCP every "
                          "request is answered")
-    if ssl and udp:
+    tls = tls_setting(ssl) if not (udp and ssl is None) else None
+    if tls is not None and udp:
         raise ValueError("TLS is for TCP: udp=True and ssl= do not mix")
-    if ssl not in (None, False, True) and \
-            not isinstance(ssl, _ssl.SSLContext):
-        raise TypeError("ssl must be None, True or an ssl.SSLContext")
     ct = seconds(connect_timeout, "connect_timeout", positive=True)
     return Settings(
-        name=check_name(name), addresses=addresses(host, port),
+        name=check_name(name),
+        addresses=addresses(host, port, DEFAULT_TLS_PORT if tls is not None
+                            else DEFAULT_PORT),
         token=resolve_token(token, token_file), udp=bool(udp),
         noreply=bool(noreply), serializer=serializer_named(serializer),
         connect_timeout=ct if ct is not None else 5.0,
         io_timeout=seconds(io_timeout, "io_timeout"),
-        linger=seconds(linger, "linger") or 0.0, ssl=ssl or None)
+        linger=seconds(linger, "linger") or 0.0, ssl=tls)
