@@ -289,6 +289,7 @@ class TlsConn(Conn):
     def __init__(self, host, port, context, server_hostname="localhost",
                  timeout=TIMEOUT, rcvbuf=None):
         super().__init__(host, port, timeout, rcvbuf)
+        self.close_notify = False   # the daemon ended the session cleanly
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing,
@@ -328,15 +329,44 @@ class TlsConn(Conn):
     def _recv(self):
         while True:
             try:
-                return self.tls.read(65536)
+                data = self.tls.read(65536)
+                if not data:       # close_notify
+                    self.close_notify = True
+                return data
             except ssl.SSLWantReadError:
                 if not self._fill():
                     continue    # read() now says how it ended
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            except ssl.SSLZeroReturnError:
+                self.close_notify = True
+                return b""
+            except ssl.SSLEOFError:
                 return b""
 
     def _pending(self):
         return self.tls.pending() > 0
+
+    def nothing_for(self, seconds):
+        """True if no reply arrives within seconds (TLS records that carry
+        no reply, such as session tickets, do not count)."""
+        deadline = time.monotonic() + seconds
+        while b"\n" not in self.buf:
+            if not self._pending():
+                left = deadline - time.monotonic()
+                r, _, _ = select.select([self.sock], [], [], max(0, left))
+                if not r:
+                    return True
+                if not self._fill():
+                    return False
+            try:
+                data = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return False
+            if not data:
+                return False
+            self.buf += data
+        return False
 
     def peer_cert(self):
         """The server's certificate (DER bytes)."""
