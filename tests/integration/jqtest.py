@@ -500,11 +500,7 @@ class Daemon:
                                      stderr=self.errfile, env=env)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            m = LISTEN_RE.search(self.log())
-            if m:
-                self.port = int(m.group(2))
-                t = TLS_LISTEN_RE.search(self.log())
-                self.tls_port = int(t.group(2)) if t else None
+            if self.read_ports(self.log()):
                 if nats:
                     self.wait_role("active")
                     # The pings' connections gone, so that a test of
@@ -518,6 +514,17 @@ class Daemon:
             time.sleep(0.01)
         self.proc.kill()
         raise RuntimeError("joinqd did not start:\n" + self.log())
+
+    def read_ports(self, log):
+        """Sets port and tls_port from the start-up line in log; False if
+        the line is not there yet."""
+        m = LISTEN_RE.search(log)
+        if not m:
+            return False
+        self.port = int(m.group(2))
+        t = TLS_LISTEN_RE.search(log)
+        self.tls_port = int(t.group(2)) if t else None
+        return True
 
     def log(self):
         with open(self.path("stderr")) as f:

@@ -254,12 +254,10 @@ class SdDaemon(jqtest.Daemon):
                 ready = jqtest.LISTEN_RE.search(self.log()) is not None
                 time.sleep(0.01)
             if ready:
-                m = jqtest.LISTEN_RE.search(self.log())
-                if not m:
+                if not self.read_ports(self.log()):
                     self.proc.kill()
                     raise RuntimeError("READY=1 before the listening line:\n"
                                        + self.log())
-                self.port = int(m.group(2))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("joinqd exited with %d at start:\n%s"
@@ -657,6 +655,41 @@ class SocketActivation(MetricsMixin, jqtest.TestCase):
         finally:
             for s in (t, u, m):
                 s.close()
+
+    def test_socket_named_tls_is_a_tls_listener(self):
+        """A stream socket named "tls" serves TCP inside TLS (issue 14),
+        with tls_cert_file and tls_key_file and no tls_port; the others
+        stay plain."""
+        import tlscerts
+        certs = tlscerts.shared()
+        t, u, port = listeners()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        sport = s.getsockname()[1]
+        try:
+            with SdDaemon("--tls-cert-file", certs.server_cert,
+                          "--tls-key-file", certs.server_key, bind=False,
+                          listen_fds=[(t, "joinq"), (s, "tls"),
+                                      (u, "joinq")]) as d:
+                self.assertEqual(d.port, port)
+                self.assertEqual(d.tls_port, sport)
+                c = jqtest.TlsConn("127.0.0.1", sport,
+                                   jqtest.tls_context(certs.ca))
+                self.assertOk(c.request({"op": "put", "item": 1}))
+                c.close()
+                self.assertEqual(d.qsize()["qsize"], 1)
+                self.assertEqual(served_sockets(d.proc.pid),
+                                 {inode_of(t), inode_of(u), inode_of(s)})
+            # without a certificate, a "tls" socket is a start-up error
+            with self.assertRaises(RuntimeError) as e:
+                SdDaemon(bind=False, listen_fds=[(t, "joinq"), (s, "tls")]
+                         ).start()
+            self.assertIn("TLS needs tls_cert_file and tls_key_file",
+                          str(e.exception))
+        finally:
+            for x in (t, u, s):
+                x.close()
 
     def test_bad_descriptor_exits_1(self):
         t, u, port = listeners()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TLS on TCP (issue 14, the daemon's side): tls_port and the tls_*
 settings, with certificates made by tlscerts.py.
 
