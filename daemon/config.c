@@ -463,6 +463,16 @@ static const char *set_file(char **slot, const char *val)
 	return NULL;
 }
 
+/* The index of val in names (NULL-ended), or -1: the settings that name
+ * one of a few words, in their enum's order. */
+static int choice(const char *val, const char *const *names)
+{
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(val, names[i]))
+			return i;
+	return -1;
+}
+
 /* A text setting that may be empty (NULL). */
 static void set_text(char **slot, const char *val)
 {
@@ -491,29 +501,28 @@ static const char *set_tls(struct config *c, const char *key, const char *val)
 	} else if (!strcmp(key, "tls_ca_file")) {
 		return set_file(&t->ca_file, val);
 	} else if (!strcmp(key, "tls_client_auth")) {
-		if (!strcmp(val, "none"))
-			t->client_auth = TLS_AUTH_NONE;
-		else if (!strcmp(val, "request"))
-			t->client_auth = TLS_AUTH_REQUEST;
-		else if (!strcmp(val, "require"))
-			t->client_auth = TLS_AUTH_REQUIRE;
-		else
+		static const char *const auth[] = { "none", "request", "require",
+		                                    NULL };
+		int i = choice(val, auth);
+		if (i < 0)
 			return "expected none, request or require";
+		t->client_auth = (enum tls_client_auth)i;
 	} else if (!strcmp(key, "tls_ciphers")) {
 		set_text(&t->ciphers, val);
 	} else if (!strcmp(key, "tls_ciphersuites")) {
 		set_text(&t->ciphersuites, val);
 	} else if (!strcmp(key, "tls_min_version")) {
-		if (strcmp(val, "1.2") != 0 && strcmp(val, "1.3") != 0)
+		static const char *const versions[] = { "1.2", "1.3", NULL };
+		int i = choice(val, versions);
+		if (i < 0)
 			return "expected 1.2 or 1.3";
-		t->min_13 = !strcmp(val, "1.3");
+		t->min_13 = i == 1;
 	} else if (!strcmp(key, "metrics_tls")) {
-		if (!strcmp(val, "yes"))
-			t->metrics = true;
-		else if (!strcmp(val, "no"))
-			t->metrics = false;
-		else
+		static const char *const no_yes[] = { "no", "yes", NULL };
+		int i = choice(val, no_yes);
+		if (i < 0)
 			return "expected yes or no";
+		t->metrics = i == 1;
 	} else {
 		return "unknown setting";
 	}
@@ -637,23 +646,18 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		free(c->metrics_listen);
 		c->metrics_listen = *val ? xstrdup(val) : NULL;
 	} else if (!strcmp(key, "journal")) {
-		if (!strcmp(val, "off"))
-			c->journal = JOURNAL_OFF;
-		else if (!strcmp(val, "on"))
-			c->journal = JOURNAL_FILE;
-		else if (!strcmp(val, "nats"))
-			c->journal = JOURNAL_NATS;
-		else
+		static const char *const kinds[] = { "off", "on", "nats", NULL };
+		int i = choice(val, kinds);   /* enum journal_kind's order */
+		if (i < 0)
 			return "expected on, off or nats";
+		c->journal = (enum journal_kind)i;
 	} else if (!strcmp(key, "fsync")) {
-		if (!strcmp(val, "always"))
-			c->fsync = FSYNC_ALWAYS;
-		else if (!strcmp(val, "interval"))
-			c->fsync = FSYNC_INTERVAL;
-		else if (!strcmp(val, "never"))
-			c->fsync = FSYNC_NEVER;
-		else
+		static const char *const policies[] = { "always", "interval",
+		                                        "never", NULL };
+		int i = choice(val, policies);   /* enum fsync_policy's order */
+		if (i < 0)
 			return "expected always, interval or never";
+		c->fsync = (enum fsync_policy)i;
 	} else if (!strcmp(key, "fsync_interval")) {
 		if (parse_u64(val, 3600000, false, &v) || v == 0)
 			return "expected milliseconds from 1 to 3600000";

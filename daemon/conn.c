@@ -809,32 +809,23 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	c->rev = event_new(server.base, fd, EV_READ | EV_PERSIST, on_read, c);
 	c->wev = event_new(server.base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	c->hup = event_new(server.base, fd, EV_CLOSED, on_hup, c);
-	if (!c->rev || !c->wev) {
-		log_warning("%s: cannot set up the connection", peer);
+	c->ssl = tls ? tls_new() : NULL;   /* tls_new logs its failure */
+	if (!c->rev || !c->wev || (tls && !c->ssl)) {
+		if (!c->rev || !c->wev)
+			log_warning("%s: cannot set up the connection", peer);
 		struct event *events[] = { c->rev, c->wev, c->hup };
 		for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
 			if (events[i])
 				event_free(events[i]);
+		if (c->ssl)
+			tls_free(c->ssl);
 		close(fd);
 		free(c);
 		return;
 	}
 	memcpy(c->peer, peer, sizeof peer);
-	c->state = CONN_READY;
-	if (tls) {
-		c->ssl = tls_new();
-		if (!c->ssl) {
-			struct event *events[] = { c->rev, c->wev, c->hup };
-			for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
-				if (events[i])
-					event_free(events[i]);
-			close(fd);
-			free(c);
-			return;
-		}
-		c->state = CONN_HANDSHAKE;
-		c->partial = true;   /* frame_timeout bounds the handshake */
-	}
+	c->state = tls ? CONN_HANDSHAKE : CONN_READY;
+	c->partial = tls;   /* frame_timeout bounds the handshake */
 	c->client.peer = c->peer;
 	c->client.authorized = &c->authorized;
 	c->client.holder = &c->holder;

@@ -97,6 +97,15 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port")
 
 
+def stream_listener():
+    """A listening TCP socket on a free loopback port, and the port: a
+    socket unit's ListenStream= of its own (metrics, tls)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s, s.getsockname()[1]
+
+
 def listeners(host="127.0.0.1", port=0):
     """A listening TCP socket and a UDP socket on the same port, as a
     systemd .socket unit with ListenStream= and ListenDatagram= holds."""
@@ -629,10 +638,7 @@ class SocketActivation(MetricsMixin, jqtest.TestCase):
 
     def test_socket_named_metrics_serves_metrics(self):
         t, u, port = listeners()
-        m = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        m.bind(("127.0.0.1", 0))
-        m.listen(16)
-        mport = m.getsockname()[1]
+        m, mport = stream_listener()
         try:
             with SdDaemon(bind=False, listen_fds=[(t, "joinq"), (m, "metrics"),
                                                   (u, "joinq")]) as d:
@@ -663,10 +669,7 @@ class SocketActivation(MetricsMixin, jqtest.TestCase):
         import tlscerts
         certs = tlscerts.shared()
         t, u, port = listeners()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        s.listen(16)
-        sport = s.getsockname()[1]
+        s, sport = stream_listener()
         try:
             with SdDaemon("--tls-cert-file", certs.server_cert,
                           "--tls-key-file", certs.server_key, bind=False,
