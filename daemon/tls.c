@@ -21,7 +21,7 @@
 #include "server.h"
 #include "tls.h"
 
-#define BIO_KEEP (2 * 16384 + 1024)  /* a memory BIO grown past: renewed */
+#define BIO_KEEP 4096   /* an emptied memory BIO grown past this: renewed */
 
 const char *tls_reason(char *buf, size_t len)
 {
@@ -166,12 +166,22 @@ void tls_free(SSL *ssl)
 	SSL_free(ssl);   /* and its BIOs */
 }
 
-/* A memory BIO that grew past BIO_KEEP bytes keeps them until freed. */
+/* A memory BIO keeps the most it ever held until it is freed: once
+ * emptied, one grown past BIO_KEEP is swapped for a new one, so that an
+ * idle connection holds no buffer of its busy moments. */
 static bool grown(BIO *b)
 {
 	BUF_MEM *m = NULL;
 	BIO_get_mem_ptr(b, &m);
 	return m && m->max > BIO_KEEP;
+}
+
+static void renew_rbio(SSL *ssl)
+{
+	BIO *rbio = SSL_get_rbio(ssl);
+	if (!BIO_ctrl_pending(rbio) && grown(rbio) &&
+	    (rbio = BIO_new(BIO_s_mem())) != NULL)
+		SSL_set0_rbio(ssl, rbio);   /* frees the grown one */
 }
 
 size_t tls_held(SSL *ssl)
@@ -181,25 +191,19 @@ size_t tls_held(SSL *ssl)
 
 void tls_feed(SSL *ssl, const char *p, size_t n)
 {
-	BIO *rbio = SSL_get_rbio(ssl);
-	if (!BIO_ctrl_pending(rbio) && grown(rbio)) {
-		rbio = BIO_new(BIO_s_mem());
-		if (rbio)
-			SSL_set0_rbio(ssl, rbio);
-		else
-			rbio = SSL_get_rbio(ssl);
-	}
 	/* A memory BIO takes any size (or the process is out of memory, and
 	 * the record's MAC check fails the connection). */
-	BIO_write(rbio, p, (int)n);
+	BIO_write(SSL_get_rbio(ssl), p, (int)n);
 }
 
 int tls_handshake(SSL *ssl)
 {
 	ERR_clear_error();
 	int rc = SSL_do_handshake(ssl);
-	if (rc == 1)
+	if (rc == 1) {
+		renew_rbio(ssl);
 		return 1;
+	}
 	int e = SSL_get_error(ssl, rc);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 		return 0;
@@ -226,6 +230,7 @@ ssize_t tls_read(SSL *ssl, char *out, size_t room, bool *eof)
 		}
 		return -1;
 	}
+	renew_rbio(ssl);
 	return (ssize_t)got;
 }
 
