@@ -550,26 +550,6 @@ static void tls_failed(struct conn *c, const char *what)
 		conn_free(c);
 }
 
-/* The first bytes on the TLS port are not a TLS handshake.  A JSON frame
- * (a plain client on the wrong port) gets one plaintext error line. */
-static void not_tls(struct conn *c, char first)
-{
-	if (first == '{' || first == ' ' || first == '\t' || first == '\r' ||
-	    first == '\n') {
-		struct buf *b = &server.scratch;
-		buf_reset(b);
-		ops_error(b, JQ_BAD_REQUEST, "this port speaks TLS; connect with "
-		          "TLS or use the plain port");
-		if (send(c->fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-			log_debug("%s: %s", c->peer, strerror(errno));
-		log_debug("%s: a plain frame on the TLS port; closing", c->peer);
-	} else {
-		log_debug("%s: TLS handshake failed: not a TLS record (first "
-		          "byte 0x%02x)", c->peer, (unsigned char)first);
-	}
-	conn_free(c);
-}
-
 /* The client's side of the TLS session closed (close_notify) along with
  * plaintext still to run: as on_eof, but the plaintext is executed next. */
 static void tls_eof(struct conn *c)
@@ -608,7 +588,9 @@ static ssize_t tls_input(struct conn *c, char *to, size_t room)
 	if (!c->heard) {
 		c->heard = true;
 		if (server.conn.tls_buf[0] != TLS_HANDSHAKE_RECORD) {
-			not_tls(c, server.conn.tls_buf[0]);
+			tls_not_a_handshake(c->fd, server.conn.tls_buf[0],
+			                    c->peer);
+			conn_free(c);
 			return -2;
 		}
 	}

@@ -14,10 +14,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
+#include "ops.h"
 #include "server.h"
 #include "tls.h"
 
@@ -268,6 +271,23 @@ void tls_close_notify(SSL *ssl, struct buf *out)
 		(void)SSL_shutdown(ssl);
 	ERR_clear_error();
 	tls_take_output(ssl, out);
+}
+
+void tls_not_a_handshake(int fd, char first, const char *peer)
+{
+	if (first == '{' || first == ' ' || first == '\t' || first == '\r' ||
+	    first == '\n') {
+		struct buf *b = &server.scratch;
+		buf_reset(b);
+		ops_error(b, JQ_BAD_REQUEST, "this port speaks TLS; connect with "
+		          "TLS or use the plain port");
+		if (send(fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("%s: %s", peer, strerror(errno));
+		log_debug("%s: a plain frame on the TLS port; closing", peer);
+	} else {
+		log_debug("%s: TLS handshake failed: not a TLS record (first "
+		          "byte 0x%02x)", peer, (unsigned char)first);
+	}
 }
 
 void tls_describe(SSL *ssl, char *buf, size_t len)

@@ -75,6 +75,12 @@ void tls_take_output(SSL *ssl, struct buf *out);
  * error queue. */
 const char *tls_reason(char *buf, size_t len);
 
+/* The first byte a client sent on the TLS port is not a TLS record's: a
+ * plain client that starts a frame ('{' or whitespace) is sent one
+ * plaintext bad_request line saying so; anything else only logged.  The
+ * caller closes. */
+void tls_not_a_handshake(int fd, char first, const char *peer);
+
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384", for the debug log. */
 void tls_describe(SSL *ssl, char *buf, size_t len);
 
