@@ -564,13 +564,12 @@ static void tls_eof(struct conn *c)
 /*
  * TLS: one read of ciphertext (at most room bytes), fed to the SSL; the
  * handshake goes on, or the plaintext is decrypted into to, which has
- * room + tls_held() bytes (plaintext is never longer than its
- * ciphertext).  Returns the plaintext's length, 0 at the client's EOF, or
+ * cap bytes: room + tls_held() or more, as plaintext is never longer than
+ * its ciphertext.  Returns the plaintext's length, 0 at the client's EOF, or
  * -1 when nothing is to be executed now (and -2 if c was freed).
  */
-static ssize_t tls_input(struct conn *c, char *to, size_t room)
+static ssize_t tls_input(struct conn *c, char *to, size_t room, size_t cap)
 {
-	size_t cap = room + tls_held(c->ssl);
 	bool eof = false;
 
 	if (!server.conn.tls_buf)
@@ -637,6 +636,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	size_t room = server.cfg.max_frame + READ_SLACK - waiting_input(c);
 	bool shared = !waiting_input(c);
 	size_t extra = c->ssl ? tls_held(c->ssl) : 0;
+	size_t cap;                /* bytes free at `to` */
 	char *to;
 	ssize_t n;
 	(void)what;
@@ -647,8 +647,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		if (!server.conn.read_buf)
 			server.conn.read_buf = xmalloc(READ_CHUNK + TLS_HELD_MAX);
 		to = server.conn.read_buf;
-		if (extra > TLS_HELD_MAX)   /* cannot be: under one record */
-			room = extra < READ_CHUNK ? READ_CHUNK - extra : 1;
+		cap = READ_CHUNK + TLS_HELD_MAX;
+		if (room + extra > cap)   /* cannot be: extra is under a record */
+			room = extra < cap ? cap - extra : 1;
 	} else {
 		if (c->in_off > c->in.cap / 2) {   /* make room at the end */
 			memmove(c->in.p, c->in.p + c->in_off, waiting_input(c));
@@ -657,9 +658,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		}
 		buf_reserve(&c->in, room + extra);
 		to = c->in.p + c->in.len;
+		cap = c->in.cap - c->in.len;
 	}
 	if (c->ssl) {
-		n = tls_input(c, to, room);
+		n = tls_input(c, to, room, cap);
 		if (n == -2)
 			return;
 		if (n == -1) {
