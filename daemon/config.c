@@ -62,6 +62,19 @@ static const char usage[] =
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
 "      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
 "                             http://ADDR:PORT/metrics (default: off)\n"
+"      --tls-port PORT        also serve TCP inside TLS on PORT (default\n"
+"                             off; 0: any free port)\n"
+"      --tls-cert-file FILE   the server certificate (PEM; its chain may\n"
+"                             follow it)\n"
+"      --tls-key-file FILE    its private key (PEM)\n"
+"      --tls-ca-file FILE     CA certificates to verify clients by\n"
+"      --tls-client-auth none|request|require  ask TLS clients for a\n"
+"                             certificate (default none)\n"
+"      --tls-ciphers LIST     TLS 1.2 ciphers (default: OpenSSL's)\n"
+"      --tls-ciphersuites LIST  TLS 1.3 cipher suites (default: OpenSSL's)\n"
+"      --tls-min-version 1.2|1.3  oldest TLS version served (default 1.2)\n"
+"      --metrics-tls yes|no   serve /metrics over TLS, with the same\n"
+"                             certificate (default no)\n"
 "      --journal on|off|nats  keep tasks in a journal across restarts and\n"
 "                             crashes: on, a file in --state-dir; nats, a\n"
 "                             replicated NATS JetStream stream, one active\n"
@@ -221,6 +234,7 @@ static void defaults(struct config *c)
 	c->nats.stream = xstrdup("joinq");
 	c->nats.replicas = 3;
 	c->nats.failover_timeout = 3000;
+	c->tls.port = -1;
 }
 
 static void free_binds(struct config *c)
@@ -449,6 +463,72 @@ static const char *set_file(char **slot, const char *val)
 	return NULL;
 }
 
+/* The index of val in names (NULL-ended), or -1: the settings that name
+ * one of a few words, in their enum's order. */
+static int choice(const char *val, const char *const *names)
+{
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(val, names[i]))
+			return i;
+	return -1;
+}
+
+/* A text setting that may be empty (NULL). */
+static void set_text(char **slot, const char *val)
+{
+	free(*slot);
+	*slot = *val ? xstrdup(val) : NULL;
+}
+
+/* The tls_* settings and metrics_tls (see set_main); NULL, or what is
+ * wrong.  Whether the files hold what they should is tls_open's to say. */
+static const char *set_tls(struct config *c, const char *key, const char *val)
+{
+	struct tls_conf *t = &c->tls;
+	uint64_t v;
+
+	if (!strcmp(key, "tls_port")) {
+		if (!strcmp(val, "off") || !*val)
+			t->port = -1;
+		else if (parse_u64(val, 65535, false, &v))
+			return "expected a port number from 0 to 65535, or off";
+		else
+			t->port = (int)v;
+	} else if (!strcmp(key, "tls_cert_file")) {
+		return set_file(&t->cert_file, val);
+	} else if (!strcmp(key, "tls_key_file")) {
+		return set_file(&t->key_file, val);
+	} else if (!strcmp(key, "tls_ca_file")) {
+		return set_file(&t->ca_file, val);
+	} else if (!strcmp(key, "tls_client_auth")) {
+		static const char *const auth[] = { "none", "request", "require",
+		                                    NULL };
+		int i = choice(val, auth);
+		if (i < 0)
+			return "expected none, request or require";
+		t->client_auth = (enum tls_client_auth)i;
+	} else if (!strcmp(key, "tls_ciphers")) {
+		set_text(&t->ciphers, val);
+	} else if (!strcmp(key, "tls_ciphersuites")) {
+		set_text(&t->ciphersuites, val);
+	} else if (!strcmp(key, "tls_min_version")) {
+		static const char *const versions[] = { "1.2", "1.3", NULL };
+		int i = choice(val, versions);
+		if (i < 0)
+			return "expected 1.2 or 1.3";
+		t->min_13 = i == 1;
+	} else if (!strcmp(key, "metrics_tls")) {
+		static const char *const no_yes[] = { "no", "yes", NULL };
+		int i = choice(val, no_yes);
+		if (i < 0)
+			return "expected yes or no";
+		t->metrics = i == 1;
+	} else {
+		return "unknown setting";
+	}
+	return NULL;
+}
+
 /* The settings of journal = nats (see set_main); NULL, or what is wrong. */
 static const char *set_nats(struct config *c, const char *key, const char *val)
 {
@@ -566,23 +646,18 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 		free(c->metrics_listen);
 		c->metrics_listen = *val ? xstrdup(val) : NULL;
 	} else if (!strcmp(key, "journal")) {
-		if (!strcmp(val, "off"))
-			c->journal = JOURNAL_OFF;
-		else if (!strcmp(val, "on"))
-			c->journal = JOURNAL_FILE;
-		else if (!strcmp(val, "nats"))
-			c->journal = JOURNAL_NATS;
-		else
+		static const char *const kinds[] = { "off", "on", "nats", NULL };
+		int i = choice(val, kinds);   /* enum journal_kind's order */
+		if (i < 0)
 			return "expected on, off or nats";
+		c->journal = (enum journal_kind)i;
 	} else if (!strcmp(key, "fsync")) {
-		if (!strcmp(val, "always"))
-			c->fsync = FSYNC_ALWAYS;
-		else if (!strcmp(val, "interval"))
-			c->fsync = FSYNC_INTERVAL;
-		else if (!strcmp(val, "never"))
-			c->fsync = FSYNC_NEVER;
-		else
+		static const char *const policies[] = { "always", "interval",
+		                                        "never", NULL };
+		int i = choice(val, policies);   /* enum fsync_policy's order */
+		if (i < 0)
 			return "expected always, interval or never";
+		c->fsync = (enum fsync_policy)i;
 	} else if (!strcmp(key, "fsync_interval")) {
 		if (parse_u64(val, 3600000, false, &v) || v == 0)
 			return "expected milliseconds from 1 to 3600000";
@@ -606,6 +681,8 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 	} else if (!strncmp(key, "nats_", 5) || !strcmp(key, "advertise") ||
 	           !strcmp(key, "failover_timeout")) {
 		return set_nats(c, key, val);
+	} else if (!strncmp(key, "tls_", 4) || !strcmp(key, "metrics_tls")) {
+		return set_tls(c, key, val);
 	} else {
 		return "unknown setting";
 	}
@@ -706,7 +783,10 @@ enum {
 	OPT_REPAIR, OPT_FRAME_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_OUTPUT,
 	OPT_OUTPUT_TIMEOUT, OPT_UDP_ALLOW, OPT_NATS_SERVERS, OPT_NATS_STREAM,
 	OPT_NATS_REPLICAS, OPT_FAILOVER_TIMEOUT, OPT_ADVERTISE, OPT_NATS_CREDS,
-	OPT_NATS_TLS_CA, OPT_NATS_TLS_CERT, OPT_NATS_TLS_KEY,
+	OPT_NATS_TLS_CA, OPT_NATS_TLS_CERT, OPT_NATS_TLS_KEY, OPT_TLS_PORT,
+	OPT_TLS_CERT_FILE, OPT_TLS_KEY_FILE, OPT_TLS_CA_FILE, OPT_TLS_CLIENT_AUTH,
+	OPT_TLS_CIPHERS, OPT_TLS_CIPHERSUITES, OPT_TLS_MIN_VERSION,
+	OPT_METRICS_TLS,
 };
 
 static const struct option options[] = {
@@ -745,6 +825,15 @@ static const struct option options[] = {
 	{ "nats-tls-ca", required_argument, NULL, OPT_NATS_TLS_CA },
 	{ "nats-tls-cert", required_argument, NULL, OPT_NATS_TLS_CERT },
 	{ "nats-tls-key", required_argument, NULL, OPT_NATS_TLS_KEY },
+	{ "tls-port", required_argument, NULL, OPT_TLS_PORT },
+	{ "tls-cert-file", required_argument, NULL, OPT_TLS_CERT_FILE },
+	{ "tls-key-file", required_argument, NULL, OPT_TLS_KEY_FILE },
+	{ "tls-ca-file", required_argument, NULL, OPT_TLS_CA_FILE },
+	{ "tls-client-auth", required_argument, NULL, OPT_TLS_CLIENT_AUTH },
+	{ "tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS },
+	{ "tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES },
+	{ "tls-min-version", required_argument, NULL, OPT_TLS_MIN_VERSION },
+	{ "metrics-tls", required_argument, NULL, OPT_METRICS_TLS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -784,6 +873,15 @@ static const char *flag_key(int opt)
 	case OPT_NATS_TLS_CA: return "nats_tls_ca";
 	case OPT_NATS_TLS_CERT: return "nats_tls_cert";
 	case OPT_NATS_TLS_KEY: return "nats_tls_key";
+	case OPT_TLS_PORT: return "tls_port";
+	case OPT_TLS_CERT_FILE: return "tls_cert_file";
+	case OPT_TLS_KEY_FILE: return "tls_key_file";
+	case OPT_TLS_CA_FILE: return "tls_ca_file";
+	case OPT_TLS_CLIENT_AUTH: return "tls_client_auth";
+	case OPT_TLS_CIPHERS: return "tls_ciphers";
+	case OPT_TLS_CIPHERSUITES: return "tls_ciphersuites";
+	case OPT_TLS_MIN_VERSION: return "tls_min_version";
+	case OPT_METRICS_TLS: return "metrics_tls";
 	default: return NULL;
 	}
 }
@@ -866,6 +964,20 @@ static int check(const struct config *c, char *err, size_t errlen)
 	if (!c->nats.tls_cert != !c->nats.tls_key) {
 		snprintf(err, errlen, "nats_tls_cert and nats_tls_key go together: "
 		         "the client certificate and its private key");
+		return -1;
+	}
+	if ((c->tls.port >= 0 || c->tls.metrics) &&
+	    (!c->tls.cert_file || !c->tls.key_file)) {
+		snprintf(err, errlen, "%s needs tls_cert_file and tls_key_file: "
+		         "the server certificate and its private key",
+		         c->tls.port >= 0 ? "tls_port" : "metrics_tls");
+		return -1;
+	}
+	if (c->tls.client_auth != TLS_AUTH_NONE && !c->tls.ca_file) {
+		snprintf(err, errlen, "tls_client_auth = %s needs tls_ca_file: the "
+		         "CA certificates to verify clients by",
+		         c->tls.client_auth == TLS_AUTH_REQUIRE ? "require" :
+		         "request");
 		return -1;
 	}
 	for (size_t i = 0; i < c->nqueues; i++) {
@@ -1007,5 +1119,10 @@ void config_free(struct config *c)
 	free(c->nats.tls_ca);
 	free(c->nats.tls_cert);
 	free(c->nats.tls_key);
+	free(c->tls.cert_file);
+	free(c->tls.key_file);
+	free(c->tls.ca_file);
+	free(c->tls.ciphers);
+	free(c->tls.ciphersuites);
 	memset(c, 0, sizeof *c);
 }

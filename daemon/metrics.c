@@ -1,6 +1,7 @@
 /*
  * metrics.c - the optional HTTP listener that serves GET /metrics in the
- * Prometheus text format (libevent's evhttp); any other path is 404.
+ * Prometheus text format (libevent's evhttp); any other path is 404.  With
+ * metrics_tls it speaks HTTPS with the TLS certificate (tls.c).
  *
  * It reads the engine's per-queue figures, the role, the journal's figures
  * and the daemon's counters when a scrape comes, so it costs nothing between scrapes.  Names follow the
@@ -22,9 +23,12 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "conn.h"
 #include "journal.h"
@@ -288,6 +292,25 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 	}
 }
 
+/* metrics_tls: each connection a bufferevent over an SSL from the current
+ * SSL_CTX, so that a certificate rotated by SIGHUP serves here too. */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+	(void)arg;
+	SSL *ssl = SSL_new(server.tls.ctx);
+	if (!ssl)
+		return NULL;
+	struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl,
+		BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* A scraper that closes without close_notify is no error. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
 static void on_bound(struct evhttp_bound_socket *bound)
 {
 	server.metrics.lev = evhttp_bound_socket_get_listener(bound);
@@ -314,6 +337,8 @@ int metrics_start(int activated_fd)
 	evhttp_set_cb(server.metrics.http, "/metrics", on_metrics, NULL);
 	evhttp_set_gencb(server.metrics.http, on_other, NULL);
 	evhttp_set_timeout(server.metrics.http, 10);
+	if (server.cfg.tls.metrics)
+		evhttp_set_bevcb(server.metrics.http, tls_bev, NULL);
 
 	if (activated_fd >= 0) {
 		struct evhttp_bound_socket *bound =
@@ -324,7 +349,8 @@ int metrics_start(int activated_fd)
 			return -1;
 		}
 		on_bound(bound);
-		log_info("metrics: serving /metrics on the socket from systemd");
+		log_info("metrics: serving /metrics%s on the socket from systemd",
+		         server.cfg.tls.metrics ? " (TLS)" : "");
 		return 0;
 	}
 	struct evhttp_bound_socket *bound = NULL;
@@ -345,8 +371,9 @@ int metrics_start(int activated_fd)
 	    getnameinfo((struct sockaddr *)&ss, sslen, h, sizeof h, p, sizeof p,
 	                NI_NUMERICHOST | NI_NUMERICSERV) == 0)
 		log_info(ss.ss_family == AF_INET6 ?
-		         "metrics: serving http://[%s]:%s/metrics" :
-		         "metrics: serving http://%s:%s/metrics", h, p);
+		         "metrics: serving %s://[%s]:%s/metrics" :
+		         "metrics: serving %s://%s:%s/metrics",
+		         server.cfg.tls.metrics ? "https" : "http", h, p);
 	return 0;
 }
 

@@ -97,6 +97,15 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port")
 
 
+def stream_listener():
+    """A listening TCP socket on a free loopback port, and the port: a
+    socket unit's ListenStream= of its own (metrics, tls)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s, s.getsockname()[1]
+
+
 def listeners(host="127.0.0.1", port=0):
     """A listening TCP socket and a UDP socket on the same port, as a
     systemd .socket unit with ListenStream= and ListenDatagram= holds."""
@@ -254,12 +263,10 @@ class SdDaemon(jqtest.Daemon):
                 ready = jqtest.LISTEN_RE.search(self.log()) is not None
                 time.sleep(0.01)
             if ready:
-                m = jqtest.LISTEN_RE.search(self.log())
-                if not m:
+                if not self.read_ports(self.log()):
                     self.proc.kill()
                     raise RuntimeError("READY=1 before the listening line:\n"
                                        + self.log())
-                self.port = int(m.group(2))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("joinqd exited with %d at start:\n%s"
@@ -631,10 +638,7 @@ class SocketActivation(MetricsMixin, jqtest.TestCase):
 
     def test_socket_named_metrics_serves_metrics(self):
         t, u, port = listeners()
-        m = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        m.bind(("127.0.0.1", 0))
-        m.listen(16)
-        mport = m.getsockname()[1]
+        m, mport = stream_listener()
         try:
             with SdDaemon(bind=False, listen_fds=[(t, "joinq"), (m, "metrics"),
                                                   (u, "joinq")]) as d:
@@ -657,6 +661,38 @@ class SocketActivation(MetricsMixin, jqtest.TestCase):
         finally:
             for s in (t, u, m):
                 s.close()
+
+    def test_socket_named_tls_is_a_tls_listener(self):
+        """A stream socket named "tls" serves TCP inside TLS (issue 14),
+        with tls_cert_file and tls_key_file and no tls_port; the others
+        stay plain."""
+        import tlscerts
+        certs = tlscerts.shared()
+        t, u, port = listeners()
+        s, sport = stream_listener()
+        try:
+            with SdDaemon("--tls-cert-file", certs.server_cert,
+                          "--tls-key-file", certs.server_key, bind=False,
+                          listen_fds=[(t, "joinq"), (s, "tls"),
+                                      (u, "joinq")]) as d:
+                self.assertEqual(d.port, port)
+                self.assertEqual(d.tls_port, sport)
+                c = jqtest.TlsConn("127.0.0.1", sport,
+                                   jqtest.tls_context(certs.ca))
+                self.assertOk(c.request({"op": "put", "item": 1}))
+                c.close()
+                self.assertEqual(d.qsize()["qsize"], 1)
+                self.assertEqual(served_sockets(d.proc.pid),
+                                 {inode_of(t), inode_of(u), inode_of(s)})
+            # without a certificate, a "tls" socket is a start-up error
+            with self.assertRaises(RuntimeError) as e:
+                SdDaemon(bind=False, listen_fds=[(t, "joinq"), (s, "tls")]
+                         ).start()
+            self.assertIn("TLS needs tls_cert_file and tls_key_file",
+                          str(e.exception))
+        finally:
+            for x in (t, u, s):
+                x.close()
 
     def test_bad_descriptor_exits_1(self):
         t, u, port = listeners()
