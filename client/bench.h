@@ -6,6 +6,7 @@
 #ifndef JQ_BENCH_H
 #define JQ_BENCH_H
 
+#include "cli.h"
 #include "joinq.h"
 
 /* For joinq's command list; `joinq bench --help` tells the rest. */
@@ -22,6 +23,7 @@ extern const char bench_help[];
  * datagram, a missing or duplicate item, 2 usage, 5 --timeout ran out,
  * 6 cannot connect or connection lost.
  */
-int bench_main(const struct jq_options *opt, int argc, char **argv);
+int bench_main(const struct jq_options *opt, const struct tls_flags *tls,
+               int argc, char **argv);
 
 #endif
