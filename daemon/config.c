@@ -62,6 +62,19 @@ static const char usage[] =
 "      --log-level LEVEL      error, warning, info or debug (default info)\n"
 "      --metrics-listen ADDR:PORT  serve Prometheus metrics on\n"
 "                             http://ADDR:PORT/metrics (default: off)\n"
+"      --tls-port PORT        also serve TCP inside TLS on PORT (default\n"
+"                             off; 0: any free port)\n"
+"      --tls-cert-file FILE   the server certificate (PEM; its chain may\n"
+"                             follow it)\n"
+"      --tls-key-file FILE    its private key (PEM)\n"
+"      --tls-ca-file FILE     CA certificates to verify clients by\n"
+"      --tls-client-auth none|request|require  ask TLS clients for a\n"
+"                             certificate (default none)\n"
+"      --tls-ciphers LIST     TLS 1.2 ciphers (default: OpenSSL's)\n"
+"      --tls-ciphersuites LIST  TLS 1.3 cipher suites (default: OpenSSL's)\n"
+"      --tls-min-version 1.2|1.3  oldest TLS version served (default 1.2)\n"
+"      --metrics-tls yes|no   serve /metrics over TLS, with the same\n"
+"                             certificate (default no)\n"
 "      --journal on|off|nats  keep tasks in a journal across restarts and\n"
 "                             crashes: on, a file in --state-dir; nats, a\n"
 "                             replicated NATS JetStream stream, one active\n"
@@ -221,6 +234,7 @@ static void defaults(struct config *c)
 	c->nats.stream = xstrdup("joinq");
 	c->nats.replicas = 3;
 	c->nats.failover_timeout = 3000;
+	c->tls.port = -1;
 }
 
 static void free_binds(struct config *c)
@@ -449,6 +463,63 @@ static const char *set_file(char **slot, const char *val)
 	return NULL;
 }
 
+/* A text setting that may be empty (NULL). */
+static void set_text(char **slot, const char *val)
+{
+	free(*slot);
+	*slot = *val ? xstrdup(val) : NULL;
+}
+
+/* The tls_* settings and metrics_tls (see set_main); NULL, or what is
+ * wrong.  Whether the files hold what they should is tls_open's to say. */
+static const char *set_tls(struct config *c, const char *key, const char *val)
+{
+	struct tls_conf *t = &c->tls;
+	uint64_t v;
+
+	if (!strcmp(key, "tls_port")) {
+		if (!strcmp(val, "off") || !*val)
+			t->port = -1;
+		else if (parse_u64(val, 65535, false, &v))
+			return "expected a port number from 0 to 65535, or off";
+		else
+			t->port = (int)v;
+	} else if (!strcmp(key, "tls_cert_file")) {
+		return set_file(&t->cert_file, val);
+	} else if (!strcmp(key, "tls_key_file")) {
+		return set_file(&t->key_file, val);
+	} else if (!strcmp(key, "tls_ca_file")) {
+		return set_file(&t->ca_file, val);
+	} else if (!strcmp(key, "tls_client_auth")) {
+		if (!strcmp(val, "none"))
+			t->client_auth = TLS_AUTH_NONE;
+		else if (!strcmp(val, "request"))
+			t->client_auth = TLS_AUTH_REQUEST;
+		else if (!strcmp(val, "require"))
+			t->client_auth = TLS_AUTH_REQUIRE;
+		else
+			return "expected none, request or require";
+	} else if (!strcmp(key, "tls_ciphers")) {
+		set_text(&t->ciphers, val);
+	} else if (!strcmp(key, "tls_ciphersuites")) {
+		set_text(&t->ciphersuites, val);
+	} else if (!strcmp(key, "tls_min_version")) {
+		if (strcmp(val, "1.2") != 0 && strcmp(val, "1.3") != 0)
+			return "expected 1.2 or 1.3";
+		t->min_13 = !strcmp(val, "1.3");
+	} else if (!strcmp(key, "metrics_tls")) {
+		if (!strcmp(val, "yes"))
+			t->metrics = true;
+		else if (!strcmp(val, "no"))
+			t->metrics = false;
+		else
+			return "expected yes or no";
+	} else {
+		return "unknown setting";
+	}
+	return NULL;
+}
+
 /* The settings of journal = nats (see set_main); NULL, or what is wrong. */
 static const char *set_nats(struct config *c, const char *key, const char *val)
 {
@@ -606,6 +677,8 @@ static const char *set_main(struct config *c, const char *key, const char *val)
 	} else if (!strncmp(key, "nats_", 5) || !strcmp(key, "advertise") ||
 	           !strcmp(key, "failover_timeout")) {
 		return set_nats(c, key, val);
+	} else if (!strncmp(key, "tls_", 4) || !strcmp(key, "metrics_tls")) {
+		return set_tls(c, key, val);
 	} else {
 		return "unknown setting";
 	}
@@ -706,7 +779,10 @@ enum {
 	OPT_REPAIR, OPT_FRAME_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_MAX_OUTPUT,
 	OPT_OUTPUT_TIMEOUT, OPT_UDP_ALLOW, OPT_NATS_SERVERS, OPT_NATS_STREAM,
 	OPT_NATS_REPLICAS, OPT_FAILOVER_TIMEOUT, OPT_ADVERTISE, OPT_NATS_CREDS,
-	OPT_NATS_TLS_CA, OPT_NATS_TLS_CERT, OPT_NATS_TLS_KEY,
+	OPT_NATS_TLS_CA, OPT_NATS_TLS_CERT, OPT_NATS_TLS_KEY, OPT_TLS_PORT,
+	OPT_TLS_CERT_FILE, OPT_TLS_KEY_FILE, OPT_TLS_CA_FILE, OPT_TLS_CLIENT_AUTH,
+	OPT_TLS_CIPHERS, OPT_TLS_CIPHERSUITES, OPT_TLS_MIN_VERSION,
+	OPT_METRICS_TLS,
 };
 
 static const struct option options[] = {
@@ -745,6 +821,15 @@ static const struct option options[] = {
 	{ "nats-tls-ca", required_argument, NULL, OPT_NATS_TLS_CA },
 	{ "nats-tls-cert", required_argument, NULL, OPT_NATS_TLS_CERT },
 	{ "nats-tls-key", required_argument, NULL, OPT_NATS_TLS_KEY },
+	{ "tls-port", required_argument, NULL, OPT_TLS_PORT },
+	{ "tls-cert-file", required_argument, NULL, OPT_TLS_CERT_FILE },
+	{ "tls-key-file", required_argument, NULL, OPT_TLS_KEY_FILE },
+	{ "tls-ca-file", required_argument, NULL, OPT_TLS_CA_FILE },
+	{ "tls-client-auth", required_argument, NULL, OPT_TLS_CLIENT_AUTH },
+	{ "tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS },
+	{ "tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES },
+	{ "tls-min-version", required_argument, NULL, OPT_TLS_MIN_VERSION },
+	{ "metrics-tls", required_argument, NULL, OPT_METRICS_TLS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -784,6 +869,15 @@ static const char *flag_key(int opt)
 	case OPT_NATS_TLS_CA: return "nats_tls_ca";
 	case OPT_NATS_TLS_CERT: return "nats_tls_cert";
 	case OPT_NATS_TLS_KEY: return "nats_tls_key";
+	case OPT_TLS_PORT: return "tls_port";
+	case OPT_TLS_CERT_FILE: return "tls_cert_file";
+	case OPT_TLS_KEY_FILE: return "tls_key_file";
+	case OPT_TLS_CA_FILE: return "tls_ca_file";
+	case OPT_TLS_CLIENT_AUTH: return "tls_client_auth";
+	case OPT_TLS_CIPHERS: return "tls_ciphers";
+	case OPT_TLS_CIPHERSUITES: return "tls_ciphersuites";
+	case OPT_TLS_MIN_VERSION: return "tls_min_version";
+	case OPT_METRICS_TLS: return "metrics_tls";
 	default: return NULL;
 	}
 }
@@ -866,6 +960,20 @@ static int check(const struct config *c, char *err, size_t errlen)
 	if (!c->nats.tls_cert != !c->nats.tls_key) {
 		snprintf(err, errlen, "nats_tls_cert and nats_tls_key go together: "
 		         "the client certificate and its private key");
+		return -1;
+	}
+	if ((c->tls.port >= 0 || c->tls.metrics) &&
+	    (!c->tls.cert_file || !c->tls.key_file)) {
+		snprintf(err, errlen, "%s needs tls_cert_file and tls_key_file: "
+		         "the server certificate and its private key",
+		         c->tls.port >= 0 ? "tls_port" : "metrics_tls");
+		return -1;
+	}
+	if (c->tls.client_auth != TLS_AUTH_NONE && !c->tls.ca_file) {
+		snprintf(err, errlen, "tls_client_auth = %s needs tls_ca_file: the "
+		         "CA certificates to verify clients by",
+		         c->tls.client_auth == TLS_AUTH_REQUIRE ? "require" :
+		         "request");
 		return -1;
 	}
 	for (size_t i = 0; i < c->nqueues; i++) {
@@ -1007,5 +1115,10 @@ void config_free(struct config *c)
 	free(c->nats.tls_ca);
 	free(c->nats.tls_cert);
 	free(c->nats.tls_key);
+	free(c->tls.cert_file);
+	free(c->tls.key_file);
+	free(c->tls.ca_file);
+	free(c->tls.ciphers);
+	free(c->tls.ciphersuites);
 	memset(c, 0, sizeof *c);
 }

@@ -27,6 +27,22 @@ struct cidr {
 /* True if the address (a sockaddr) lies in one of the blocks. */
 bool cidr_match(const struct cidr *v, size_t n, const void *sockaddr);
 
+/* tls_client_auth: whether a TLS client must show a certificate. */
+enum tls_client_auth { TLS_AUTH_NONE, TLS_AUTH_REQUEST, TLS_AUTH_REQUIRE };
+
+/* TLS on TCP (tls.c): the listener's port and the SSL_CTX's settings. */
+struct tls_conf {
+	int port;                   /* tls_port; -1: off, 0: any free port */
+	char *cert_file;            /* PEM, the chain may follow the cert */
+	char *key_file;
+	char *ca_file;              /* verifies client certificates */
+	enum tls_client_auth client_auth;
+	char *ciphers;              /* TLS 1.2 cipher list; NULL: OpenSSL's */
+	char *ciphersuites;         /* TLS 1.3; NULL: OpenSSL's */
+	bool min_13;                /* tls_min_version = 1.3 (else 1.2) */
+	bool metrics;               /* metrics_tls: /metrics over TLS */
+};
+
 struct config {
 	char *file;                 /* -c, or NULL: defaults and flags only */
 	char **binds;               /* addresses to listen on */
@@ -57,6 +73,7 @@ struct config {
 	uint64_t compact_size;      /* compact a journal at least this big */
 	unsigned compact_ratio;     /* and this many times the live data */
 	struct nats_conf nats;      /* journal = nats: the stream and its role */
+	struct tls_conf tls;        /* tls_port and the tls_* settings */
 	bool check_journal;         /* --check-journal: check, then exit */
 	bool repair;                /* --repair: cut at the last good record */
 	struct queue_conf *queues;  /* [queue NAME] sections and --queue */

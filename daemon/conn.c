@@ -1,14 +1,20 @@
 /*
  * conn.c - one TCP client (see conn.h).
  *
- * A connection is in one of three states:
+ * A connection is in one of four states:
  *
+ *   HANDSHAKE  (a TLS client) its TLS handshake is under way: what it
+ *            sends goes to OpenSSL, nothing is executed;
  *   READY    frames are executed as they arrive, replies queued in order;
  *   BLOCKED  a request waits in the engine; the frames behind it wait in
  *            the input buffer, neither executed nor answered (as in Redis);
  *   CLOSING  nothing more is executed; the replies owed are written, then
  *            the connection is closed.
  *
+ * HANDSHAKE -> READY when the handshake is done (the frames that came
+ * with its last message are executed at once); a handshake that fails is
+ * logged (debug) and the connection closed, and one that stalls is an
+ * unfinished frame for frame_timeout.
  * READY -> BLOCKED when a request parks; BLOCKED -> READY when it completes
  * (conn_finish), and the connection is then run again from resume(), in the
  * same turn of the loop but not from inside the engine call that woke it.
@@ -45,6 +51,14 @@
  * every connection at once, and the held replies are never sent
  * (conn_drop_all): the changes they report are not in the stream.
  *
+ * TLS (tls.c) is a transform on the same I/O: the ciphertext read is fed
+ * to the connection's SSL and the plaintext it gives lands where a plain
+ * read lands; replies are sealed as they are queued (add_output), so `out`
+ * holds ciphertext and flush() sends it unchanged.  A connection closed
+ * cleanly sends close_notify; a close_notify received is an EOF, as on
+ * plain TCP.  A TLS ClientHello on the plain port, and a JSON frame on
+ * the TLS port, are each told apart by their first byte and closed.
+ *
  * It owns server.conn (struct conn_state): the list of connections, the
  * ones to resume, the ones holding replies, and the shared read buffer.
  * The loop (loop.c) re-arms the engine's timer after every turn and ends
@@ -75,8 +89,13 @@
 
 #define READ_CHUNK 65536         /* bytes read per readable event */
 #define READ_SLACK 65536         /* input held beyond one max_frame */
+/* TLS: ciphertext a connection's SSL may hold undecrypted between reads
+ * (less than one record), by which its plaintext may pass one read. */
+#define TLS_HELD_MAX (16384 + 2048 + 5)
 
-enum conn_phase { CONN_READY, CONN_BLOCKED, CONN_CLOSING };
+#define TLS_HANDSHAKE_RECORD 0x16   /* first byte of a ClientHello */
+
+enum conn_phase { CONN_HANDSHAKE, CONN_READY, CONN_BLOCKED, CONN_CLOSING };
 
 struct conn {
 	int fd;
@@ -88,6 +107,9 @@ struct conn {
 	bool eof;                  /* the peer closed its sending side */
 	bool authorized;
 	bool resume_queued;
+	bool heard;                /* its first bytes arrived */
+	bool notified;             /* TLS: close_notify is queued */
+	SSL *ssl;                  /* a TLS client's session; NULL: plain */
 	struct buf in;             /* input not yet executed */
 	size_t in_off;             /* in.p[in_off..in.len) waits */
 	struct buf out;            /* replies the kernel has not taken */
@@ -159,6 +181,8 @@ static void conn_free(struct conn *c)
 		if (events[i])
 			event_free(events[i]);
 	close(c->fd);
+	if (c->ssl)
+		tls_free(c->ssl);
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->held);
@@ -229,19 +253,31 @@ static int flush(struct conn *c)
 	return 0;
 }
 
-/* Queues replies to be written; the caller flushes. */
+/* Queues replies to be written (sealed, for a TLS client); the caller
+ * flushes. */
 static void add_output(struct conn *c, const char *p, size_t len)
 {
 	if (c->out_off && c->out_off == c->out.len)
 		buf_drop(&c->out, &c->out_off);
-	buf_add(&c->out, p, len);
+	if (c->ssl)
+		tls_seal(c->ssl, p, len, &c->out);
+	else
+		buf_add(&c->out, p, len);
 }
 
-/* CLOSING: closes once everything owed is written. */
+/* CLOSING: closes once everything owed is written; a TLS client gets a
+ * close_notify after its replies, best effort. */
 static void close_when_flushed(struct conn *c)
 {
-	if (!c->holding && !unsent(c))
-		conn_free(c);
+	if (c->holding || unsent(c))
+		return;
+	if (c->ssl && !c->notified) {
+		c->notified = true;
+		tls_close_notify(c->ssl, &c->out);
+		if (flush(c) < 0 || unsent(c))
+			return;   /* on_write closes it once sent */
+	}
+	conn_free(c);
 }
 
 /* Queues replies, or holds them while a change they report (or one before
@@ -351,8 +387,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->partial && c->frame_since &&
 	    now >= c->frame_since + (msec_t)(server.cfg.frame_timeout * 1000)) {
-		log_debug("%s: a frame unfinished for frame_timeout (%g s); "
-		          "closing", c->peer, server.cfg.frame_timeout);
+		log_debug("%s: %s unfinished for frame_timeout (%g s); closing",
+		          c->peer, c->state == CONN_HANDSHAKE ? "a TLS handshake" :
+		          "a frame", server.cfg.frame_timeout);
 		conn_free(c);
 	} else if (!c->partial && idle(c) && c->idle_since &&
 	           now >= c->idle_since +
@@ -486,6 +523,12 @@ static void resume(evutil_socket_t fd, short what, void *arg)
  * may wait any more. */
 static void on_eof(struct conn *c)
 {
+	if (c->state == CONN_HANDSHAKE) {
+		log_debug("%s: TLS handshake failed: the client closed the "
+		          "connection", c->peer);
+		conn_free(c);
+		return;
+	}
 	c->eof = true;
 	c->client.nonblocking = true;
 	set_reading(c, false);
@@ -493,6 +536,112 @@ static void on_eof(struct conn *c)
 		ops_expire(&c->pending);   /* conn_finish queues a resume */
 	else if (c->state == CONN_READY)
 		run(c);
+}
+
+/* A TLS failure: logged with OpenSSL's reason, the alert sent if the
+ * kernel takes it at once, and the connection closed. */
+static void tls_failed(struct conn *c, const char *what)
+{
+	char reason[256];
+	log_debug("%s: %s: %s", c->peer, what,
+	          tls_reason(reason, sizeof reason));
+	tls_take_output(c->ssl, &c->out);
+	if (flush(c) == 0)
+		conn_free(c);
+}
+
+/* The first bytes on the TLS port are not a TLS handshake.  A JSON frame
+ * (a plain client on the wrong port) gets one plaintext error line. */
+static void not_tls(struct conn *c, char first)
+{
+	if (first == '{' || first == ' ' || first == '\t' || first == '\r' ||
+	    first == '\n') {
+		struct buf *b = &server.scratch;
+		buf_reset(b);
+		ops_error(b, JQ_BAD_REQUEST, "this port speaks TLS; connect with "
+		          "TLS or use the plain port");
+		if (send(c->fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("%s: %s", c->peer, strerror(errno));
+		log_debug("%s: a plain frame on the TLS port; closing", c->peer);
+	} else {
+		log_debug("%s: TLS handshake failed: not a TLS record (first "
+		          "byte 0x%02x)", c->peer, (unsigned char)first);
+	}
+	conn_free(c);
+}
+
+/* The client's side of the TLS session closed (close_notify) along with
+ * plaintext still to run: as on_eof, but the plaintext is executed next. */
+static void tls_eof(struct conn *c)
+{
+	c->eof = true;
+	c->client.nonblocking = true;
+	set_reading(c, false);
+	if (c->state == CONN_BLOCKED)
+		ops_expire(&c->pending);   /* conn_finish queues a resume */
+}
+
+/*
+ * TLS: one read of ciphertext (at most room bytes), fed to the SSL; the
+ * handshake goes on, or the plaintext is decrypted into to, which has
+ * room + tls_held() bytes (plaintext is never longer than its
+ * ciphertext).  Returns the plaintext's length, 0 at the client's EOF, or
+ * -1 when nothing is to be executed now (and -2 if c was freed).
+ */
+static ssize_t tls_input(struct conn *c, char *to, size_t room)
+{
+	size_t cap = room + tls_held(c->ssl);
+	bool eof = false;
+
+	if (!server.conn.tls_buf)
+		server.conn.tls_buf = xmalloc(READ_CHUNK);
+	ssize_t n = read(c->fd, server.conn.tls_buf, room);
+	if (n == 0)
+		return 0;
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return -1;
+		log_debug("%s: %s", c->peer, strerror(errno));
+		conn_free(c);
+		return -2;
+	}
+	if (!c->heard) {
+		c->heard = true;
+		if (server.conn.tls_buf[0] != TLS_HANDSHAKE_RECORD) {
+			not_tls(c, server.conn.tls_buf[0]);
+			return -2;
+		}
+	}
+	tls_feed(c->ssl, server.conn.tls_buf, (size_t)n);
+	if (c->state == CONN_HANDSHAKE) {
+		int rc = tls_handshake(c->ssl);
+		if (rc < 0) {
+			tls_failed(c, "TLS handshake failed");
+			return -2;
+		}
+		tls_take_output(c->ssl, &c->out);
+		if (flush(c) < 0)
+			return -2;
+		if (rc == 0)
+			return -1;
+		char how[96];
+		tls_describe(c->ssl, how, sizeof how);
+		log_debug("%s: TLS handshake done: %s", c->peer, how);
+		c->state = CONN_READY;
+		c->partial = false;
+		c->frame_since = 0;
+	}
+	n = tls_read(c->ssl, to, cap, &eof);
+	if (n < 0) {
+		tls_failed(c, "TLS error");
+		return -2;
+	}
+	tls_take_output(c->ssl, &c->out);   /* a KeyUpdate's answer */
+	if (eof && !n)
+		return 0;
+	if (eof)
+		tls_eof(c);
+	return n ? n : -1;
 }
 
 /*
@@ -505,25 +654,49 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	size_t room = server.cfg.max_frame + READ_SLACK - waiting_input(c);
 	bool shared = !waiting_input(c);
+	size_t extra = c->ssl ? tls_held(c->ssl) : 0;
 	char *to;
+	ssize_t n;
 	(void)what;
 
 	if (room > READ_CHUNK)
 		room = READ_CHUNK;
 	if (shared) {
 		if (!server.conn.read_buf)
-			server.conn.read_buf = xmalloc(READ_CHUNK);
+			server.conn.read_buf = xmalloc(READ_CHUNK + TLS_HELD_MAX);
 		to = server.conn.read_buf;
+		if (extra > TLS_HELD_MAX)   /* cannot be: under one record */
+			room = extra < READ_CHUNK ? READ_CHUNK - extra : 1;
 	} else {
 		if (c->in_off > c->in.cap / 2) {   /* make room at the end */
 			memmove(c->in.p, c->in.p + c->in_off, waiting_input(c));
 			c->in.len -= c->in_off;
 			c->in_off = 0;
 		}
-		buf_reserve(&c->in, room);
+		buf_reserve(&c->in, room + extra);
 		to = c->in.p + c->in.len;
 	}
-	ssize_t n = read(fd, to, room);
+	if (c->ssl) {
+		n = tls_input(c, to, room);
+		if (n == -2)
+			return;
+		if (n == -1) {
+			if (flush(c) == 0)
+				watch(c);
+			return;
+		}
+	} else {
+		n = read(fd, to, room);
+		if (n > 0 && !c->heard) {
+			c->heard = true;
+			if (to[0] == TLS_HANDSHAKE_RECORD) {
+				log_debug("%s: a TLS handshake on the plain port; "
+				          "closing", c->peer);
+				conn_free(c);
+				return;
+			}
+		}
+	}
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			log_debug("%s: %s", c->peer, strerror(errno));
@@ -582,10 +755,19 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 		ops_expire(&c->pending);   /* conn_finish queues a resume */
 }
 
-/* Past max_connections: one error line, then close. */
-static void turn_away(evutil_socket_t fd, const char *peer)
+/* Past max_connections: one error line, then close; a TLS client is
+ * closed without a word (a plaintext line would only break its
+ * handshake, and a handshake costs what the limit saves). */
+static void turn_away(evutil_socket_t fd, const char *peer, bool tls)
 {
 	struct buf b = { 0 };
+	if (tls) {
+		close(fd);
+		log_debug("%s: turned away (TLS, closed without a handshake): "
+		          "max_connections (%u) reached", peer,
+		          server.cfg.max_connections);
+		return;
+	}
 	ops_error(&b, JQ_TOO_MANY_CONNECTIONS,
 	          "the daemon holds max_connections clients already");
 	if (send(fd, b.p, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
@@ -600,10 +782,11 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
                  struct sockaddr *sa, int salen, void *arg)
 {
 	char host[NI_MAXHOST], port[NI_MAXSERV], peer[64];
+	const struct listener *l = arg;
+	bool tls = l && l->tls;
 	int one = 1;
 
 	(void)lev;
-	(void)arg;
 	if (getnameinfo(sa, (socklen_t)salen, host, sizeof host, port, sizeof port,
 	                NI_NUMERICHOST | NI_NUMERICSERV))
 		snprintf(peer, sizeof peer, "tcp client");
@@ -616,7 +799,7 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	if (server.conn.count >= server.cfg.max_connections) {
-		turn_away(fd, peer);
+		turn_away(fd, peer, tls);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -638,6 +821,20 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	}
 	memcpy(c->peer, peer, sizeof peer);
 	c->state = CONN_READY;
+	if (tls) {
+		c->ssl = tls_new();
+		if (!c->ssl) {
+			struct event *events[] = { c->rev, c->wev, c->hup };
+			for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+				if (events[i])
+					event_free(events[i]);
+			close(fd);
+			free(c);
+			return;
+		}
+		c->state = CONN_HANDSHAKE;
+		c->partial = true;   /* frame_timeout bounds the handshake */
+	}
 	c->client.peer = c->peer;
 	c->client.authorized = &c->authorized;
 	c->client.holder = &c->holder;
@@ -651,7 +848,9 @@ void conn_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		server.conn.all->prev = c;
 	server.conn.all = c;
 	server.conn.count++;
-	log_debug("%s: connected", c->peer);
+	log_debug("%s: connected%s", c->peer, tls ? " (TLS)" : "");
+	if (tls)
+		watch(c);
 }
 
 void conn_init(void)
@@ -671,7 +870,9 @@ void conn_shutdown_all(void)
 		next = c->next;
 		/* What arrived is answered (shutting_down); nothing more is read. */
 		set_reading(c, false);
-		if (c->state == CONN_READY)
+		if (c->state == CONN_HANDSHAKE)
+			conn_free(c);   /* nothing was asked yet */
+		else if (c->state == CONN_READY)
 			run(c);   /* may free c */
 	}
 }
@@ -703,6 +904,8 @@ void conn_free_all(void)
 	conn_drop_all();
 	free(server.conn.read_buf);
 	server.conn.read_buf = NULL;
+	free(server.conn.tls_buf);
+	server.conn.tls_buf = NULL;
 	if (server.conn.resume_ev)
 		event_free(server.conn.resume_ev);
 	server.conn.resume_ev = NULL;

@@ -20,6 +20,7 @@ struct conn_state {
 	struct event *resume_ev;        /* runs them */
 	struct conn *holding;           /* replies wait for the journal */
 	char *read_buf;                 /* TCP input is read here first */
+	char *tls_buf;                  /* TLS: the ciphertext read */
 };
 
 /* Sets up what the connections share (server.base exists). */

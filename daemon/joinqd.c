@@ -316,6 +316,12 @@ static void keep_bound(struct config *next)
 		log_warning("reload: bind and port take effect at the next start");
 	if (!same_str(next->metrics_listen, server.cfg.metrics_listen))
 		log_warning("reload: metrics_listen takes effect at the next start");
+	if (next->tls.port != server.cfg.tls.port && !server.listen.activated)
+		log_warning("reload: tls_port takes effect at the next start");
+	if (next->tls.metrics != server.cfg.tls.metrics)
+		log_warning("reload: metrics_tls takes effect at the next start");
+	next->tls.port = server.cfg.tls.port;
+	next->tls.metrics = server.cfg.tls.metrics;
 	/* A port 0 was made the bound one at the start: so it is here. */
 	advertise_bound_port(&next->nats.advertise);
 	if (next->journal != server.cfg.journal || next->fsync != server.cfg.fsync ||
@@ -377,6 +383,7 @@ static void reload(void)
 	set_engine_conf();
 	engine_reconfigure(server.engine, &server.main.engine_conf);
 	conn_reconfigure(new_token);
+	tls_reload();   /* new connections get the new certificate */
 	if (new_token)
 		log_info("reload: a new token; connected clients must authenticate "
 		         "again");
@@ -456,8 +463,10 @@ static int start(void)
 		evsignal_add(server.main.signals[i], NULL);
 	}
 
-	if (listen_open() < 0 || listen_start() < 0 ||
-	    metrics_start(server.listen.metrics_fd) < 0)
+	if (listen_open() < 0 ||
+	    tls_open(server.cfg.tls.port >= 0 || server.cfg.tls.metrics ||
+	             server.listen.tls) < 0 ||
+	    listen_start() < 0 || metrics_start(server.listen.metrics_fd) < 0)
 		return -1;
 	advertise_bound_port(&server.cfg.nats.advertise);
 
@@ -485,6 +494,7 @@ static void stop(void)
 	udp_free_all();
 	listen_close();
 	metrics_stop();
+	tls_close();
 	loop_free();
 	journal_close(server.journal);
 	engine_free(server.engine);

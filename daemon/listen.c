@@ -4,7 +4,8 @@
  * Under socket activation (systemd's joinqd.socket), the sockets come ready
  * from systemd (sd_listen_fds_with_names) and nothing is bound here: every
  * listening stream socket is a TCP listener, every datagram socket a UDP
- * one, and a stream socket named "metrics" serves /metrics.
+ * one, a stream socket named "metrics" serves /metrics, and one named
+ * "tls" is a TLS listener.
  *
  * It owns server.listen (struct listen_state): the sockets.
  */
@@ -93,10 +94,12 @@ static struct listener *new_listener(int fd, bool udp)
 	return l;
 }
 
-static void add_listener(int fd, bool udp, const struct addrinfo *ai,
-                         unsigned port)
+static void add_listener(int fd, bool udp, bool tls,
+                         const struct addrinfo *ai, unsigned port)
 {
 	struct listener *l = new_listener(fd, udp);
+	l->tls = tls;
+	server.listen.tls |= tls;
 	name_of(ai->ai_addr, ai->ai_addrlen, port, l->name, sizeof l->name);
 }
 
@@ -114,6 +117,7 @@ static void close_all(void)
 	free(server.listen.all);
 	server.listen.all = NULL;
 	server.listen.count = 0;
+	server.listen.tls = false;
 }
 
 /* An address the host lacks (no IPv6 at all, say) is skipped with a warning
@@ -124,11 +128,12 @@ static bool missing_family(int err)
 }
 
 /*
- * One pass over the bind addresses at *port.  With port 0 the first socket
- * picks the port and the others follow it.  Returns 0, or -1 after logging,
- * or 1 when port 0 should try again (the picked port was taken elsewhere).
+ * One pass over the bind addresses at *port: TCP and UDP, or with tls the
+ * TLS listeners (TCP only).  With port 0 the first socket picks the port
+ * and the others follow it.  Returns 0, or -1 after logging, or 1 when
+ * port 0 should try again (the picked port was taken elsewhere).
  */
-static int bind_all(unsigned *port)
+static int bind_all(unsigned *port, bool tls)
 {
 	bool any_port = *port == 0;
 
@@ -148,10 +153,12 @@ static int bind_all(unsigned *port)
 			int tcp = bind_socket(ai, SOCK_STREAM, *port);
 			if (tcp >= 0 && *port == 0)
 				*port = bound_port(tcp);
-			int udp = tcp < 0 ? -1 : bind_socket(ai, SOCK_DGRAM, *port);
-			if (tcp >= 0 && udp >= 0) {
-				add_listener(tcp, false, ai, *port);
-				add_listener(udp, true, ai, *port);
+			int udp = tcp < 0 || tls ? -1 :
+			          bind_socket(ai, SOCK_DGRAM, *port);
+			if (tcp >= 0 && (tls || udp >= 0)) {
+				add_listener(tcp, false, tls, ai, *port);
+				if (!tls)
+					add_listener(udp, true, false, ai, *port);
 				continue;
 			}
 			int err = errno;
@@ -168,7 +175,7 @@ static int bind_all(unsigned *port)
 				continue;
 			}
 			log_error("cannot listen on %s (%s): %s", name,
-			          tcp < 0 ? "TCP" : "UDP", strerror(err));
+			          tls ? "TLS" : tcp < 0 ? "TCP" : "UDP", strerror(err));
 			freeaddrinfo(res);
 			return -1;
 		}
@@ -216,7 +223,10 @@ static int adopt(int n, char **names)
 			server.listen.metrics_fd = fd;
 			continue;
 		}
-		name_bound(new_listener(fd, dgram));
+		struct listener *l = new_listener(fd, dgram);
+		l->tls = stream && strcmp(name, "tls") == 0;
+		server.listen.tls |= l->tls;
+		name_bound(l);
 	}
 	if (!server.listen.count) {
 		log_error("socket activation: systemd passed no socket for queues");
@@ -249,7 +259,10 @@ int listen_open(void)
 
 	for (int tries = 0; tries < PORT_TRIES; tries++) {
 		unsigned port = server.cfg.port;
-		int rc = bind_all(&port);
+		unsigned tls_port = (unsigned)server.cfg.tls.port;
+		int rc = bind_all(&port, false);
+		if (rc == 0 && server.cfg.tls.port >= 0)
+			rc = bind_all(&tls_port, true);
 		if (rc <= 0) {
 			if (rc < 0)
 				close_all();
@@ -257,7 +270,8 @@ int listen_open(void)
 		}
 		close_all();
 	}
-	log_error("found no port free for TCP and UDP on every address");
+	log_error("found no port free for TCP and UDP (and TLS) on every "
+	          "address");
 	return -1;
 }
 
@@ -347,6 +361,8 @@ void listen_describe(char *out, size_t len)
 	for (size_t i = 0; i < server.listen.count && n < len; i++) {
 		const struct listener *l = &server.listen.all[i];
 		bool twin = false;
+		if (l->tls)
+			continue;
 		for (size_t k = 0; k < server.listen.count; k++)
 			twin |= k != i && server.listen.all[k].udp != l->udp &&
 			        strcmp(server.listen.all[k].name, l->name) == 0;
@@ -357,5 +373,12 @@ void listen_describe(char *out, size_t len)
 			                      " (TCP)");
 	}
 	if (n < len)
-		snprintf(out + n, len - n, "%s", both ? " (TCP and UDP)" : "");
+		n += (size_t)snprintf(out + n, len - n, "%s",
+		                      both ? " (TCP and UDP)" : "");
+	/* After the plain ones, so that the first port named is the plain
+	 * one (jqtest and scripts read it). */
+	for (size_t i = 0; i < server.listen.count && n < len; i++)
+		if (server.listen.all[i].tls)
+			n += (size_t)snprintf(out + n, len - n, ", %s (TLS)",
+			                      server.listen.all[i].name);
 }

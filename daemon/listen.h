@@ -1,6 +1,7 @@
 /*
  * listen.h - the sockets joinqd serves on: for every bind address, one TCP
- * listener and one UDP socket on the same port.  It binds them, hands TCP
+ * listener and one UDP socket on the same port, and with tls_port one
+ * TCP listener more on that port whose clients speak TLS.  It binds them, hands TCP
  * clients to conn.c and datagrams to udp.c, and pauses accepting for a
  * second when the process runs out of descriptors instead of spinning.
  */
@@ -13,6 +14,7 @@
 struct listener {
 	int fd;
 	bool udp;
+	bool tls;                      /* TCP inside TLS (tls_port) */
 	char name[64];                 /* "127.0.0.1:7477", "[::1]:7477" */
 	struct evconnlistener *tcp;    /* TCP: accepts into conn.c */
 	struct event *ev;              /* UDP: reads into udp.c; TCP: retry */
@@ -24,6 +26,7 @@ struct listen_state {
 	size_t count;
 	bool activated;                 /* the sockets came from systemd */
 	int metrics_fd;                 /* from systemd, named "metrics"; or -1 */
+	bool tls;                       /* a listener is a TLS one */
 };
 
 /* Binds every configured address; on failure logs why and returns -1. */

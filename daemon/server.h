@@ -27,6 +27,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "tls.h"
 #include "udp.h"
 
 struct journal;
@@ -69,6 +70,7 @@ struct server {
 	struct conn_state conn;         /* conn.c */
 	struct udp_state udp;           /* udp.c */
 	struct metrics_state metrics;   /* metrics.c */
+	struct tls_state tls;           /* tls.c */
 	struct log_state log;           /* log.c */
 };
 

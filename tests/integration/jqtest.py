@@ -35,6 +35,7 @@ import select
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,8 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "definitely lost")
 
 LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+# The TLS listener in the same line (tls_port): "127.0.0.1:41234 (TLS)".
+TLS_LISTEN_RE = re.compile(r"listening on .*?(\S+):(\d+) \(TLS\)")
 
 # journal = nats for every Daemon that does not choose a journal itself.
 JOURNAL = os.environ.get("JOINQ_TEST_JOURNAL", "")
@@ -178,7 +181,18 @@ class Conn:
         self.buf = b""
 
     def send(self, obj):
-        self.sock.sendall(encode(obj))
+        self._sendall(encode(obj))
+
+    def _sendall(self, data):
+        self.sock.sendall(data)
+
+    def _recv(self):
+        """The next bytes from the daemon; b"" when it closed."""
+        return self.sock.recv(65536)
+
+    def _pending(self):
+        """True if bytes already received wait to be read (TLS)."""
+        return False
 
     def recv_line(self, timeout=TIMEOUT):
         """The next reply line (bytes, no LF); None if the daemon closed."""
@@ -188,7 +202,7 @@ class Conn:
             if left <= 0:
                 raise TimeoutError("no reply within %.1f s" % timeout)
             self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
+            chunk = self._recv()
             if not chunk:
                 return None
             self.buf += chunk
@@ -209,10 +223,12 @@ class Conn:
         """True if no reply arrives within seconds."""
         if b"\n" in self.buf:
             return False
-        r, _, _ = select.select([self.sock], [], [], seconds)
-        if not r:
-            return True
-        chunk = self.sock.recv(65536)
+        if not self._pending():
+            r, _, _ = select.select([self.sock], [], [], seconds)
+            if not r:
+                return True
+        self.sock.settimeout(TIMEOUT)
+        chunk = self._recv()
         self.buf += chunk
         return chunk != b"" and b"\n" not in self.buf
 
@@ -222,7 +238,7 @@ class Conn:
         while time.monotonic() < deadline:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
-                chunk = self.sock.recv(65536)
+                chunk = self._recv()
             except socket.timeout:
                 return False
             except ConnectionResetError:
@@ -239,7 +255,7 @@ class Conn:
         """Sends bytes as they are; False if the daemon reset or closed the
         connection meanwhile (as it may after frame_too_large)."""
         try:
-            self.sock.sendall(data)
+            self._sendall(data)
             return True
         except (BrokenPipeError, ConnectionResetError):
             return False
@@ -260,6 +276,101 @@ class Conn:
 
     def close(self):
         self.sock.close()
+
+
+class TlsConn(Conn):
+    """A TCP client speaking JSON lines inside TLS (tls_port), with every
+    method of Conn.  The TLS session runs over memory BIOs (ssl.SSLObject),
+    so that the test holds the socket: shutdown_write() sends close_notify
+    and then half-closes TCP, and the replies can still be read.  The
+    handshake is done in the constructor; its failure raises ssl.SSLError
+    (ssl.SSLCertVerificationError for the server's certificate)."""
+
+    def __init__(self, host, port, context, server_hostname="localhost",
+                 timeout=TIMEOUT, rcvbuf=None):
+        super().__init__(host, port, timeout, rcvbuf)
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing,
+                                    server_hostname=server_hostname)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    raise ConnectionError("the daemon closed the connection "
+                                          "in the TLS handshake")
+            except ssl.SSLError:
+                self._flush()      # the alert, as a real client sends it
+                raise
+        self._flush()
+
+    def _flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        """Reads ciphertext into the TLS session; False at EOF."""
+        data = self.sock.recv(65536)
+        if not data:
+            self.incoming.write_eof()
+            return False
+        self.incoming.write(data)
+        return True
+
+    def _sendall(self, data):
+        self.tls.write(data)
+        self._flush()
+
+    def _recv(self):
+        while True:
+            try:
+                return self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                if not self._fill():
+                    continue    # read() now says how it ended
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def _pending(self):
+        return self.tls.pending() > 0
+
+    def peer_cert(self):
+        """The server's certificate (DER bytes)."""
+        return self.tls.getpeercert(True)
+
+    def shutdown_write(self):
+        """close_notify, then the TCP half-close; replies still readable."""
+        try:
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+def tls_context(ca=None, cert=None, key=None, verify=True):
+    """A client ssl.SSLContext trusting ca, presenting cert and key if
+    given; verify=False checks neither the chain nor the name."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_verify_locations(ca)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def tls_args(certs, *more):
+    """joinqd's flags for TLS on a free port with certs' (tlscerts.Certs)
+    server certificate, then more: d = Daemon(*tls_args(certs))."""
+    return ["--tls-port", "0", "--tls-cert-file", certs.server_cert,
+            "--tls-key-file", certs.server_key] + list(more)
 
 
 class UdpConn:
@@ -307,6 +418,8 @@ class Daemon:
         self.env = env
         self.host = host
         self.port = None
+        self.tls_port = None      # its TLS port, from the start-up line
+        self.tls_context = None   # what tls() connects with by default
         self.want_port = port
         self.proc = None
         self.stream = None        # its own stream, when JOURNAL is nats
@@ -360,6 +473,8 @@ class Daemon:
             m = LISTEN_RE.search(self.log())
             if m:
                 self.port = int(m.group(2))
+                t = TLS_LISTEN_RE.search(self.log())
+                self.tls_port = int(t.group(2)) if t else None
                 if nats:
                     self.wait_role("active")
                     # The pings' connections gone, so that a test of
@@ -410,6 +525,13 @@ class Daemon:
 
     def tcp(self, host=None):
         return Conn(host or self.host, self.port)
+
+    def tls(self, context=None, host=None, server_hostname="localhost",
+            **kw):
+        """A TlsConn to its TLS port, with context (by default
+        self.tls_context, which a test sets once)."""
+        return TlsConn(host or self.host, self.tls_port,
+                       context or self.tls_context, server_hostname, **kw)
 
     def udp(self, host=None):
         return UdpConn(host or self.host, self.port)
