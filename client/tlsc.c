@@ -28,13 +28,22 @@
 
 #include "tlsc.h"
 
+/* Says why OpenSSL could not use the file at path: the system's reason
+ * when it cannot be opened (OpenSSL's would be "system lib"). */
 static void openssl_why(char *why, size_t size, const char *doing,
                         const char *path)
 {
+	FILE *f = fopen(path, "r");
 	unsigned long e = ERR_peek_last_error();
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (!f)
+		reason = strerror(errno);
+	else
+		fclose(f);
+	if (e && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+		reason = "it is not the certificate's key";
 	snprintf(why, size, "%s %s: %s", doing, path,
-	         reason ? reason : errno ? strerror(errno) : "not usable");
+	         reason ? reason : "no PEM data in it");
 	ERR_clear_error();
 }
 
@@ -78,7 +87,6 @@ int tlsc_config_ca_file(struct jq_tls *t, const char *path, char *why,
 	X509_STORE *store = X509_STORE_new();
 	X509_LOOKUP *lookup = store ? X509_STORE_add_lookup(store,
 	                                      X509_LOOKUP_file()) : NULL;
-	errno = 0;
 	if (!lookup || X509_LOOKUP_load_file(lookup, path,
 	                                     X509_FILETYPE_PEM) <= 0) {
 		openssl_why(why, size, "cannot read the CA file", path);
@@ -92,12 +100,10 @@ int tlsc_config_ca_file(struct jq_tls *t, const char *path, char *why,
 int tlsc_config_cert(struct jq_tls *t, const char *cert_file,
                      const char *key_file, char *why, size_t size)
 {
-	errno = 0;
 	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1) {
 		openssl_why(why, size, "cannot read the certificate", cert_file);
 		return -1;
 	}
-	errno = 0;
 	if (SSL_CTX_use_PrivateKey_file(t->ctx, key_file,
 	                                SSL_FILETYPE_PEM) != 1) {
 		openssl_why(why, size, "cannot read the key", key_file);
@@ -321,13 +327,19 @@ static int failed(struct tlsc *s, int r, const char *port, const char *name)
 		return -1;
 	} else if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
 	           ERR_GET_REASON(first) >= SSL_AD_REASON_OFFSET) {
-		/* The daemon sent an alert: it refused us (mutual TLS). */
-		const char *alert = SSL_alert_desc_string_long(
-			ERR_GET_REASON(first) - SSL_AD_REASON_OFFSET);
+		/* The daemon sent an alert: it refused us (mutual TLS).  The
+		 * reason reads "tlsv13 alert certificate required". */
+		int alert = ERR_GET_REASON(first) - SSL_AD_REASON_OFFSET;
+		const char *text = ERR_reason_error_string(first);
+		const char *tail = text ? strstr(text, "alert ") : NULL;
 		snprintf(s->why, sizeof s->why, "the daemon at %s refused the TLS "
-		         "%s: %s", peer, s->handshaking ? "handshake" : "session",
-		         alert && strcmp(alert, "unknown") ? alert :
-		         ERR_reason_error_string(first));
+		         "%s: %s%s", peer, s->handshaking ? "handshake" : "session",
+		         tail ? tail + 6 : text ? text : "an alert",
+		         alert == TLS13_AD_CERTIFICATE_REQUIRED ||
+		         alert == SSL_AD_HANDSHAKE_FAILURE ?
+		         " (give a client certificate: --cert FILE --key FILE)" :
+		         alert == SSL_AD_UNKNOWN_CA || alert == SSL_AD_BAD_CERTIFICATE ?
+		         " (it does not trust the client certificate)" : "");
 	} else {
 		const char *reason = first ? ERR_reason_error_string(first) : NULL;
 		snprintf(s->why, sizeof s->why, "TLS with %s failed: %s", peer,
