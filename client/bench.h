@@ -12,7 +12,7 @@
 /* For joinq's command list; `joinq bench --help` tells the rest. */
 #define BENCH_USAGE "bench [--producers N] [--consumers N] [-n N] [-d BYTES]\n" \
 	"      [-P N] [--mode throughput|latency] [--queue NAME] [--prefill N]\n" \
-	"      [--no-drain] [--timeout S] [--json]"
+	"      [--no-drain] [--reconnect] [--timeout S] [--json]"
 extern const char bench_help[];
 
 /*

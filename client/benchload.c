@@ -108,8 +108,10 @@ static const char *resolve_one(struct bench *b, const struct hostport *hp)
 		freeaddrinfo(res);
 		return saved == ETIMEDOUT ? "timed out" : strerror(saved);
 	}
-	snprintf(b->host, sizeof b->host, "%s", hp->host);
-	snprintf(b->port, sizeof b->port, "%s", hp->port);
+	_Static_assert(sizeof b->host == sizeof hp->host &&
+	               sizeof b->port == sizeof hp->port, "struct hostport");
+	memcpy(b->host, hp->host, sizeof b->host);
+	memcpy(b->port, hp->port, sizeof b->port);
 	memcpy(&b->addr, ai->ai_addr, ai->ai_addrlen);
 	b->addrlen = ai->ai_addrlen;
 	freeaddrinfo(res);
