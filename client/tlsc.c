@@ -13,11 +13,19 @@
  * daemon's plain port closes a TLS client at once (or answers it in plain
  * text): that shows as an end of stream or a "wrong version number"
  * during the handshake, and is told as such.
+ *
+ * SIGPIPE.  OpenSSL writes to the socket with write(), not send() with
+ * MSG_NOSIGNAL as the plain path does, so a write to a daemon that has
+ * gone would kill a program that did not ignore SIGPIPE: every call that
+ * may write holds SIGPIPE blocked in the calling thread, and takes back
+ * one it caused (as libcurl does).  A read writes only in rare cases (an
+ * alert, a key update) and goes unguarded.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +357,40 @@ static int failed(struct tlsc *s, int r, const char *port, const char *name)
 	return -1;
 }
 
+/* ---- SIGPIPE ---------------------------------------------------------------- */
+
+struct pipe_guard {
+	sigset_t old;
+	bool pending;               /* a SIGPIPE was pending already: ours
+	                               to leave alone */
+};
+
+static void guard_on(struct pipe_guard *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	g->pending = sigismember(&pending, SIGPIPE) == 1;
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void guard_off(const struct pipe_guard *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	if (!g->pending && sigpending(&pending) == 0 &&
+	    sigismember(&pending, SIGPIPE) == 1) {
+		static const struct timespec now = { 0, 0 };
+		int saved = errno;
+		while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR)
+			;
+		errno = saved;
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 /* ---- the session ---------------------------------------------------------- */
 
 static int64_t now_ms(void)
@@ -403,9 +445,14 @@ int tlsc_start(struct tlsc *s, const struct jq_tls *t, int fd,
 	}
 	s->handshaking = true;
 	for (;;) {
+		struct pipe_guard g;
 		ERR_clear_error();
+		guard_on(&g);
 		errno = 0;
 		int r = SSL_connect(s->ssl);
+		int saved = errno;
+		guard_off(&g);
+		errno = saved;
 		if (r == 1)
 			break;
 		if (failed(s, r, port, name) == 0)
@@ -451,9 +498,14 @@ ssize_t tlsc_read(struct tlsc *s, void *p, size_t len)
 ssize_t tlsc_write(struct tlsc *s, const void *p, size_t len)
 {
 	size_t n;
+	struct pipe_guard g;
 	ERR_clear_error();
+	guard_on(&g);
 	errno = 0;
 	int r = SSL_write_ex(s->ssl, p, len, &n);
+	int saved = errno;
+	guard_off(&g);
+	errno = saved;
 	if (r > 0)
 		return (ssize_t)n;
 	r = failed(s, r, "", "");
@@ -473,8 +525,11 @@ bool tlsc_pending(const struct tlsc *s)
 void tlsc_close_notify(struct tlsc *s)
 {
 	if (s->ssl) {
+		struct pipe_guard g;
 		ERR_clear_error();
+		guard_on(&g);
 		SSL_shutdown(s->ssl);
+		guard_off(&g);
 		ERR_clear_error();
 	}
 }

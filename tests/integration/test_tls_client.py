@@ -241,6 +241,40 @@ class Certificates(TlsCase):
             p = joinq(d.tls_port, *self.tls("qsize"), env=env)
             self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_a_daemon_gone_mid_stream_is_no_sigpipe(self):
+        # OpenSSL writes with write(): without the client's guard, the
+        # write after the daemon's end would kill joinq with SIGPIPE.
+        d = jqtest.Daemon(*jqtest.tls_args(self.certs)).start()
+        try:
+            e = {k: v for k, v in os.environ.items()
+                 if not k.startswith("JOINQ_")}
+            p = subprocess.Popen(
+                [jqtest.JOINQ, "-p", str(d.tls_port)] + self.tls("put"),
+                env=e, text=True, stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            p.stdin.write("first\n")
+            p.stdin.flush()
+            self.assertTrue(jqtest.wait_until(
+                lambda: d.qsize()["qsize"] == 1), "the first item came")
+        finally:
+            d.__exit__(None, None, None)
+        try:
+            for _ in range(200):
+                p.stdin.write("x" * 10000 + "\n")
+            p.stdin.close()
+        except BrokenPipeError:
+            pass            # joinq has exited already: its status tells
+        try:
+            p.wait(3 * TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            err = p.stderr.read()
+            p.stderr.close()
+        self.assertEqual(p.returncode, CONNECTION, err)
+        self.assertIn("127.0.0.1:%d" % d.tls_port, err)
+
 
 if __name__ == "__main__":
     jqtest.main()
