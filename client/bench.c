@@ -101,7 +101,10 @@ const char bench_help[] =
 	"that runs do not mix with real work.  With -u (UDP) each request is a\n"
 	"datagram with an id; one without a reply within 2 s (plus a get's 1 s\n"
 	"wait) counts as an error and is not sent again.  Needs no journal and\n"
-	"no particular daemon setting; a maxsize on the queue is fine.\n"
+	"no particular daemon setting; a maxsize on the queue is fine.  With\n"
+	"--tls (joinq's option) every connection is TLS, its handshake done\n"
+	"before the clock starts (with --reconnect, each cycle's time holds its\n"
+	"connection's).\n"
 	"\n"
 	"      --producers N   producer connections (default 4)\n"
 	"      --consumers N   consumer connections (default 4)\n"
@@ -115,6 +118,9 @@ const char bench_help[] =
 	"      --queue NAME    the queue (default bench-PID)\n"
 	"      --prefill N     items put before the timed run (default 0)\n"
 	"      --no-drain      do not take the items left after the run\n"
+	"      --reconnect     latency mode: each cycle on a new connection\n"
+	"                      (connect, TLS handshake with --tls, auth): the\n"
+	"                      cycles per second are then connections per second\n"
 	"      --timeout S     give up after S seconds in all (default 300)\n"
 	"      --json          print one JSON object on stdout instead\n"
 	"\n"
@@ -152,7 +158,7 @@ static bool valid_queue(const char *q)
 
 enum {
 	LONG_PRODUCERS = 256, LONG_CONSUMERS, LONG_MODE, LONG_QUEUE,
-	LONG_PREFILL, LONG_TIMEOUT, LONG_JSON, LONG_NO_DRAIN,
+	LONG_PREFILL, LONG_TIMEOUT, LONG_JSON, LONG_NO_DRAIN, LONG_RECONNECT,
 };
 
 static const struct option bench_longopts[] = {
@@ -164,6 +170,7 @@ static const struct option bench_longopts[] = {
 	{ "timeout", required_argument, NULL, LONG_TIMEOUT },
 	{ "json", no_argument, NULL, LONG_JSON },
 	{ "no-drain", no_argument, NULL, LONG_NO_DRAIN },
+	{ "reconnect", no_argument, NULL, LONG_RECONNECT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -260,6 +267,9 @@ static int parse_bench(struct bench_options *o, int argc, char **argv,
 		case LONG_NO_DRAIN:
 			o->no_drain = true;
 			break;
+		case LONG_RECONNECT:
+			o->reconnect = true;
+			break;
 		default:
 			/* getopt has said what is wrong */
 			fprintf(stderr, "Try 'joinq bench --help'.\n");
@@ -268,6 +278,10 @@ static int parse_bench(struct bench_options *o, int argc, char **argv,
 	}
 	if (optind < argc)
 		return usage_error("bench", "unexpected argument '%s'", argv[optind]);
+	if (o->reconnect && (o->mode != MODE_LATENCY ||
+	                     o->opt.transport == JQ_UDP))
+		return usage_error("bench", "--reconnect is for --mode latency "
+		                   "over TCP");
 	if (o->opt.transport == JQ_UDP && o->item_size > UDP_ITEM_MAX)
 		return usage_error("bench", "-d over UDP wants at most %u bytes: a put must "
 		                   "fit in one datagram", UDP_ITEM_MAX);
@@ -280,6 +294,7 @@ static int parse_bench(struct bench_options *o, int argc, char **argv,
 static void bench_free(struct bench *b)
 {
 	for (unsigned i = 0; i < b->nconns; i++) {
+		tlsc_free(&b->conns[i].sess);
 		if (b->conns[i].fd >= 0)
 			close(b->conns[i].fd);
 		free(b->conns[i].ring);
@@ -294,9 +309,35 @@ static void bench_free(struct bench *b)
 	buf_free(&b->tail);
 	free(b->padding);
 	free(b->seen);
+	if (b->tls)
+		tlsc_config_free(b->tls);
+	free(b->tls);
 }
 
-int bench_main(const struct jq_options *opt, int argc, char **argv)
+/* bench's own TLS settings, from the same flags as libjoinq's. */
+static int bench_tls(struct bench *b, const struct tls_flags *f)
+{
+	char why[TLSC_WHY];
+
+	if (!f->on)
+		return EXIT_OK;
+	b->tls = xcalloc(1, sizeof *b->tls);
+	if (tlsc_config_init(b->tls, why, sizeof why) ||
+	    (f->cacert && tlsc_config_ca_file(b->tls, f->cacert, why,
+	                                      sizeof why)) ||
+	    (f->cert && tlsc_config_cert(b->tls, f->cert, f->key, why,
+	                                 sizeof why)) ||
+	    (f->server_name && tlsc_config_server_name(b->tls, f->server_name,
+	                                               why, sizeof why))) {
+		fprintf(stderr, "joinq bench: %s\n", why);
+		return EXIT_USAGE;
+	}
+	b->tls->any_name = f->any_name;
+	return EXIT_OK;
+}
+
+int bench_main(const struct jq_options *opt, const struct tls_flags *tls,
+               int argc, char **argv)
 {
 	struct bench *b = xcalloc(1, sizeof *b);
 	bool done;
@@ -305,6 +346,11 @@ int bench_main(const struct jq_options *opt, int argc, char **argv)
 	b->o.opt = *opt;
 	status = parse_bench(&b->o, argc, argv, &done);
 	if (done) {
+		free(b);
+		return status;
+	}
+	if ((status = bench_tls(b, tls))) {
+		bench_free(b);
 		free(b);
 		return status;
 	}

@@ -6,12 +6,13 @@
 #ifndef JQ_BENCH_H
 #define JQ_BENCH_H
 
+#include "cli.h"
 #include "joinq.h"
 
 /* For joinq's command list; `joinq bench --help` tells the rest. */
 #define BENCH_USAGE "bench [--producers N] [--consumers N] [-n N] [-d BYTES]\n" \
 	"      [-P N] [--mode throughput|latency] [--queue NAME] [--prefill N]\n" \
-	"      [--no-drain] [--timeout S] [--json]"
+	"      [--no-drain] [--reconnect] [--timeout S] [--json]"
 extern const char bench_help[];
 
 /*
@@ -22,6 +23,7 @@ extern const char bench_help[];
  * datagram, a missing or duplicate item, 2 usage, 5 --timeout ran out,
  * 6 cannot connect or connection lost.
  */
-int bench_main(const struct jq_options *opt, int argc, char **argv);
+int bench_main(const struct jq_options *opt, const struct tls_flags *tls,
+               int argc, char **argv);
 
 #endif

@@ -14,7 +14,9 @@
 #include <netinet/in.h>
 
 #include "buf.h"
+#include "cli.h"
 #include "joinq.h"
+#include "tlsc.h"
 
 #define MESSAGE_MAX 256
 
@@ -30,6 +32,9 @@ struct bench_options {
 	double timeout;
 	bool json;
 	bool no_drain;              /* leave what the run did not take */
+	bool reconnect;             /* latency mode: each cycle on a new
+	                               connection */
+	const struct tls_flags *tls;
 };
 
 /* ---- the histogram (benchreport.c) ---------------------------------------- */
@@ -61,6 +66,7 @@ struct request {
 
 struct conn {
 	int fd;
+	struct tlsc sess;           /* TLS: the session on fd */
 	enum role role;
 	struct request *ring;       /* requests in flight, oldest first */
 	unsigned ring_cap, head, count;
@@ -79,7 +85,9 @@ struct bench {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char peer[INET6_ADDRSTRLEN + 16];
+	char host[256], port[32];   /* the address used, as given */
 	bool udp;
+	struct jq_tls *tls;         /* NULL: plain TCP */
 
 	struct conn *conns;
 	unsigned nconns;

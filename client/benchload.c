@@ -108,6 +108,10 @@ static const char *resolve_one(struct bench *b, const struct hostport *hp)
 		freeaddrinfo(res);
 		return saved == ETIMEDOUT ? "timed out" : strerror(saved);
 	}
+	_Static_assert(sizeof b->host == sizeof hp->host &&
+	               sizeof b->port == sizeof hp->port, "struct hostport");
+	memcpy(b->host, hp->host, sizeof b->host);
+	memcpy(b->port, hp->port, sizeof b->port);
 	memcpy(&b->addr, ai->ai_addr, ai->ai_addrlen);
 	b->addrlen = ai->ai_addrlen;
 	freeaddrinfo(res);
@@ -123,7 +127,8 @@ static int resolve(struct bench *b)
 	struct hostport hp[HOSTLIST_MAX];
 	char why[256];
 	int n = hostlist_parse(b->o.opt.host ? b->o.opt.host : JQ_DEFAULT_HOST,
-	                       b->o.opt.port ? b->o.opt.port : JQ_DEFAULT_PORT,
+	                       b->o.opt.port ? b->o.opt.port : b->tls ?
+	                       JQ_DEFAULT_TLS_PORT : JQ_DEFAULT_PORT,
 	                       hp, HOSTLIST_MAX, why, sizeof why);
 
 	if (n < 0) {
@@ -171,6 +176,46 @@ static void end_request(struct bench *b, struct conn *c,
 		buf_add(&c->out, b->tail.p, b->tail.len);
 	}
 	buf_adds(&c->out, "}\n");
+}
+
+static void send_auth(struct bench *b, struct conn *c);
+
+/* Opens c's connection: TCP (UDP: its socket), the TLS handshake, the
+ * auth.  0, or -1 with why filled. */
+static int open_conn(struct bench *b, struct conn *c, char *why,
+                     size_t size)
+{
+	c->fd = net_connect((struct sockaddr *)&b->addr, b->addrlen, b->udp,
+	                    CONNECT_TIMEOUT_MS);
+	if (c->fd < 0) {
+		snprintf(why, size, "cannot connect to %s: %s", b->peer,
+		         errno == ETIMEDOUT ? "timed out" : strerror(errno));
+		return -1;
+	}
+	if (b->tls && tlsc_start(&c->sess, b->tls, c->fd, b->host, b->peer,
+	                         b->port, now_ns() / 1000000 +
+	                         CONNECT_TIMEOUT_MS)) {
+		snprintf(why, size, "%s", c->sess.why);
+		close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	if (!b->udp && b->o.opt.token)
+		send_auth(b, c);
+	return 0;
+}
+
+/* Closes c's connection, its requests all answered. */
+static void close_conn(struct conn *c)
+{
+	tlsc_close_notify(&c->sess);
+	tlsc_free(&c->sess);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buf_reset(&c->out);
+	buf_reset(&c->in);
+	c->out_off = c->in_off = 0;
 }
 
 static void send_auth(struct bench *b, struct conn *c)
@@ -252,6 +297,14 @@ static void fill(struct bench *b, struct conn *c)
 		if (c->count == 0 && c->cycle_step < 0 &&
 		    b->next_seq < b->total && b->cycles < b->o.items) {
 			c->cycle_start = now_ns();
+			char why[MESSAGE_MAX - 40];
+			if (b->o.reconnect) {
+				close_conn(c);
+				if (open_conn(b, c, why, sizeof why)) {
+					stop(b, EXIT_CONNECTION, "%s", why);
+					return;
+				}
+			}
 			c->cycle_step = OP_PUT;
 			send_put(b, c, b->next_seq++);
 		}
@@ -552,13 +605,16 @@ static void flush(struct bench *b, struct conn *c)
 		size_t n = c->out.len - c->out_off;
 		if (b->udp)
 			n = (size_t)((const char *)memchr(p, '\n', n) - p);
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		ssize_t w = c->sess.ssl ? tlsc_write(&c->sess, p, n) :
+		            send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;   /* poll says when to go on */
-			if (b->udp && errno == ECONNREFUSED)
+			if (errno == EPROTO && c->sess.ssl)
+				connection_lost(b, c->sess.why);
+			else if (b->udp && errno == ECONNREFUSED)
 				stop(b, EXIT_CONNECTION, "cannot reach %s over UDP: %s",
 				     b->peer, strerror(errno));
 			else
@@ -579,12 +635,18 @@ static void read_tcp(struct bench *b, struct conn *c)
 			c->in_off = 0;
 		}
 		buf_reserve(&c->in, READ_CHUNK);
-		ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len,
-		                 0);
+		void *p = c->in.p + c->in.len;
+		size_t room = c->in.cap - c->in.len;
+		ssize_t n = c->sess.ssl ? tlsc_read(&c->sess, p, room) :
+		            recv(c->fd, p, room, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
+		if (n < 0 && errno == EPROTO && c->sess.ssl) {
+			connection_lost(b, c->sess.why);
+			return;
+		}
 		if (n <= 0) {
 			connection_lost(b, n == 0 ? "the daemon closed it" :
 			                strerror(errno));
@@ -679,13 +741,16 @@ static void loop(struct bench *b)
 	int64_t last_expiry = now_ns();
 
 	while (!b->status && !advance(b)) {
+		bool held = false;   /* TLS: a session holds bytes poll cannot see */
 		for (unsigned i = 0; i < b->nconns && !b->status; i++) {
 			struct conn *c = &b->conns[i];
 			fill(b, c);
 			flush(b, c);
 			pfd[i].fd = c->fd;
 			pfd[i].events = POLLIN |
-			                (c->out_off < c->out.len ? POLLOUT : 0);
+			                (c->out_off < c->out.len ? POLLOUT : 0) |
+			                (c->sess.ssl ? c->sess.want : 0);
+			held = held || tlsc_pending(&c->sess);
 		}
 		if (b->status)
 			break;
@@ -695,14 +760,15 @@ static void loop(struct bench *b)
 			break;
 		}
 		int64_t left_ms = (b->deadline - now) / 1000000 + 1;
-		int r = poll(pfd, b->nconns, left_ms < TICK_MS ? (int)left_ms :
-		             TICK_MS);
+		int r = poll(pfd, b->nconns, held ? 0 : left_ms < TICK_MS ?
+		             (int)left_ms : TICK_MS);
 		if (r < 0 && errno != EINTR) {
 			stop(b, EXIT_ERROR, "poll: %s", strerror(errno));
 			break;
 		}
-		for (unsigned i = 0; r > 0 && i < b->nconns && !b->status; i++) {
-			if (!pfd[i].revents)
+		for (unsigned i = 0; (r > 0 || held) && i < b->nconns && !b->status;
+		     i++) {
+			if (!pfd[i].revents && !tlsc_pending(&b->conns[i].sess))
 				continue;
 			if (b->udp)
 				read_udp(b, &b->conns[i]);
@@ -746,18 +812,12 @@ static int open_conns(struct bench *b)
 		c->cycle_step = -1;
 	}
 	for (unsigned i = 0; i < b->nconns; i++) {
-		struct conn *c = &b->conns[i];
-		c->fd = net_connect((struct sockaddr *)&b->addr, b->addrlen,
-		                    b->udp, CONNECT_TIMEOUT_MS);
-		if (c->fd < 0) {
-			fprintf(stderr, "joinq bench: cannot connect to %s: %s "
-			        "(connection %u of %u)\n", b->peer,
-			        errno == ETIMEDOUT ? "timed out" : strerror(errno),
+		char why[MESSAGE_MAX];
+		if (open_conn(b, &b->conns[i], why, sizeof why)) {
+			fprintf(stderr, "joinq bench: %s (connection %u of %u)\n", why,
 			        i + 1, b->nconns);
 			return EXIT_CONNECTION;
 		}
-		if (!b->udp && b->o.opt.token)
-			send_auth(b, c);
 	}
 	return EXIT_OK;
 }

@@ -125,10 +125,11 @@ static void print_text(const struct bench *b, uint64_t missing,
 
 	printf("joinq bench: %s, %s %s, queue %s\n",
 	       b->o.mode == MODE_LATENCY ? "latency" : "throughput",
-	       b->udp ? "udp" : "tcp", b->peer, b->o.queue);
+	       b->udp ? "udp" : b->tls ? "tls" : "tcp", b->peer, b->o.queue);
 	if (b->o.mode == MODE_LATENCY)
-		printf("  1 connection, %" PRIu64 " cycles of put, get, task_done, "
-		       "items of %zu bytes", b->o.items, b->o.item_size);
+		printf("  %s, %" PRIu64 " cycles of put, get, task_done, "
+		       "items of %zu bytes", b->o.reconnect ? "a new connection "
+		       "per cycle" : "1 connection", b->o.items, b->o.item_size);
 	else
 		printf("  %u producers, %u consumers, %" PRIu64 " items of %zu "
 		       "bytes, pipeline %u", b->o.producers, b->o.consumers,
@@ -179,7 +180,7 @@ static void print_json(const struct bench *b, uint64_t missing,
 		"{s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:i, s:f, s:f,"
 		" s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:i}",
 		"mode", b->o.mode == MODE_LATENCY ? "latency" : "throughput",
-		"transport", b->udp ? "udp" : "tcp",
+		"transport", b->udp ? "udp" : b->tls ? "tls" : "tcp",
 		"daemon", b->peer,
 		"queue", b->o.queue,
 		"producers", b->o.mode == MODE_LATENCY ? 1 : (int)b->o.producers,
@@ -202,6 +203,7 @@ static void print_json(const struct bench *b, uint64_t missing,
 		"items_done", (json_int_t)items_done(b),
 		"ok", status == EXIT_OK,
 		"exit_status", status);
+	json_object_set_new(r, "reconnect", json_boolean(b->o.reconnect));
 	if (b->first_error[0])
 		json_object_set_new(r, "first_error", json_string(b->first_error));
 	if (b->why[0])

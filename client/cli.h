@@ -24,6 +24,17 @@ enum {
 	EXIT_CONFLICT = 7,          /* declare or delete refused (conflict) */
 };
 
+/* TLS as joinq's options and environment ask it (joinq.c): the files
+ * and names, kept for joinq bench's own connections and for the
+ * environment of work's CMD. */
+struct tls_flags {
+	bool on;                    /* --tls, $JOINQ_TLS */
+	const char *cacert;         /* --cacert, $JOINQ_CACERT; NULL: none */
+	const char *cert, *key;     /* --cert/--key, $JOINQ_CERT/$JOINQ_KEY */
+	const char *server_name;    /* --tls-server-name, $JOINQ_TLS_SERVER_NAME */
+	bool any_name;              /* --tls-insecure-any-name */
+};
+
 /* "joinq: WHERE: CODE: message" for the daemon's errors (the code is what
  * scripts match on); the library's own messages stand alone.  where may
  * be NULL.  Returns the exit status for e->code. */

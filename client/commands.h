@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 
+#include "cli.h"
 #include "joinq.h"
 
 /* Command options; each command accepts some of them. */
@@ -39,6 +40,8 @@ struct cmd_options {
 /* What every command gets: where the daemon is and which queue. */
 struct session {
 	struct jq_options opt;
+	jq_tls *tls;                /* NULL: plain TCP */
+	struct tls_flags tls_flags; /* what made tls */
 	const char *queue;          /* NULL: the daemon's "default" */
 	const char *cmd;            /* the command's name, for messages */
 };

@@ -17,6 +17,13 @@
  * taken for the next one), so after an I/O failure the connection is
  * marked broken and every later call fails the same way.
  *
+ * TLS.  The same stream inside a TLS session (tlsc.c) on the same
+ * non-blocking socket: the handshake follows the connect, bounded by
+ * connect_timeout; reads and writes go through the session, and a wait
+ * polls for what the session asks (a read may need to write) and does not
+ * poll at all while the session holds decrypted bytes, which poll() cannot
+ * see.
+ *
  * UDP.  One request per datagram, sent once and never retried: the ops are
  * not idempotent (a put sent twice is two tasks), so a lost request or reply
  * is a JQ_ERR_IO_TIMEOUT for the caller to judge.  Each request carries an
@@ -179,8 +186,11 @@ static int wait_fd(int fd, short events, int64_t deadline)
 static int wait_reply(jq_client *c, int64_t *deadline)
 {
 	for (;;) {
+		if (tlsc_pending(&c->sess))
+			return POLLIN;
 		struct pollfd p[2] = {
-			{ .fd = c->fd, .events = POLLIN },
+			{ .fd = c->fd, .events = POLLIN | (c->sess.ssl ?
+			                                   c->sess.want : 0) },
 			{ .fd = c->cancel_fd, .events = POLLIN },
 		};
 		nfds_t n = c->cancel_fd >= 0 && !c->cancelled ? 2 : 1;
@@ -194,7 +204,7 @@ static int wait_reply(jq_client *c, int64_t *deadline)
 		c->cancelled = true;
 		if (c->transport == JQ_UDP)
 			return -2;
-		if (!c->shut && shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+		if (!c->shut && jqc_shut_wr(c) < 0 && errno != ENOTCONN)
 			return -1;
 		c->shut = true;
 		int64_t soon = after_ms(c->io_ms == NEVER ? UDP_IO_TIMEOUT_MS
@@ -202,6 +212,14 @@ static int wait_reply(jq_client *c, int64_t *deadline)
 		if (*deadline == NEVER || *deadline > soon)
 			*deadline = soon;
 	}
+}
+
+/* Closes the sending side: TLS's close_notify first, then the socket's
+ * (the daemon reads the end of the stream either way). */
+int jqc_shut_wr(jq_client *c)
+{
+	tlsc_close_notify(&c->sess);
+	return shutdown(c->fd, SHUT_WR);
 }
 
 void jq_set_cancel_fd(jq_client *c, int fd)
@@ -238,6 +256,17 @@ static int open_socket(jq_client *c, const char *host, const char *port,
 		                sizeof c->peer);
 		c->fd = net_connect(ai->ai_addr, ai->ai_addrlen,
 		                    c->transport == JQ_UDP, timeout_ms);
+		if (c->fd >= 0 && c->tls &&
+		    tlsc_start(&c->sess, c->tls, c->fd, host, c->peer, port,
+		               after_ms(timeout_ms))) {
+			/* The daemon answered: the next address would say the
+			 * same of its certificate. */
+			close(c->fd);
+			c->fd = -1;
+			freeaddrinfo(res);
+			buf_free(&why);
+			return jqc_fail(err, JQ_ERR_CONNECT, "%s", c->sess.why);
+		}
 		if (c->fd < 0) {
 			if (why.len)
 				buf_adds(&why, "; ");
@@ -263,6 +292,12 @@ static int connect_any(jq_client *c, int64_t until, struct jq_error *err);
 
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 {
+	return jq_connect_tls(o, NULL, err);
+}
+
+jq_client *jq_connect_tls(const struct jq_options *o, const jq_tls *tls,
+                          struct jq_error *err)
+{
 	static const struct jq_options defaults = JQ_OPTIONS_INIT;
 	struct jq_error spare;
 
@@ -272,6 +307,11 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 		o = &defaults;
 	if (o->transport != JQ_TCP && o->transport != JQ_UDP) {
 		jqc_fail(err, JQ_ERR_ARGUMENT, "transport must be JQ_TCP or JQ_UDP");
+		return NULL;
+	}
+	if (tls && o->transport == JQ_UDP) {
+		jqc_fail(err, JQ_ERR_ARGUMENT, "TLS is for TCP only: UDP cannot "
+		         "carry it");
 		return NULL;
 	}
 	if (o->token && !utf8_valid(o->token, strlen(o->token), NULL)) {
@@ -297,10 +337,19 @@ jq_client *jq_connect(const struct jq_options *o, struct jq_error *err)
 
 	const char *hosts = o->host ? o->host : JQ_DEFAULT_HOST;
 	char why[sizeof err->message - 32];
-	if (failover_init(&c->fo, hosts, o->port ? o->port : JQ_DEFAULT_PORT,
+	if (failover_init(&c->fo, hosts, o->port ? o->port : tls ?
+	                  JQ_DEFAULT_TLS_PORT : JQ_DEFAULT_PORT,
 	                  why, sizeof why)) {
 		jqc_fail(err, JQ_ERR_CONNECT, "cannot connect: %s", why);
 		free(c);
+		return NULL;
+	}
+	if (tls && (!(c->tls = malloc(sizeof *c->tls)) ||
+	            tlsc_config_copy(c->tls, tls))) {
+		free(c->tls);
+		c->tls = NULL;
+		jqc_out_of_memory(err, "for the TLS settings");
+		jq_close(c);
 		return NULL;
 	}
 	if (o->token && !(c->token = strdup(o->token))) {
@@ -341,8 +390,14 @@ void jq_close(jq_client *c)
 {
 	if (!c)
 		return;
-	if (c->fd >= 0)
+	if (c->fd >= 0) {
+		tlsc_close_notify(&c->sess);   /* if the socket takes it now */
 		close(c->fd);
+	}
+	tlsc_free(&c->sess);
+	if (c->tls)
+		tlsc_config_free(c->tls);
+	free(c->tls);
 	free(c->token);
 	buf_free(&c->out);
 	buf_free(&c->in);
@@ -368,7 +423,10 @@ static ssize_t tcp_read_some(jq_client *c)
 		return -1;
 	}
 	for (;;) {
-		ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+		void *p = c->in.p + c->in.len;
+		size_t room = c->in.cap - c->in.len;
+		ssize_t n = c->sess.ssl ? tlsc_read(&c->sess, p, room) :
+		            recv(c->fd, p, room, 0);
 		if (n >= 0 || errno != EINTR) {
 			if (n > 0)
 				c->in.len += (size_t)n;
@@ -383,6 +441,8 @@ static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
 		jqc_fail(err, JQ_ERR_CLOSED, "%s closed the connection", c->peer);
 	else if (errno == ENOMEM)
 		jqc_out_of_memory(err, "reading a reply: the stream is out of step");
+	else if (errno == EPROTO && c->sess.ssl)
+		jqc_fail(err, JQ_ERR_CLOSED, "%s", c->sess.why);
 	else
 		jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
 		         c->peer, strerror(errno));
@@ -394,20 +454,28 @@ static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
 int jqc_tcp_flush(jq_client *c, struct jq_error *err)
 {
 	while (c->out_off < c->out.len) {
-		ssize_t n = send(c->fd, c->out.p + c->out_off,
-		                 c->out.len - c->out_off, MSG_NOSIGNAL);
+		const char *p = c->out.p + c->out_off;
+		size_t len = c->out.len - c->out_off;
+		ssize_t n = c->sess.ssl ? tlsc_write(&c->sess, p, len) :
+		            send(c->fd, p, len, MSG_NOSIGNAL);
 		if (n > 0) {
 			c->out_off += (size_t)n;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EPROTO && c->sess.ssl) {
+			jqc_fail(err, JQ_ERR_CLOSED, "%s", c->sess.why);
+			return jqc_broke(c, err);
+		}
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 			jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
 			         c->peer, strerror(errno));
 			return jqc_broke(c, err);
 		}
-		int r = wait_fd(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
+		/* Replies are read meanwhile; those the session holds first. */
+		int r = tlsc_pending(&c->sess) ? POLLIN :
+		        wait_fd(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
 		if (r < 0) {
 			jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 			return jqc_broke(c, err);
@@ -564,6 +632,7 @@ static void drop_connection(jq_client *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
+	tlsc_free(&c->sess);
 	buf_reset(&c->out);
 	buf_reset(&c->in);
 	c->out_off = c->in_off = 0;
@@ -577,6 +646,14 @@ static bool peer_gone(jq_client *c)
 	char byte;
 	if (c->in_off < c->in.len || c->out_off < c->out.len)
 		return false;
+	if (c->sess.ssl) {
+		/* The socket may hold TLS records that are no reply (session
+		 * tickets): the session reads them, and finds any end. */
+		if (!tlsc_pending(&c->sess) && wait_fd(c->fd, POLLIN, 0) <= 0)
+			return false;
+		ssize_t n = tcp_read_some(c);
+		return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+	}
 	ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	                  errno != EINTR);

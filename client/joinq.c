@@ -68,7 +68,7 @@ static bool parse_port(const char *text)
 jq_client *open_client(const struct session *s, int *status)
 {
 	struct jq_error err;
-	jq_client *c = jq_connect(&s->opt, &err);
+	jq_client *c = jq_connect_tls(&s->opt, s->tls, &err);
 	if (!c)
 		*status = report(NULL, &err);
 	return c;
@@ -98,7 +98,7 @@ static int cmd_work(struct session *s, const struct cmd_options *o,
                     int argc, char **argv)
 {
 	(void)o;
-	return work_main(&s->opt, s->queue, argc, argv);
+	return work_main(&s->opt, s->tls, &s->tls_flags, s->queue, argc, argv);
 }
 
 /* bench: the load generator is bench.c's, with options of its own (-n,
@@ -107,7 +107,7 @@ static int cmd_bench(struct session *s, const struct cmd_options *o,
                      int argc, char **argv)
 {
 	(void)o;
-	return bench_main(&s->opt, argc, argv);
+	return bench_main(&s->opt, &s->tls_flags, argc, argv);
 }
 
 static const struct command commands[] = {
@@ -243,13 +243,29 @@ static void print_help(void)
 	       "                         list a:7477,b:7477 tried in turn (TCP)\n"
 	       "  -p, --port PORT        daemon port ($JOINQ_PORT, else %s)\n"
 	       "  -u, --udp              talk UDP instead of TCP\n"
+	       "      --tls              TCP in TLS ($JOINQ_TLS=1); the port then\n"
+	       "                         defaults to %s, the daemon's TLS port\n"
+	       "      --cacert FILE      trust the CAs in FILE (PEM), not the\n"
+	       "                         system's ($JOINQ_CACERT)\n"
+	       "      --cert FILE        present this client certificate (PEM), for\n"
+	       "                         a daemon that asks one ($JOINQ_CERT)\n"
+	       "      --key FILE         its key (PEM; $JOINQ_KEY); --cert and --key\n"
+	       "                         go together\n"
+	       "      --tls-server-name NAME  the name the daemon's certificate must\n"
+	       "                         be for (default: the host connected to;\n"
+	       "                         $JOINQ_TLS_SERVER_NAME)\n"
+	       "      --tls-insecure-any-name  accept the certificate whatever name it\n"
+	       "                         is for: the CA is still checked, but anyone\n"
+	       "                         with a certificate from it can pose as the\n"
+	       "                         daemon ($JOINQ_TLS_INSECURE_ANY_NAME=1)\n"
 	       "  -q, --queue NAME       the queue ($JOINQ_QUEUE, else default)\n"
 	       "      --token-file FILE  the token is FILE's first line, blanks\n"
 	       "                         around it trimmed (default $JOINQ_TOKEN)\n"
 	       "  -h, --help             show this help and exit\n"
 	       "  -V, --version          show the version and exit\n"
 	       "\n"
-	       "Commands:\n", JQ_DEFAULT_HOST, JQ_DEFAULT_PORT);
+	       "Commands:\n", JQ_DEFAULT_HOST, JQ_DEFAULT_PORT,
+	       JQ_DEFAULT_TLS_PORT);
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		printf("  %s\n", commands[i].usage);
 	printf("\n'joinq COMMAND --help' tells more of each.\n\n%s",
@@ -396,7 +412,10 @@ static int parse_command(struct session *s, const struct command *cmd,
 	return EXIT_OK;
 }
 
-enum { LONG_TOKEN_FILE = 256 };
+enum {
+	LONG_TOKEN_FILE = 256, LONG_TLS, LONG_CACERT, LONG_CERT, LONG_KEY,
+	LONG_TLS_SERVER_NAME, LONG_TLS_ANY_NAME,
+};
 
 static const struct option global_longopts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -404,10 +423,62 @@ static const struct option global_longopts[] = {
 	{ "udp", no_argument, NULL, 'u' },
 	{ "queue", required_argument, NULL, 'q' },
 	{ "token-file", required_argument, NULL, LONG_TOKEN_FILE },
+	{ "tls", no_argument, NULL, LONG_TLS },
+	{ "cacert", required_argument, NULL, LONG_CACERT },
+	{ "cert", required_argument, NULL, LONG_CERT },
+	{ "key", required_argument, NULL, LONG_KEY },
+	{ "tls-server-name", required_argument, NULL, LONG_TLS_SERVER_NAME },
+	{ "tls-insecure-any-name", no_argument, NULL, LONG_TLS_ANY_NAME },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* A variable of the environment that is set and not empty. */
+static const char *env_value(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
+/* An environment switch: on unless unset, empty or 0. */
+static bool env_on(const char *name)
+{
+	const char *v = env_value(name);
+	return v && strcmp(v, "0") != 0;
+}
+
+/* The TLS settings of f as libjoinq's jq_tls, in s->tls; the exit status
+ * of a failure, reported. */
+static int make_tls(struct session *s)
+{
+	const struct tls_flags *f = &s->tls_flags;
+	struct jq_error err;
+	jq_tls *t;
+
+	if (!f->on)
+		return EXIT_OK;
+	if (s->opt.transport == JQ_UDP)
+		return usage_error(s->cmd, "-u (UDP) cannot carry TLS: drop -u, "
+		                   "or --tls and $JOINQ_TLS");
+	if (!f->cert != !f->key)
+		return usage_error(s->cmd, "%s without %s: a client certificate "
+		                   "needs its key", f->cert ? "--cert" : "--key",
+		                   f->cert ? "--key" : "--cert");
+	if (!(t = jq_tls_new(&err)))
+		return report(NULL, &err);
+	if ((f->cacert && jq_tls_set_ca_file(t, f->cacert, &err)) ||
+	    (f->cert && jq_tls_set_cert(t, f->cert, f->key, &err)) ||
+	    (f->server_name && jq_tls_set_server_name(t, f->server_name,
+	                                              &err))) {
+		jq_tls_free(t);
+		return report(NULL, &err);
+	}
+	if (f->any_name)
+		jq_tls_insecure_any_name(t);
+	s->tls = t;
+	return EXIT_OK;
+}
 
 static int finish_output(int status)
 {
@@ -435,6 +506,15 @@ int main(int argc, char **argv)
 		s.opt.token = env;
 	if (s.queue && !*s.queue)
 		s.queue = NULL;
+	struct tls_flags *tf = &s.tls_flags;
+	tf->on = env_on("JOINQ_TLS");
+	tf->cacert = env_value("JOINQ_CACERT");
+	tf->cert = env_value("JOINQ_CERT");
+	tf->key = env_value("JOINQ_KEY");
+	tf->server_name = env_value("JOINQ_TLS_SERVER_NAME");
+	tf->any_name = env_on("JOINQ_TLS_INSECURE_ANY_NAME");
+	const char *tls_option = NULL;   /* the last TLS option given */
+	bool tls_flag = false;
 
 	while ((ch = getopt_long(argc, argv, "+H:p:uq:hV", global_longopts,
 	                         NULL)) != -1) {
@@ -444,6 +524,18 @@ int main(int argc, char **argv)
 		case 'u': s.opt.transport = JQ_UDP; break;
 		case 'q': s.queue = optarg; break;
 		case LONG_TOKEN_FILE: token_file = optarg; break;
+		case LONG_TLS: tls_flag = true; break;
+		case LONG_CACERT: tf->cacert = optarg; tls_option = "cacert"; break;
+		case LONG_CERT: tf->cert = optarg; tls_option = "cert"; break;
+		case LONG_KEY: tf->key = optarg; tls_option = "key"; break;
+		case LONG_TLS_SERVER_NAME:
+			tf->server_name = optarg;
+			tls_option = "tls-server-name";
+			break;
+		case LONG_TLS_ANY_NAME:
+			tf->any_name = true;
+			tls_option = "tls-insecure-any-name";
+			break;
 		case 'h':
 			print_help();
 			return finish_output(EXIT_OK);
@@ -464,6 +556,10 @@ int main(int argc, char **argv)
 		s.opt.port = NULL;
 	if (optind >= argc)
 		return usage_error(s.cmd, "no command given");
+	tf->on = tf->on || tls_flag;
+	if (tls_option && !tf->on)
+		return usage_error(s.cmd, "--%s is for TLS: add --tls",
+		                   tls_option);
 
 	const struct command *cmd = NULL;
 	for (size_t i = 0; i < NCOMMANDS; i++)
@@ -498,7 +594,12 @@ int main(int argc, char **argv)
 			return status;
 		s.opt.token = token;
 	}
+	if ((status = make_tls(&s))) {
+		free(token);
+		return status;
+	}
 	status = cmd->run(&s, &o, cargc - optind, cargv + optind);
+	jq_tls_free(s.tls);
 	free(token);
 	return finish_output(status);
 }

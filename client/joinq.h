@@ -30,7 +30,7 @@
  * When a reply is dropped, the request may still have taken effect: a put
  * may have queued its item, a get taken a task (with a lease it comes back
  * when the lease ends; without one, when the client closes).
- *   - JQ_ERR_CONNECT comes from jq_connect() only;
+ *   - JQ_ERR_CONNECT comes from jq_connect() and jq_connect_tls() only;
  *   - JQ_ERR_CANCELLED: see jq_set_cancel_fd().
  *   - JQ_ERR_UNKNOWN_OUTCOME: see "Several addresses" below.
  * A call that fails leaves its outputs zeroed (a jq_task with item NULL,
@@ -92,6 +92,7 @@ extern "C" {
 
 #define JQ_DEFAULT_HOST "127.0.0.1"
 #define JQ_DEFAULT_PORT "7477"
+#define JQ_DEFAULT_TLS_PORT "7478"   /* jq_connect_tls without a port */
 
 /* The daemon's error codes, PROTOCOL.md's table in its order but for
  * conflict, which came later and goes last so that the others keep their
@@ -209,6 +210,52 @@ typedef struct jq_client jq_client;
  * is given.  NULL on failure, with err filled; nothing is left open. */
 jq_client *jq_connect(const struct jq_options *o, struct jq_error *err);
 void jq_close(jq_client *c);
+/*
+ * TLS (PROTOCOL.md, "Transports": TCP in TLS 1.2 or later, on the daemon's
+ * tls_port).  A jq_tls holds the settings; jq_connect_tls() connects as
+ * jq_connect() does (failover, tokens, every call) and runs the TLS
+ * handshake on each connection it makes, bounded by connect_timeout.  The
+ * daemon's certificate must chain to a CA trusted here (the system's, or
+ * jq_tls_set_ca_file's) and be for the name of the address connected to
+ * (each address of a list its own host), or for jq_tls_set_server_name's.
+ * A failed handshake is JQ_ERR_CONNECT with one sentence that says why (an
+ * untrusted CA, an expired or not yet valid certificate, another name, a
+ * port that does not speak TLS, the daemon refusing the client's
+ * certificate); a refusal that TLS 1.3 sends after the handshake shows on
+ * the first call, as JQ_ERR_CLOSED with the same kind of sentence.
+ *
+ * A jq_tls may serve many clients, in many threads; each client keeps
+ * what it needs, so jq_tls_free() may come before their jq_close().  Do
+ * not change a jq_tls while a jq_connect_tls() uses it.  The setters
+ * return JQ_OK or JQ_ERR_ARGUMENT (a file that cannot be read or used,
+ * named in the message) and leave the settings as they were on failure.
+ */
+typedef struct jq_tls jq_tls;
+
+/* Settings that trust the system's CAs and verify the daemon's name;
+ * NULL on failure, with err filled. */
+jq_tls *jq_tls_new(struct jq_error *err);
+/* Trust the CAs in path (PEM) instead of the system's. */
+int jq_tls_set_ca_file(jq_tls *t, const char *path, struct jq_error *err);
+/* Mutual TLS: present the certificate (PEM, its chain after it) in
+ * cert_file, with the key in key_file. */
+int jq_tls_set_cert(jq_tls *t, const char *cert_file, const char *key_file,
+                    struct jq_error *err);
+/* The name the daemon's certificate must be for (and the one sent as
+ * Server Name Indication), whatever the address; NULL: each address's. */
+int jq_tls_set_server_name(jq_tls *t, const char *name,
+                           struct jq_error *err);
+/* Accept a certificate for any name.  The chain is still verified against
+ * the CAs trusted: only the name is not.  Anyone holding a certificate
+ * from those CAs can then pose as the daemon. */
+void jq_tls_insecure_any_name(jq_tls *t);
+void jq_tls_free(jq_tls *t);
+
+/* jq_connect() over TLS with tls (NULL: plain TCP, as jq_connect()); the
+ * port defaults to JQ_DEFAULT_TLS_PORT.  TLS over UDP is JQ_ERR_ARGUMENT. */
+jq_client *jq_connect_tls(const struct jq_options *o, const jq_tls *tls,
+                          struct jq_error *err);
+
 /* The address in use, "HOST:PORT" (numeric), for messages. */
 const char *jq_peer(const jq_client *c);
 

@@ -18,6 +18,7 @@
 #include "failover.h"
 #include "joinq.h"
 #include "jscan.h"
+#include "tlsc.h"
 
 #define NEVER (-1)                /* a deadline that never comes */
 #define READ_CHUNK 65536          /* bytes asked of each read */
@@ -51,6 +52,9 @@ struct jq_client {
 	struct jq_error broken;   /* TCP: why the stream is unusable; code 0
 	                             while it is fine */
 	bool shut;                /* jq_shutdown closed the sending side */
+	struct jq_tls *tls;       /* TCP over TLS: the settings (a copy of
+	                             the caller's); NULL: plain TCP */
+	struct tlsc sess;         /* the TLS session on fd, if any */
 	int cancel_fd;            /* jq_set_cancel_fd; -1: none */
 	bool cancelled;           /* cancel_fd fired: no more watching it */
 };
@@ -78,6 +82,7 @@ int jqc_fail(struct jq_error *err, int code, const char *fmt, ...)
 int jqc_broke(jq_client *c, struct jq_error *err);
 int jqc_out_of_memory(struct jq_error *err, const char *doing);
 int jqc_ok(struct jq_error *err);
+int jqc_shut_wr(jq_client *c);
 int64_t jqc_reply_deadline(const jq_client *c, const struct jq_wait *w);
 int jqc_tcp_flush(jq_client *c, struct jq_error *err);
 int jqc_tcp_next_line(jq_client *c, int64_t deadline, const char **line,

@@ -564,7 +564,7 @@ int jq_shutdown(jq_client *c, struct jq_error *err)
 		return err->code;
 	c->shut = true;
 	/* ENOTCONN: the daemon has closed already, which is as good. */
-	if (c->transport == JQ_TCP && shutdown(c->fd, SHUT_WR) < 0 &&
+	if (c->transport == JQ_TCP && jqc_shut_wr(c) < 0 &&
 	    errno != ENOTCONN) {
 		jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
 		         c->peer, strerror(errno));

@@ -546,7 +546,7 @@ static bool pool_idle(const struct pool *p)
 static int ask_qsize(const struct pool *p, struct jq_qsize *q,
                      struct jq_error *err)
 {
-	jq_client *c = jq_connect(&p->cfg->opt, err);
+	jq_client *c = jq_connect_tls(&p->cfg->opt, p->cfg->tls, err);
 	if (!c)
 		return err->code;
 	int code = jq_qsize(c, p->cfg->queue, q, err);

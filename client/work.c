@@ -401,17 +401,19 @@ static int check_daemon(const struct work *cfg)
 	struct jq_qsize q;
 	char version[64];
 
-	jq_client *c = jq_connect(&cfg->opt, &err);
+	jq_client *c = jq_connect_tls(&cfg->opt, cfg->tls, &err);
 	if (c && !jq_ping(c, version, sizeof version, &err))
 		jq_qsize(c, cfg->queue, &q, &err);
 	jq_close(c);
 	return err.code ? report("work", &err) : EXIT_OK;
 }
 
-int work_main(const struct jq_options *opt, const char *queue, int argc,
+int work_main(const struct jq_options *opt, const jq_tls *tls,
+              const struct tls_flags *tls_flags, const char *queue, int argc,
               char **argv)
 {
-	struct work cfg = { .opt = *opt, .queue = queue };
+	struct work cfg = { .opt = *opt, .tls = tls, .tls_flags = tls_flags,
+	                    .queue = queue };
 	bool done;
 	int status, sigp[2], rep[2];
 

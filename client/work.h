@@ -5,6 +5,7 @@
 #ifndef JQ_WORK_H
 #define JQ_WORK_H
 
+#include "cli.h"
 #include "joinq.h"
 
 /* For joinq's command list; `joinq work --help` tells the rest. */
@@ -18,7 +19,8 @@ extern const char work_help[];
  * daemon's "default").  Returns the exit status: 0 every CMD run exited 0,
  * 1 some run failed, 2 usage, 6 no daemon at start.
  */
-int work_main(const struct jq_options *opt, const char *queue, int argc,
+int work_main(const struct jq_options *opt, const jq_tls *tls,
+              const struct tls_flags *tls_flags, const char *queue, int argc,
               char **argv);
 
 #endif

@@ -499,11 +499,33 @@ static void give_back(struct worker *w, const struct jq_task *t)
 {
 	struct jq_error err;
 	jq_client *c = w->cfg->opt.transport == JQ_UDP ? w->c :
-	               jq_connect(&w->cfg->opt, &err);
+	               jq_connect_tls(&w->cfg->opt, w->cfg->tls, &err);
 	if (c)
 		jq_release(c, t->task, 0, &err);
 	if (c && c != w->c)
 		jq_close(c);
+}
+
+/* Sets or removes one variable of CMD's environment. */
+static void set_env(const char *name, const char *value)
+{
+	if (value)
+		setenv(name, value, 1);
+	else
+		unsetenv(name);
+}
+
+/* CMD's joinq (or libjoinq) reaches the daemon as the worker does: TLS
+ * goes on through the environment as JOINQ_HOST and JOINQ_PORT do. */
+static void tls_environment(const struct tls_flags *f)
+{
+	setenv("JOINQ_TLS", f->on ? "1" : "0", 1);
+	set_env("JOINQ_CACERT", f->on ? f->cacert : NULL);
+	set_env("JOINQ_CERT", f->on ? f->cert : NULL);
+	set_env("JOINQ_KEY", f->on ? f->key : NULL);
+	set_env("JOINQ_TLS_SERVER_NAME", f->on ? f->server_name : NULL);
+	set_env("JOINQ_TLS_INSECURE_ANY_NAME", f->on && f->any_name ? "1" :
+	        NULL);
 }
 
 static void worker_loop(struct worker *w)
@@ -591,11 +613,13 @@ void worker_main(const struct work *cfg)
 
 	setenv("JOINQ_QUEUE", cfg->queue_name, 1);
 	setenv("JOINQ_HOST", cfg->opt.host ? cfg->opt.host : JQ_DEFAULT_HOST, 1);
-	setenv("JOINQ_PORT", cfg->opt.port ? cfg->opt.port : JQ_DEFAULT_PORT, 1);
+	setenv("JOINQ_PORT", cfg->opt.port ? cfg->opt.port : cfg->tls ?
+	       JQ_DEFAULT_TLS_PORT : JQ_DEFAULT_PORT, 1);
+	tls_environment(cfg->tls_flags);
 
 	if (worker_stop)
 		_exit(WORKER_STOPPED);
-	w.c = jq_connect(&cfg->opt, &err);
+	w.c = jq_connect_tls(&cfg->opt, cfg->tls, &err);
 	if (!w.c)
 		worker_fail(&w, "connect", &err);
 	worker_loop(&w);

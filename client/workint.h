@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "cli.h"
 #include "joinq.h"
 
 /* How a worker ends, for the parent. */
@@ -29,6 +30,8 @@ enum {
  * a copy as they fork. */
 struct work {
 	struct jq_options opt;      /* where the daemon is */
+	const jq_tls *tls;          /* NULL: plain TCP */
+	const struct tls_flags *tls_flags;   /* for CMD's environment */
 	const char *queue;          /* NULL: "default" */
 	const char *queue_name;     /* for JOINQ_QUEUE and messages */
 	int jobs;
