@@ -442,7 +442,8 @@ static int read_failed(jq_client *c, ssize_t n, struct jq_error *err)
 	else if (errno == ENOMEM)
 		jqc_out_of_memory(err, "reading a reply: the stream is out of step");
 	else if (errno == EPROTO && c->sess.ssl)
-		jqc_fail(err, JQ_ERR_CLOSED, "%s", c->sess.why);
+		jqc_fail(err, c->sess.refused ? JQ_ERR_CONNECT : JQ_ERR_CLOSED,
+		         "%s", c->sess.why);
 	else
 		jqc_fail(err, JQ_ERR_CLOSED, "the connection to %s is lost: %s",
 		         c->peer, strerror(errno));
@@ -465,7 +466,8 @@ int jqc_tcp_flush(jq_client *c, struct jq_error *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EPROTO && c->sess.ssl) {
-			jqc_fail(err, JQ_ERR_CLOSED, "%s", c->sess.why);
+			jqc_fail(err, c->sess.refused ? JQ_ERR_CONNECT :
+			         JQ_ERR_CLOSED, "%s", c->sess.why);
 			return jqc_broke(c, err);
 		}
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {

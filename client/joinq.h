@@ -30,7 +30,10 @@
  * When a reply is dropped, the request may still have taken effect: a put
  * may have queued its item, a get taken a task (with a lease it comes back
  * when the lease ends; without one, when the client closes).
- *   - JQ_ERR_CONNECT comes from jq_connect() and jq_connect_tls() only;
+ *   - JQ_ERR_CONNECT comes from jq_connect() and jq_connect_tls(), and
+ *     from the first call on a TLS connection whose client certificate
+ *     the daemon refused (TLS 1.3 says so only after the handshake): the
+ *     daemon executed nothing that was sent, and the stream is broken;
  *   - JQ_ERR_CANCELLED: see jq_set_cancel_fd().
  *   - JQ_ERR_UNKNOWN_OUTCOME: see "Several addresses" below.
  * A call that fails leaves its outputs zeroed (a jq_task with item NULL,

@@ -294,11 +294,13 @@ static int put_pipelined(const struct session *s, const struct cmd_options *o,
 	 * changes nothing worth saying. */
 	if (pl->lost.code && (!pl->failed || pl->answered < pl->sent)) {
 		int st = report(NULL, &pl->lost);
+		/* JQ_ERR_CONNECT: refused before the daemon read a request. */
 		if (pl->answered < pl->sent)
-			fprintf(stderr, "joinq: %ss %llu to %llu may or may not have "
-			        "been queued\n", it->unit,
-			        (unsigned long long)pl->answered + 1,
-			        (unsigned long long)pl->sent);
+			fprintf(stderr, "joinq: %ss %llu to %llu %s been queued\n",
+			        it->unit, (unsigned long long)pl->answered + 1,
+			        (unsigned long long)pl->sent,
+			        pl->lost.code == JQ_ERR_CONNECT ? "have not" :
+			        "may or may not have");
 		if (!status)
 			status = st;
 	}

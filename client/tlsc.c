@@ -338,6 +338,10 @@ static int failed(struct tlsc *s, int r, const char *port, const char *name)
 		/* The daemon sent an alert: it refused us (mutual TLS).  The
 		 * reason reads "tlsv13 alert certificate required". */
 		int alert = ERR_GET_REASON(first) - SSL_AD_REASON_OFFSET;
+		/* Under TLS 1.3 the refusal of a client certificate comes
+		 * after our handshake, but before the daemon's: it read none
+		 * of what we sent. */
+		s->refused = true;
 		const char *text = ERR_reason_error_string(first);
 		const char *tail = text ? strstr(text, "alert ") : NULL;
 		snprintf(s->why, sizeof s->why, "the daemon at %s refused the TLS "

@@ -39,6 +39,8 @@ struct tlsc {
 	                                 the certificate that failed: its
 	                                 names or the date it is judged by */
 	char why[TLSC_WHY];           /* the last hard failure */
+	bool refused;                 /* the daemon's alert refused this
+	                                 client: nothing sent was executed */
 };
 
 /* A configuration trusting the system's CAs, verifying names; 0, or -1

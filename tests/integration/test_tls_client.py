@@ -236,6 +236,15 @@ class Certificates(TlsCase):
                 "--cert", self.certs.stranger_cert, "--key",
                 self.certs.stranger_key, "ping"))
             self.assertFails(p, CONNECTION, "refused the TLS", "unknown ca")
+            # TLS 1.3 refuses the certificate after the client's side of
+            # the handshake, with the first reply: the daemon read none of
+            # the puts, and joinq says so.
+            p = joinq(d.tls_port, *self.tls("put", "y", "z"))
+            self.assertEqual(p.returncode, CONNECTION, p.stderr)
+            self.assertIn("certificate required", p.stderr)
+            self.assertIn("have not been queued", p.stderr)
+            self.assertNotIn("may or may not", p.stderr)
+            self.assertEqual(d.qsize()["qsize"], 1)
             env = {"JOINQ_CERT": self.certs.client_cert,
                    "JOINQ_KEY": self.certs.client_key}
             p = joinq(d.tls_port, *self.tls("qsize"), env=env)
