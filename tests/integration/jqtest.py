@@ -724,14 +724,15 @@ class NotifySocket:
         self.sock.close()
 
 
-def readme_blocks(section):
+def readme_blocks(section, level=2):
     """The code blocks (lines indented four spaces) of README.md's section
-    "## section", each as its text with the indent taken off, so that a
-    test runs what the README shows."""
+    "## section" ("### section" with level 3), each as its text with the
+    indent taken off, so that a test runs what the README shows."""
     with open(os.path.join(SRCDIR, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    m = re.search(r"^## %s\n(.*?)(?=^## )" % re.escape(section), text,
-                  re.M | re.S)
+    m = re.search(r"^%s %s\n(.*?)(?=^#{1,%d} )" % ("#" * level,
+                                                   re.escape(section), level),
+                  text, re.M | re.S)
     if not m:
         raise AssertionError("README.md has no section %r" % section)
     blocks = re.findall(r"^\n((?:^    .*\n)(?:^(?:    .*)?\n)*)",

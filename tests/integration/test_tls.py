@@ -531,5 +531,28 @@ class StartErrors(TlsCase):
             c.close()
 
 
+class Readme(TlsCase):
+    def test_the_readme_recipe(self):
+        """README's "TLS": its openssl lines make a CA and a certificate
+        that joinqd serves with its config lines, and that joinq --tls
+        and Python's ssl verify."""
+        recipe, conf = jqtest.readme_blocks("TLS", level=3)
+        d = jqtest.Daemon()
+        subprocess.run(["sh", "-e"], input=recipe, text=True,
+                       cwd=d.tmp.name, check=True, capture_output=True,
+                       timeout=TIMEOUT)
+        conf = conf.replace("/etc/joinq/tls/", d.tmp.name + "/")
+        self.assertIn("tls_port = 7478\n", conf)
+        d.config = conf.replace("tls_port = 7478", "tls_port = 0")
+        with d:
+            ca = d.path("ca.crt")
+            p = d.cli("--tls", "--cacert", ca, "-p", str(d.tls_port),
+                      "put", "by the book")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            c = d.tls(context(ca=ca), server_hostname="db1.example.com")
+            self.assertEqual(c.request({"op": "get"})["item"], "by the book")
+            c.close()
+
+
 if __name__ == "__main__":
     jqtest.main()
