@@ -1023,6 +1023,10 @@ class Tls(jqtest.TestCase):
             plain = self.q("tls.env", ssl=False, host=self.d.host,
                            port=self.d.port)
             self.assertEqual(plain.qsize(), 0)
+        # What joinq work --tls-insecure-any-name gives its CMD.
+        with patched_env(dict(env, JOINQ_TLS_SERVER_NAME="other.example",
+                              JOINQ_TLS_INSECURE_ANY_NAME="1")):
+            self.assertEqual(self.q("tls.env", **self.at).qsize(), 0)
         # A certificate from another CA is refused by the daemon.
         line = self.cannot_connect(ssl=joinq.TLS(
             cafile=self.certs.ca, certfile=self.certs.stranger_cert,

@@ -175,12 +175,15 @@ class TLS:
     @classmethod
     def from_env(cls) -> "TLS":
         """The CLI's environment defaults: $JOINQ_CACERT, $JOINQ_CERT,
-        $JOINQ_KEY, $JOINQ_TLS_SERVER_NAME."""
+        $JOINQ_KEY, $JOINQ_TLS_SERVER_NAME, $JOINQ_TLS_INSECURE_ANY_NAME
+        (what joinq work gives its CMD)."""
         env = os.environ.get
         return cls(cafile=env("JOINQ_CACERT") or None,
                    certfile=env("JOINQ_CERT") or None,
                    keyfile=env("JOINQ_KEY") or None,
-                   server_name=env("JOINQ_TLS_SERVER_NAME") or None)
+                   server_name=env("JOINQ_TLS_SERVER_NAME") or None,
+                   insecure_any_name=env("JOINQ_TLS_INSECURE_ANY_NAME",
+                                         "") not in ("", "0"))
 
     def context(self) -> _ssl.SSLContext:
         """A client context: TLS 1.2 or later, the chain and (unless
