@@ -23,7 +23,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +33,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "netconnect.h"
 #include "tlsc.h"
 
 /* Says why OpenSSL could not use the file at path: the system's reason
@@ -397,27 +397,6 @@ static void guard_off(const struct pipe_guard *g)
 
 /* ---- the session ---------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for fd to be ready for events until deadline_ms (< 0: none):
- * > 0 ready, 0 timed out, -1 error. */
-static int wait_until(int fd, short events, int64_t deadline_ms)
-{
-	for (;;) {
-		int64_t left = deadline_ms < 0 ? -1 : deadline_ms - now_ms();
-		struct pollfd p = { .fd = fd, .events = events };
-		int n = poll(&p, 1, left < 0 ? (deadline_ms < 0 ? -1 : 0) :
-		             left > INT_MAX ? INT_MAX : (int)left);
-		if (n >= 0 || errno != EINTR)
-			return n;
-	}
-}
-
 int tlsc_start(struct tlsc *s, const struct jq_tls *t, int fd,
                const char *host, const char *peer, const char *port,
                int64_t deadline_ms)
@@ -464,7 +443,7 @@ int tlsc_start(struct tlsc *s, const struct jq_tls *t, int fd,
 			         "during the TLS handshake: is %s its TLS port?", peer,
 			         port);
 		else if (errno == EAGAIN) {
-			int w = wait_until(fd, s->want, deadline_ms);
+			int w = net_wait(fd, s->want, deadline_ms);
 			if (w > 0)
 				continue;
 			if (w == 0)

@@ -3,6 +3,7 @@
  * shared by libjoinq and joinq bench.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,28 +14,31 @@
 
 #include "netconnect.h"
 
-static int64_t now_ms(void)
+int64_t net_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int net_wait(int fd, short events, int64_t deadline_ms)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	for (;;) {
+		int64_t left = deadline_ms < 0 ? -1 : deadline_ms - net_now_ms();
+		if (deadline_ms >= 0 && left < 0)
+			left = 0;
+		int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (r >= 0 || errno != EINTR)
+			return r;
+	}
+}
+
 /* Waits until the connect in progress on fd ends; 0, or -1 with errno. */
 static int connect_wait(int fd, int64_t timeout_ms)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
-	int r;
-
-	for (;;) {
-		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
-		if (deadline >= 0 && left < 0)
-			left = 0;
-		r = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
-		if (r >= 0 || errno != EINTR)
-			break;
-	}
+	int r = net_wait(fd, POLLOUT, timeout_ms < 0 ? -1 :
+	                 net_now_ms() + timeout_ms);
 	if (r < 0)
 		return -1;
 	if (r == 0) {

@@ -22,6 +22,14 @@
 int net_connect(const struct sockaddr *sa, socklen_t len, bool udp,
                 int64_t timeout_ms);
 
+/* CLOCK_MONOTONIC in milliseconds: the clock of deadline_ms below. */
+int64_t net_now_ms(void);
+
+/* Waits until fd is ready for events or deadline_ms passes (< 0: no
+ * deadline), going on after EINTR: > 0 ready, 0 timed out, -1 with errno
+ * set.  libjoinq's connect and its TLS handshake wait with it. */
+int net_wait(int fd, short events, int64_t deadline_ms);
+
 /* "127.0.0.1:7477" or "[::1]:7477". */
 void net_format_addr(const struct sockaddr *sa, socklen_t len, char *out,
                      size_t size);
