@@ -122,17 +122,10 @@ const char *jq_strcode(int code)
 
 /* ---- time --------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A deadline ms milliseconds from now; NEVER stays NEVER. */
 static int64_t after_ms(int64_t ms)
 {
-	return ms < 0 ? NEVER : now_ms() + ms;
+	return ms < 0 ? NEVER : net_now_ms() + ms;
 }
 
 /* The poll() timeout that ends at deadline. */
@@ -140,7 +133,7 @@ static int poll_ms(int64_t deadline)
 {
 	if (deadline == NEVER)
 		return -1;
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - net_now_ms();
 	if (left < 0)
 		return 0;
 	return left > INT_MAX ? INT_MAX : (int)left;
@@ -158,27 +151,11 @@ int64_t jqc_reply_deadline(const jq_client *c, const struct jq_wait *w)
 	double op = w->block ? w->timeout : 0;
 	if (!(op < 1e9))
 		return NEVER;    /* more than 31 years: for ever */
-	return now_ms() + (int64_t)ceil(op * 1000) + c->io_ms;
-}
-
-/* Waits until fd is ready for events or deadline passes.  Returns the
- * revents, 0 on timeout, -1 with errno set. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		int n = poll(&p, 1, poll_ms(deadline));
-		if (n > 0)
-			return p.revents;
-		if (n == 0)
-			return 0;
-		if (errno != EINTR)
-			return -1;
-	}
+	return net_now_ms() + (int64_t)ceil(op * 1000) + c->io_ms;
 }
 
 /*
- * Waits until the socket is readable or deadline passes, like wait_fd, but
+ * Waits until the socket is readable or deadline passes, like net_wait, but
  * also watches the cancel descriptor.  When it fires, TCP closes its
  * sending side so that the daemon answers now, and the wait goes on for
  * that answer, bounded as for an op that does not block; UDP returns -2.
@@ -477,7 +454,7 @@ int jqc_tcp_flush(jq_client *c, struct jq_error *err)
 		}
 		/* Replies are read meanwhile; those the session holds first. */
 		int r = tlsc_pending(&c->sess) ? POLLIN :
-		        wait_fd(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
+		        net_wait(c->fd, POLLIN | POLLOUT, after_ms(c->io_ms));
 		if (r < 0) {
 			jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 			return jqc_broke(c, err);
@@ -579,7 +556,7 @@ int jqc_udp_send(jq_client *c, const char *p, size_t len,
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return udp_failed(c, "sending to", err);
-		int r = wait_fd(c->fd, POLLOUT, deadline);
+		int r = net_wait(c->fd, POLLOUT, deadline);
 		if (r < 0)
 			return jqc_fail(err, JQ_ERR_SYSTEM, "poll: %s", strerror(errno));
 		if (r == 0)
@@ -651,7 +628,7 @@ static bool peer_gone(jq_client *c)
 	if (c->sess.ssl) {
 		/* The socket may hold TLS records that are no reply (session
 		 * tickets): the session reads them, and finds any end. */
-		if (!tlsc_pending(&c->sess) && wait_fd(c->fd, POLLIN, 0) <= 0)
+		if (!tlsc_pending(&c->sess) && net_wait(c->fd, POLLIN, 0) <= 0)
 			return false;
 		ssize_t n = tcp_read_some(c);
 		return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
@@ -753,7 +730,7 @@ static int connect_any(jq_client *c, int64_t until, struct jq_error *err)
 			continue;   /* once more, the active named in this round first */
 		}
 		pause = failover_backoff(pause);
-		if (now_ms() + pause > until)
+		if (net_now_ms() + pause > until)
 			break;
 		poll(NULL, 0, (int)pause);
 	}
@@ -807,7 +784,7 @@ int jqc_call_failover(jq_client *c, const struct jq_wait *w,
 		if (c->fd >= 0 && !c->broken.code && peer_gone(c))
 			drop_connection(c);
 		if (c->fd < 0 || c->broken.code) {
-			int64_t now = now_ms();
+			int64_t now = net_now_ms();
 			if (!until)
 				until = now + (c->io_ms == NEVER ? FAILOVER_BUDGET_MS :
 				               c->io_ms);

@@ -660,8 +660,8 @@ static void end_strays(struct pool *p)
 			         n, n == 1 ? "" : "es");
 		for (int i = 0; i < n; i++)
 			kill(kids[i], sig);
-		int64_t until = now_ms() + STRAY_GRACE_MS;
-		while (now_ms() < until && read_children(kids, 1) > 0) {
+		int64_t until = net_now_ms() + STRAY_GRACE_MS;
+		while (net_now_ms() < until && read_children(kids, 1) > 0) {
 			struct pollfd pf = { .fd = p->cfg->sig_r, .events = POLLIN };
 			poll(&pf, 1, 50);
 			drain_fd(p->cfg->sig_r);
@@ -697,7 +697,7 @@ static void final_summary(struct pool *p, int64_t now)
 static void run_pool(struct pool *p)
 {
 	for (;;) {
-		int64_t now = now_ms();
+		int64_t now = net_now_ms();
 
 		on_signals(p, now);
 		if (pool_children) {
@@ -724,7 +724,7 @@ static void run_pool(struct pool *p)
 			p->abort_deadline = NEVER;
 		}
 		drain_check(p, now);
-		now = now_ms();
+		now = net_now_ms();
 		progress(p, now);
 
 		if (!live_workers(p) && p->state != POOL_RUNNING) {
@@ -786,7 +786,7 @@ int pool_run(struct work *cfg)
 	p.cfg = cfg;
 	p.nslots = cfg->jobs;
 	p.slots = xcalloc((size_t)cfg->jobs, sizeof *p.slots);
-	p.started = now_ms();
+	p.started = net_now_ms();
 	p.tty = isatty(STDERR_FILENO);
 	p.rate_at = p.started;
 	p.next_summary = p.started + SUMMARY_MS;
@@ -801,7 +801,7 @@ int pool_run(struct work *cfg)
 
 	run_pool(&p);
 	end_strays(&p);
-	final_summary(&p, now_ms());
+	final_summary(&p, net_now_ms());
 
 	restore_signals();
 	free(p.slots);

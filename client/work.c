@@ -251,13 +251,6 @@ static int parse_work(struct work *w, int argc, char **argv, bool *done)
 
 /* ---- time and small helpers ---------------------------------------------- */
 
-int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t seconds_ms(double s)
 {
 	return (int64_t)ceil(s * 1000);

@@ -250,7 +250,7 @@ static void cmd_child(const struct worker *w, char **argv, int in)
 static void wait_cmd(struct worker *w, pid_t pid, int in,
                      const struct item_text *it, struct run *out)
 {
-	int64_t start = now_ms();
+	int64_t start = net_now_ms();
 	int64_t deadline = w->cfg->task_timeout > 0 ?
 	                   start + seconds_ms(w->cfg->task_timeout) : NEVER;
 	int64_t kill_at = NEVER;
@@ -275,7 +275,7 @@ static void wait_cmd(struct worker *w, pid_t pid, int in,
 		if (si.si_pid == pid)
 			break;
 
-		int64_t now = now_ms();
+		int64_t now = net_now_ms();
 		if (worker_abort && !aborted) {
 			kill(-pid, SIGKILL);
 			aborted = true;
@@ -319,7 +319,7 @@ static void wait_cmd(struct worker *w, pid_t pid, int in,
 	if (in >= 0)
 		close(in);
 
-	out->seconds = (double)(now_ms() - start) / 1000;
+	out->seconds = (double)(net_now_ms() - start) / 1000;
 	/* The parent's SIGKILL may reach CMD before the abort reaches us. */
 	if (worker_abort && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
 		aborted = true;

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "joinq.h"
+#include "netconnect.h"
 
 /* How a worker ends, for the parent. */
 enum {
@@ -73,7 +74,6 @@ _Static_assert(sizeof(struct report) <= PIPE_BUF,
 
 /* ---- helpers (work.c) ---------------------------------------------------- */
 
-int64_t now_ms(void);
 int64_t seconds_ms(double s);
 /* The earlier of two deadlines; NEVER is later than any. */
 int64_t earlier(int64_t a, int64_t b);

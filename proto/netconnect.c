@@ -29,7 +29,9 @@ int net_wait(int fd, short events, int64_t deadline_ms)
 		if (deadline_ms >= 0 && left < 0)
 			left = 0;
 		int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (r >= 0 || errno != EINTR)
+		if (r > 0)
+			return p.revents;
+		if (r == 0 || errno != EINTR)
 			return r;
 	}
 }

@@ -26,8 +26,9 @@ int net_connect(const struct sockaddr *sa, socklen_t len, bool udp,
 int64_t net_now_ms(void);
 
 /* Waits until fd is ready for events or deadline_ms passes (< 0: no
- * deadline), going on after EINTR: > 0 ready, 0 timed out, -1 with errno
- * set.  libjoinq's connect and its TLS handshake wait with it. */
+ * deadline), going on after EINTR: the revents (> 0) when ready, 0 timed
+ * out, -1 with errno set.  libjoinq's connect, its TLS handshake and its
+ * requests wait with it. */
 int net_wait(int fd, short events, int64_t deadline_ms);
 
 /* "127.0.0.1:7477" or "[::1]:7477". */
