@@ -307,6 +307,7 @@ static void bench_free(struct bench *b)
 	buf_free(&b->put_head);
 	buf_free(&b->get_line);
 	buf_free(&b->tail);
+	free(b->rx);
 	free(b->padding);
 	free(b->seen);
 	if (b->tls)

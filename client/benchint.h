@@ -76,9 +76,12 @@ struct conn {
 	struct buf in;              /* TCP: bytes read, not yet parsed */
 	size_t in_off;
 	uint64_t next_id;           /* UDP */
+	bool no_gso;                /* UDP: the kernel refused UDP_SEGMENT */
 	int cycle_step;             /* latency mode: the op in flight, or -1 */
 	int64_t cycle_start;
 };
+
+struct udp_rx;
 
 struct bench {
 	struct bench_options o;
@@ -91,6 +94,7 @@ struct bench {
 
 	struct conn *conns;
 	unsigned nconns;
+	struct udp_rx *rx;          /* UDP: recvmmsg's buffers, shared */
 	struct buf put_head;        /* {"op":"put","queue":Q */
 	struct buf get_line;        /* {"op":"get","queue":Q (UDP: wait) */
 	struct buf tail;            /* UDP: the token member, if any */

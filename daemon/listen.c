@@ -310,6 +310,7 @@ int listen_start(void)
 	for (size_t i = 0; i < server.listen.count; i++) {
 		struct listener *l = &server.listen.all[i];
 		if (l->udp) {
+			udp_setup(l);
 			l->ev = event_new(server.base, l->fd, EV_READ | EV_PERSIST,
 			                  udp_read, l);
 			event_add(l->ev, NULL);

@@ -18,6 +18,8 @@ struct listener {
 	char name[64];                 /* "127.0.0.1:7477", "[::1]:7477" */
 	struct evconnlistener *tcp;    /* TCP: accepts into conn.c */
 	struct event *ev;              /* UDP: reads into udp.c; TCP: retry */
+	size_t gso_max;                /* UDP: replies longer go one by one
+	                                  (0: the kernel refused GSO) */
 };
 
 /* listen.c's own; joinqd.c reads activated and metrics_fd. */

@@ -7,12 +7,28 @@
  * request allocates nothing.  Each wake-up reads a bounded batch, so a
  * datagram flood cannot keep the loop from its TCP clients.
  *
+ * The kernel's cost is per send and per receive, not per byte, so a batch
+ * is read with recvmmsg and its replies leave together at its end with
+ * sendmmsg.  Both sides use UDP segmentation offload: with UDP_GRO a
+ * client's GSO train (equal-sized datagrams sent in one call) arrives as
+ * one buffer, cut here by the segment size into the datagrams it was, each
+ * served as if it came alone; and a run of equal-sized replies to one peer
+ * (the last may be shorter) leaves as one UDP_SEGMENT send, which the
+ * receiver still sees as separate datagrams.  Nothing is padded, and each
+ * peer's replies keep their order.  A socket whose kernel or route refuses
+ * GSO sends plainly from then on (above the refused size; all of them when
+ * small segments are refused).  Replies outside a batch (a parked request
+ * finished by a TCP put or a timer) are sent at once, as before.
+ *
  * It owns server.udp (struct udp_state): the parked requests, the spare
- * one, the replies held for the journal and the datagram buffer.
+ * one, the replies held for the journal, the batch's replies and the
+ * receive buffers.
  */
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +47,35 @@
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-#define UDP_BATCH 64            /* datagrams per wake-up */
-#define DATAGRAM_MAX 65536      /* above any UDP payload */
+#define UDP_BATCH 64            /* datagrams per wake-up (a GRO train
+                                   is finished once begun) */
+#define RECV_BUFS 16            /* buffers per recvmmsg */
+#define DATAGRAM_MAX 65536      /* above any UDP payload or GRO train */
+#define GSO_SEGMENTS 64         /* the kernel's UDP_MAX_SEGMENTS */
+#define GSO_BYTES 65000         /* a GSO send stays within IP's 64 KiB */
+#define GSO_SMALL 512           /* a refused segment this small: no GSO */
+
+/* A control message: UDP_SEGMENT's uint16_t out, UDP_GRO's int in. */
+union cmsg_int {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
+struct udp_rx {
+	struct mmsghdr msg[RECV_BUFS];
+	struct iovec iov[RECV_BUFS];
+	struct sockaddr_storage peer[RECV_BUFS];
+	union cmsg_int ctl[RECV_BUFS];
+	char data[RECV_BUFS][DATAGRAM_MAX];
+};
+
+/* A reply of this batch, sent by udp_flush. */
+struct udp_reply {
+	int fd;
+	socklen_t peer_len;
+	struct sockaddr_storage peer;
+	size_t off, len;            /* in server.udp.out_data */
+};
 
 struct udp_pending {
 	struct pending p;
@@ -52,6 +95,143 @@ struct held_datagram {
 	size_t len;
 	char data[];
 };
+
+/* Sends a datagram now, or at the batch's end while one is read. */
+static void send_datagram(int fd, const struct sockaddr *peer, socklen_t len,
+                          const char *data, size_t n)
+{
+	struct udp_state *s = &server.udp;
+	if (!s->batching) {
+		if (sendto(fd, data, n, MSG_DONTWAIT, peer, len) < 0)
+			log_debug("udp: cannot send a reply: %s", strerror(errno));
+		return;
+	}
+	if (s->nout == s->out_cap) {
+		s->out_cap = s->out_cap ? 2 * s->out_cap : UDP_BATCH;
+		s->out = xrealloc(s->out, s->out_cap * sizeof *s->out);
+	}
+	struct udp_reply *r = &s->out[s->nout++];
+	r->fd = fd;
+	r->peer_len = len;
+	memcpy(&r->peer, peer, len);
+	r->off = s->out_data.len;
+	r->len = n;
+	buf_add(&s->out_data, data, n);
+}
+
+static struct listener *listener_of(int fd)
+{
+	for (size_t i = 0; i < server.listen.count; i++)
+		if (server.listen.all[i].fd == fd && server.listen.all[i].udp)
+			return &server.listen.all[i];
+	return NULL;
+}
+
+/* How many replies from out[i] on may leave as one GSO send: the same
+ * socket and peer, equal lengths but for a shorter last one. */
+static size_t gso_run(size_t i, size_t gso_max)
+{
+	const struct udp_state *s = &server.udp;
+	const struct udp_reply *a = &s->out[i];
+	size_t n = 1, total = a->len;
+	if (a->len > gso_max)
+		return 1;
+	while (i + n < s->nout && n < GSO_SEGMENTS) {
+		const struct udp_reply *b = &s->out[i + n];
+		if (b->fd != a->fd || b->peer_len != a->peer_len ||
+		    memcmp(&b->peer, &a->peer, a->peer_len) != 0 ||
+		    b->len > a->len ||
+		    total + b->len > GSO_BYTES)
+			break;
+		total += b->len;
+		n++;
+		if (b->len < a->len)
+			break;
+	}
+	return n;
+}
+
+/* GSO was refused for segments of size seg: none that big again on l. */
+static void gso_refused(struct listener *l, size_t seg, int err)
+{
+	l->gso_max = seg <= GSO_SMALL ? 0 : seg - 1;
+	log_debug("udp: %s: GSO refused for %zu-byte replies (%s); %s", l->name,
+	          seg, strerror(err), l->gso_max ? "larger ones go one by one" :
+	          "replies go one by one");
+}
+
+/* Sends the batch's replies: each socket's, in order, in sendmmsg calls of
+ * up to UDP_BATCH messages, a message a GSO run or a single reply. */
+static void udp_flush(void)
+{
+	struct udp_state *s = &server.udp;
+	struct mmsghdr msg[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	union cmsg_int ctl[UDP_BATCH];
+	size_t first[UDP_BATCH];
+	size_t i = 0;
+
+	while (i < s->nout) {
+		int fd = s->out[i].fd;
+		struct listener *l = listener_of(fd);
+		size_t gso_max = l ? l->gso_max : 0;
+		unsigned k = 0;
+		memset(msg, 0, sizeof msg);
+		while (i < s->nout && s->out[i].fd == fd && k < UDP_BATCH) {
+			struct udp_reply *r = &s->out[i];
+			size_t run = gso_run(i, gso_max), len = 0;
+			for (size_t j = 0; j < run; j++)
+				len += r[j].len;
+			iov[k].iov_base = s->out_data.p + r->off;
+			iov[k].iov_len = len;
+			msg[k].msg_hdr.msg_name = &r->peer;
+			msg[k].msg_hdr.msg_namelen = r->peer_len;
+			msg[k].msg_hdr.msg_iov = &iov[k];
+			msg[k].msg_hdr.msg_iovlen = 1;
+			if (run > 1) {
+				struct cmsghdr *cm = &ctl[k].align;
+				cm->cmsg_level = SOL_UDP;
+				cm->cmsg_type = UDP_SEGMENT;
+				cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+				uint16_t seg = (uint16_t)r->len;
+				memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+				msg[k].msg_hdr.msg_control = ctl[k].buf;
+				msg[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof seg);
+			}
+			first[k++] = i;
+			i += run;
+		}
+		for (unsigned m = 0; m < k;) {
+			int n = sendmmsg(fd, msg + m, k - m, MSG_DONTWAIT);
+			if (n > 0) {
+				m += (unsigned)n;
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			if (msg[m].msg_hdr.msg_controllen && l &&
+			    (errno == EIO || errno == EINVAL || errno == EMSGSIZE ||
+			     errno == ENOPROTOOPT ||
+			     errno == EOPNOTSUPP)) {
+				gso_refused(l, s->out[first[m]].len, errno);
+				i = first[m];   /* the rest again, as gso_max allows */
+				break;
+			}
+			log_debug("udp: cannot send a reply: %s", strerror(errno));
+			m++;   /* lost, as a datagram may be */
+		}
+	}
+	s->nout = 0;
+	buf_reset(&s->out_data);
+}
+
+void udp_setup(struct listener *l)
+{
+	int one = 1;
+	l->gso_max = DATAGRAM_MAX;
+	if (setsockopt(l->fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0)
+		log_debug("udp: %s: no UDP_GRO: %s", l->name, strerror(errno));
+}
 
 /* Sends a reply; one that passes udp_max_reply (an error echoing a huge
  * id, already counted as the too_large it is) is replaced by too_large
@@ -81,8 +261,8 @@ static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
 		else
 			server.udp.held = h;
 		server.udp.held_last = h;
-	} else if (sendto(fd, b->p, b->len, MSG_DONTWAIT, peer, len) < 0) {
-		log_debug("udp: cannot send a reply: %s", strerror(errno));
+	} else {
+		send_datagram(fd, peer, len, b->p, b->len);
 	}
 	buf_free(&small);
 }
@@ -90,14 +270,19 @@ static void send_reply(int fd, const struct sockaddr *peer, socklen_t len,
 void udp_release(uint64_t safe)
 {
 	struct held_datagram *h;
+	bool outer = !server.udp.batching;
+	server.udp.batching = true;
 	while ((h = server.udp.held) && h->until <= safe) {
 		server.udp.held = h->next;
 		if (!h->next)
 			server.udp.held_last = NULL;
-		if (sendto(h->fd, h->data, h->len, MSG_DONTWAIT,
-		           (struct sockaddr *)&h->peer, h->peer_len) < 0)
-			log_debug("udp: cannot send a reply: %s", strerror(errno));
+		send_datagram(h->fd, (struct sockaddr *)&h->peer, h->peer_len,
+		              h->data, h->len);
 		free(h);
+	}
+	if (outer) {
+		server.udp.batching = false;
+		udp_flush();
 	}
 }
 
@@ -170,36 +355,92 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 		           server.journal && journal_appended(server.journal) > before);
 }
 
-void udp_read(evutil_socket_t fd, short what, void *arg)
+/* The segment size of a GRO train, or 0: a single datagram. */
+static size_t gro_size(const struct msghdr *h)
 {
-	(void)what;
-	(void)arg;
-	if (!server.udp.buf)
-		server.udp.buf = xmalloc(DATAGRAM_MAX);
-	for (int i = 0; i < UDP_BATCH; i++) {
+	for (const struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm;
+	     cm = CMSG_NXTHDR((struct msghdr *)h, (struct cmsghdr *)cm)) {
+		int seg;
+		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+			memcpy(&seg, CMSG_DATA(cm), sizeof seg);
+			return seg > 0 ? (size_t)seg : 0;
+		}
+	}
+	return 0;
+}
+
+/* Serves what one receive buffer holds: a datagram, or a GRO train cut
+ * into the datagrams it was; all from one sender.  Returns how many,
+ * served or denied. */
+static int serve_buffer(int fd, const struct msghdr *h, const char *data,
+                        size_t len)
+{
+	size_t seg = gro_size(h);
+	int count = 0;
+	if (!seg || seg > len)
+		seg = len;
+	/* Only senders udp_allow names are served; the rest are dropped
+	 * unanswered (a whole train: one sender), so joinqd cannot be made to
+	 * send anywhere else. */
+	if (!server.cfg.udp_allow_any &&
+	    !cidr_match(server.cfg.udp_allow, server.cfg.nudp_allow, h->msg_name)) {
+		count = len ? (int)((len + seg - 1) / seg) : 1;
+		server.udp_denied += (uint64_t)count;
+		return count;
+	}
+	size_t off = 0;
+	do {
 		if (!server.udp.spare) {
 			server.udp.spare = xcalloc(1, sizeof *server.udp.spare);
 			server.udp.spare->p.finish = udp_finish;
 		}
 		struct udp_pending *u = server.udp.spare;
-		u->peer_len = sizeof u->peer;
-		ssize_t n = recvfrom(fd, server.udp.buf, DATAGRAM_MAX, MSG_DONTWAIT,
-		                     (struct sockaddr *)&u->peer, &u->peer_len);
+		size_t n = len - off < seg ? len - off : seg;
+		u->peer_len = h->msg_namelen;
+		memcpy(&u->peer, h->msg_name, h->msg_namelen);
+		handle(fd, data + off, n, u);
+		off += n;
+		count++;
+	} while (off < len);
+	return count;
+}
+
+void udp_read(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	struct udp_rx *rx = server.udp.rx;
+	if (!rx)
+		rx = server.udp.rx = xmalloc(sizeof *rx);
+	server.udp.batching = true;
+	for (int done = 0; done < UDP_BATCH;) {
+		int want = UDP_BATCH - done < RECV_BUFS ? UDP_BATCH - done : RECV_BUFS;
+		for (int k = 0; k < want; k++) {
+			struct msghdr *h = &rx->msg[k].msg_hdr;
+			rx->iov[k].iov_base = rx->data[k];
+			rx->iov[k].iov_len = DATAGRAM_MAX;
+			h->msg_name = &rx->peer[k];
+			h->msg_namelen = sizeof rx->peer[k];
+			h->msg_iov = &rx->iov[k];
+			h->msg_iovlen = 1;
+			h->msg_control = rx->ctl[k].buf;
+			h->msg_controllen = sizeof rx->ctl[k].buf;
+			h->msg_flags = 0;
+		}
+		int n = recvmmsg(fd, rx->msg, (unsigned)want, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				log_debug("udp: recvfrom: %s", strerror(errno));
+				log_debug("udp: recvmmsg: %s", strerror(errno));
 			break;
 		}
-		/* Only senders udp_allow names are served; the rest are dropped
-		 * unanswered, so joinqd cannot be made to send anywhere else. */
-		if (!server.cfg.udp_allow_any &&
-		    !cidr_match(server.cfg.udp_allow, server.cfg.nudp_allow,
-		                &u->peer)) {
-			server.udp_denied++;
-			continue;
-		}
-		handle(fd, server.udp.buf, (size_t)n, u);
+		for (int k = 0; k < n; k++)
+			done += serve_buffer(fd, &rx->msg[k].msg_hdr, rx->data[k],
+			                     rx->msg[k].msg_len);
+		if (n < want)
+			break;   /* drained */
 	}
+	server.udp.batching = false;
+	udp_flush();
 }
 
 void udp_drop_held(void)
@@ -223,6 +464,10 @@ void udp_free_all(void)
 	udp_drop_held();
 	free(server.udp.spare);
 	server.udp.spare = NULL;
-	free(server.udp.buf);
-	server.udp.buf = NULL;
+	free(server.udp.rx);
+	server.udp.rx = NULL;
+	free(server.udp.out);
+	server.udp.out = NULL;
+	server.udp.nout = server.udp.out_cap = 0;
+	buf_free(&server.udp.out_data);
 }

@@ -9,10 +9,16 @@
 #define JQ_UDP_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 struct held_datagram;
+struct listener;
 struct udp_pending;
+struct udp_reply;
+struct udp_rx;
 
 /* udp.c's own. */
 struct udp_state {
@@ -20,8 +26,16 @@ struct udp_state {
 	struct udp_pending *spare;      /* ready for the next datagram */
 	struct held_datagram *held, *held_last;   /* replies wait for the
 	                                             journal, in order */
-	char *buf;                      /* one datagram */
+	struct udp_rx *rx;              /* recvmmsg's buffers */
+	struct udp_reply *out;          /* replies of this batch, in order */
+	size_t nout, out_cap;
+	struct buf out_data;            /* their bytes, one after another */
+	bool batching;                  /* replies wait in out for udp_flush */
 };
+
+/* Readies a UDP socket before its first read: GRO on (a GSO train from a
+ * client arrives as one buffer), GSO on for its replies. */
+void udp_setup(struct listener *l);
 
 /* Read callback of a UDP socket (arg: its struct listener). */
 void udp_read(evutil_socket_t fd, short what, void *arg);

@@ -1,9 +1,10 @@
 /*
  * fault.c - a fault shim for the journal tests (tests/integration/
- * test_journal.py), LD_PRELOADed into joinqd.
+ * test_journal.py) and the UDP ones (test_udp.py), LD_PRELOADed into
+ * joinqd (or joinq).
  *
  * It wraps the calls the journal makes to reserve, write and sync its
- * file, and makes them fail while a control file exists, so that a test
+ * file, and the UDP transport's sendmmsg, and makes them fail while a control file exists, so that a test
  * can fill the disk or break it at the moment it chooses (create the file)
  * and mend it (remove the file), without root, a loop device or a full
  * file system:
@@ -29,6 +30,9 @@
  *                               milliseconds as PATH's first line says
  *                               (while PATH exists), so that a test can
  *                               see replies wait for the commit
+ *   JOINQ_FAULT_NO_GSO=PATH     sendmmsg refuses a message carrying
+ *                               UDP_SEGMENT with EIO (as a device without
+ *                               checksum offload does) while PATH exists
  *
  * With none of them set, every call goes straight to the real one
  * (dlsym(RTLD_NEXT)).  Built by make check as a libtool module, without
@@ -41,9 +45,12 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -58,6 +65,7 @@ ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset);
 ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset);
 int fdatasync(int fd);
 int fsync(int fd);
+int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags);
 
 /* The real function behind a wrapper, looked up once. */
 #define REAL(type, name) \
@@ -218,4 +226,32 @@ int fsync(int fd)
 		return -1;
 	}
 	return real_fsync(fd);
+}
+
+/* True if h carries a UDP_SEGMENT control message. */
+static int has_segment(struct msghdr *h)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm))
+		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_SEGMENT)
+			return 1;
+	return 0;
+}
+
+typedef int (*sendmmsg_fn)(int, struct mmsghdr *, unsigned int, int);
+
+/* Sends the messages before the first GSO one; that one fails. */
+int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags)
+{
+	REAL(sendmmsg_fn, sendmmsg);
+	unsigned int k = 0;
+	if (armed("JOINQ_FAULT_NO_GSO"))
+		while (k < n && !has_segment(&msgs[k].msg_hdr))
+			k++;
+	else
+		k = n;
+	if (n && k == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return real_sendmmsg(fd, msgs, k, flags);
 }

@@ -36,6 +36,7 @@ import shlex
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -403,6 +404,34 @@ def tls_args(certs, *more):
             "--tls-key-file", certs.server_key] + list(more)
 
 
+FAULT_LIB = os.environ.get("JOINQ_FAULT_LIB") or os.path.join(
+    os.path.abspath(os.environ.get("JOINQ_BUILDDIR") or os.getcwd()),
+    "tests", "faults", ".libs", "libjqfault.so")
+
+
+def fault_env(**controls):
+    """The environment that preloads the fault shim (tests/faults/fault.c);
+    controls name its control files (diskfull=PATH, eio=PATH,
+    sync_delay=PATH, no_gso=PATH) and narrow the EIO (eio_only=CALL,
+    eio_path=SUFFIX, eio_in=parent|child)."""
+    if not os.path.exists(FAULT_LIB):
+        raise AssertionError("the fault shim %s is not built (make check "
+                             "builds it)" % FAULT_LIB)
+    env = {"LD_PRELOAD": " ".join(
+        x for x in (FAULT_LIB, os.environ.get("LD_PRELOAD", "")) if x)}
+    # Preloaded ahead of the ASan runtime, which would refuse to start.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + \
+        "verify_asan_link_order=0"
+    for key, value in controls.items():
+        env["JOINQ_FAULT_" + key.upper()] = value
+    return env
+
+
+UDP_SEGMENT = 103   # linux/udp.h: send a GSO train (a uint16_t size)
+UDP_GRO = 104       # linux/udp.h: receive one (an int size)
+
+
 class UdpConn:
     """A raw UDP client: one request per datagram."""
 
@@ -428,6 +457,15 @@ class UdpConn:
     def request(self, obj, timeout=TIMEOUT):
         self.send(obj)
         return self.recv(timeout)
+
+    def send_train(self, frames):
+        """Sends frames (bytes of one size, but for a shorter last one) in
+        one send with UDP segmentation offload (UDP_SEGMENT, linux/udp.h):
+        the peer sees len(frames) datagrams, or one GRO buffer."""
+        self.sock.sendmsg([b"".join(frames)],
+                          [(socket.SOL_UDP, UDP_SEGMENT,
+                            struct.pack("=H", len(frames[0])))], 0,
+                          self.addr)
 
     def nothing_for(self, seconds):
         r, _, _ = select.select([self.sock], [], [], seconds)

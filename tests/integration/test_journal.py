@@ -39,8 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 import jqtest
 
 BUILDDIR = os.path.abspath(os.environ.get("JOINQ_BUILDDIR") or os.getcwd())
-FAULT_LIB = os.environ.get("JOINQ_FAULT_LIB") or os.path.join(
-    BUILDDIR, "tests", "faults", ".libs", "libjqfault.so")
 LONG = os.environ.get("JOINQ_LONG", "") not in ("", "0")
 SEED = int(os.environ.get("JOINQ_SEED") or 20261122)
 JOURNAL = "joinq.journal"
@@ -310,22 +308,7 @@ def journal_bytes(d):
         return f.read()
 
 
-def fault_env(**controls):
-    """The environment that preloads the fault shim; controls name its
-    control files (diskfull=PATH, eio=PATH, sync_delay=PATH) and narrow
-    the EIO (eio_only=CALL, eio_path=SUFFIX, eio_in=parent|child)."""
-    if not os.path.exists(FAULT_LIB):
-        raise AssertionError("the fault shim %s is not built (make check "
-                             "builds it)" % FAULT_LIB)
-    env = {"LD_PRELOAD": " ".join(
-        x for x in (FAULT_LIB, os.environ.get("LD_PRELOAD", "")) if x)}
-    # Preloaded ahead of the ASan runtime, which would refuse to start.
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + \
-        "verify_asan_link_order=0"
-    for key, value in controls.items():
-        env["JOINQ_FAULT_" + key.upper()] = value
-    return env
+fault_env = jqtest.fault_env
 
 
 def run_joinqd(*args, env=None, timeout=None):
@@ -1819,6 +1802,19 @@ class Policies(Helpers):
                     t0 = time.monotonic()
                     self.assertOk(u.request({"op": "put", "item": "u"}))
                     took_udp = time.monotonic() - t0
+                    # ten puts in one GSO send: one batch, held as one
+                    train = [jqtest.encode({"op": "put", "item": i, "id": i})
+                             .rstrip(b"\n") for i in range(10, 20)]
+                    t0 = time.monotonic()
+                    u.send_train(train)
+                    got = [u.recv() for _ in train]
+                    took_train = time.monotonic() - t0
+                    ids = [struct.unpack_from("<Q", r.payload, 5)[0]
+                           for r in records(journal_bytes(d))
+                           if r.type == PUT]
+                    for r in got:
+                        self.assertIn(r["task"], ids, "a UDP reply came "
+                                      "before its record was in the file")
                     u.close()
                     os.remove(delay)
                     note("fsync=%s, fdatasync taking %.0f ms: put answered "
@@ -1831,12 +1827,14 @@ class Policies(Helpers):
                         self.assertGreaterEqual(took_put, sync)
                         self.assertGreaterEqual(took_get, sync)
                         self.assertGreaterEqual(took_udp, sync)
+                        self.assertGreaterEqual(took_train, sync)
                     else:
                         self.assertLess(took_put, sync)
                         self.assertLess(took_get, sync)
                         self.assertLess(took_udp, sync)
+                        self.assertLess(took_train, sync)
                     self.assertLess(took_qsize, sync)
-                    self.assertEqual(g["task"], self.put(c, "y") - 3)
+                    self.assertEqual(g["task"], self.put(c, "y") - 13)
 
     def test_group_commit(self):
         # Twenty clients put at once while fdatasync takes 200 ms (scaled):

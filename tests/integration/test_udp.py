@@ -1,11 +1,15 @@
 """UDP specifics (PROTOCOL.md "Transports", noreply, too_large): one reply
 datagram per request to its sender, noreply, the reply-size limit, raw
-netcat probes, blocking over UDP, and IPv6 loopback.
+netcat probes, blocking over UDP, IPv6 loopback, and the batches (udp.c:
+recvmmsg, GRO trains cut into datagrams, replies sent together, equal
+ones as one GSO send).
 """
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jqtest
@@ -355,6 +359,168 @@ class Blocking(jqtest.TestCase):
             r = u.recv()
             self.assertError(r, "shutting_down")
             self.assertEqual(r["id"], 1)
+
+
+def frames_of(objs, size=0):
+    """Each request as one frame (no LF), padded with spaces (JSON
+    whitespace) to size bytes."""
+    return [jqtest.encode(o).rstrip(b"\n").ljust(size) for o in objs]
+
+
+def gro_lines(u, n):
+    """n reply datagrams to a UDP_GRO socket: each a line, and the largest
+    number of them that came in one buffer."""
+    lines, most = [], 0
+    u.sock.settimeout(jqtest.TIMEOUT)
+    while len(lines) < n:
+        data, anc, _, _ = u.sock.recvmsg(70000, socket.CMSG_SPACE(4))
+        seg = len(data)
+        for level, kind, value in anc:
+            if level == socket.SOL_UDP and kind == jqtest.UDP_GRO:
+                seg = int.from_bytes(value[:4], sys.byteorder)
+        parts = [data[i:i + seg] for i in range(0, len(data), seg)]
+        most = max(most, len(parts))
+        lines += parts
+    return lines, most
+
+
+class Batches(jqtest.TestCase):
+    """A wake-up's datagrams are read together and their replies sent
+    together: each still answered once, to its sender, in its order."""
+
+    def test_burst_from_many_sockets(self):
+        # The daemon is stopped while 8 senders send 12 each, so that each
+        # batch it reads holds datagrams of every sender (96 small ones:
+        # well inside a default receive buffer, so none is dropped).
+        with jqtest.Daemon() as d:
+            socks = [d.udp() for _ in range(8)]
+            d.proc.send_signal(signal.SIGSTOP)
+            try:
+                for i in range(12):
+                    for k, u in enumerate(socks):
+                        u.send({"op": "put", "item": "%d.%d" % (k, i),
+                                "id": "%d.%d" % (k, i)})
+            finally:
+                d.proc.send_signal(signal.SIGCONT)
+            for k, u in enumerate(socks):
+                got = [json.loads(u.recv_raw()) for _ in range(12)]
+                for r in got:
+                    self.assertOk(r)
+                self.assertEqual([r["id"] for r in got],
+                                 ["%d.%d" % (k, i) for i in range(12)])
+            for u in socks:
+                self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            self.assertQsize(d.qsize(), qsize=96)
+
+    def test_gso_train_is_cut_into_datagrams(self):
+        # One send of 40 equal-sized puts reaches joinqd as one GRO buffer;
+        # so does one whose last datagram is shorter.
+        with jqtest.Daemon() as d:
+            u = d.udp()
+            trains = [
+                frames_of({"op": "put", "item": "a%02d" % i, "id": "a%02d" % i}
+                          for i in range(40)),
+                frames_of([{"op": "put", "item": "b%02d" % i,
+                            "id": "b%02d" % i} for i in range(39)] +
+                          [{"op": "put", "item": 7, "id": "b"}]),
+            ]
+            self.assertEqual(len(set(map(len, trains[0]))), 1)
+            self.assertLess(len(trains[1][-1]), len(trains[1][0]))
+            for frames in trains:
+                u.send_train(frames)
+                got = [u.recv_raw() for _ in frames]
+                self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+                want = [json.loads(f)["id"] for f in frames]
+                self.assertEqual([json.loads(g)["id"] for g in got], want)
+                for g in got:
+                    self.assertOk(json.loads(g))
+            c = d.tcp()
+            items = [c.request({"op": "get"})["item"] for _ in range(80)]
+            self.assertEqual(items, ["a%02d" % i for i in range(40)] +
+                             ["b%02d" % i for i in range(39)] + [7])
+
+    def test_equal_replies_are_separate_datagrams(self):
+        # 30 pings of one size: their replies are of one size too, and go
+        # out as one GSO send.  A plain socket gets 30 datagrams, each a
+        # whole JSON line; a UDP_GRO socket gets them in one buffer whose
+        # segment size cuts it into the same lines.
+        with jqtest.Daemon() as d:
+            frames = frames_of({"op": "ping", "id": "p%02d" % i}
+                               for i in range(30))
+            u = d.udp()
+            u.send_train(frames)
+            plain = [u.recv_raw() for _ in frames]
+            self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            g = d.udp()
+            g.sock.setsockopt(socket.SOL_UDP, jqtest.UDP_GRO, 1)
+            g.send_train(frames)
+            lines, most = gro_lines(g, len(frames))
+            self.assertTrue(g.nothing_for(0.1 * jqtest.SLOW))
+            self.assertGreater(most, 1, "the replies came one by one")
+            self.assertEqual(len(set(map(len, plain))), 1)
+            for got in (plain, lines):
+                self.assertEqual([json.loads(x)["id"] for x in got],
+                                 ["p%02d" % i for i in range(30)])
+                for x in got:
+                    self.assertTrue(x.endswith(b"\n"))
+                    self.assertEqual(x.count(b"\n"), 1)
+                    self.assertOk(json.loads(x))
+
+    def test_too_large_judged_per_reply_in_a_train(self):
+        # Pings padded to one size, half of whose replies would pass
+        # udp_max_reply by one byte: those, and only those, are too_large.
+        with jqtest.Daemon("--udp-max-reply", "600") as d:
+            fixed = len(b'{"ok":true,"id":"","version":"%s","protocol":1,'
+                        b'"role":"active"}\n'
+                        % d.request({"op": "ping"})["version"].encode())
+            objs = [{"op": "ping", "id": chr(97 + i) * (600 - fixed + i % 2)}
+                    for i in range(20)]
+            frames = frames_of(objs, 700)
+            u = d.udp()
+            u.send_train(frames)
+            got = [u.recv_raw() for _ in frames]
+            self.assertTrue(u.nothing_for(0.1 * jqtest.SLOW))
+            for o, g in zip(objs, got):
+                r = json.loads(g)
+                if len(o["id"]) == 600 - fixed:
+                    self.assertEqual(len(g), 600)
+                    self.assertEqual(r["id"], o["id"])
+                else:
+                    self.assertError(r, "too_large")
+                    self.assertNotIn("id", r)
+
+    def test_gso_refused(self):
+        # A kernel or device that refuses GSO (the fault shim's EIO): the
+        # replies go one by one, said once in the log; bench copes too.
+        d = jqtest.Daemon("--log-level", "debug")
+        d.env = jqtest.fault_env(no_gso=d.path("no-gso"))
+        d.file("no-gso", "")
+        with d:
+            frames = frames_of({"op": "ping", "id": "p%02d" % i}
+                               for i in range(30))
+            g = d.udp()
+            g.sock.setsockopt(socket.SOL_UDP, jqtest.UDP_GRO, 1)
+            for _ in range(2):
+                g.send_train(frames)
+                lines, most = gro_lines(g, len(frames))
+                self.assertEqual(most, 1)
+                self.assertEqual([json.loads(x)["id"] for x in lines],
+                                 ["p%02d" % i for i in range(30)])
+            self.assertEqual(d.log().count("GSO refused"), 1, d.log())
+            p = d.cli("bench", "--json", "-n", "2000", udp=True,
+                      env=jqtest.fault_env(no_gso=d.path("no-gso")))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["items"], 2000)
+
+    def test_denied_train_dropped_whole(self):
+        with jqtest.Daemon("--udp-allow", "10.0.0.0/8") as d:
+            u = d.udp()
+            u.send_train(frames_of({"op": "put", "item": i, "id": i}
+                                   for i in range(10, 40)))
+            self.assertTrue(u.nothing_for(0.2 * jqtest.SLOW))
+            self.assertTrue(jqtest.wait_until(
+                lambda: d.request({"op": "stats"})["udp_denied"] == 30))
+            self.assertQsize(d.qsize(), qsize=0, unfinished=0)
 
 
 class Netcat(jqtest.TestCase):
