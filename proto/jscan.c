@@ -16,11 +16,14 @@
 #include <string.h>
 
 #include "jscan.h"
+#include "jscan_wide.h"
 
 struct scan {
 	const char *p;          /* the next byte */
 	const char *end;
 	unsigned max_depth;
+	jscan_finder *find;     /* the block step of scan_string */
+	bool high;              /* a string held a byte >= 0x80 */
 };
 
 static bool is_digit(char c)
@@ -66,27 +69,19 @@ static enum jscan_verdict scan_string(struct scan *s, bool *escaped)
 
 	*escaped = false;
 	for (;;) {
-		/* Eight plain bytes at a time: none a quote, a backslash or a
-		 * control character (a false alarm only sends a word the slow
-		 * way).  Items are mostly such bytes. */
-		while (end - p >= 8) {
-			const uint64_t ones = 0x0101010101010101ULL,
-			               highs = 0x8080808080808080ULL;
-			uint64_t w, q, b;
-			memcpy(&w, p, 8);
-			q = w ^ (ones * '"');
-			b = w ^ (ones * '\\');
-			if (((w - ones * 0x20) | (q - ones) | (b - ones)) &
-			    ~w & highs)
-				break;
-			p += 8;
-		}
-		/* Then a byte at a time to the quote, backslash or control
-		 * character the word holds (short strings start here). */
-		unsigned char c = 0;
+		/* Plain bytes a block at a time (jscan_wide.c): items are
+		 * mostly such bytes.  Then a byte at a time to the quote,
+		 * backslash or control byte it stopped at, or through the
+		 * tail shorter than a block. */
+		p += s->find(p, (size_t)(end - p), &s->high);
+		unsigned char c = 0, seen = 0;
 		while (p < end && (c = (unsigned char)*p) != '"' && c != '\\' &&
-		       c >= 0x20)
+		       c >= 0x20) {
+			seen |= c;
 			p++;
+		}
+		if (seen & 0x80)
+			s->high = true;
 		if (p >= end || c < 0x20)
 			return JSCAN_INVALID;
 		if (c == '"')
@@ -318,16 +313,15 @@ static int key_index(const char *p, size_t n, const char *const keys[],
 	return -1;
 }
 
-static enum jscan_verdict scan_object(const char *p, size_t len,
-                                      unsigned max_depth,
+static enum jscan_verdict scan_object(struct scan *sp,
                                       const char *const keys[], size_t nkeys,
                                       struct jfield out[])
 {
-	struct scan s = { p, p + len, max_depth };
+	struct scan s = *sp;
 	enum jscan_verdict v;
 
 	skip_ws(&s);
-	if (!next_is(&s, '{') || max_depth < 1)
+	if (!next_is(&s, '{') || s.max_depth < 1)
 		return JSCAN_INVALID;
 	s.p++;
 	skip_ws(&s);
@@ -361,6 +355,7 @@ static enum jscan_verdict scan_object(const char *p, size_t len,
 	}
 	s.p++;                          /* the closing brace */
 	skip_ws(&s);
+	sp->high = s.high;
 	return s.p == s.end ? JSCAN_OK : JSCAN_INVALID;
 }
 
@@ -371,20 +366,50 @@ static enum jscan_verdict scan_object(const char *p, size_t len,
  * outside a string; a frame it finds invalid that holds one is left to
  * jansson.
  */
-enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
-                                const char *const keys[], size_t nkeys,
-                                struct jfield out[])
+static enum jscan_verdict object_with(jscan_finder *find, const char *p,
+                                      size_t len, unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii)
 {
-	enum jscan_verdict v = scan_object(p, len, max_depth, keys, nkeys, out);
+	struct scan s = { p, p + len, max_depth, find, false };
+	enum jscan_verdict v = scan_object(&s, keys, nkeys, out);
+	*ascii = !s.high;
 	if (v == JSCAN_INVALID && memchr(p, '\0', len))
 		return JSCAN_UNSURE;
 	return v;
 }
 
+enum jscan_verdict jscan_object_ascii(const char *p, size_t len,
+                                      unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii)
+{
+	return object_with(jscan_best_finder(), p, len, max_depth, keys, nkeys,
+	                   out, ascii);
+}
+
+enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
+                                const char *const keys[], size_t nkeys,
+                                struct jfield out[])
+{
+	bool ascii;
+	return object_with(jscan_best_finder(), p, len, max_depth, keys, nkeys,
+	                   out, &ascii);
+}
+
+enum jscan_verdict jscan_object_in(enum jscan_variant variant, const char *p,
+                                   size_t len, unsigned max_depth,
+                                   const char *const keys[], size_t nkeys,
+                                   struct jfield out[], bool *ascii)
+{
+	return object_with(jscan_finder_of(variant), p, len, max_depth, keys,
+	                   nkeys, out, ascii);
+}
+
 /* Any one JSON value with whitespace around it. */
 enum jscan_verdict jscan_value(const char *p, size_t len, unsigned max_depth)
 {
-	struct scan s = { p, p + len, max_depth };
+	struct scan s = { p, p + len, max_depth, jscan_best_finder(), false };
 
 	skip_ws(&s);
 	enum jscan_verdict v = scan_value(&s, 0, NULL);

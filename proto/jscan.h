@@ -72,6 +72,18 @@ enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
                                 const char *const keys[], size_t nkeys,
                                 struct jfield out[]);
 
+/*
+ * As jscan_object(), on any bytes: p[0..len) need not be valid UTF-8.
+ * *ascii tells whether no string held a byte >= 0x80; the scanner takes
+ * none outside strings, so on JSCAN_OK with *ascii set the frame is ASCII,
+ * and valid UTF-8 without a pass of its own.  Without it, the caller must
+ * still check the frame's UTF-8 (the verdict holds only if it is valid).
+ */
+enum jscan_verdict jscan_object_ascii(const char *p, size_t len,
+                                      unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii);
+
 /* Scans p[0..len), valid UTF-8, as any one JSON value with whitespace
  * around it, nesting at most max_depth deep. */
 enum jscan_verdict jscan_value(const char *p, size_t len, unsigned max_depth);
