@@ -11,8 +11,10 @@
  *              datagram, as daemon/udp.c takes it.
  * Every frame is decoded and checked, and the replies the daemon would
  * build for it are built.  Properties, not just the absence of crashes,
- * are checked against independent references: a UTF-8 decoder of our own,
- * jansson on the frame itself, and jansson on every reply.  And every frame
+ * are checked against independent references: a UTF-8 decoder of our own
+ * (and simdjson's, which the daemon uses), jansson on the frame itself, and
+ * jansson on every reply.  The scanner's block finders (jscan_wide.h), each
+ * this CPU has, must agree with a byte loop and with each other.  And every frame
  * is decoded by both paths of request.h, the fast scanner and jansson: when
  * the fast one takes a frame, every field, the id and the item, and what
  * request_check makes of them (code, message, values) must be the same;
