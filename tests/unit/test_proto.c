@@ -624,20 +624,20 @@ static void check_finders_on(const char *p, size_t len, size_t at,
 
 /* What the scanner makes of {"item":"STRING"}: every variant the same. */
 static void check_scanners_on(const char *p, size_t len, size_t at,
-                              unsigned char b)
+                              unsigned char c)
 {
 	static const char *const keys[] = { "item" };
-	size_t n = len + 11;
-	char *frame = malloc(n);
-	assert_non_null(frame);
-	memcpy(frame, "{\"item\":\"", 9);
-	memcpy(frame + 9, p, len);
-	memcpy(frame + 9 + len, "\"}", 2);
+	struct buf b = { 0 };
+	buf_adds(&b, "{\"item\":\"");
+	buf_add(&b, p, len);
+	buf_adds(&b, "\"}");
+	const char *frame = b.p;
+	size_t n = b.len;
 
 	/* a quote ends the string early, a backslash makes \a or \", a
 	 * control byte is refused (a NUL left to jansson); others pass */
-	enum jscan_verdict want = at >= len || b == 0x7F || b >= 0x80 ? JSCAN_OK :
-	                          b == 0 ? JSCAN_UNSURE : JSCAN_INVALID;
+	enum jscan_verdict want = at >= len || c == 0x7F || c >= 0x80 ? JSCAN_OK :
+	                          c == 0 ? JSCAN_UNSURE : JSCAN_INVALID;
 	for (int v = 0; v < JSCAN_NVARIANTS; v++) {
 		if (!jscan_finder_of((enum jscan_variant)v))
 			continue;
@@ -647,12 +647,12 @@ static void check_scanners_on(const char *p, size_t len, size_t at,
 		                                         frame, n, 8, keys, 1, f,
 		                                         &ascii);
 		if (got != want || (got == JSCAN_OK &&
-		    (ascii != (at >= len || b < 0x80) || f[0].kind != JK_STRING ||
+		    (ascii != (at >= len || c < 0x80) || f[0].kind != JK_STRING ||
 		     f[0].text.p != frame + 8 || f[0].text.len != len + 2)))
 			fail_msg("variant %d, byte 0x%02x at %zu of %zu: verdict %d "
-			         "(want %d)", v, b, at, len, got, want);
+			         "(want %d)", v, c, at, len, got, want);
 	}
-	free(frame);
+	buf_free(&b);
 }
 
 /* Each special byte at each offset 0..70 of strings of 0..100 bytes, so
@@ -682,7 +682,7 @@ static void wide_scan_variant_chosen(void **state)
 	assert_non_null(jscan_finder_of(JSCAN_SWAR));
 	assert_non_null(jscan_finder_of(jscan_best()));
 	assert_ptr_equal(jscan_best_finder(), jscan_finder_of(jscan_best()));
-	for (int v = jscan_best() + 1; v < JSCAN_NVARIANTS; v++)
+	for (int v = (int)jscan_best() + 1; v < JSCAN_NVARIANTS; v++)
 		assert_null(jscan_finder_of((enum jscan_variant)v));
 #if defined(__x86_64__)
 	assert_non_null(jscan_finder_of(JSCAN_SSE2));
@@ -726,15 +726,14 @@ static void utf8_every_sequence_at_every_offset(void **state)
 				memcpy(p + at, sequences[k].bytes, sn);
 				expect_utf8(p, len, bad < 0 ? -1 : (long)at + bad);
 
-				size_t n = hn + len + 2;
-				char *frame = malloc(n);
-				assert_non_null(frame);
-				memcpy(frame, head, hn);
-				memcpy(frame + hn, p, len);
-				memcpy(frame + hn + len, "\"}", 2);
+				struct buf frame = { 0 };
+				buf_adds(&frame, head);
+				buf_add(&frame, p, len);
+				buf_adds(&frame, "\"}");
 				struct request r;
 				struct errinfo e = { 0 };
-				int code = request_decode(frame, n, DEFAULT_DEPTH, &r, &e);
+				int code = request_decode(frame.p, frame.len,
+				                          DEFAULT_DEPTH, &r, &e);
 				if (bad < 0) {
 					assert_int_equal(code, JQ_OK);
 					assert_int_equal(r.item.len, len + 2);
@@ -747,7 +746,7 @@ static void utf8_every_sequence_at_every_offset(void **state)
 					assert_null(r.item.p);
 				}
 				request_free(&r);
-				free(frame);
+				buf_free(&frame);
 				free(p);
 			}
 	}
