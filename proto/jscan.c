@@ -319,7 +319,10 @@ static enum jscan_verdict scan_object(struct scan *sp,
 {
 	struct scan s = *sp;
 	enum jscan_verdict v;
+	uint64_t seen = 0;              /* the keys met, by index */
 
+	if (nkeys > JSCAN_MAX_KEYS)
+		return JSCAN_UNSURE;
 	skip_ws(&s);
 	if (!next_is(&s, '{') || s.max_depth < 1)
 		return JSCAN_INVALID;
@@ -335,8 +338,13 @@ static enum jscan_verdict scan_object(struct scan *sp,
 		if (escaped)            /* it may spell a known key, or hold a NUL */
 			return JSCAN_UNSURE;
 		int k = key_index(key, (size_t)(s.p - 1 - key), keys, nkeys);
-		if (k >= 0 && out[k].kind != JK_ABSENT)
-			return JSCAN_UNSURE; /* a duplicate: jansson keeps the last */
+		if (k >= 0) {
+			if (seen >> k & 1)
+				return JSCAN_UNSURE; /* a duplicate: jansson keeps
+				                        the last */
+			seen |= (uint64_t)1 << k;
+			out[k] = (struct jfield){ 0 };
+		}
 		skip_ws(&s);
 		if (!next_is(&s, ':'))
 			return JSCAN_INVALID;
@@ -356,7 +364,14 @@ static enum jscan_verdict scan_object(struct scan *sp,
 	s.p++;                          /* the closing brace */
 	skip_ws(&s);
 	sp->high = s.high;
-	return s.p == s.end ? JSCAN_OK : JSCAN_INVALID;
+	if (s.p != s.end)
+		return JSCAN_INVALID;
+	/* Each field written once, here or above: zeroing them all first
+	 * (hundreds of bytes by rep stos) cost a request more than this. */
+	for (size_t k = 0; k < nkeys; k++)
+		if (!(seen >> k & 1))
+			out[k] = (struct jfield){ 0 };
+	return JSCAN_OK;
 }
 
 /*

@@ -61,12 +61,15 @@ enum jscan_verdict {
 /* Past this depth the scanner stops recursing and answers JSCAN_UNSURE. */
 #define JSCAN_MAX_DEPTH 256
 
+/* The most keys jscan_object() picks out (more: JSCAN_UNSURE). */
+#define JSCAN_MAX_KEYS 64
+
 /*
  * Scans p[0..len), valid UTF-8, as one JSON object with whitespace around
  * it, nesting at most max_depth deep (the object itself is depth 1).  For
- * each top-level key equal to keys[k] (nkeys of them), out[k] is filled;
- * out[] must be zeroed by the caller.  On anything but JSCAN_OK, out[] holds
- * garbage.
+ * each top-level key equal to keys[k] (nkeys of them), out[k] is filled,
+ * and each other out[k] zeroed (JK_ABSENT); out[] need not be zeroed
+ * first.  On anything but JSCAN_OK, out[] holds garbage.
  */
 enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
                                 const char *const keys[], size_t nkeys,

@@ -103,13 +103,20 @@ static void clear_decoded(struct request *r)
 	memset(r, 0, offsetof(struct request, op));
 }
 
+/* The same but for the fields, which the scanner writes whole. */
+static void clear_decoded_but_fields(struct request *r)
+{
+	memset(&r->id, 0, offsetof(struct request, op) -
+	                  offsetof(struct request, id));
+}
+
 /* The fast path but for finish_decode(), on any bytes; *ascii as
  * jscan_object_ascii() says. */
 static enum jscan_verdict scan_fast(const char *frame, size_t len,
                                     unsigned max_depth, struct request *r,
                                     bool *ascii)
 {
-	clear_decoded(r);
+	clear_decoded_but_fields(r);
 	enum jscan_verdict v = jscan_object_ascii(frame, len, max_depth,
 	                                          field_names, RF_COUNT,
 	                                          r->field, ascii);
