@@ -397,11 +397,17 @@ int request_check(struct request *r, struct errinfo *e)
 {
 	int rc;
 
-	/* All but the name buffers, which are written before they are read. */
-	memset(&r->op, 0, offsetof(struct request, queue_name) -
-	                  offsetof(struct request, op));
+	/* All it sets but the name buffers, which are written before they
+	 * are pointed to; one by one, as a memset of these hundred bytes is
+	 * a rep stos, slower than the rest of the check on some CPUs. */
+	r->op = OP_PUT;
+	r->queue = r->dead_letter = NULL;
+	r->queue_len = 0;
 	r->block = true;
 	r->timeout = -1;
+	r->lease = r->delay = 0;
+	r->task = r->maxsize = r->max_deliveries = 0;
+	r->has_maxsize = r->has_max_deliveries = false;
 	if ((rc = check_op(r, e)) || (rc = check_queue(r, e)))
 		return rc;
 	const struct jfield *noreply = field(r, RF_NOREPLY);

@@ -94,7 +94,7 @@ struct request {
 	struct jtext item;      /* as sent (compacted) */
 	bool noreply;
 	char *owned[2];         /* compacted copies of id and item */
-	/* Set by request_check(): */
+	/* Set by request_check() (each by name: add a field there too): */
 	enum jq_op op;
 	const char *queue;      /* DEFAULT_QUEUE or queue_name; NUL-terminated */
 	size_t queue_len;
