@@ -16,11 +16,14 @@
 #include <string.h>
 
 #include "jscan.h"
+#include "jscan_wide.h"
 
 struct scan {
 	const char *p;          /* the next byte */
 	const char *end;
 	unsigned max_depth;
+	jscan_finder *find;     /* the block step of scan_string */
+	bool high;              /* a string held a byte >= 0x80 */
 };
 
 static bool is_digit(char c)
@@ -66,27 +69,19 @@ static enum jscan_verdict scan_string(struct scan *s, bool *escaped)
 
 	*escaped = false;
 	for (;;) {
-		/* Eight plain bytes at a time: none a quote, a backslash or a
-		 * control character (a false alarm only sends a word the slow
-		 * way).  Items are mostly such bytes. */
-		while (end - p >= 8) {
-			const uint64_t ones = 0x0101010101010101ULL,
-			               highs = 0x8080808080808080ULL;
-			uint64_t w, q, b;
-			memcpy(&w, p, 8);
-			q = w ^ (ones * '"');
-			b = w ^ (ones * '\\');
-			if (((w - ones * 0x20) | (q - ones) | (b - ones)) &
-			    ~w & highs)
-				break;
-			p += 8;
-		}
-		/* Then a byte at a time to the quote, backslash or control
-		 * character the word holds (short strings start here). */
-		unsigned char c = 0;
+		/* Plain bytes a block at a time (jscan_wide.c): items are
+		 * mostly such bytes.  Then a byte at a time to the quote,
+		 * backslash or control byte it stopped at, or through the
+		 * tail shorter than a block. */
+		p += s->find(p, (size_t)(end - p), &s->high);
+		unsigned char c = 0, seen = 0;
 		while (p < end && (c = (unsigned char)*p) != '"' && c != '\\' &&
-		       c >= 0x20)
+		       c >= 0x20) {
+			seen |= c;
 			p++;
+		}
+		if (seen & 0x80)
+			s->high = true;
 		if (p >= end || c < 0x20)
 			return JSCAN_INVALID;
 		if (c == '"')
@@ -318,16 +313,18 @@ static int key_index(const char *p, size_t n, const char *const keys[],
 	return -1;
 }
 
-static enum jscan_verdict scan_object(const char *p, size_t len,
-                                      unsigned max_depth,
+static enum jscan_verdict scan_object(struct scan *sp,
                                       const char *const keys[], size_t nkeys,
                                       struct jfield out[])
 {
-	struct scan s = { p, p + len, max_depth };
+	struct scan s = *sp;
 	enum jscan_verdict v;
+	uint64_t seen = 0;              /* the keys met, by index */
 
+	if (nkeys > JSCAN_MAX_KEYS)
+		return JSCAN_UNSURE;
 	skip_ws(&s);
-	if (!next_is(&s, '{') || max_depth < 1)
+	if (!next_is(&s, '{') || s.max_depth < 1)
 		return JSCAN_INVALID;
 	s.p++;
 	skip_ws(&s);
@@ -341,8 +338,13 @@ static enum jscan_verdict scan_object(const char *p, size_t len,
 		if (escaped)            /* it may spell a known key, or hold a NUL */
 			return JSCAN_UNSURE;
 		int k = key_index(key, (size_t)(s.p - 1 - key), keys, nkeys);
-		if (k >= 0 && out[k].kind != JK_ABSENT)
-			return JSCAN_UNSURE; /* a duplicate: jansson keeps the last */
+		if (k >= 0) {
+			if (seen >> k & 1)
+				return JSCAN_UNSURE; /* a duplicate: jansson keeps
+				                        the last */
+			seen |= (uint64_t)1 << k;
+			out[k] = (struct jfield){ 0 };
+		}
 		skip_ws(&s);
 		if (!next_is(&s, ':'))
 			return JSCAN_INVALID;
@@ -361,7 +363,15 @@ static enum jscan_verdict scan_object(const char *p, size_t len,
 	}
 	s.p++;                          /* the closing brace */
 	skip_ws(&s);
-	return s.p == s.end ? JSCAN_OK : JSCAN_INVALID;
+	sp->high = s.high;
+	if (s.p != s.end)
+		return JSCAN_INVALID;
+	/* Each field written once, here or above: zeroing them all first
+	 * (hundreds of bytes by rep stos) cost a request more than this. */
+	for (size_t k = 0; k < nkeys; k++)
+		if (!(seen >> k & 1))
+			out[k] = (struct jfield){ 0 };
+	return JSCAN_OK;
 }
 
 /*
@@ -371,20 +381,50 @@ static enum jscan_verdict scan_object(const char *p, size_t len,
  * outside a string; a frame it finds invalid that holds one is left to
  * jansson.
  */
-enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
-                                const char *const keys[], size_t nkeys,
-                                struct jfield out[])
+static enum jscan_verdict object_with(jscan_finder *find, const char *p,
+                                      size_t len, unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii)
 {
-	enum jscan_verdict v = scan_object(p, len, max_depth, keys, nkeys, out);
+	struct scan s = { p, p + len, max_depth, find, false };
+	enum jscan_verdict v = scan_object(&s, keys, nkeys, out);
+	*ascii = !s.high;
 	if (v == JSCAN_INVALID && memchr(p, '\0', len))
 		return JSCAN_UNSURE;
 	return v;
 }
 
+enum jscan_verdict jscan_object_ascii(const char *p, size_t len,
+                                      unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii)
+{
+	return object_with(jscan_best_finder(), p, len, max_depth, keys, nkeys,
+	                   out, ascii);
+}
+
+enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
+                                const char *const keys[], size_t nkeys,
+                                struct jfield out[])
+{
+	bool ascii;
+	return object_with(jscan_best_finder(), p, len, max_depth, keys, nkeys,
+	                   out, &ascii);
+}
+
+enum jscan_verdict jscan_object_in(enum jscan_variant variant, const char *p,
+                                   size_t len, unsigned max_depth,
+                                   const char *const keys[], size_t nkeys,
+                                   struct jfield out[], bool *ascii)
+{
+	return object_with(jscan_finder_of(variant), p, len, max_depth, keys,
+	                   nkeys, out, ascii);
+}
+
 /* Any one JSON value with whitespace around it. */
 enum jscan_verdict jscan_value(const char *p, size_t len, unsigned max_depth)
 {
-	struct scan s = { p, p + len, max_depth };
+	struct scan s = { p, p + len, max_depth, jscan_best_finder(), false };
 
 	skip_ws(&s);
 	enum jscan_verdict v = scan_value(&s, 0, NULL);

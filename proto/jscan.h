@@ -61,16 +61,31 @@ enum jscan_verdict {
 /* Past this depth the scanner stops recursing and answers JSCAN_UNSURE. */
 #define JSCAN_MAX_DEPTH 256
 
+/* The most keys jscan_object() picks out (more: JSCAN_UNSURE). */
+#define JSCAN_MAX_KEYS 64
+
 /*
  * Scans p[0..len), valid UTF-8, as one JSON object with whitespace around
  * it, nesting at most max_depth deep (the object itself is depth 1).  For
- * each top-level key equal to keys[k] (nkeys of them), out[k] is filled;
- * out[] must be zeroed by the caller.  On anything but JSCAN_OK, out[] holds
- * garbage.
+ * each top-level key equal to keys[k] (nkeys of them), out[k] is filled,
+ * and each other out[k] zeroed (JK_ABSENT); out[] need not be zeroed
+ * first.  On anything but JSCAN_OK, out[] holds garbage.
  */
 enum jscan_verdict jscan_object(const char *p, size_t len, unsigned max_depth,
                                 const char *const keys[], size_t nkeys,
                                 struct jfield out[]);
+
+/*
+ * As jscan_object(), on any bytes: p[0..len) need not be valid UTF-8.
+ * *ascii tells whether no string held a byte >= 0x80; the scanner takes
+ * none outside strings, so on JSCAN_OK with *ascii set the frame is ASCII,
+ * and valid UTF-8 without a pass of its own.  Without it, the caller must
+ * still check the frame's UTF-8 (the verdict holds only if it is valid).
+ */
+enum jscan_verdict jscan_object_ascii(const char *p, size_t len,
+                                      unsigned max_depth,
+                                      const char *const keys[], size_t nkeys,
+                                      struct jfield out[], bool *ascii);
 
 /* Scans p[0..len), valid UTF-8, as any one JSON value with whitespace
  * around it, nesting at most max_depth deep. */

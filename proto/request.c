@@ -4,6 +4,7 @@
  */
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "jscan.h"
 #include "request.h"
 #include "utf8.h"
+#include "utf8_simd.h"
 #include "xalloc.h"
 
 static const char *const op_names[OP_NOPS] = {
@@ -95,20 +97,44 @@ static void finish_decode(struct request *r)
 	r->noreply = r->field[RF_NOREPLY].kind == JK_TRUE;
 }
 
+/* What request_decode() sets: all of r up to what request_check() sets. */
+static void clear_decoded(struct request *r)
+{
+	memset(r, 0, offsetof(struct request, op));
+}
+
+/* The same but for the fields, which the scanner writes whole. */
+static void clear_decoded_but_fields(struct request *r)
+{
+	memset(&r->id, 0, offsetof(struct request, op) -
+	                  offsetof(struct request, id));
+}
+
+/* The fast path but for finish_decode(), on any bytes; *ascii as
+ * jscan_object_ascii() says. */
+static enum jscan_verdict scan_fast(const char *frame, size_t len,
+                                    unsigned max_depth, struct request *r,
+                                    bool *ascii)
+{
+	clear_decoded_but_fields(r);
+	enum jscan_verdict v = jscan_object_ascii(frame, len, max_depth,
+	                                          field_names, RF_COUNT,
+	                                          r->field, ascii);
+	if (v == JSCAN_OK && big_integer_read(r) != RF_COUNT)
+		v = JSCAN_INVALID;      /* the slow path says why */
+	if (v != JSCAN_OK)
+		memset(r->field, 0, sizeof r->field);
+	return v;
+}
+
 enum jscan_verdict request_decode_fast(const char *frame, size_t len,
                                        unsigned max_depth, struct request *r)
 {
-	memset(r, 0, sizeof *r);
-	enum jscan_verdict v = jscan_object(frame, len, max_depth, field_names,
-	                                    RF_COUNT, r->field);
-	if (v == JSCAN_OK && big_integer_read(r) != RF_COUNT)
-		v = JSCAN_INVALID;      /* the slow path says why */
-	if (v != JSCAN_OK) {
-		memset(r->field, 0, sizeof r->field);
-		return v;
-	}
-	finish_decode(r);
-	return JSCAN_OK;
+	bool ascii;
+	enum jscan_verdict v = scan_fast(frame, len, max_depth, r, &ascii);
+	if (v == JSCAN_OK)
+		finish_decode(r);
+	return v;
 }
 
 int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
@@ -116,7 +142,7 @@ int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
 {
 	char why[sizeof e->message - 16];
 
-	memset(r, 0, sizeof *r);
+	clear_decoded(r);
 	int code = jobject_slow(frame, len, max_depth, false, field_names,
 	                        RF_COUNT, r->field, why, sizeof why);
 	if (code == JQ_ERR_NOMEM)
@@ -138,16 +164,24 @@ int request_decode_slow(const char *frame, size_t len, unsigned max_depth,
 int request_decode(const char *frame, size_t len, unsigned max_depth,
                    struct request *r, struct errinfo *e)
 {
-	size_t bad;
+	bool ascii;
+	enum jscan_verdict v = scan_fast(frame, len, max_depth, r, &ascii);
+	bool valid = ascii && v == JSCAN_OK;    /* taken, ASCII: valid */
 
-	if (!utf8_valid(frame, len, &bad)) {
-		memset(r, 0, sizeof *r);   /* both decoders clear r themselves */
+	if (!valid)
+		valid = utf8_valid_simd(frame, len);
+	if (v == JSCAN_OK && valid) {
+		finish_decode(r);
+		return JQ_OK;
+	}
+	if (!valid) {
+		size_t bad = 0;
+		utf8_valid(frame, len, &bad);   /* where, for the message */
+		clear_decoded(r);
 		return errinfo_set(e, JQ_BAD_UTF8,
 		                   "the frame is not valid UTF-8 (byte %zu)", bad);
 	}
 	/* Invalid frames go the slow way too, for jansson's error text. */
-	if (request_decode_fast(frame, len, max_depth, r) == JSCAN_OK)
-		return JQ_OK;
 	return request_decode_slow(frame, len, max_depth, r, e);
 }
 
@@ -363,8 +397,17 @@ int request_check(struct request *r, struct errinfo *e)
 {
 	int rc;
 
+	/* All it sets but the name buffers, which are written before they
+	 * are pointed to; one by one, as a memset of these hundred bytes is
+	 * a rep stos, slower than the rest of the check on some CPUs. */
+	r->op = OP_PUT;
+	r->queue = r->dead_letter = NULL;
+	r->queue_len = 0;
 	r->block = true;
 	r->timeout = -1;
+	r->lease = r->delay = 0;
+	r->task = r->maxsize = r->max_deliveries = 0;
+	r->has_maxsize = r->has_max_deliveries = false;
 	if ((rc = check_op(r, e)) || (rc = check_queue(r, e)))
 		return rc;
 	const struct jfield *noreply = field(r, RF_NOREPLY);

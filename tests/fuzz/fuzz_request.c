@@ -11,8 +11,10 @@
  *              datagram, as daemon/udp.c takes it.
  * Every frame is decoded and checked, and the replies the daemon would
  * build for it are built.  Properties, not just the absence of crashes,
- * are checked against independent references: a UTF-8 decoder of our own,
- * jansson on the frame itself, and jansson on every reply.  And every frame
+ * are checked against independent references: a UTF-8 decoder of our own
+ * (and simdjson's, which the daemon uses), jansson on the frame itself, and
+ * jansson on every reply.  The scanner's block finders (jscan_wide.h), each
+ * this CPU has, must agree with a byte loop and with each other.  And every frame
  * is decoded by both paths of request.h, the fast scanner and jansson: when
  * the fast one takes a frame, every field, the id and the item, and what
  * request_check makes of them (code, message, values) must be the same;
@@ -31,10 +33,12 @@
 #include "buf.h"
 #include "errcode.h"
 #include "frame.h"
+#include "jscan_wide.h"
 #include "property.h"
 #include "reply.h"
 #include "request.h"
 #include "utf8.h"
+#include "utf8_simd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -262,31 +266,29 @@ static json_t *jparse(const char *text, size_t len, size_t flags)
 	return v;
 }
 
-/* The nesting depth of a value: an object or array counts 1. */
-static unsigned tree_depth(const json_t *v)
+/* The nesting depth of the JSON text p[0..n) as sent: an object or array
+ * counts 1.  From the text, not jansson's tree, which keeps only the last
+ * of a key given twice: {"a":[1],"a":1} is depth 2 to max_depth. */
+static unsigned text_depth(const char *p, size_t n)
 {
-	unsigned d = 0;
-	if (json_is_object(v)) {
-		const char *k;
-		json_t *m;
-		json_object_foreach((json_t *)v, k, m) {
-			unsigned c = tree_depth(m);
-			if (c > d)
-				d = c;
+	unsigned d = 0, max = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < n; i++) {
+		if (in_string) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_string = false;
+		} else if (p[i] == '"') {
+			in_string = true;
+		} else if (p[i] == '{' || p[i] == '[') {
+			if (++d > max)
+				max = d;
+		} else if (p[i] == '}' || p[i] == ']') {
+			d--;
 		}
-		return d + 1;
 	}
-	if (json_is_array(v)) {
-		size_t i;
-		json_t *m;
-		json_array_foreach(v, i, m) {
-			unsigned c = tree_depth(m);
-			if (c > d)
-				d = c;
-		}
-		return d + 1;
-	}
-	return 0;
+	return max;
 }
 
 /* True if the JSON text has no whitespace outside its strings. */
@@ -654,6 +656,71 @@ static void check_member(const struct jtext *t, const json_t *want)
 	json_decref(v);
 }
 
+/* The first quote, backslash or control byte of p[0..n), or n. */
+static size_t ref_stop(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && p[i] != '"' && p[i] != '\\' &&
+	       (unsigned char)p[i] >= 0x20)
+		i++;
+	return i;
+}
+
+/* Each block finder of jscan_wide.h on p[0..n): it stops short of the
+ * first stop byte only in a tail shorter than a block (32 bytes at most),
+ * and notes a byte >= 0x80 exactly when one is before where it stops. */
+static void check_finders(const char *p, size_t n)
+{
+	size_t stop = ref_stop(p, n);
+	for (int v = 0; v < JSCAN_NVARIANTS; v++) {
+		jscan_finder *find = jscan_finder_of((enum jscan_variant)v);
+		if (!find)
+			continue;
+		bool high = false;
+		size_t k = find(p, n, &high);
+		CHECK(k <= stop && (k == stop || n - k < 32));
+		bool want = false;
+		for (size_t i = 0; i < k; i++)
+			want |= (unsigned char)p[i] >= 0x80;
+		CHECK(high == want);
+	}
+}
+
+/* Every variant of the scanner gives the same verdict, fields and ASCII
+ * note as the one request_decode uses, on any bytes; a frame taken as
+ * ASCII is ASCII, and one taken with a byte >= 0x80 has one. */
+static void check_variants(const char *frame, size_t len, unsigned max_depth)
+{
+	struct jfield best[RF_COUNT] = { 0 };
+	bool best_ascii;
+	enum jscan_variant b = jscan_best();
+	enum jscan_verdict want = jscan_object_in(b, frame, len, max_depth,
+	                                          field_keys, RF_COUNT, best,
+	                                          &best_ascii);
+	if (want == JSCAN_OK) {
+		bool high = false;
+		for (size_t i = 0; i < len; i++)
+			high |= (unsigned char)frame[i] >= 0x80;
+		CHECK(best_ascii == !high);
+	}
+	for (int v = 0; v < JSCAN_NVARIANTS; v++) {
+		if (v == (int)b || !jscan_finder_of((enum jscan_variant)v))
+			continue;
+		struct jfield f[RF_COUNT] = { 0 };
+		bool ascii;
+		enum jscan_verdict got = jscan_object_in((enum jscan_variant)v,
+		                                         frame, len, max_depth,
+		                                         field_keys, RF_COUNT, f,
+		                                         &ascii);
+		CHECK(got == want);
+		if (got != JSCAN_OK)
+			continue;
+		CHECK(ascii == best_ascii);
+		for (int k = 0; k < RF_COUNT; k++)
+			CHECK(same_field(&f[k], &best[k]));
+	}
+}
+
 static void one_frame(const char *frame, size_t len, unsigned max_depth)
 {
 	struct request r;
@@ -663,6 +730,8 @@ static void one_frame(const char *frame, size_t len, unsigned max_depth)
 	bool valid = utf8_valid(frame, len, &bad);
 	CHECK(valid == ref_utf8(frame, len, &ref_bad));
 	CHECK(valid || bad == ref_bad);
+	CHECK(utf8_valid_simd(frame, len) == valid);
+	check_variants(frame, len, max_depth);
 
 	/* What the frame is, by jansson alone, but for a raw NUL byte: JSON
 	 * has none, though jansson lets one pass after a number or literal. */
@@ -690,7 +759,7 @@ static void one_frame(const char *frame, size_t len, unsigned max_depth)
 	int code = request_decode(frame, len, max_depth, &r, &e);
 	if (!valid)
 		CHECK(code == JQ_BAD_UTF8);
-	else if (!want || tree_depth(want) > max_depth || big_read)
+	else if (!want || text_depth(frame, len) > max_depth || big_read)
 		CHECK(code == JQ_BAD_JSON);
 	else
 		CHECK(code == JQ_OK);
@@ -795,6 +864,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	tcp(p, n, max_frame, max_depth);
 	udp(p, n, max_frame, max_depth);
+	/* The finders from each alignment of a block's start. */
+	for (size_t off = 0; off < 32 && off <= n; off++)
+		check_finders(p + off, n - off);
 	/* Any bytes, such as jansson's error text cut anywhere, make a
 	 * valid JSON string. */
 	check_string(p, n);

@@ -96,7 +96,10 @@ def from_integration():
                 continue
             v = node.value
             if isinstance(v, str):
-                v = v.encode('utf-8', 'surrogateescape')
+                try:
+                    v = v.encode('utf-8', 'surrogateescape')
+                except UnicodeEncodeError:   # a lone surrogate, as bytes
+                    v = v.encode('utf-8', 'surrogatepass')
             if isinstance(v, bytes) and v.lstrip(b' \t\r\n').startswith(b'{') \
                     and b'%' not in v and b'{}' != v.strip():
                 yield v
@@ -224,6 +227,16 @@ def hand_made():
     yield DEFAULT, b'{"op":"put","item":"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\\u00e9\\uffff"}\n'
     yield DEFAULT, b'{"op":"put","item":"\\u12"}\n'
     yield DEFAULT, b'{"op":"put","item":"\\q"}\n'
+    # the wide string scan: a stop byte or a sequence on either side of a
+    # 16- and 32-byte block boundary, in ASCII and non-ASCII items
+    head = b'{"op":"put","item":"'
+    for at in (11, 12, 27, 28, 43, 44):
+        for b in (b'"', b'\\', b'\x01', b'\x7f', b'\x80', b'\xc3\xa9',
+                  b'\xe2\x82\xac', b'\xf0\x9d\x84\x9e', b'\xed\xa0\x80'):
+            s = b'a' * at + b + b'a' * (70 - at)
+            yield DEFAULT, head + s + b'"}\n'
+    yield DEFAULT, head + b'\xc3\xa9' * 100 + b'"}\n'
+    yield DEFAULT, head + b'x' * 200 + b'\\n' + b'y' * 200 + b'"}\n'
 
 
 def requests():

@@ -24,9 +24,11 @@
 #include "errcode.h"
 #include "frame.h"
 #include "jobject.h"
+#include "jscan_wide.h"
 #include "reply.h"
 #include "request.h"
 #include "utf8.h"
+#include "utf8_simd.h"
 
 #define DEFAULT_DEPTH 64
 
@@ -412,6 +414,7 @@ static void expect_utf8(const char *s, size_t len, long want_bad)
 	if (!ok)
 		assert_int_equal(bad, (size_t)want_bad);
 	assert_int_equal(utf8_valid(s, len, NULL), ok);   /* bad may be NULL */
+	assert_int_equal(utf8_valid_simd(s, len), ok);    /* simdjson agrees */
 }
 
 #define UTF8(lit, want) expect_utf8((lit), sizeof(lit) - 1, (want))
@@ -571,6 +574,216 @@ static void utf8_matches_reference_decoder(void **state)
 		assert_int_equal(ok, want == n);
 		if (!ok)
 			assert_int_equal(bad, want);
+	}
+}
+
+/* ---- the wide string scan (jscan_wide.h) and one pass for ASCII --------- */
+
+/* The bytes that end a plain run in a string, and some that do not. */
+static const unsigned char special_bytes[] = {
+	'"', '\\', 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+	0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+	0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x7F, 0x80,
+	0xBF, 0xC3, 0xFF,
+};
+
+/* A string of len plain bytes with byte b at offset at (none if at >= len):
+ * in a block of its own size, so that ASan sees a read past it. */
+static char *plain_with(size_t len, size_t at, unsigned char b)
+{
+	char *p = malloc(len ? len : 1);
+	assert_non_null(p);
+	memset(p, 'a', len);
+	if (at < len)
+		p[at] = (char)b;
+	return p;
+}
+
+/* Each finder on p[0..len): it stops at the first stop byte (at, if b is
+ * one), or short of it only in the tail of less than a block, and notes a
+ * byte >= 0x80 exactly when one is before where it stopped. */
+static void check_finders_on(const char *p, size_t len, size_t at,
+                             unsigned char b)
+{
+	static const size_t width[] = { 8, 16, 32 };
+	bool stops = b == '"' || b == '\\' || b < 0x20;
+	size_t stop = stops && at < len ? at : len;
+
+	for (int v = 0; v < JSCAN_NVARIANTS; v++) {
+		jscan_finder *find = jscan_finder_of((enum jscan_variant)v);
+		if (!find)
+			continue;
+		bool high = false;
+		size_t k = find(p, len, &high);
+		if (k > stop || (k < stop && len - k >= width[v]) ||
+		    high != (b >= 0x80 && at < k))
+			fail_msg("variant %d, byte 0x%02x at %zu of %zu: stopped at "
+			         "%zu, high %d", v, b, at, len, k, high);
+	}
+}
+
+/* What the scanner makes of {"item":"STRING"}: every variant the same. */
+static void check_scanners_on(const char *p, size_t len, size_t at,
+                              unsigned char c)
+{
+	static const char *const keys[] = { "item" };
+	struct buf b = { 0 };
+	buf_adds(&b, "{\"item\":\"");
+	buf_add(&b, p, len);
+	buf_adds(&b, "\"}");
+	const char *frame = b.p;
+	size_t n = b.len;
+
+	/* a quote ends the string early, a backslash makes \a or \", a
+	 * control byte is refused (a NUL left to jansson); others pass */
+	enum jscan_verdict want = at >= len || c == 0x7F || c >= 0x80 ? JSCAN_OK :
+	                          c == 0 ? JSCAN_UNSURE : JSCAN_INVALID;
+	for (int v = 0; v < JSCAN_NVARIANTS; v++) {
+		if (!jscan_finder_of((enum jscan_variant)v))
+			continue;
+		struct jfield f[1] = { 0 };
+		bool ascii;
+		enum jscan_verdict got = jscan_object_in((enum jscan_variant)v,
+		                                         frame, n, 8, keys, 1, f,
+		                                         &ascii);
+		if (got != want || (got == JSCAN_OK &&
+		    (ascii != (at >= len || c < 0x80) || f[0].kind != JK_STRING ||
+		     f[0].text.p != frame + 8 || f[0].text.len != len + 2)))
+			fail_msg("variant %d, byte 0x%02x at %zu of %zu: verdict %d "
+			         "(want %d)", v, c, at, len, got, want);
+	}
+	buf_free(&b);
+}
+
+/* Each special byte at each offset 0..70 of strings of 0..100 bytes, so
+ * on both sides of every block boundary, through each variant. */
+static void wide_scan_every_byte_at_every_offset(void **state)
+{
+	(void)state;
+	for (size_t len = 0; len <= 100; len++)
+		for (size_t k = 0; k < sizeof special_bytes; k++)
+			for (size_t at = 0; at <= 70 && at <= len; at++) {
+				/* at == len: the string is all plain bytes */
+				unsigned char b = special_bytes[k];
+				char *p = plain_with(len, at, b);
+				/* a high byte just past a stop is not noted */
+				if ((b == '"' || b == '\\' || b < 0x20) && at + 1 < len)
+					p[at + 1] = (char)0xC3;
+				check_finders_on(p, len, at, b);
+				check_scanners_on(p, len, at, b);
+				free(p);
+			}
+}
+
+/* This CPU's widest finder is the one chosen, and SWAR is always there. */
+static void wide_scan_variant_chosen(void **state)
+{
+	(void)state;
+	assert_non_null(jscan_finder_of(JSCAN_SWAR));
+	assert_non_null(jscan_finder_of(jscan_best()));
+	assert_ptr_equal(jscan_best_finder(), jscan_finder_of(jscan_best()));
+	for (int v = (int)jscan_best() + 1; v < JSCAN_NVARIANTS; v++)
+		assert_null(jscan_finder_of((enum jscan_variant)v));
+#if defined(__x86_64__)
+	assert_non_null(jscan_finder_of(JSCAN_SSE2));
+#endif
+}
+
+/* UTF-8 sequences, valid and not; bad: where the first invalid one starts
+ * within it, or -1. */
+static const struct {
+	const char *bytes;
+	long bad;
+} sequences[] = {
+	{ "\xC3\xA9", -1 },                   /* U+00E9 */
+	{ "\xE2\x82\xAC", -1 },               /* U+20AC */
+	{ "\xF0\x9D\x84\x9E", -1 },           /* U+1D11E */
+	{ "\xF4\x8F\xBF\xBF", -1 },           /* U+10FFFF */
+	{ "\xC3" "a", 0 },                    /* a lead byte without its tail */
+	{ "\xE2\x82" "a", 0 },                /* cut short */
+	{ "\xC0\x80", 0 },                    /* overlong */
+	{ "\xED\xA0\x80", 0 },                /* a surrogate */
+	{ "\xF4\x90\x80\x80", 0 },            /* above U+10FFFF */
+	{ "a\x80", 1 },                       /* a stray continuation byte */
+	{ "\xFF", 0 },
+};
+
+/* Each sequence at each offset 0..70 of strings of 0..100 bytes: utf8_valid
+ * and simdjson agree, and request_decode takes the frame or says
+ * bad_utf8 at the byte, whether the frame is ASCII or not. */
+static void utf8_every_sequence_at_every_offset(void **state)
+{
+	(void)state;
+	static const char head[] = "{\"op\":\"put\",\"item\":\"";
+	size_t hn = sizeof head - 1;
+
+	for (size_t k = 0; k < sizeof sequences / sizeof sequences[0]; k++) {
+		size_t sn = strlen(sequences[k].bytes);
+		long bad = sequences[k].bad;
+		for (size_t len = sn; len <= 100; len++)
+			for (size_t at = 0; at <= 70 && at + sn <= len; at++) {
+				char *p = plain_with(len, len, 0);
+				memcpy(p + at, sequences[k].bytes, sn);
+				expect_utf8(p, len, bad < 0 ? -1 : (long)at + bad);
+
+				struct buf frame = { 0 };
+				buf_adds(&frame, head);
+				buf_add(&frame, p, len);
+				buf_adds(&frame, "\"}");
+				struct request r;
+				struct errinfo e = { 0 };
+				int code = request_decode(frame.p, frame.len,
+				                          DEFAULT_DEPTH, &r, &e);
+				if (bad < 0) {
+					assert_int_equal(code, JQ_OK);
+					assert_int_equal(r.item.len, len + 2);
+				} else {
+					char want[64];
+					snprintf(want, sizeof want, "(byte %zu)",
+					         hn + at + (size_t)bad);
+					assert_int_equal(code, JQ_BAD_UTF8);
+					assert_non_null(strstr(e.message, want));
+					assert_null(r.item.p);
+				}
+				request_free(&r);
+				buf_free(&frame);
+				free(p);
+			}
+	}
+}
+
+/* request_decode's verdicts, whichever path reads the frame first: bad
+ * UTF-8 wins over bad JSON, and over a frame the fast path is unsure of. */
+static void decode_ascii_and_not(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *frame;
+		int code;
+	} rows[] = {
+		{ "{\"op\":\"put\",\"item\":\"plain ASCII\"}", JQ_OK },
+		{ "{\"op\":\"put\",\"item\":\"caf\xC3\xA9\"}", JQ_OK },
+		{ "{\"op\":\"put\",\"item\":{\"\xE2\x82\xAC\":1}}", JQ_OK },
+		/* the fast path is unsure (a key twice): jansson decides */
+		{ "{\"op\":\"put\",\"item\":1,\"item\":\"\xC3\xA9\"}", JQ_OK },
+		{ "{\"op\":\"put\",\"item\":\"caf\xC3\"}", JQ_BAD_UTF8 },
+		{ "{\"op\":\"put\",\"item\":\"\xED\xA0\x80\"}", JQ_BAD_UTF8 },
+		{ "{\"op\":\"put\",\"item\":1,\"item\":\"\xC3\"}", JQ_BAD_UTF8 },
+		{ "{\"op\":\"put\",\"item\":\xC3\xA9}", JQ_BAD_JSON },
+		{ "{\"op\":\"put\",\"item\":\xC3}", JQ_BAD_UTF8 },
+		{ "{\"op\":\"put\",\"item\":\"\xC3\xA9\"", JQ_BAD_JSON },
+		{ "{\"op\":\"put\",\"item\":\"\xC3\"", JQ_BAD_UTF8 },
+		{ "{\"op\":\"put\",\"item\":\"a\"", JQ_BAD_JSON },
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		struct request r;
+		struct errinfo e = { 0 };
+		const char *f = rows[i].frame;
+		int code = request_decode(f, strlen(f), DEFAULT_DEPTH, &r, &e);
+		if (code != rows[i].code)
+			fail_msg("row %zu: %d (want %d): %s", i, code, rows[i].code,
+			         e.message);
+		request_free(&r);
 	}
 }
 
@@ -2910,6 +3123,10 @@ int main(void)
 		cmocka_unit_test(utf8_rejects_stray_continuation_bytes),
 		cmocka_unit_test(utf8_fast_path_reports_every_position),
 		cmocka_unit_test(utf8_matches_reference_decoder),
+		cmocka_unit_test(wide_scan_every_byte_at_every_offset),
+		cmocka_unit_test(wide_scan_variant_chosen),
+		cmocka_unit_test(utf8_every_sequence_at_every_offset),
+		cmocka_unit_test(decode_ascii_and_not),
 
 		cmocka_unit_test(request_bad_utf8),
 		cmocka_unit_test(request_bad_json),
