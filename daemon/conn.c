@@ -29,12 +29,23 @@
  * I/O is plain read() and write() on a non-blocking socket, as in Redis: a
  * readable socket is read once (at most READ_CHUNK bytes, so a client that
  * pipelines cannot starve the others), its complete frames are executed,
- * and their replies are written at once, in one write; only what the
- * kernel does not take waits for a writable event.  A connection owns
- * buffers only while something waits in them (a partial frame, frames
- * behind a blocked request, unsent replies): the common exchange runs
- * through the server's shared buffers, so ten thousand idle clients cost
- * little.
+ * and their replies are written at once, in one write, straight from the
+ * server's scratch buffer where they were built; only what the kernel does
+ * not take is copied to the connection's `out` and waits for a writable
+ * event.  A connection owns buffers only while something waits in them (a
+ * partial frame, frames behind a blocked request, unsent replies): the
+ * common exchange runs through the server's shared buffers, so ten
+ * thousand idle clients cost little.
+ *
+ * Big frames: while a partial frame is being completed, each read appends
+ * to the connection's `in`, and the search for its LF resumes where the
+ * last one stopped (`scanned`), so a frame is searched once, not once a
+ * read.  An emptied `in` of more than READ_CHUNK goes to a small
+ * server-wide set of spares (CONN_SPARE_INPUTS) that the next big frame
+ * takes, so that big frames do not grow a buffer by doubling and fault
+ * fresh pages in each time.  Reads stay READ_CHUNK long even then: a read
+ * that ends inside the next frame leaves that part to be moved to the
+ * front of `in`, and a longer read would move more than it saves.
  *
  * Reading stops while input piles up behind a blocked request (past
  * max_frame + READ_SLACK), and executing pauses while more than max_output
@@ -112,6 +123,7 @@ struct conn {
 	SSL *ssl;                  /* a TLS client's session; NULL: plain */
 	struct buf in;             /* input not yet executed */
 	size_t in_off;             /* in.p[in_off..in.len) waits */
+	size_t scanned;            /* of it, the bytes searched for no LF */
 	struct buf out;            /* replies the kernel has not taken */
 	size_t out_off;            /* out.p[out_off..out.len) waits */
 	struct holder holder;      /* tasks delivered here without a lease */
@@ -145,6 +157,38 @@ static void buf_drop(struct buf *b, size_t *off)
 {
 	buf_free(b);
 	*off = 0;
+}
+
+/* The input is emptied: a big buffer is kept as a spare if there is room
+ * among them. */
+static void drop_input(struct conn *c)
+{
+	struct conn_state *s = &server.conn;
+	if (c->in.cap > READ_CHUNK && s->spare_ins < CONN_SPARE_INPUTS) {
+		c->in.len = 0;
+		s->spare_in[s->spare_ins++] = c->in;
+		c->in = (struct buf){ 0 };
+		c->in_off = 0;
+	} else {
+		buf_drop(&c->in, &c->in_off);
+	}
+	c->scanned = 0;
+}
+
+/* Room for more bytes of input; an input that has no buffer yet and needs
+ * a big one takes the biggest spare. */
+static void reserve_input(struct conn *c, size_t more)
+{
+	struct conn_state *s = &server.conn;
+	if (!c->in.p && more > READ_CHUNK / 2 && s->spare_ins) {
+		unsigned best = 0;
+		for (unsigned i = 1; i < s->spare_ins; i++)
+			if (s->spare_in[i].cap > s->spare_in[best].cap)
+				best = i;
+		c->in = s->spare_in[best];
+		s->spare_in[best] = s->spare_in[--s->spare_ins];
+	}
+	buf_reserve(&c->in, more);
 }
 
 static void conn_free(struct conn *c)
@@ -183,7 +227,7 @@ static void conn_free(struct conn *c)
 	close(c->fd);
 	if (c->ssl)
 		tls_free(c->ssl);
-	buf_free(&c->in);
+	drop_input(c);
 	buf_free(&c->out);
 	buf_free(&c->held);
 	free(c);
@@ -254,15 +298,28 @@ static int flush(struct conn *c)
 }
 
 /* Queues replies to be written (sealed, for a TLS client); the caller
- * flushes. */
+ * flushes.  A plain connection with nothing unsent writes them at once,
+ * from where they lie, and keeps only what the kernel does not take; a
+ * failure is left for the caller's flush to meet again and report, since
+ * c may not be freed here (conn_finish runs inside the engine). */
 static void add_output(struct conn *c, const char *p, size_t len)
 {
 	if (c->out_off && c->out_off == c->out.len)
 		buf_drop(&c->out, &c->out_off);
-	if (c->ssl)
+	if (c->ssl) {
 		tls_seal(c->ssl, p, len, &c->out);
-	else
-		buf_add(&c->out, p, len);
+		return;
+	}
+	while (len && !unsent(c)) {
+		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		p += n;
+		len -= (size_t)n;
+	}
+	buf_add(&c->out, p, len);
 }
 
 /* CLOSING: closes once everything owed is written; a TLS client gets a
@@ -326,7 +383,7 @@ void conn_release(uint64_t safe)
 static void start_closing(struct conn *c)
 {
 	c->state = CONN_CLOSING;
-	buf_drop(&c->in, &c->in_off);
+	drop_input(c);
 	update_reading(c);
 }
 
@@ -434,10 +491,11 @@ static size_t execute(struct conn *c, const char *p, size_t len,
                       bool *drained)
 {
 	struct buf *b = &server.scratch;
-	size_t max = server.cfg.max_frame, off = 0;
+	size_t max = server.cfg.max_frame, off = 0, from = c->scanned;
 	uint64_t before = server.journal ? journal_appended(server.journal) : 0;
 
 	buf_reset(b);
+	c->scanned = 0;
 	c->partial = false;
 	c->idle_since = 0;
 	*drained = false;
@@ -449,10 +507,13 @@ static size_t execute(struct conn *c, const char *p, size_t len,
 		if (b->len + unsent(c) + c->held.len >= server.cfg.max_output)
 			break;   /* on_write runs us again once the output drains */
 		struct frame f;
-		enum frame_status st = frame_next(p + off, len - off, max, &f);
+		enum frame_status st = frame_resume(p + off, len - off, from,
+		                                    max, &f);
+		from = 0;
 		if (st == FRAME_NEED_MORE) {
 			*drained = true;
 			c->partial = true;
+			c->scanned = len - off;
 			break;
 		}
 		if (st == FRAME_TOO_LARGE) {
@@ -485,7 +546,7 @@ static void run(struct conn *c)
 	if (c->state != CONN_CLOSING) {
 		c->in_off += used;
 		if (c->in_off == c->in.len)
-			buf_drop(&c->in, &c->in_off);
+			drop_input(c);
 	}
 	settle(c, drained);
 }
@@ -656,7 +717,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 			c->in.len -= c->in_off;
 			c->in_off = 0;
 		}
-		buf_reserve(&c->in, room + extra);
+		reserve_input(c, room + extra);
 		to = c->in.p + c->in.len;
 		cap = c->in.cap - c->in.len;
 	}
@@ -697,8 +758,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	} else if (c->state == CONN_READY) {
 		bool drained;
 		size_t used = execute(c, to, (size_t)n, &drained);
-		if (c->state != CONN_CLOSING && used < (size_t)n)
+		if (c->state != CONN_CLOSING && used < (size_t)n) {
+			reserve_input(c, (size_t)n - used);
 			buf_add(&c->in, to + used, (size_t)n - used);
+		}
 		settle(c, drained);
 		return;
 	} else {
@@ -877,6 +940,8 @@ void conn_reconfigure(bool new_token)
 void conn_free_all(void)
 {
 	conn_drop_all();
+	while (server.conn.spare_ins)
+		buf_free(&server.conn.spare_in[--server.conn.spare_ins]);
 	free(server.conn.read_buf);
 	server.conn.read_buf = NULL;
 	free(server.conn.tls_buf);

@@ -10,7 +10,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 struct conn;
+
+/* Input buffers big enough for a big frame, kept for reuse (conn.c). */
+#define CONN_SPARE_INPUTS 4
 
 /* conn.c's own. */
 struct conn_state {
@@ -21,6 +26,8 @@ struct conn_state {
 	struct conn *holding;           /* replies wait for the journal */
 	char *read_buf;                 /* TCP input is read here first */
 	char *tls_buf;                  /* TLS: the ciphertext read */
+	struct buf spare_in[CONN_SPARE_INPUTS];   /* emptied big inputs */
+	unsigned spare_ins;
 };
 
 /* Sets up what the connections share (server.base exists). */

@@ -94,6 +94,10 @@ struct engine {
  * counts.  It stays counted while it moves between the itemq and a task. */
 #define ITEM_BYTES(len) ((uint64_t)(len) + 24)
 
+/* Items of this many bytes or more are queued in their task's block
+ * (engine.c's header says why). */
+#define TASK_BLOCK_MIN 4096
+
 static inline uint64_t qsize(const struct queue *q)
 {
 	return itemq_count(&q->items);

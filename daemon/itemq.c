@@ -20,6 +20,12 @@
  * not bigger than the queue now needs, so a queue that is both filled and
  * drained does not malloc and free a chunk every few hundred items; an
  * empty queue keeps only a smallest-size chunk, and no spare.
+ *
+ * An entry whose text lies in a block of the caller's holds, in place of
+ * its text, the block's address and the text's (16 bytes), and says so by
+ * the top bit of its length (texts are below 2^31 bytes: max_frame is at
+ * most 1 GiB).  The block's bytes count in `held`, not in `used`: chunk
+ * sizes follow the entries in chunks.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,21 +50,53 @@ struct entry {
 	char text[];
 };
 
+#define IN_BLOCK ((uint32_t)1 << 31)   /* entry.len: the text is a block's */
+
+struct block_ref {
+	void *block;
+	const char *text;
+};
+
 static size_t entry_size(size_t len)
 {
 	return sizeof(struct entry) + ((len + 7) & ~(size_t)7);
 }
+
+#define BLOCK_ENTRY (sizeof(struct entry) + sizeof(struct block_ref))
 
 static struct entry *entry_at(const struct itemq_chunk *c, uint32_t off)
 {
 	return (struct entry *)(void *)((char *)(void *)c->data + off);
 }
 
+static struct block_ref *ref_of(struct entry *en)
+{
+	return (struct block_ref *)(void *)en->text;
+}
+
+/* The bytes an entry takes in its chunk. */
+static size_t stored_size(const struct entry *en)
+{
+	return en->len & IN_BLOCK ? BLOCK_ENTRY : entry_size(en->len);
+}
+
+static size_t block_bytes(const struct block_ref *r, size_t len)
+{
+	return (size_t)(r->text + len - (const char *)r->block);
+}
+
 static void read_entry(const struct itemq_chunk *c, uint32_t off,
                        struct item *it)
 {
-	const struct entry *en = entry_at(c, off);
-	*it = (struct item){ en->id, en->deliveries, en->len, en->text };
+	struct entry *en = entry_at(c, off);
+	if (en->len & IN_BLOCK) {
+		const struct block_ref *r = ref_of(en);
+		*it = (struct item){ en->id, en->deliveries, en->len & ~IN_BLOCK,
+		                     r->text, r->block };
+	} else {
+		*it = (struct item){ en->id, en->deliveries, en->len, en->text,
+		                     NULL };
+	}
 }
 
 /* The data size a new chunk gets when an entry of need bytes opens it. */
@@ -119,20 +157,9 @@ static void reuse_empty(struct itemq *q, size_t need, bool at_end)
 	c->start = c->end = at_end ? 0 : c->size;
 }
 
-static void write_entry(struct itemq_chunk *c, uint32_t off, uint64_t id,
-                        uint32_t deliveries, const char *text, size_t len)
+/* Room for an entry of need bytes at the tail. */
+static struct entry *place_back(struct itemq *q, size_t need)
 {
-	struct entry *en = entry_at(c, off);
-	en->id = id;
-	en->len = (uint32_t)len;
-	en->deliveries = deliveries;
-	memcpy(en->text, text, len);
-}
-
-void itemq_push_back(struct itemq *q, uint64_t id, uint32_t deliveries,
-                     const char *text, size_t len)
-{
-	size_t need = entry_size(len);
 	if (!q->count)
 		reuse_empty(q, need, true);
 	struct itemq_chunk *c = q->tail;
@@ -146,16 +173,16 @@ void itemq_push_back(struct itemq *q, uint64_t id, uint32_t deliveries,
 			q->head = c;
 		q->tail = c;
 	}
-	write_entry(c, c->end, id, deliveries, text, len);
+	struct entry *en = entry_at(c, c->end);
 	c->end += (uint32_t)need;
 	q->count++;
 	q->used += need;
+	return en;
 }
 
-void itemq_push_front(struct itemq *q, uint64_t id, uint32_t deliveries,
-                      const char *text, size_t len)
+/* Room for an entry of need bytes at the head. */
+static struct entry *place_front(struct itemq *q, size_t need)
 {
-	size_t need = entry_size(len);
 	if (!q->count)
 		reuse_empty(q, need, false);
 	struct itemq_chunk *c = q->head;
@@ -169,9 +196,59 @@ void itemq_push_front(struct itemq *q, uint64_t id, uint32_t deliveries,
 			q->tail = c;
 	}
 	c->start -= (uint32_t)need;
-	write_entry(c, c->start, id, deliveries, text, len);
 	q->count++;
 	q->used += need;
+	return entry_at(c, c->start);
+}
+
+static void write_entry(struct entry *en, uint64_t id, uint32_t deliveries,
+                        const char *text, size_t len)
+{
+	en->id = id;
+	en->len = (uint32_t)len;
+	en->deliveries = deliveries;
+	memcpy(en->text, text, len);
+}
+
+static void write_ref(struct itemq *q, struct entry *en, uint64_t id,
+                      uint32_t deliveries, void *block, const char *text,
+                      size_t len)
+{
+	struct block_ref *r = ref_of(en);
+	en->id = id;
+	en->len = (uint32_t)len | IN_BLOCK;
+	en->deliveries = deliveries;
+	r->block = block;
+	r->text = text;
+	q->blocks++;
+	q->held += block_bytes(r, len);
+}
+
+void itemq_push_back(struct itemq *q, uint64_t id, uint32_t deliveries,
+                     const char *text, size_t len)
+{
+	write_entry(place_back(q, entry_size(len)), id, deliveries, text, len);
+}
+
+void itemq_push_front(struct itemq *q, uint64_t id, uint32_t deliveries,
+                      const char *text, size_t len)
+{
+	write_entry(place_front(q, entry_size(len)), id, deliveries, text, len);
+}
+
+void itemq_push_back_block(struct itemq *q, uint64_t id, uint32_t deliveries,
+                           void *block, const char *text, size_t len)
+{
+	write_ref(q, place_back(q, BLOCK_ENTRY), id, deliveries, block, text,
+	          len);
+}
+
+void itemq_push_front_block(struct itemq *q, uint64_t id,
+                            uint32_t deliveries, void *block,
+                            const char *text, size_t len)
+{
+	write_ref(q, place_front(q, BLOCK_ENTRY), id, deliveries, block, text,
+	          len);
 }
 
 bool itemq_peek(const struct itemq *q, struct item *it)
@@ -184,18 +261,31 @@ bool itemq_peek(const struct itemq *q, struct item *it)
 
 void itemq_pop_front(struct itemq *q)
 {
-	struct itemq_chunk *c = q->head;
-	size_t size = entry_size(entry_at(c, c->start)->len);
+	free(itemq_take_front(q));
+}
 
+void *itemq_take_front(struct itemq *q)
+{
+	struct itemq_chunk *c = q->head;
+	struct entry *en = entry_at(c, c->start);
+	size_t size = stored_size(en);
+	void *block = NULL;
+
+	if (en->len & IN_BLOCK) {
+		const struct block_ref *r = ref_of(en);
+		block = r->block;
+		q->blocks--;
+		q->held -= block_bytes(r, en->len & ~IN_BLOCK);
+	}
 	c->start += (uint32_t)size;
 	q->count--;
 	q->used -= size;
 	if (c->start < c->end)
-		return;
+		return block;
 	if (c != q->tail) {
 		q->head = c->next;
 		retire(q, c);
-		return;
+		return block;
 	}
 	/* The queue is empty: it keeps at most one small chunk. */
 	if (q->spare) {
@@ -206,6 +296,7 @@ void itemq_pop_front(struct itemq *q)
 		chunk_free(q, c);
 		q->head = q->tail = NULL;
 	}
+	return block;
 }
 
 void itemq_iter_init(const struct itemq *q, struct itemq_iter *i)
@@ -219,7 +310,7 @@ bool itemq_next(struct itemq_iter *i, struct item *it)
 	if (!i->chunk)
 		return false;
 	read_entry(i->chunk, i->off, it);
-	i->off += (uint32_t)entry_size(it->len);
+	i->off += (uint32_t)stored_size(entry_at(i->chunk, i->off));
 	if (i->off == i->chunk->end) {
 		i->chunk = i->chunk->next;
 		i->off = i->chunk ? i->chunk->start : 0;
@@ -229,6 +320,13 @@ bool itemq_next(struct itemq_iter *i, struct item *it)
 
 void itemq_free(struct itemq *q)
 {
+	if (q->blocks) {
+		struct itemq_iter i;
+		struct item it;
+		itemq_iter_init(q, &i);
+		while (itemq_next(&i, &it))
+			free(it.block);
+	}
 	struct itemq_chunk *c = q->head;
 	while (c) {
 		struct itemq_chunk *next = c->next;

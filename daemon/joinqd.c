@@ -7,6 +7,7 @@
  * other module links without it.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,6 +516,21 @@ static void stop(void)
 	config_free(&server.cfg);
 }
 
+/*
+ * Big items (a task's block, a connection's input) are malloc'd and freed
+ * at the rate they pass.  glibc would give each one fresh pages: blocks
+ * past its mmap threshold are mmapped, and freed memory at the heap's top
+ * past its trim threshold goes back to the kernel, so the next block is
+ * faulted in and zeroed again (a tenth of the daemon's time at 1 MiB
+ * items).  Blocks up to 32 MiB come from the heap instead, and up to
+ * 64 MiB freed at its top is kept for them.
+ */
+static void keep_freed_memory(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 int main(int argc, char **argv)
 {
 	char addrs[512], err[CONFIG_ERR_MAX];
@@ -540,6 +556,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	raise_nofile();
+	keep_freed_memory();
 	server.started = time(NULL);
 
 	if (start() < 0) {

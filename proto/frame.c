@@ -14,11 +14,18 @@ int frame_blank(const char *p, size_t len)
 enum frame_status frame_next(const char *buf, size_t len, size_t max_frame,
                              struct frame *f)
 {
+	return frame_resume(buf, len, 0, max_frame, f);
+}
+
+enum frame_status frame_resume(const char *buf, size_t len, size_t from,
+                               size_t max_frame, struct frame *f)
+{
 	/* The LF of a legal frame stands at an offset of at most max_frame. */
 	size_t scan = len;
 	if (max_frame < len)
 		scan = max_frame + 1;
-	const char *lf = memchr(buf, '\n', scan);
+	const char *lf = from < scan ? memchr(buf + from, '\n', scan - from)
+	                             : NULL;
 	if (!lf)
 		return len > max_frame ? FRAME_TOO_LARGE : FRAME_NEED_MORE;
 

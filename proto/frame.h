@@ -6,6 +6,9 @@
  *
  * It works on a contiguous buffer and keeps no state: the caller drops
  * f.consumed bytes after each FRAME_OK or FRAME_EMPTY and calls again.
+ * A caller that completes a long frame over many reads remembers that the
+ * len bytes of a FRAME_NEED_MORE hold no LF and resumes the search after
+ * them (frame_resume), so that each byte is searched once.
  */
 #ifndef JQ_FRAME_H
 #define JQ_FRAME_H
@@ -27,6 +30,11 @@ struct frame {
 
 enum frame_status frame_next(const char *buf, size_t len, size_t max_frame,
                              struct frame *f);
+
+/* frame_next, where buf[0..from) is known to hold no LF (from <= len):
+ * the search starts at from. */
+enum frame_status frame_resume(const char *buf, size_t len, size_t from,
+                               size_t max_frame, struct frame *f);
 
 /* True if p[0..len) is only spaces, tabs, CRs and LFs. */
 int frame_blank(const char *p, size_t len);

@@ -85,6 +85,22 @@ static struct engine *restart(void **state, const struct engine_conf *conf)
 	return *state;
 }
 
+/* Items of this many bytes or more are queued in their tasks' blocks
+ * (engine_int.h's TASK_BLOCK_MIN), smaller ones packed in chunks: the
+ * random tests mix both. */
+#define BIG_TEXT 4096
+#define BIG_TEXT_MAX (BIG_TEXT + 64)
+
+/* Pads the string in out (size bytes) to BIG_TEXT + seed % 64 bytes, with
+ * letters that follow seed so that items stay told apart. */
+static void make_big(char *out, size_t size, unsigned seed)
+{
+	size_t n = strlen(out), want = BIG_TEXT + seed % 64;
+	for (; n < want && n + 1 < size; n++)
+		out[n] = (char)('a' + (seed + n) % 26);
+	out[n] = '\0';
+}
+
 /* ---- invariants, checked after every step -------------------------------- */
 
 static void check_engine(const struct engine *e)
@@ -2080,7 +2096,7 @@ struct dtask {
 	uint32_t deliveries;
 	enum engine_task_state state;
 	msec_t until;
-	char item[64];
+	char item[BIG_TEXT_MAX];
 	size_t len;
 };
 
@@ -3857,9 +3873,11 @@ static void log_replay_reproduces_a_random_history(void **state)
 			if (w[i].calls)
 				free_w = &w[i];
 		if (op < 30) {                        /* put */
-			char item[24];
+			char item[BIG_TEXT_MAX];
 			uint64_t t;
 			snprintf(item, sizeof item, "s%u", step);
+			if (step % 5 == 0)
+				make_big(item, sizeof item, step);
 			if (free_w && lrnd(2)) {
 				tw_init(free_w, lrnd(3) ? NEVER : lrnd(40));
 				if (try_put(e, q, item, free_w, &t) != JQ_PARKED)
@@ -4126,9 +4144,13 @@ static uint64_t m_unfinished(const struct mqueue *q)
 	return q->n + q->inflight + q->delayed;
 }
 
+/* Every fourth item is big, so that the model covers items queued in
+ * their tasks' blocks along with packed ones, through every move. */
 static void m_item_text(unsigned item, char *out, size_t size)
 {
 	snprintf(out, size, "i%u", item);
+	if (item % 4 == 0)
+		make_big(out, size, item);
 }
 
 static void m_expect(int waiter, int code, uint64_t task)
@@ -4425,7 +4447,7 @@ static void m_step_put(struct engine *e)
 	struct mqueue *q = &m->q[qi];
 	static unsigned items;
 	unsigned item = ++items;
-	char text[16];
+	char text[BIG_TEXT_MAX];
 	m_item_text(item, text, sizeof text);
 	struct mwaiter *w = rnd(5) < 2 ? m_free_waiter() : NULL;
 	msec_t timeout = m_wait_timeout();
@@ -4488,7 +4510,7 @@ static void m_step_get(struct engine *e)
 	}
 	assert_int_equal(rc, JQ_OK);
 	uint64_t id = m_deliver(qi, holder, lease);
-	char text[16];
+	char text[BIG_TEXT_MAX];
 	m_item_text(m->t[id].item, text, sizeof text);
 	assert_int_equal(d.task, id);
 	assert_int_equal(d.deliveries, m->t[id].deliveries);

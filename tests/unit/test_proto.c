@@ -338,6 +338,36 @@ static void frame_too_large_without_waiting_for_lf(void **state)
 	                 FRAME_TOO_LARGE);
 }
 
+/* A frame completed over several reads: each resumed search starts where
+ * the last stopped, and finds the same frame (CR, blank, limit) as one
+ * search over the whole would. */
+static void frame_resume_searches_only_new_bytes(void **state)
+{
+	(void)state;
+	struct frame f;
+	char s[] = "{\"op\":\"put\"}\r\nnext";
+	size_t lf = strlen("{\"op\":\"put\"}\r");
+
+	assert_int_equal(frame_resume(s, 5, 0, 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_resume(s, lf - 1, 5, 1024, &f), FRAME_NEED_MORE);
+	assert_int_equal(frame_resume(s, lf - 1, lf - 1, 1024, &f),
+	                 FRAME_NEED_MORE);
+	assert_int_equal(frame_resume(s, strlen(s), lf - 1, 1024, &f), FRAME_OK);
+	assert_ptr_equal(f.start, s);
+	assert_int_equal(f.len, lf - 1);
+	assert_int_equal(f.consumed, lf + 1);
+	/* An LF before from is not looked for: the caller vouched for none. */
+	assert_int_equal(frame_resume(s, strlen(s), lf + 1, 1024, &f),
+	                 FRAME_NEED_MORE);
+	/* The limit holds as for frame_next, wherever the search resumes. */
+	assert_int_equal(frame_resume(s, lf - 1, 4, 8, &f), FRAME_TOO_LARGE);
+	assert_int_equal(frame_resume(s, strlen(s), lf - 1, lf, &f), FRAME_OK);
+	assert_int_equal(frame_resume(s, strlen(s), lf - 1, lf - 1, &f),
+	                 FRAME_TOO_LARGE);
+	assert_int_equal(frame_resume("  \r\n", 4, 2, 16, &f), FRAME_EMPTY);
+	assert_int_equal(f.consumed, 4);
+}
+
 static void frame_max_frame_zero(void **state)
 {
 	(void)state;
@@ -3113,6 +3143,7 @@ int main(void)
 		cmocka_unit_test(frame_max_frame_bytes_before_lf_pass),
 		cmocka_unit_test(frame_max_frame_plus_one_is_too_large),
 		cmocka_unit_test(frame_too_large_without_waiting_for_lf),
+		cmocka_unit_test(frame_resume_searches_only_new_bytes),
 		cmocka_unit_test(frame_max_frame_zero),
 		cmocka_unit_test(frame_huge_max_frame),
 
