@@ -126,6 +126,18 @@ struct bench {
 /* Monotonic nanoseconds. */
 int64_t now_ns(void);
 
+/* Ends the run with status; the first reason given is the one reported
+ * (benchload.c). */
+void stop(struct bench *b, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* One reply line of c, its LF taken off (benchload.c). */
+void on_line(struct bench *b, struct conn *c, const char *line, size_t len);
+
+/* Writes what c has queued, as far as the socket takes it (benchio.c). */
+void bench_flush(struct bench *b, struct conn *c);
+/* Reads what c's socket holds, each reply line to on_line (benchio.c). */
+void bench_read(struct bench *b, struct conn *c);
+
 /* Runs the benchmark (benchload.c): finds the daemon, opens the
  * connections, and runs until done, --timeout, or a failure (b->status
  * and b->why say which).  Returns non-zero, the exit status, only when
