@@ -23,9 +23,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
-JOINQ=${JOINQ:-$top/build/client/joinq}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 OUT=${OUT:-$here}
 QUICK=${QUICK:-}
 BENCH_ARGS=${BENCH_ARGS:---producers 2 --consumers 2 -P 16 -d 100}
@@ -46,13 +45,7 @@ else
 	conn_points="1 10 100 1000 10000"
 fi
 
-die() { echo "flat.sh: $*" >&2; exit 1; }
-
-for tool in "$JOINQD" "$JOINQ"; do
-	[ -x "$tool" ] || die "$tool is not built (scripts/build build)"
-done
-command -v python3 >/dev/null || die "python3 is needed"
-command -v gnuplot >/dev/null || die "gnuplot is needed (apt-get install gnuplot-nox)"
+need "$JOINQD" "$JOINQ" python3 gnuplot
 
 # 10k idle connections need descriptors: raise the soft limit as far as
 # the hard one allows, and leave out the points beyond it.
@@ -61,8 +54,6 @@ fd_limit=$(ulimit -n)
 
 work=$(mktemp -d /tmp/joinq-flat.XXXXXX)
 load_pid=
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 
 stop_load() {
 	if [ -n "$load_pid" ]; then

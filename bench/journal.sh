@@ -13,19 +13,12 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
-JOINQ=${JOINQ:-$top/build/client/joinq}
-N=${N:-200000}
-
-die() { echo "journal.sh: $*" >&2; exit 1; }
-for tool in "$JOINQD" "$JOINQ"; do
-	[ -x "$tool" ] || die "$tool is not built (scripts/build build)"
-done
-
-work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
+N=${N:-200000}
+
+need "$JOINQD" "$JOINQ"
+work=$(mktemp -d)
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 

@@ -1,6 +1,26 @@
-# lib.sh - what the bench scripts share, sourced by them: starting and
-# stopping a joinqd of their own.  The script sets $work (a scratch
-# directory), $JOINQD and a die() that names it.
+# lib.sh - what the bench scripts share, sourced first by each (which has
+# set $here, its own directory): the programs it runs (JOINQD and JOINQ,
+# the build tree's unless set), die() and need(), and starting and
+# stopping a joinqd of its own, which logs into the script's $work (a
+# scratch directory it makes).
+
+top=$(cd "$here/.." && pwd)
+JOINQD=${JOINQD:-$top/build/daemon/joinqd}
+JOINQ=${JOINQ:-$top/build/client/joinq}
+
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+# need PROGRAM...: each is built (a path) or installed (a command name).
+need() {
+	local tool
+	for tool in "$@"; do
+		case $tool in
+		*/*) [ -x "$tool" ] || die "$tool is not built (scripts/build build)" ;;
+		*) command -v "$tool" >/dev/null ||
+			die "$tool is missing (scripts/deps installs it)" ;;
+		esac
+	done
+}
 
 daemon_pid=
 

@@ -14,18 +14,14 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 PYTHON=${PYTHON:-python3}
 N=${N:-200000}
 REPS=${REPS:-3}
 
-die() { echo "python.sh: $*" >&2; exit 1; }
-[ -x "$JOINQD" ] || die "$JOINQD is not built (scripts/build build)"
-
+need "$JOINQD" "$PYTHON"
 work=$(mktemp -d)
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 

@@ -18,22 +18,14 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
-JOINQ=${JOINQ:-$top/build/client/joinq}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 NATS_SERVER=${NATS_SERVER:-nats-server}
 N=${N:-200000}
 CYCLES=${CYCLES:-5000}
 
-die() { echo "replicated.sh: $*" >&2; exit 1; }
-for tool in "$JOINQD" "$JOINQ"; do
-	[ -x "$tool" ] || die "$tool is not built (scripts/build build)"
-done
-command -v "$NATS_SERVER" >/dev/null || die "no $NATS_SERVER (apt-get install nats-server)"
-
+need "$JOINQD" "$JOINQ" "$NATS_SERVER"
 work=$(mktemp -d)
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 nats_pids=()
 standby_pid=
 stop_all() {

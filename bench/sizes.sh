@@ -18,18 +18,18 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 COMPARE=${COMPARE:-$top/../shared/bench/compare.sh}
 SIZES=${SIZES:-"100 1024 65536 1048576"}
 REPS=${REPS:-3}
+
+need "$JOINQD"
+command -v redis-server >/dev/null ||
+	die "redis-server is missing (apt-get install -y redis-server)"
+[ -x "$COMPARE" ] || die "$COMPARE is missing (set COMPARE)"
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-
-die() { echo "sizes.sh: $*" >&2; exit 1; }
-[ -x "$JOINQD" ] || die "$JOINQD is missing (scripts/build build)"
-[ -x "$COMPARE" ] || die "$COMPARE is missing (set COMPARE)"
-command -v redis-server >/dev/null || die "redis-server is missing"
 
 # items SIZE: how many items a W1 run moves; about a second of work each.
 items() {

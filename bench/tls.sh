@@ -15,21 +15,14 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
-JOINQ=${JOINQ:-$top/build/client/joinq}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 N=${N:-300000}
 C=${C:-2000}
 REPS=${REPS:-3}
 
-die() { echo "tls.sh: $*" >&2; exit 1; }
-for tool in "$JOINQD" "$JOINQ" "$(command -v openssl)"; do
-	[ -x "$tool" ] || die "${tool:-openssl} is missing (scripts/deps, scripts/build build)"
-done
-
+need "$JOINQD" "$JOINQ" openssl
 work=$(mktemp -d)
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 

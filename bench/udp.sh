@@ -11,20 +11,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-JOINQD=${JOINQD:-$top/build/daemon/joinqd}
-JOINQ=${JOINQ:-$top/build/client/joinq}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 N=${N:-200000}
 REPS=${REPS:-3}
 
-die() { echo "udp.sh: $*" >&2; exit 1; }
-for tool in "$JOINQD" "$JOINQ"; do
-	[ -x "$tool" ] || die "$tool is missing (scripts/build build)"
-done
-
+need "$JOINQD" "$JOINQ"
 work=$(mktemp -d)
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 trap 'stop_daemon; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
