@@ -15,34 +15,25 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include "benchint.h"
 #include "buf.h"
 #include "cli.h"
 #include "frame.h"
+#include "udpseg.h"
 #include "xalloc.h"
 
 #define READ_CHUNK 65536
 #define REPLY_MAX (64u << 20) /* the longest reply line we take */
 #define UDP_MSGS 64           /* messages per sendmmsg/recvmmsg */
 #define UDP_BUF 65536         /* a datagram, or a GRO train of them */
-#define GSO_SEGMENTS 64       /* the kernel's UDP_MAX_SEGMENTS */
-#define GSO_BYTES 65000       /* a GSO send stays within IP's 64 KiB */
 #define UDP_RX_BUFS 8
-
-/* A control message: UDP_SEGMENT's uint16_t out, UDP_GRO's int in. */
-union cmsg_int {
-	char buf[CMSG_SPACE(sizeof(int))];
-	struct cmsghdr align;
-};
 
 struct udp_rx {
 	struct mmsghdr msg[UDP_RX_BUFS];
 	struct iovec iov[UDP_RX_BUFS];
-	union cmsg_int ctl[UDP_RX_BUFS];
+	union udpseg_cmsg ctl[UDP_RX_BUFS];
 	char data[UDP_RX_BUFS][UDP_BUF];
 };
 
@@ -65,7 +56,7 @@ static void flush_udp(struct bench *b, struct conn *c)
 {
 	struct mmsghdr msg[UDP_MSGS];
 	struct iovec iov[UDP_MSGS];
-	union cmsg_int ctl[UDP_MSGS];
+	union udpseg_cmsg ctl[UDP_MSGS];
 	size_t end[UDP_MSGS];
 
 	while (c->out_off < c->out.len) {
@@ -77,9 +68,9 @@ static void flush_udp(struct bench *b, struct conn *c)
 			size_t seg = line_len(p, c->out.len - off), len = seg;
 			unsigned segs = 1;
 			while (!c->no_gso && off + len < c->out.len &&
-			       segs < GSO_SEGMENTS) {
+			       segs < UDPSEG_MAX_SEGMENTS) {
 				size_t n = line_len(p + len, c->out.len - off - len);
-				if (n > seg || len + n > GSO_BYTES)
+				if (n > seg || len + n > UDPSEG_MAX_BYTES)
 					break;
 				len += n;
 				segs++;
@@ -90,16 +81,8 @@ static void flush_udp(struct bench *b, struct conn *c)
 			iov[k].iov_len = len;
 			msg[k].msg_hdr.msg_iov = &iov[k];
 			msg[k].msg_hdr.msg_iovlen = 1;
-			if (segs > 1) {
-				struct cmsghdr *cm = &ctl[k].align;
-				uint16_t size = (uint16_t)seg;
-				cm->cmsg_level = SOL_UDP;
-				cm->cmsg_type = UDP_SEGMENT;
-				cm->cmsg_len = CMSG_LEN(sizeof size);
-				memcpy(CMSG_DATA(cm), &size, sizeof size);
-				msg[k].msg_hdr.msg_control = ctl[k].buf;
-				msg[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof size);
-			}
+			if (segs > 1)
+				udpseg_set(&msg[k].msg_hdr, &ctl[k], (uint16_t)seg);
 			off += len;
 			end[k++] = off;
 		}
@@ -112,10 +95,7 @@ static void flush_udp(struct bench *b, struct conn *c)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;   /* poll says when to go on */
-		if (msg[0].msg_hdr.msg_controllen &&
-		    (errno == EIO || errno == EINVAL || errno == EMSGSIZE ||
-			     errno == ENOPROTOOPT ||
-		     errno == EOPNOTSUPP)) {
+		if (msg[0].msg_hdr.msg_controllen && udpseg_refused(errno)) {
 			c->no_gso = true;   /* one by one from now on */
 			continue;
 		}
@@ -204,18 +184,6 @@ static void read_tcp(struct bench *b, struct conn *c)
 	}
 }
 
-/* The segment size of a GRO train, or 0: a single datagram. */
-static size_t gro_size(struct msghdr *h)
-{
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm))
-		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-			int seg;
-			memcpy(&seg, CMSG_DATA(cm), sizeof seg);
-			return seg > 0 ? (size_t)seg : 0;
-		}
-	return 0;
-}
-
 /* One reply datagram: its line, without the LF (or CR LF). */
 static void on_datagram(struct bench *b, struct conn *c, const char *p,
                         size_t len)
@@ -254,7 +222,7 @@ static void read_udp(struct bench *b, struct conn *c)
 		b->last_reply = now_ns();
 		for (int k = 0; k < n && !b->status; k++) {
 			size_t len = rx->msg[k].msg_len;
-			size_t seg = gro_size(&rx->msg[k].msg_hdr);
+			size_t seg = udpseg_gro_size(&rx->msg[k].msg_hdr);
 			if (!seg || seg > len)
 				seg = len;
 			for (size_t off = 0; off < len && !b->status; off += seg)

@@ -32,6 +32,7 @@
 #include "joinq.h"
 #include "netconnect.h"
 #include "reply.h"
+#include "udpseg.h"
 #include "xalloc.h"
 
 #define BULK_WINDOW 256       /* requests in flight to prefill and drain (TCP) */
@@ -199,9 +200,8 @@ static int open_conn(struct bench *b, struct conn *c, char *why,
 	}
 	if (!b->udp && b->o.opt.token)
 		send_auth(b, c);
-	int one = 1;
 	if (b->udp)   /* without it the kernel cuts GSO replies itself */
-		(void)setsockopt(c->fd, SOL_UDP, UDP_GRO, &one, sizeof one);
+		(void)udpseg_gro_on(c->fd);
 	return 0;
 }
 

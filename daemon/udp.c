@@ -27,8 +27,6 @@
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +40,7 @@
 #include "reply.h"
 #include "server.h"
 #include "udp.h"
+#include "udpseg.h"
 #include "xalloc.h"
 
 #define container_of(p, type, member) \
@@ -51,21 +50,13 @@
                                    is finished once begun) */
 #define RECV_BUFS 16            /* buffers per recvmmsg */
 #define DATAGRAM_MAX 65536      /* above any UDP payload or GRO train */
-#define GSO_SEGMENTS 64         /* the kernel's UDP_MAX_SEGMENTS */
-#define GSO_BYTES 65000         /* a GSO send stays within IP's 64 KiB */
 #define GSO_SMALL 512           /* a refused segment this small: no GSO */
-
-/* A control message: UDP_SEGMENT's uint16_t out, UDP_GRO's int in. */
-union cmsg_int {
-	char buf[CMSG_SPACE(sizeof(int))];
-	struct cmsghdr align;
-};
 
 struct udp_rx {
 	struct mmsghdr msg[RECV_BUFS];
 	struct iovec iov[RECV_BUFS];
 	struct sockaddr_storage peer[RECV_BUFS];
-	union cmsg_int ctl[RECV_BUFS];
+	union udpseg_cmsg ctl[RECV_BUFS];
 	char data[RECV_BUFS][DATAGRAM_MAX];
 };
 
@@ -136,12 +127,12 @@ static size_t gso_run(size_t i, size_t gso_max)
 	size_t n = 1, total = a->len;
 	if (a->len > gso_max)
 		return 1;
-	while (i + n < s->nout && n < GSO_SEGMENTS) {
+	while (i + n < s->nout && n < UDPSEG_MAX_SEGMENTS) {
 		const struct udp_reply *b = &s->out[i + n];
 		if (b->fd != a->fd || b->peer_len != a->peer_len ||
 		    memcmp(&b->peer, &a->peer, a->peer_len) != 0 ||
 		    b->len > a->len ||
-		    total + b->len > GSO_BYTES)
+		    total + b->len > UDPSEG_MAX_BYTES)
 			break;
 		total += b->len;
 		n++;
@@ -167,7 +158,7 @@ static void udp_flush(void)
 	struct udp_state *s = &server.udp;
 	struct mmsghdr msg[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
-	union cmsg_int ctl[UDP_BATCH];
+	union udpseg_cmsg ctl[UDP_BATCH];
 	size_t first[UDP_BATCH];
 	size_t i = 0;
 
@@ -188,16 +179,8 @@ static void udp_flush(void)
 			msg[k].msg_hdr.msg_namelen = r->peer_len;
 			msg[k].msg_hdr.msg_iov = &iov[k];
 			msg[k].msg_hdr.msg_iovlen = 1;
-			if (run > 1) {
-				struct cmsghdr *cm = &ctl[k].align;
-				cm->cmsg_level = SOL_UDP;
-				cm->cmsg_type = UDP_SEGMENT;
-				cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-				uint16_t seg = (uint16_t)r->len;
-				memcpy(CMSG_DATA(cm), &seg, sizeof seg);
-				msg[k].msg_hdr.msg_control = ctl[k].buf;
-				msg[k].msg_hdr.msg_controllen = CMSG_SPACE(sizeof seg);
-			}
+			if (run > 1)
+				udpseg_set(&msg[k].msg_hdr, &ctl[k], (uint16_t)r->len);
 			first[k++] = i;
 			i += run;
 		}
@@ -210,9 +193,7 @@ static void udp_flush(void)
 			if (errno == EINTR)
 				continue;
 			if (msg[m].msg_hdr.msg_controllen && l &&
-			    (errno == EIO || errno == EINVAL || errno == EMSGSIZE ||
-			     errno == ENOPROTOOPT ||
-			     errno == EOPNOTSUPP)) {
+			    udpseg_refused(errno)) {
 				gso_refused(l, s->out[first[m]].len, errno);
 				i = first[m];   /* the rest again, as gso_max allows */
 				break;
@@ -227,9 +208,8 @@ static void udp_flush(void)
 
 void udp_setup(struct listener *l)
 {
-	int one = 1;
 	l->gso_max = DATAGRAM_MAX;
-	if (setsockopt(l->fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0)
+	if (udpseg_gro_on(l->fd) < 0)
 		log_debug("udp: %s: no UDP_GRO: %s", l->name, strerror(errno));
 }
 
@@ -355,27 +335,13 @@ static void handle(int fd, const char *data, size_t n, struct udp_pending *u)
 		           server.journal && journal_appended(server.journal) > before);
 }
 
-/* The segment size of a GRO train, or 0: a single datagram. */
-static size_t gro_size(const struct msghdr *h)
-{
-	for (const struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm;
-	     cm = CMSG_NXTHDR((struct msghdr *)h, (struct cmsghdr *)cm)) {
-		int seg;
-		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-			memcpy(&seg, CMSG_DATA(cm), sizeof seg);
-			return seg > 0 ? (size_t)seg : 0;
-		}
-	}
-	return 0;
-}
-
 /* Serves what one receive buffer holds: a datagram, or a GRO train cut
  * into the datagrams it was; all from one sender.  Returns how many,
  * served or denied. */
 static int serve_buffer(int fd, const struct msghdr *h, const char *data,
                         size_t len)
 {
-	size_t seg = gro_size(h);
+	size_t seg = udpseg_gro_size(h);
 	int count = 0;
 	if (!seg || seg > len)
 		seg = len;
