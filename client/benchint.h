@@ -75,6 +75,7 @@ struct conn {
 	size_t out_off;
 	struct buf in;              /* TCP: bytes read, not yet parsed */
 	size_t in_off;
+	size_t in_scanned;          /* of in's partial line, bytes with no LF */
 	uint64_t next_id;           /* UDP */
 	bool no_gso;                /* UDP: the kernel refused UDP_SEGMENT */
 	int cycle_step;             /* latency mode: the op in flight, or -1 */

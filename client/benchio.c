@@ -165,11 +165,15 @@ static void read_tcp(struct bench *b, struct conn *c)
 		}
 		c->in.len += (size_t)n;
 
+		/* A long reply comes in many reads: its LF is searched for in
+		 * the new bytes only. */
 		struct frame f;
 		enum frame_status s;
 		while (!b->status &&
-		       (s = frame_next(c->in.p + c->in_off, c->in.len - c->in_off,
-		                       REPLY_MAX, &f)) != FRAME_NEED_MORE) {
+		       (s = frame_resume(c->in.p + c->in_off, c->in.len - c->in_off,
+		                         c->in_scanned, REPLY_MAX, &f)) !=
+		       FRAME_NEED_MORE) {
+			c->in_scanned = 0;
 			if (s == FRAME_TOO_LARGE) {
 				stop(b, EXIT_ERROR, "%s sent a reply longer than %u bytes",
 				     b->peer, REPLY_MAX);
@@ -181,6 +185,7 @@ static void read_tcp(struct bench *b, struct conn *c)
 		}
 		if (b->status)
 			return;
+		c->in_scanned = c->in.len - c->in_off;   /* s: FRAME_NEED_MORE */
 	}
 }
 

@@ -215,7 +215,7 @@ static void close_conn(struct conn *c)
 	c->fd = -1;
 	buf_reset(&c->out);
 	buf_reset(&c->in);
-	c->out_off = c->in_off = 0;
+	c->out_off = c->in_off = c->in_scanned = 0;
 }
 
 static void send_auth(struct bench *b, struct conn *c)

@@ -477,23 +477,26 @@ int jqc_tcp_flush(jq_client *c, struct jq_error *err)
 }
 
 /* The next non-blank line in c->in, without its LF and CR, if a whole one
- * is there. */
+ * is there.  A long reply comes in many reads: its LF is searched for in
+ * the new bytes only. */
 static bool take_line(jq_client *c, const char **line, size_t *len)
 {
 	while (c->in_off < c->in.len) {
-		const char *p = c->in.p + c->in_off;
-		const char *lf = memchr(p, '\n', c->in.len - c->in_off);
-		if (!lf)
+		struct frame f;
+		enum frame_status s = frame_resume(c->in.p + c->in_off,
+		                                   c->in.len - c->in_off,
+		                                   c->in_scanned, SIZE_MAX, &f);
+		if (s == FRAME_NEED_MORE) {
+			c->in_scanned = c->in.len - c->in_off;
 			return false;
-		size_t n = (size_t)(lf - p);
-		c->in_off += n + 1;
-		if (n > 0 && p[n - 1] == '\r')
-			n--;
-		if (frame_blank(p, n))
-			continue;
-		*line = p;
-		*len = n;
-		return true;
+		}
+		c->in_scanned = 0;
+		c->in_off += f.consumed;
+		if (s == FRAME_OK) {
+			*line = f.start;
+			*len = f.len;
+			return true;
+		}
 	}
 	return false;
 }
@@ -614,7 +617,7 @@ static void drop_connection(jq_client *c)
 	tlsc_free(&c->sess);
 	buf_reset(&c->out);
 	buf_reset(&c->in);
-	c->out_off = c->in_off = 0;
+	c->out_off = c->in_off = c->in_scanned = 0;
 	c->broken.code = JQ_OK;
 }
 

@@ -47,6 +47,7 @@ struct jq_client {
 	struct buf in;            /* TCP: bytes read, not yet returned; UDP:
 	                             the datagram buffer */
 	size_t in_off;            /* bytes of in returned already */
+	size_t in_scanned;        /* TCP: of the rest, bytes with no LF */
 	struct buf req;           /* the request an op is building */
 	uint64_t next_id;         /* UDP: the id of the next request */
 	struct jq_error broken;   /* TCP: why the stream is unusable; code 0
